@@ -1,0 +1,88 @@
+//! Maps shared with the agent, and the globals it sets before loading.
+
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    Global,
+};
+use memtrace_common::{
+    config::{MAX_PENDING_SYSCALLS, MAX_TARGETS},
+    Counter, PendingSyscall, StackMode, TargetState,
+};
+
+/// A `StackMode` as u32; set by the agent.
+#[unsafe(no_mangle)]
+static STACK_MODE: Global<u32> = Global::new(StackMode::Sampled as u32);
+/// Faults between two stack walks of one thread in sampled mode.
+#[unsafe(no_mangle)]
+static STACK_PERIOD: Global<u32> = Global::new(64);
+/// Non-zero: children forked by a target become targets themselves.
+#[unsafe(no_mangle)]
+static FOLLOW_FORKS: Global<u32> = Global::new(0);
+/// Bytes waiting in the ring buffer that make a record wake the agent.
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: Global<u32> = Global::new(1024 * 1024);
+
+pub(crate) fn stack_mode() -> u32 {
+    STACK_MODE.load()
+}
+
+pub(crate) fn stack_period() -> u32 {
+    STACK_PERIOD.load()
+}
+
+pub(crate) fn follow_forks() -> bool {
+    FOLLOW_FORKS.load() != 0
+}
+
+/// Every record goes here. The agent sets the real size at load time.
+#[map]
+pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
+
+/// The process named on the command line. An array lookup is inlined by the
+/// verifier, so every fault in the system pays a load and a compare rather
+/// than a hash lookup to learn it is not ours.
+#[map]
+pub(crate) static PRIMARY: Array<TargetState> = Array::with_max_entries(1, 0);
+
+/// Children followed with `--follow-forks`, by tgid. Only consulted then.
+#[map]
+pub(crate) static TARGETS: HashMap<u32, TargetState> = HashMap::with_max_entries(MAX_TARGETS, 0);
+
+/// `mm_struct` address to tgid of followed children, for RSS changes made by
+/// other tasks (the primary target's mm is in `PRIMARY`).
+#[map]
+pub(crate) static MMS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_TARGETS, 0);
+
+/// Syscalls between entry and exit, by thread id.
+#[map]
+pub(crate) static PENDING: HashMap<u32, PendingSyscall> =
+    HashMap::with_max_entries(MAX_PENDING_SYSCALLS, 0);
+
+#[map]
+pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
+
+pub(crate) fn count(counter: Counter) {
+    if let Some(value) = COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: per-CPU slot, and programs do not nest on one CPU for the
+        // tracepoints we attach, so nothing else writes it meanwhile.
+        unsafe { *value += 1 };
+    }
+}
+
+/// Wake the agent only once the ring buffer holds more than `WAKEUP_BYTES`:
+/// a wake-up per record would cost more than the record. The agent also
+/// drains on a short timer, so nothing waits long.
+pub(crate) fn wakeup_flags() -> u64 {
+    if EVENTS.query(BPF_RB_AVAIL_DATA.into()) >= u64::from(WAKEUP_BYTES.load()) {
+        BPF_RB_FORCE_WAKEUP.into()
+    } else {
+        BPF_RB_NO_WAKEUP.into()
+    }
+}
+
+/// Records that end something (exit, exec, OOM kill) wake the agent at once.
+pub(crate) const fn immediate_wakeup() -> u64 {
+    BPF_RB_FORCE_WAKEUP as u64
+}

@@ -1,0 +1,78 @@
+//! memtrace's exit codes: one per way it can fail, so scripts can tell them
+//! apart. The README lists them.
+
+use crate::{kernel::KernelError, session::SessionError};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ExitCode {
+    Success = 0,
+    /// An error not listed below.
+    Failure = 1,
+    /// Bad command line (clap's own code).
+    Usage = 2,
+    NoSuchProcess = 3,
+    /// The target exited before memtrace could attach.
+    ExitedWhileAttaching = 4,
+    /// Not root, and missing CAP_BPF, CAP_PERFMON or CAP_SYS_PTRACE.
+    NotPrivileged = 5,
+    NoBtf = 6,
+    /// tracefs is not mounted and could not be mounted.
+    NoTracefs = 7,
+    MissingTracepoint = 8,
+    /// The kernel refused to load or attach a program, or a map.
+    KernelRefused = 9,
+    /// A profile or other input file is corrupt or unreadable.
+    BadInput = 10,
+    /// An output file cannot be written (exists without --force, a symlink,
+    /// no permission).
+    Output = 11,
+    /// The command after `--` could not be started.
+    CommandFailed = 12,
+    /// Stopped by a second Ctrl-C before the final report was written.
+    Interrupted = 13,
+}
+
+impl ExitCode {
+    /// The code for an error that ended memtrace.
+    pub fn of(error: &anyhow::Error) -> Self {
+        if let Some(session) = error.downcast_ref::<SessionError>() {
+            return Self::of_session(session);
+        }
+        if let Some(kernel) = error.downcast_ref::<KernelError>() {
+            return Self::of_kernel(kernel);
+        }
+        Self::Failure
+    }
+
+    fn of_session(error: &SessionError) -> Self {
+        match error {
+            SessionError::NoSuchProcess { .. } => Self::NoSuchProcess,
+            SessionError::ExitedWhileAttaching { .. } => Self::ExitedWhileAttaching,
+            SessionError::Kernel(kernel) => Self::of_kernel(kernel),
+            SessionError::Launch { .. } => Self::CommandFailed,
+            SessionError::Output(_) => Self::Output,
+            SessionError::Input(_) => Self::BadInput,
+            SessionError::Interrupted => Self::Interrupted,
+            SessionError::Io { .. } | SessionError::Proc(_) => Self::Failure,
+        }
+    }
+
+    fn of_kernel(error: &KernelError) -> Self {
+        match error {
+            KernelError::NotPrivileged { .. } => Self::NotPrivileged,
+            KernelError::NoBtf { .. } => Self::NoBtf,
+            KernelError::NoTracefs { .. } => Self::NoTracefs,
+            KernelError::MissingTracepoint { .. } => Self::MissingTracepoint,
+            KernelError::Load { .. } | KernelError::Attach { .. } | KernelError::Map { .. } => {
+                Self::KernelRefused
+            }
+        }
+    }
+}
+
+impl From<ExitCode> for std::process::ExitCode {
+    fn from(code: ExitCode) -> Self {
+        Self::from(code as u8)
+    }
+}

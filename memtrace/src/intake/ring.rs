@@ -1,0 +1,46 @@
+//! Reading the `EVENTS` ring buffer from tokio.
+
+use std::io;
+
+use aya::maps::{MapData, RingBuf};
+use tokio::io::unix::AsyncFd;
+
+use super::decode::{decode, DecodeError, Decoded};
+
+/// The ring buffer, registered with tokio so the agent sleeps until the
+/// kernel side wakes it (it does so once a batch has built up; the session
+/// also drains on a short timer).
+pub struct EventSource {
+    ring: AsyncFd<RingBuf<MapData>>,
+}
+
+impl EventSource {
+    pub fn new(ring: RingBuf<MapData>) -> io::Result<Self> {
+        // SAFETY: the ring buffer owns its map's descriptor, and the AsyncFd
+        // owns the ring buffer, so the descriptor outlives the registration.
+        let ring = unsafe { AsyncFd::register(ring) }.map_err(|err| err.into_parts().1)?;
+        Ok(Self { ring })
+    }
+
+    /// Waits until the kernel signals records.
+    pub async fn readable(&mut self) -> io::Result<()> {
+        let mut guard = self.ring.readable_mut().await?;
+        // Edge-triggered: only forget the readiness once drained, which the
+        // caller does next; clearing it here is safe because every wake-up
+        // is followed by a full drain.
+        guard.clear_ready();
+        Ok(())
+    }
+
+    /// Decodes every record waiting, in order, handing each to `sink`;
+    /// returns how many there were.
+    pub fn drain(&mut self, mut sink: impl FnMut(Result<Decoded, DecodeError>)) -> usize {
+        let ring = self.ring.get_mut();
+        let mut count = 0;
+        while let Some(item) = ring.next() {
+            sink(decode(&item));
+            count += 1;
+        }
+        count
+    }
+}

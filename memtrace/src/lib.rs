@@ -1,0 +1,28 @@
+//! memtrace: explains a live process's RSS.
+//!
+//! The crate is laid out the way data flows:
+//!
+//! - [`kernel`]: checks the machine, loads and attaches the eBPF programs
+//!   (built from `memtrace-ebpf`), hands out their maps;
+//! - [`intake`]: ring-buffer records decoded into typed events, and the user
+//!   stacks they name;
+//! - [`model`]: the address-space model, pure logic, kept current by events
+//!   and reconciled with [`proc`], the kernel's own view;
+//! - [`symbolize`]: stack addresses to function names;
+//! - [`report`] and [`export`]: the live view, verdict and JSON; pprof,
+//!   folded stacks and flame graphs;
+//! - [`session`]: runs it all for one target; [`output`] writes files
+//!   safely as root.
+
+pub mod cli;
+pub mod demo;
+pub mod exit;
+pub mod export;
+pub mod intake;
+pub mod kernel;
+pub mod model;
+pub mod output;
+pub mod proc;
+pub mod report;
+pub mod session;
+pub mod symbolize;

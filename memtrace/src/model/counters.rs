@@ -1,0 +1,188 @@
+//! What the address space went through since memtrace attached: calls,
+//! faults, and the bytes that left RSS, by how they left.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::advice::Advice;
+use crate::intake::StackId;
+
+/// How resident bytes left RSS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Release {
+    Munmap,
+    Madvise(Advice),
+    /// A mapping was replaced by a new one (`mmap` with `MAP_FIXED`).
+    Replaced,
+    /// `mremap` shrank or moved over a mapping.
+    Mremap,
+    /// `brk` shrank the heap.
+    Brk,
+    /// The kernel took back pages the program had given back with
+    /// `MADV_FREE`, with no call from the program.
+    LazyFreeReclaimed,
+    /// The kernel reclaimed pages under memory pressure (file pages evicted,
+    /// anonymous pages swapped out).
+    Reclaimed,
+    /// `execve` replaced the whole address space.
+    Exec,
+    /// Gone from /proc with no event that explains it.
+    Unobserved,
+}
+
+impl Release {
+    /// Name used in reports and JSON keys.
+    pub fn name(self) -> String {
+        match self {
+            Self::Munmap => "munmap".into(),
+            Self::Madvise(advice) => advice.to_string(),
+            Self::Replaced => "replaced by mmap".into(),
+            Self::Mremap => "mremap".into(),
+            Self::Brk => "brk".into(),
+            Self::LazyFreeReclaimed => "reclaim of MADV_FREE pages".into(),
+            Self::Reclaimed => "reclaim".into(),
+            Self::Exec => "execve".into(),
+            Self::Unobserved => "unobserved".into(),
+        }
+    }
+}
+
+/// A memory call, for counting calls by stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Call {
+    Mmap,
+    Munmap,
+    Mremap,
+    Brk,
+    Madvise(Advice),
+}
+
+impl Call {
+    pub fn name(self) -> String {
+        match self {
+            Self::Mmap => "mmap".into(),
+            Self::Munmap => "munmap".into(),
+            Self::Mremap => "mremap".into(),
+            Self::Brk => "brk".into(),
+            Self::Madvise(advice) => advice.to_string(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallStats {
+    pub calls: u64,
+    pub failed: u64,
+    /// Bytes named by the successful calls.
+    pub bytes: u64,
+    /// Resident bytes the calls changed: released, lazily freed or populated.
+    pub resident_bytes: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultCounters {
+    pub count: u64,
+    /// Faults that mapped a page into RSS (not protection faults, not reads
+    /// of never-written memory that map the zero page).
+    pub paged_in: u64,
+    pub write: u64,
+    pub protection: u64,
+    pub instruction: u64,
+    /// Faults the kernel took while touching the program's memory for it.
+    pub kernel_mode: u64,
+    /// Writes to private file pages that gave the program its own copy.
+    pub copy_on_write: u64,
+    /// Reads of never-written anonymous memory (the zero page, not RSS).
+    pub zero_page: u64,
+    /// Faults on addresses outside every known mapping.
+    pub outside_mappings: u64,
+}
+
+impl FaultCounters {
+    /// Bytes faulted into RSS.
+    pub fn paged_in_bytes(&self) -> u64 {
+        self.paged_in * super::pages::PAGE_SIZE
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LazyFreeCounters {
+    /// In-use bytes given back with `MADV_FREE`.
+    pub marked: u64,
+    /// Lazily freed bytes the program wrote to again, so in use again.
+    pub reused: u64,
+    /// LazyFree the kernel reports that no observed `MADV_FREE` explains.
+    pub unobserved: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Counters {
+    pub calls: BTreeMap<Call, CallStats>,
+    pub faults: FaultCounters,
+    /// Bytes that left RSS, by how.
+    pub released: BTreeMap<Release, u64>,
+    pub lazyfree: LazyFreeCounters,
+    /// The same, by the stack of the call.
+    pub calls_by_stack: HashMap<(Call, Option<StackId>), CallStats>,
+    /// Faults by the stack that took them.
+    pub faults_by_stack: HashMap<Option<StackId>, u64>,
+    /// Pages found resident in /proc that no event had mapped.
+    pub discovered_bytes: u64,
+    /// Times the address space was replaced by `execve`.
+    pub execs: u64,
+}
+
+impl Counters {
+    pub fn call(&mut self, call: Call, stack: Option<StackId>) -> CallCounter<'_> {
+        CallCounter {
+            counters: self,
+            call,
+            stack,
+        }
+    }
+
+    pub fn released_total(&self) -> u64 {
+        self.released.values().sum()
+    }
+
+    pub fn call_stats(&self, call: Call) -> CallStats {
+        self.calls.get(&call).copied().unwrap_or_default()
+    }
+}
+
+/// Updates a call's totals and its stack's in one go.
+pub struct CallCounter<'a> {
+    counters: &'a mut Counters,
+    call: Call,
+    stack: Option<StackId>,
+}
+
+impl CallCounter<'_> {
+    fn update(&mut self, f: impl Fn(&mut CallStats)) {
+        f(self.counters.calls.entry(self.call).or_default());
+        f(self
+            .counters
+            .calls_by_stack
+            .entry((self.call, self.stack))
+            .or_default());
+    }
+
+    pub fn succeeded(&mut self, bytes: u64) {
+        self.update(|stats| {
+            stats.calls += 1;
+            stats.bytes += bytes;
+        });
+    }
+
+    pub fn failed(&mut self) {
+        self.update(|stats| {
+            stats.calls += 1;
+            stats.failed += 1;
+        });
+    }
+
+    pub fn resident(&mut self, bytes: u64) {
+        if bytes > 0 {
+            self.update(|stats| stats.resident_bytes += bytes);
+        }
+    }
+}

@@ -1,0 +1,552 @@
+//! Folding the kernel's view (/proc/PID/smaps and pagemap) into the model.
+//!
+//! Events say why memory changed; /proc says what is resident now. Each
+//! interval the session reads smaps, and for every VMA where the model's
+//! bytes differ from the kernel's, pagemap, and hands both here:
+//!
+//! - mappings the model lacks are added (set up by `execve`, or mapped before
+//!   attaching), mappings it has that the kernel no longer does are dropped;
+//! - resident pages the model lacks are added, attributed to a nearby fault
+//!   when the kernel mapped them along with it (a huge page, fault-around),
+//!   otherwise marked unobserved; pages the model has that are gone were
+//!   reclaimed (or paged out on request);
+//! - per VMA, the kernel's LazyFree decides how many lazily freed bytes are
+//!   still lazily freed: the rest were written again.
+//!
+//! VMAs that events touched while /proc was read are left for the next
+//! interval: their /proc numbers are already out of date.
+
+use std::ops::Range;
+
+use super::{
+    counters::Release,
+    extents::{Backing, CreatedBy, Extent},
+    pages::{Cause, Origin, Page, PageKind, PageState, PageUse, PAGE_SHIFT, PAGE_SIZE},
+    AddressSpace,
+};
+
+/// One VMA as /proc/PID/smaps shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelVma {
+    pub start: u64,
+    pub end: u64,
+    /// `PROT_*` bits.
+    pub prot: u32,
+    pub shared: bool,
+    pub offset: u64,
+    /// The path column: empty for anonymous memory, `[heap]`, a file...
+    pub path: String,
+    pub rss: u64,
+    pub anonymous: u64,
+    pub lazyfree: u64,
+    pub anon_huge: u64,
+    pub swap: u64,
+    /// Its pages are raw frames the kernel does not count (`VM_PFNMAP`,
+    /// `VM_IO`), such as `[vvar]`.
+    pub raw_frames: bool,
+}
+
+impl KernelVma {
+    pub fn pages(&self) -> Range<Page> {
+        self.start >> PAGE_SHIFT..self.end >> PAGE_SHIFT
+    }
+
+    /// What backs this VMA, from its path and flags.
+    pub fn backing(&self) -> Backing {
+        let path = self.path.as_str();
+        let shmem = path.starts_with("/dev/zero")
+            || path.starts_with("/SYSV")
+            || path.starts_with("/memfd:")
+            || path.starts_with("/dev/shm/");
+        match path {
+            "" if self.shared => Backing::Shmem { path: None },
+            "" => Backing::Anon,
+            "[heap]" => Backing::Heap,
+            "[stack]" => Backing::Stack,
+            _ if path.starts_with("[anon") => Backing::Anon,
+            _ if path.starts_with('[') => Backing::Special(path.to_owned()),
+            _ if shmem => Backing::Shmem {
+                path: Some(path.to_owned()),
+            },
+            _ => Backing::File {
+                path: Some(path.to_owned()),
+                offset: self.offset,
+            },
+        }
+    }
+}
+
+/// What pagemap says of one page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageEntry {
+    Absent,
+    Swapped,
+    Present {
+        pfn: u64,
+        /// A page of a file or of shared memory, not the process's own
+        /// anonymous page.
+        file_or_shared: bool,
+    },
+}
+
+/// When in the process's life the reconciliation happens: it decides what
+/// pages found without an event are put down to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Moment {
+    /// Attaching to a running process: everything found was there before.
+    Attach,
+    /// An ordinary interval.
+    Interval,
+}
+
+/// Address ranges that events touched while /proc was being read.
+#[derive(Clone, Debug, Default)]
+pub struct Busy {
+    ranges: Vec<Range<u64>>,
+    everything: bool,
+}
+
+impl Busy {
+    pub fn add(&mut self, range: Range<u64>) {
+        if !range.is_empty() {
+            self.ranges.push(range);
+        }
+    }
+
+    /// Marks the whole address space busy (exec, lost records).
+    pub fn all(&mut self) {
+        self.everything = true;
+    }
+
+    pub fn overlaps(&self, range: &Range<u64>) -> bool {
+        self.everything
+            || self
+                .ranges
+                .iter()
+                .any(|busy| busy.start < range.end && range.start < busy.end)
+    }
+}
+
+/// One reading of /proc, and how to take it.
+#[derive(Clone, Copy, Debug)]
+pub struct Reading<'a> {
+    /// The kernel's VMAs, sorted by start.
+    pub vmas: &'a [KernelVma],
+    pub busy: &'a Busy,
+    pub moment: Moment,
+    /// Compare every quiet VMA page by page even where the byte counts
+    /// agree: after records were lost, equal counts can hide moved pages.
+    pub scan_all: bool,
+    /// The kernel's zero page frame, when known.
+    pub zero_pfn: Option<u64>,
+    /// How far below the model the kernel's LazyFree may be without meaning
+    /// anything: the kernel moves pages to its lazy-free list through
+    /// per-CPU batches, and counts them only once a batch is drained.
+    pub lazyfree_slack: u64,
+}
+
+/// Pages in one of the kernel's per-CPU folio batches (FOLIO_BATCH_SIZE).
+pub const FOLIO_BATCH_PAGES: u64 = 31;
+
+/// How far the model was from the kernel, and what was done about it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Kernel RSS minus model RSS over the VMAs events did not touch while
+    /// /proc was read, after correction: bytes the model cannot account for.
+    pub residual: i64,
+    /// The same over the VMAs that were busy (changes still in flight).
+    pub in_flight: i64,
+    /// VMAs whose pages were compared one by one.
+    pub scanned_vmas: usize,
+    /// Bytes found resident that the model did not have.
+    pub added: u64,
+    /// Bytes the model had that were gone.
+    pub removed: u64,
+}
+
+/// Pages within this many of a fault are taken to have been mapped with it:
+/// a transparent huge page is 2 MiB; fault-around maps up to 64 KiB.
+const HUGE_PAGE_PAGES: u64 = (2 << 20) / PAGE_SIZE;
+const FAULT_AROUND_PAGES: u64 = (64 << 10) / PAGE_SIZE;
+
+impl AddressSpace {
+    /// Reconciles the model with a reading of /proc, reading pagemap through
+    /// `read_pagemap` for the VMAs whose bytes differ.
+    pub fn reconcile(
+        &mut self,
+        reading: Reading<'_>,
+        mut read_pagemap: impl FnMut(&KernelVma) -> Option<Vec<PageEntry>>,
+    ) -> Outcome {
+        let Reading {
+            vmas,
+            busy,
+            moment,
+            scan_all,
+            zero_pfn,
+            lazyfree_slack,
+        } = reading;
+        let mut outcome = Outcome::default();
+        self.sync_extents(vmas, busy, moment);
+        self.drop_pages_outside(vmas, busy);
+        for vma in vmas {
+            let range = vma.start..vma.end;
+            if busy.overlaps(&range) {
+                let (rss, _, _) = self.resident_in(vma.pages());
+                outcome.in_flight += vma.rss as i64 - rss as i64;
+                continue;
+            }
+            if (scan_all && !vma.raw_frames) || self.needs_page_scan(vma) {
+                if let Some(entries) = read_pagemap(vma) {
+                    outcome.scanned_vmas += 1;
+                    let (added, removed) = self.apply_pagemap(vma, &entries, zero_pfn, moment);
+                    outcome.added += added;
+                    outcome.removed += removed;
+                }
+            }
+            self.reconcile_lazyfree(vma, moment, lazyfree_slack);
+            let (rss, _, _) = self.resident_in(vma.pages());
+            outcome.residual += vma.rss as i64 - rss as i64;
+        }
+        self.reclaim_requested.clear();
+        outcome
+    }
+
+    /// Unmaps model pages that lie in no kernel VMA.
+    fn drop_pages_outside(&mut self, vmas: &[KernelVma], busy: &Busy) {
+        let Some(last) = vmas.last() else { return };
+        let everything = 0..last.end.max(u64::MAX >> 1);
+        let outside = uncovered(&everything, vmas.iter().map(|vma| vma.start..vma.end));
+        for range in outside {
+            if !busy.overlaps(&range) {
+                self.release(
+                    range.start >> PAGE_SHIFT..range.end >> PAGE_SHIFT,
+                    Release::Unobserved,
+                );
+            }
+        }
+    }
+
+    /// Brings the extents in line with the kernel's VMAs (sorted by start)
+    /// outside `busy`.
+    pub fn sync_extents(&mut self, vmas: &[KernelVma], busy: &Busy, moment: Moment) {
+        // Mappings the kernel no longer has.
+        let mut kernel = vmas.iter().peekable();
+        let stale: Vec<Range<u64>> = self
+            .extents
+            .iter()
+            .filter_map(|(start, extent)| {
+                let range = start..extent.end;
+                while kernel.next_if(|vma| vma.end <= range.start).is_some() {}
+                let covered = kernel
+                    .peek()
+                    .is_some_and(|vma| vma.start <= range.start && vma.end >= range.end);
+                (!covered && !busy.overlaps(&range)).then_some(range)
+            })
+            .collect();
+        for range in stale {
+            // Part of it may still be mapped (a VMA boundary moved): keep
+            // those parts, drop the rest.
+            for gap in uncovered(&range, vmas.iter().map(|vma| vma.start..vma.end)) {
+                self.release(
+                    gap.start >> PAGE_SHIFT..gap.end >> PAGE_SHIFT,
+                    Release::Unobserved,
+                );
+                self.extents.remove(gap);
+            }
+        }
+
+        for vma in vmas {
+            let range = vma.start..vma.end;
+            if busy.overlaps(&range) {
+                continue;
+            }
+            self.extents.split_at(vma.start);
+            self.extents.split_at(vma.end);
+            let backing = vma.backing();
+            // Learn what events cannot tell: paths, and protection changes.
+            let starts: Vec<u64> = self
+                .extents
+                .overlapping(range.clone())
+                .map(|(s, _)| s)
+                .collect();
+            for start in starts {
+                if let Some(extent) = self.extents.get_mut(start) {
+                    extent.prot = vma.prot;
+                    extent.shared = vma.shared;
+                    extent.backing = match backing {
+                        Backing::File { ref path, .. } => Backing::File {
+                            path: path.clone(),
+                            offset: vma.offset + (start - vma.start),
+                        },
+                        ref other => other.clone(),
+                    };
+                }
+            }
+            // Mappings the model does not have.
+            let created_by = match moment {
+                Moment::Attach => CreatedBy::BeforeAttach,
+                Moment::Interval if self.fresh_exec => CreatedBy::Exec,
+                Moment::Interval => CreatedBy::Unobserved,
+            };
+            let known: Vec<Range<u64>> = self
+                .extents
+                .overlapping(range.clone())
+                .map(|(start, extent)| start..extent.end)
+                .collect();
+            for gap in uncovered(&range, known.into_iter()) {
+                let offset = vma.offset + (gap.start - vma.start);
+                self.extents.insert(
+                    gap.start,
+                    Extent {
+                        end: gap.end,
+                        prot: vma.prot,
+                        shared: vma.shared,
+                        backing: match backing {
+                            Backing::File { ref path, .. } => Backing::File {
+                                path: path.clone(),
+                                offset,
+                            },
+                            ref other => other.clone(),
+                        },
+                        created_by,
+                        stack: None,
+                    },
+                );
+            }
+            if vma.path == "[heap]" {
+                self.heap = Some(super::Heap {
+                    start: vma.start,
+                    end: vma.end,
+                });
+            }
+        }
+        self.fresh_exec = false;
+    }
+
+    /// Whether the model's resident bytes in `vma` differ from the kernel's,
+    /// so that its pages need to be compared one by one.
+    pub fn needs_page_scan(&self, vma: &KernelVma) -> bool {
+        if vma.raw_frames {
+            return false;
+        }
+        let (rss, anon, _) = self.resident_in(vma.pages());
+        rss != vma.rss || anon != vma.anonymous
+    }
+
+    /// Resident, anonymous and lazily freed bytes of the model in `pages`.
+    pub fn resident_in(&self, pages: Range<Page>) -> (u64, u64, u64) {
+        let (mut rss, mut anon, mut lazyfree) = (0, 0, 0);
+        for (range, state) in self.pages.runs_in(pages) {
+            if !state.page_use.resident() {
+                continue;
+            }
+            let bytes = (range.end - range.start) << PAGE_SHIFT;
+            rss += bytes;
+            if state.kind == PageKind::Anon {
+                anon += bytes;
+            }
+            if state.page_use == PageUse::LazyFree {
+                lazyfree += bytes;
+            }
+        }
+        (rss, anon, lazyfree)
+    }
+
+    /// Makes the model's pages in `vma` what pagemap says (`entries`, one
+    /// per page of the VMA); `zero_pfn` is the kernel's zero page.
+    pub fn apply_pagemap(
+        &mut self,
+        vma: &KernelVma,
+        entries: &[PageEntry],
+        zero_pfn: Option<u64>,
+        moment: Moment,
+    ) -> (u64, u64) {
+        let first = vma.start >> PAGE_SHIFT;
+        let extent_kind = match vma.backing() {
+            Backing::Shmem { .. } => PageKind::Shmem,
+            _ => PageKind::File,
+        };
+        let (mut added, mut removed) = (0, 0);
+        for (index, entry) in entries.iter().enumerate() {
+            let page = first + index as u64;
+            let current = self.pages.get(page);
+            match *entry {
+                PageEntry::Present { pfn, .. } if Some(pfn) == zero_pfn => {
+                    if current.is_some_and(|state| state.page_use.resident()) {
+                        removed += PAGE_SIZE;
+                        self.release(page..page + 1, Release::Unobserved);
+                    }
+                }
+                PageEntry::Present { file_or_shared, .. } => {
+                    let kind = if file_or_shared {
+                        extent_kind
+                    } else {
+                        PageKind::Anon
+                    };
+                    match current {
+                        Some(state) if state.page_use.resident() => {
+                            if state.kind != kind {
+                                self.pages.set_page(page, PageState { kind, ..state });
+                            }
+                        }
+                        _ => {
+                            added += PAGE_SIZE;
+                            let origin = self.found_origin(page, moment, current);
+                            self.pages.set_page(
+                                page,
+                                PageState {
+                                    page_use: PageUse::InUse,
+                                    kind,
+                                    origin,
+                                },
+                            );
+                        }
+                    }
+                }
+                PageEntry::Absent | PageEntry::Swapped => {
+                    let Some(state) = current else { continue };
+                    if !state.page_use.resident() {
+                        self.pages.remove(page..page + 1, |_, _| {});
+                        continue;
+                    }
+                    removed += PAGE_SIZE;
+                    let how = if state.page_use == PageUse::LazyFree {
+                        Release::LazyFreeReclaimed
+                    } else if self
+                        .reclaim_requested
+                        .iter()
+                        .any(|range| range.contains(&page))
+                    {
+                        Release::Madvise(super::Advice::PAGEOUT)
+                    } else if *entry == PageEntry::Swapped || state.kind != PageKind::Anon {
+                        Release::Reclaimed
+                    } else {
+                        Release::Unobserved
+                    };
+                    self.release(page..page + 1, how);
+                }
+            }
+        }
+        self.counters.discovered_bytes += added;
+        (added, removed)
+    }
+
+    /// Why a page found resident with no event got there.
+    fn found_origin(&self, page: Page, moment: Moment, current: Option<PageState>) -> Origin {
+        if moment == Moment::Attach {
+            return Origin::new(Cause::BeforeAttach, None);
+        }
+        // A read that mapped the zero page, then a write the kernel took
+        // care of without a fault we saw (e.g. a huge page): the same code.
+        if let Some(state) = current {
+            return state.origin;
+        }
+        if let Some(stack) = self.nearby_fault(page) {
+            return Origin::new(Cause::FaultAround, stack);
+        }
+        match self.extents.find(page << PAGE_SHIFT) {
+            Some((_, extent)) if extent.created_by == CreatedBy::Exec => {
+                Origin::new(Cause::Exec, None)
+            }
+            Some((_, extent)) if extent.created_by == CreatedBy::BeforeAttach => {
+                Origin::new(Cause::BeforeAttach, None)
+            }
+            _ => Origin::new(Cause::Unobserved, None),
+        }
+    }
+
+    /// The stack of a fault in the same huge page, or within fault-around
+    /// distance, of `page`.
+    fn nearby_fault(&self, page: Page) -> Option<Option<crate::intake::StackId>> {
+        let huge = page & !(HUGE_PAGE_PAGES - 1);
+        let around = page & !(FAULT_AROUND_PAGES - 1);
+        [
+            around..around + FAULT_AROUND_PAGES,
+            huge..huge + HUGE_PAGE_PAGES,
+        ]
+        .into_iter()
+        .find_map(|window| {
+            self.pages
+                .runs_in(window)
+                .find(|(_, state)| state.origin.cause == Cause::Fault)
+                .map(|(_, state)| state.origin.stack)
+        })
+    }
+
+    /// Makes the model's lazily freed bytes in `vma` equal the kernel's
+    /// LazyFree (a shortfall within `slack` is the kernel's batching). Lazily freed pages written again stop counting as LazyFree
+    /// without any event; which ones is not visible, so the lowest addresses
+    /// are taken to be the reused ones (allocators reuse low addresses
+    /// first). LazyFree with no observed `MADV_FREE` goes to the highest
+    /// in-use pages (runtimes give back from the top).
+    pub fn reconcile_lazyfree(&mut self, vma: &KernelVma, moment: Moment, slack: u64) {
+        let (_, _, model) = self.resident_in(vma.pages());
+        if model > vma.lazyfree + slack {
+            let mut excess = model - vma.lazyfree;
+            let runs: Vec<(Range<Page>, PageState)> = self
+                .pages
+                .runs_in(vma.pages())
+                .filter(|(_, state)| state.page_use == PageUse::LazyFree)
+                .collect();
+            for (range, state) in runs {
+                if excess == 0 {
+                    break;
+                }
+                let take = ((range.end - range.start) << PAGE_SHIFT).min(excess);
+                let pages = range.start..range.start + (take >> PAGE_SHIFT);
+                self.pages.set(
+                    pages,
+                    PageState {
+                        page_use: PageUse::InUse,
+                        ..state
+                    },
+                );
+                excess -= take;
+                self.counters.lazyfree.reused += take;
+            }
+        } else if model < vma.lazyfree {
+            let mut missing = vma.lazyfree - model;
+            let runs: Vec<(Range<Page>, PageState)> = self
+                .pages
+                .runs_in(vma.pages())
+                .filter(|(_, state)| {
+                    state.page_use == PageUse::InUse && state.kind == PageKind::Anon
+                })
+                .collect();
+            for (range, state) in runs.into_iter().rev() {
+                if missing == 0 {
+                    break;
+                }
+                let take = ((range.end - range.start) << PAGE_SHIFT).min(missing);
+                let pages = range.end - (take >> PAGE_SHIFT)..range.end;
+                self.pages.set(
+                    pages,
+                    PageState {
+                        page_use: PageUse::LazyFree,
+                        ..state
+                    },
+                );
+                missing -= take;
+                if moment == Moment::Interval {
+                    self.counters.lazyfree.unobserved += take;
+                }
+            }
+        }
+    }
+}
+
+/// The parts of `range` that none of `covered` (sorted by start) covers.
+fn uncovered(range: &Range<u64>, covered: impl Iterator<Item = Range<u64>>) -> Vec<Range<u64>> {
+    let mut gaps = Vec::new();
+    let mut next = range.start;
+    for piece in covered.filter(|piece| piece.end > range.start && piece.start < range.end) {
+        if piece.start > next {
+            gaps.push(next..piece.start);
+        }
+        next = next.max(piece.end);
+    }
+    if next < range.end {
+        gaps.push(next..range.end);
+    }
+    gaps
+}

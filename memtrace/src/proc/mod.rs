@@ -1,0 +1,162 @@
+//! The kernel's own view of the traced process, from /proc: the ground truth
+//! the model is checked against.
+
+mod pagemap;
+mod smaps;
+
+use std::{fs::File, io, os::unix::fs::FileExt, path::PathBuf};
+
+pub use pagemap::{decode_pagemap, zero_page_pfn};
+pub use smaps::{parse_rollup, parse_smaps, parse_status};
+
+use crate::model::reconcile::{KernelVma, PageEntry};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcError {
+    #[error("process {pid} has exited")]
+    Gone { pid: u32 },
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot parse {path}: {detail}")]
+    Parse { path: PathBuf, detail: String },
+}
+
+/// RSS and its parts as the kernel counts them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelTotals {
+    /// From smaps_rollup, which walks the page tables: exact.
+    pub rss: u64,
+    pub anon: u64,
+    pub file: u64,
+    pub shmem: u64,
+    pub swap: u64,
+    pub lazyfree: u64,
+    pub anon_huge: u64,
+    /// The RSS counters of /proc/PID/status (the ones `top` shows), kept by
+    /// the kernel per CPU and so slightly behind.
+    pub status: StatusCounters,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatusCounters {
+    pub rss: u64,
+    pub anon: u64,
+    pub file: u64,
+    pub shmem: u64,
+    pub swap: u64,
+}
+
+/// What smaps_rollup says, in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rollup {
+    pub rss: u64,
+    pub anonymous: u64,
+    pub lazyfree: u64,
+    pub anon_huge: u64,
+    pub swap: u64,
+}
+
+/// One process's /proc directory.
+#[derive(Debug, Clone)]
+pub struct ProcessView {
+    pid: u32,
+}
+
+impl ProcessView {
+    pub fn new(pid: u32) -> Self {
+        Self { pid }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/{name}", self.pid))
+    }
+
+    fn read(&self, name: &str) -> Result<Vec<u8>, ProcError> {
+        let path = self.path(name);
+        std::fs::read(&path).map_err(|source| self.io_error(path, source))
+    }
+
+    fn io_error(&self, path: PathBuf, source: io::Error) -> ProcError {
+        // A process that exited leaves its directory (ENOENT), or an empty
+        // one whose files fail with ESRCH while it is being reaped.
+        match source.raw_os_error() {
+            Some(libc::ENOENT | libc::ESRCH) => ProcError::Gone { pid: self.pid },
+            _ => ProcError::Io { path, source },
+        }
+    }
+
+    pub fn smaps(&self) -> Result<Vec<KernelVma>, ProcError> {
+        let bytes = self.read("smaps")?;
+        parse_smaps(&bytes).map_err(|detail| ProcError::Parse {
+            path: self.path("smaps"),
+            detail,
+        })
+    }
+
+    pub fn totals(&self) -> Result<KernelTotals, ProcError> {
+        let rollup =
+            parse_rollup(&self.read("smaps_rollup")?).map_err(|detail| ProcError::Parse {
+                path: self.path("smaps_rollup"),
+                detail,
+            })?;
+        let status = parse_status(&self.read("status")?).map_err(|detail| ProcError::Parse {
+            path: self.path("status"),
+            detail,
+        })?;
+        let shared = rollup.rss.saturating_sub(rollup.anonymous);
+        Ok(KernelTotals {
+            rss: rollup.rss,
+            anon: rollup.anonymous,
+            shmem: status.shmem.min(shared),
+            file: shared.saturating_sub(status.shmem),
+            swap: rollup.swap,
+            lazyfree: rollup.lazyfree,
+            anon_huge: rollup.anon_huge,
+            status,
+        })
+    }
+
+    /// pagemap entries for every page of `vma`.
+    pub fn pagemap(&self, vma: &KernelVma) -> Result<Vec<PageEntry>, ProcError> {
+        let path = self.path("pagemap");
+        let file = File::open(&path).map_err(|source| self.io_error(path.clone(), source))?;
+        let pages = vma.pages();
+        let count = (pages.end - pages.start) as usize;
+        let mut raw = vec![0u8; count * 8];
+        let offset = pages.start * 8;
+        let mut read = 0;
+        while read < raw.len() {
+            match file.read_at(&mut raw[read..], offset + read as u64) {
+                Ok(0) => break,
+                Ok(n) => read += n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(source) => return Err(self.io_error(path, source)),
+            }
+        }
+        raw.truncate(read - read % 8);
+        Ok(decode_pagemap(&raw))
+    }
+
+    /// The command name the kernel shows.
+    pub fn comm(&self) -> Option<String> {
+        let bytes = self.read("comm").ok()?;
+        Some(String::from_utf8_lossy(&bytes).trim_end().to_owned())
+    }
+
+    /// The executable, as the kernel shows it.
+    pub fn exe(&self) -> Option<PathBuf> {
+        std::fs::read_link(self.path("exe")).ok()
+    }
+
+    pub fn alive(&self) -> bool {
+        self.path("stat").exists()
+    }
+}

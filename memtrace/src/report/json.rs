@@ -1,0 +1,164 @@
+//! `--json`: one object per interval and a final one, one per line.
+//!
+//! The schema is versioned (`schema_version`); fields are only ever added
+//! within a version. docs/json-schema.md describes every field.
+
+use serde_json::{json, Map, Value};
+
+use super::snapshot::{CallRow, Snapshot, StackRow};
+use crate::model::{Call, CallStats};
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+pub fn to_json(snapshot: &Snapshot) -> Value {
+    let counters = &snapshot.counters;
+    let model = &snapshot.model;
+    let kernel = snapshot.kernel.map(|kernel| {
+        json!({
+            "rss_bytes": kernel.rss,
+            "anon_bytes": kernel.anon,
+            "file_bytes": kernel.file,
+            "shmem_bytes": kernel.shmem,
+            "swap_bytes": kernel.swap,
+            "lazyfree_bytes": kernel.lazyfree,
+            "anon_huge_bytes": kernel.anon_huge,
+            "status": {
+                "rss_bytes": kernel.status.rss,
+                "anon_bytes": kernel.status.anon,
+                "file_bytes": kernel.status.file,
+                "shmem_bytes": kernel.status.shmem,
+                "swap_bytes": kernel.status.swap,
+            },
+        })
+    });
+    let mut calls = Map::new();
+    let mut madvise = Map::new();
+    for (call, stats) in &counters.calls {
+        match call {
+            Call::Madvise(advice) => madvise.insert(advice.to_string(), call_stats(stats)),
+            other => calls.insert(other.name(), call_stats(stats)),
+        };
+    }
+    let released: Map<String, Value> = counters
+        .released
+        .iter()
+        .map(|(how, bytes)| (how.name(), json!(bytes)))
+        .collect();
+    let faults = &counters.faults;
+    let lost = &snapshot.lost;
+    json!({
+        "schema": "memtrace.snapshot",
+        "schema_version": SCHEMA_VERSION,
+        "type": if snapshot.is_final { "final" } else { "interval" },
+        "seq": snapshot.seq,
+        "elapsed_s": snapshot.elapsed.as_secs_f64(),
+        "timestamp_unix_ms": snapshot.unix_ms,
+        "pid": snapshot.pid,
+        "command": snapshot.command,
+        "state": snapshot.state.name(),
+        "rss_bytes": snapshot.rss(),
+        "lazyfree_bytes": snapshot.lazyfree(),
+        "unexplained_bytes": snapshot.unexplained(),
+        "in_flight_bytes": snapshot.reconcile.in_flight,
+        "kernel": kernel,
+        "model": {
+            "rss_bytes": model.rss,
+            "anon_bytes": model.anon,
+            "file_bytes": model.file,
+            "shmem_bytes": model.shmem,
+            "lazyfree_bytes": model.lazyfree,
+            "in_use_bytes": model.in_use,
+            "zero_page_bytes": model.zero_page,
+            "by_cause": {
+                "fault": model.by_cause.fault,
+                "fault_around": model.by_cause.fault_around,
+                "populate": model.by_cause.populate,
+                "before_attach": model.by_cause.before_attach,
+                "exec": model.by_cause.exec,
+                "unobserved": model.by_cause.unobserved,
+            },
+        },
+        "mapped_bytes": counters.call_stats(Call::Mmap).bytes,
+        "unmapped_bytes": counters.call_stats(Call::Munmap).bytes,
+        "calls": calls,
+        "madvise": madvise,
+        "released_bytes": released,
+        "lazyfree": {
+            "marked_bytes": counters.lazyfree.marked,
+            "reused_bytes": counters.lazyfree.reused,
+            "unobserved_bytes": counters.lazyfree.unobserved,
+        },
+        "faults": {
+            "count": faults.count,
+            "bytes": faults.paged_in_bytes(),
+            "paged_in": faults.paged_in,
+            "write": faults.write,
+            "protection": faults.protection,
+            "instruction": faults.instruction,
+            "kernel_mode": faults.kernel_mode,
+            "copy_on_write": faults.copy_on_write,
+            "zero_page": faults.zero_page,
+            "outside_mappings": faults.outside_mappings,
+        },
+        "records": {
+            "seen": snapshot.records,
+            "lost_total": lost.records(),
+            "lost": {
+                "faults": lost.faults,
+                "syscalls": lost.syscalls,
+                "lifecycle": lost.lifecycle,
+                "reclaim": lost.reclaim,
+                "pending_syscalls": lost.pending,
+                "undecodable": lost.undecodable,
+            },
+            "stacks_not_stored": lost.stacks,
+        },
+        "approximate": snapshot.approximate,
+        "reconcile": {
+            "scanned_vmas": snapshot.reconcile.scanned_vmas,
+            "added_bytes": snapshot.reconcile.added,
+            "removed_bytes": snapshot.reconcile.removed,
+            "residual_bytes": snapshot.reconcile.residual,
+        },
+        "top_ranges": snapshot.top_ranges.iter().map(|row| json!({
+            "start": format!("{:#x}", row.start),
+            "end": format!("{:#x}", row.end),
+            "mapping": row.mapping,
+            "created_by": row.created_by.name(),
+            "stack_id": row.stack.map(|stack| stack.to_string()),
+            "resident_bytes": row.resident,
+            "lazyfree_bytes": row.lazyfree,
+        })).collect::<Vec<_>>(),
+        "top_stacks": snapshot.top_stacks.iter().map(stack_row).collect::<Vec<_>>(),
+        "top_calls": snapshot.top_calls.iter().map(call_row).collect::<Vec<_>>(),
+    })
+}
+
+fn call_stats(stats: &CallStats) -> Value {
+    json!({
+        "calls": stats.calls,
+        "failed": stats.failed,
+        "bytes": stats.bytes,
+        "resident_bytes": stats.resident_bytes,
+    })
+}
+
+fn stack_row(row: &StackRow) -> Value {
+    json!({
+        "stack_id": row.stack.map(|stack| stack.to_string()),
+        "frames": row.frames,
+        "in_use_bytes": row.in_use,
+        "lazyfree_bytes": row.lazyfree,
+    })
+}
+
+fn call_row(row: &CallRow) -> Value {
+    json!({
+        "call": row.call,
+        "stack_id": row.stack.map(|stack| stack.to_string()),
+        "frames": row.frames,
+        "calls": row.calls,
+        "bytes": row.bytes,
+        "resident_bytes": row.resident_bytes,
+    })
+}

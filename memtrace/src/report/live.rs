@@ -1,0 +1,196 @@
+//! The text shown every interval, and the body of the final report.
+
+use std::fmt::Write as _;
+
+use super::{
+    format::{percent, plural, Bytes, Count, Delta},
+    snapshot::Snapshot,
+};
+use crate::model::{Call, Release};
+
+/// The interval view: a few lines, numbers first.
+pub fn render(snapshot: &Snapshot) -> String {
+    let mut out = String::new();
+    let model = &snapshot.model;
+    let _ = writeln!(
+        out,
+        "── memtrace · pid {} ({}) · {:.1}s · {}{}",
+        snapshot.pid,
+        snapshot.command,
+        snapshot.elapsed.as_secs_f64(),
+        snapshot.state.name(),
+        if snapshot.approximate {
+            " · APPROXIMATE (records lost)"
+        } else {
+            ""
+        }
+    );
+    let change = snapshot
+        .previous_rss
+        .map(|previous| format!(" ({})", Delta(snapshot.rss() as i64 - previous as i64)))
+        .unwrap_or_default();
+    match &snapshot.kernel {
+        Some(kernel) => {
+            let _ = writeln!(
+                out,
+                "RSS       {}{change}   anon {} · file {} · shmem {} · swap {}   (kernel; status says {})",
+                Bytes(kernel.rss),
+                Bytes(kernel.anon),
+                Bytes(kernel.file),
+                Bytes(kernel.shmem),
+                Bytes(kernel.swap),
+                Bytes(kernel.status.rss),
+            );
+            let _ = writeln!(
+                out,
+                "model     {}   anon {} · file {} · shmem {}   unexplained {} ({:.1}%)",
+                Bytes(model.rss),
+                Bytes(model.anon),
+                Bytes(model.file),
+                Bytes(model.shmem),
+                Bytes(snapshot.unexplained()),
+                percent(snapshot.unexplained(), kernel.rss),
+            );
+            let _ = writeln!(
+                out,
+                "LazyFree  {} kernel · {} model   (given back with MADV_FREE, still in RSS)",
+                Bytes(kernel.lazyfree),
+                Bytes(model.lazyfree),
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "RSS       {}{change}   anon {} · file {} · shmem {}   (model; the process is gone)",
+                Bytes(model.rss),
+                Bytes(model.anon),
+                Bytes(model.file),
+                Bytes(model.shmem),
+            );
+            let _ = writeln!(out, "LazyFree  {} (model)", Bytes(model.lazyfree));
+        }
+    }
+    let counters = &snapshot.counters;
+    let mmap = counters.call_stats(Call::Mmap);
+    let munmap = counters.call_stats(Call::Munmap);
+    let _ = writeln!(
+        out,
+        "mapped    {} in {} · unmapped {} in {}",
+        Bytes(mmap.bytes),
+        plural(mmap.calls, "call", "calls"),
+        Bytes(munmap.bytes),
+        plural(munmap.calls, "call", "calls"),
+    );
+    let advice: Vec<String> = counters
+        .calls
+        .iter()
+        .filter_map(|(call, stats)| match call {
+            Call::Madvise(advice) => Some(format!(
+                "{advice} {} {} ({} resident)",
+                plural(stats.calls, "call", "calls"),
+                Bytes(stats.bytes),
+                Bytes(stats.resident_bytes)
+            )),
+            _ => None,
+        })
+        .collect();
+    if !advice.is_empty() {
+        let _ = writeln!(out, "madvise   {}", advice.join(" · "));
+    }
+    let faults = &counters.faults;
+    let _ = writeln!(
+        out,
+        "faults    {} ({} paged in; {} writes, {} copy-on-write, {} zero-page reads)",
+        Count(faults.count),
+        Bytes(faults.paged_in_bytes()),
+        Count(faults.write),
+        Count(faults.copy_on_write),
+        Count(faults.zero_page),
+    );
+    if !counters.released.is_empty() {
+        let released: Vec<String> = counters
+            .released
+            .iter()
+            .map(|(how, bytes)| format!("{} {}", how.name(), Bytes(*bytes)))
+            .collect();
+        let _ = writeln!(out, "released  {}", released.join(" · "));
+    }
+    let lost = snapshot.lost.records();
+    let _ = writeln!(
+        out,
+        "records   {} seen · {} lost{}",
+        Count(snapshot.records),
+        Count(lost),
+        if snapshot.lost.stacks > 0 {
+            format!(" · {} stacks not stored", Count(snapshot.lost.stacks))
+        } else {
+            String::new()
+        }
+    );
+    out
+}
+
+/// The final report: the interval view, then what holds the memory and
+/// what gave it back.
+pub fn render_final(snapshot: &Snapshot) -> String {
+    let mut out = render(snapshot);
+    if !snapshot.top_ranges.is_empty() {
+        let _ = writeln!(out, "\nLargest resident mappings:");
+        for row in &snapshot.top_ranges {
+            let _ = writeln!(
+                out,
+                "  {:>10} {:>10} lazy  {:#x}-{:#x}  {} (created by {})",
+                Bytes(row.resident).to_string(),
+                Bytes(row.lazyfree).to_string(),
+                row.start,
+                row.end,
+                row.mapping,
+                row.created_by.name(),
+            );
+        }
+    }
+    if !snapshot.top_stacks.is_empty() {
+        let _ = writeln!(out, "\nResident bytes by the stack that faulted them in:");
+        for row in &snapshot.top_stacks {
+            let _ = writeln!(
+                out,
+                "  {:>10} in use {:>10} lazily freed  {}",
+                Bytes(row.in_use).to_string(),
+                Bytes(row.lazyfree).to_string(),
+                row.frames.join(" ← "),
+            );
+        }
+    }
+    let releases: Vec<_> = snapshot
+        .top_calls
+        .iter()
+        .filter(|row| row.resident_bytes > 0)
+        .collect();
+    if !releases.is_empty() {
+        let _ = writeln!(out, "\nWho gave memory back (or marked it lazily freed):");
+        for row in releases {
+            let _ = writeln!(
+                out,
+                "  {:>10} {:<16} {}  {}",
+                Bytes(row.resident_bytes).to_string(),
+                row.call,
+                plural(row.calls, "call", "calls"),
+                row.frames.join(" ← "),
+            );
+        }
+    }
+    let reclaimed = snapshot
+        .counters
+        .released
+        .get(&Release::LazyFreeReclaimed)
+        .copied()
+        .unwrap_or(0);
+    if reclaimed > 0 {
+        let _ = writeln!(
+            out,
+            "\nThe kernel reclaimed {} of lazily freed memory under memory pressure.",
+            Bytes(reclaimed)
+        );
+    }
+    out
+}

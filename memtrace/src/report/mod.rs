@@ -1,0 +1,9 @@
+//! What memtrace tells people: the live view, the final report, the verdict
+//! and the JSON lines, all from a [`snapshot::Snapshot`].
+
+pub mod attribution;
+pub mod format;
+pub mod json;
+pub mod live;
+pub mod snapshot;
+pub mod verdict;

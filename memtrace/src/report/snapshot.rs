@@ -1,0 +1,135 @@
+//! A moment of the trace: the model's totals beside the kernel's, what
+//! happened since attaching, and what holds the memory. Everything the live
+//! view, the JSON output and the verdict show comes from here.
+
+use std::time::Duration;
+
+use crate::{
+    intake::StackId,
+    model::{reconcile::Outcome, Counters, CreatedBy, Totals},
+    proc::KernelTotals,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetState {
+    Running,
+    Exited,
+    OomKilled,
+}
+
+impl TargetState {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Exited => "exited",
+            Self::OomKilled => "oom_killed",
+        }
+    }
+}
+
+/// Records the kernel side could not deliver, or the agent could not read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Lost {
+    pub faults: u64,
+    pub syscalls: u64,
+    pub lifecycle: u64,
+    pub reclaim: u64,
+    /// Syscall entries dropped because too many threads were inside traced
+    /// syscalls at once.
+    pub pending: u64,
+    /// Stacks walked but not stored (the stack map was full).
+    pub stacks: u64,
+    pub undecodable: u64,
+}
+
+impl Lost {
+    /// Records lost: every one of these leaves a gap in the model.
+    pub fn records(&self) -> u64 {
+        self.faults
+            + self.syscalls
+            + self.lifecycle
+            + self.reclaim
+            + self.pending
+            + self.undecodable
+    }
+}
+
+/// A mapping and what of it is resident.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RangeRow {
+    pub start: u64,
+    pub end: u64,
+    pub mapping: String,
+    pub created_by: CreatedBy,
+    pub stack: Option<StackId>,
+    pub resident: u64,
+    pub lazyfree: u64,
+}
+
+/// A stack and the bytes it accounts for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StackRow {
+    pub stack: Option<StackId>,
+    /// Function names, innermost first (`module+0x..` where unknown).
+    pub frames: Vec<String>,
+    pub in_use: u64,
+    pub lazyfree: u64,
+    /// The module where the stack walk stopped early, when it did (code
+    /// without frame pointers).
+    pub cut_short_in: Option<String>,
+}
+
+/// Bytes a call changed, by the stack that made it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallRow {
+    pub call: String,
+    pub stack: Option<StackId>,
+    pub frames: Vec<String>,
+    pub calls: u64,
+    pub bytes: u64,
+    pub resident_bytes: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub seq: u64,
+    pub is_final: bool,
+    pub elapsed: Duration,
+    pub unix_ms: u64,
+    pub pid: u32,
+    pub command: String,
+    pub state: TargetState,
+    /// None once the process is gone.
+    pub kernel: Option<KernelTotals>,
+    pub model: Totals,
+    pub reconcile: Outcome,
+    pub counters: Counters,
+    pub lost: Lost,
+    /// Records were lost: the figures may be off until /proc catches up.
+    pub approximate: bool,
+    pub records: u64,
+    pub top_ranges: Vec<RangeRow>,
+    pub top_stacks: Vec<StackRow>,
+    pub top_calls: Vec<CallRow>,
+    /// RSS at the previous snapshot, for the change.
+    pub previous_rss: Option<u64>,
+}
+
+impl Snapshot {
+    /// Resident bytes memtrace cannot say where they came from: found in
+    /// /proc with no event, plus what still differs from the kernel over
+    /// quiet mappings.
+    pub fn unexplained(&self) -> u64 {
+        self.model.by_cause.unobserved + self.reconcile.residual.unsigned_abs()
+    }
+
+    /// RSS as the kernel counts it when known, as the model does otherwise.
+    pub fn rss(&self) -> u64 {
+        self.kernel.map_or(self.model.rss, |kernel| kernel.rss)
+    }
+
+    pub fn lazyfree(&self) -> u64 {
+        self.kernel
+            .map_or(self.model.lazyfree, |kernel| kernel.lazyfree)
+    }
+}

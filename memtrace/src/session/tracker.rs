@@ -1,0 +1,150 @@
+//! One traced process: its address-space model, its stacks, and what its
+//! events have said about it beyond the model (exit, exec, OOM kill).
+
+use std::ops::Range;
+
+use crate::{
+    intake::{Decoded, EventKind, Madvise, StackTable},
+    model::{reconcile::Busy, AddressSpace},
+};
+
+/// How the target ended, if it did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    Exited,
+    OomKilled,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OomKill {
+    pub anon_bytes: u64,
+    pub file_bytes: u64,
+    pub shmem_bytes: u64,
+}
+
+/// What the session has to do because of an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Follow {
+    Nothing,
+    /// The address space was replaced: read its mappings now.
+    Exec,
+    /// Something other than the target changed its RSS (reclaim): reconcile
+    /// soon.
+    Reclaim,
+    /// A `process_madvise` whose target must be looked up.
+    ProcessMadvise,
+    Ended,
+}
+
+#[derive(Default)]
+pub struct Tracker {
+    pub model: AddressSpace,
+    pub stacks: StackTable,
+    pub records: u64,
+    pub decode_errors: u64,
+    pub forks: u64,
+    pub foreign_rss_changes: u64,
+    pub oom_kill: Option<OomKill>,
+    pub ending: Option<Ending>,
+    /// Ranges touched while /proc was being read (see `model::reconcile`).
+    busy: Option<Busy>,
+}
+
+impl Tracker {
+    /// Applies one decoded record about this target.
+    pub fn ingest(&mut self, decoded: &Decoded) -> Follow {
+        let event = &decoded.event;
+        self.records += 1;
+        self.stacks.saw(event.stack);
+        if let Some(busy) = &mut self.busy {
+            match touched(&event.kind) {
+                Some(range) => busy.add(range),
+                None if matches!(event.kind, EventKind::Brk { .. } | EventKind::Exec) => busy.all(),
+                None => {}
+            }
+        }
+        self.model.apply(event);
+        match &event.kind {
+            EventKind::Exec => Follow::Exec,
+            EventKind::Exit => {
+                self.ending.get_or_insert(Ending::Exited);
+                Follow::Ended
+            }
+            EventKind::OomVictim {
+                anon_bytes,
+                file_bytes,
+                shmem_bytes,
+            } => {
+                self.oom_kill = Some(OomKill {
+                    anon_bytes: *anon_bytes,
+                    file_bytes: *file_bytes,
+                    shmem_bytes: *shmem_bytes,
+                });
+                self.ending = Some(Ending::OomKilled);
+                Follow::Nothing
+            }
+            EventKind::Fork { .. } => {
+                self.forks += 1;
+                Follow::Nothing
+            }
+            EventKind::ForeignRssChange { .. } => {
+                self.foreign_rss_changes += 1;
+                Follow::Reclaim
+            }
+            EventKind::ProcessMadvise(_) => Follow::ProcessMadvise,
+            _ => Follow::Nothing,
+        }
+    }
+
+    /// Applies a `process_madvise` the target made on its own memory.
+    pub fn apply_own_process_madvise(&mut self, decoded: &Decoded) {
+        let EventKind::ProcessMadvise(call) = &decoded.event.kind else {
+            return;
+        };
+        for &(addr, len) in &call.ranges {
+            self.model.madvise(
+                &Madvise {
+                    addr,
+                    len,
+                    advice: call.advice,
+                    result: call.result,
+                },
+                decoded.event.stack,
+            );
+        }
+    }
+
+    /// Starts noting the ranges events touch (while /proc is read).
+    pub fn start_noting_busy(&mut self) {
+        self.busy = Some(Busy::default());
+    }
+
+    pub fn take_busy(&mut self) -> Busy {
+        self.busy.take().unwrap_or_default()
+    }
+}
+
+/// The addresses an event is about.
+fn touched(kind: &EventKind) -> Option<Range<u64>> {
+    const PAGE: u64 = 4096;
+    let span = |start: u64, len: u64| Some(start..start.saturating_add(len.max(PAGE)));
+    match kind {
+        EventKind::Fault(fault) => span(fault.address & !(PAGE - 1), PAGE),
+        EventKind::Mmap(mmap) => mmap.result.ok().and_then(|addr| span(addr, mmap.len)),
+        EventKind::Munmap { addr, len, .. } => span(*addr, *len),
+        EventKind::Madvise(call) => span(call.addr, call.len),
+        // Old and new places both change; cover both with one range.
+        EventKind::Mremap(call) => {
+            let new = call.result.unwrap_or(call.old_addr);
+            let start = call.old_addr.min(new);
+            let end = (call.old_addr + call.old_len).max(new + call.new_len);
+            Some(start..end)
+        }
+        EventKind::ProcessMadvise(call) => {
+            let start = call.ranges.iter().map(|r| r.0).min()?;
+            let end = call.ranges.iter().map(|r| r.0 + r.1).max()?;
+            Some(start..end)
+        }
+        _ => None,
+    }
+}
