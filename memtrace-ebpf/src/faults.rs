@@ -18,12 +18,9 @@ use memtrace_common::{Counter, FaultRecord, RecordKind, StackMode, NO_STACK};
 
 use crate::{
     maps::{count, stack_mode, stack_period, wakeup_flags, EVENTS},
-    stacks::{UserRegs, Walk},
+    stacks::{UserRegs, Walk, USER_SPACE_END},
     target::{header, Current},
 };
-
-/// Addresses from here up belong to the kernel (x86-64, 4- and 5-level paging).
-const USER_SPACE_END: u64 = 0x00ff_ffff_ffff_f000;
 
 /// The last stack walked on this CPU, for sampled mode.
 #[repr(C)]

@@ -115,6 +115,32 @@ impl Walk {
         })
     }
 
+    /// Syscall wrappers (glibc's `munmap`, Go's `runtime.madvise`) keep no
+    /// frame of their own, so the frame-pointer chain skips the function
+    /// that called them: the one that matters. Their return address is at
+    /// the top of the stack; take it when the frame pointer shows the
+    /// wrapper made no frame (it still points above the stack pointer, into
+    /// the caller's frame) and the word there is not a stack address.
+    pub(crate) fn add_leaf_caller(&mut self, regs: &UserRegs) {
+        if self.len != 1 || regs.bp <= regs.sp {
+            return;
+        }
+        // SAFETY: user read checked by the helper.
+        let Ok(word) = (unsafe { bpf_probe_read_user(regs.sp as *const u64) }) else {
+            return;
+        };
+        let on_stack = word >= regs.sp && word - regs.sp <= MAX_STACK_SPAN;
+        if word == 0 || word >= USER_SPACE_END || on_stack {
+            return;
+        }
+        // SAFETY: per-CPU slot owned by this walk; index 1 < MAX_STACK_FRAMES.
+        unsafe {
+            (*self.frames).ips[1] = word;
+            (*self.frames).len = 2;
+        }
+        self.len = 2;
+    }
+
     /// Follows the frame-pointer chain until `depth` frames are known or the
     /// chain ends.
     pub(crate) fn extend_to(&mut self, depth: usize) {
@@ -198,9 +224,18 @@ fn hash(frames: &StackFrames) -> u64 {
     }
 }
 
-/// Walks and stores the stack of the current thread's user context.
-pub(crate) fn current_stack() -> u64 {
-    UserRegs::current()
-        .and_then(|regs| Walk::start(&regs))
-        .map_or(NO_STACK, Walk::store)
+/// Walks and stores the stack of the current thread, which is inside a
+/// syscall.
+pub(crate) fn syscall_stack() -> u64 {
+    let Some(regs) = UserRegs::current() else {
+        return NO_STACK;
+    };
+    Walk::start(&regs).map_or(NO_STACK, |mut walk| {
+        walk.add_leaf_caller(&regs);
+        walk.store()
+    })
 }
+
+/// Addresses from here up belong to the kernel (x86-64, 4- and 5-level
+/// paging).
+pub(crate) const USER_SPACE_END: u64 = 0x00ff_ffff_ffff_f000;

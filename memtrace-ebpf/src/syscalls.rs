@@ -13,7 +13,7 @@ use memtrace_common::{
 
 use crate::{
     maps::{count, wakeup_flags, EVENTS, PENDING},
-    stacks::current_stack,
+    stacks::syscall_stack,
     target::{header, Current},
 };
 
@@ -100,7 +100,7 @@ fn on_enter(ctx: &TracePointContext, op: SyscallOp, argc: usize) {
     }
     let pending = PendingSyscall {
         args,
-        stack: current_stack(),
+        stack: syscall_stack(),
         op: op as u8,
         _pad: [0; 7],
     };

@@ -1,5 +1,11 @@
-//! Helpers for the integration tests.
+//! Helpers for memtrace's integration tests, which load the real eBPF
+//! programs as root and trace real workload processes.
 //!
-//! - [`workloads`] builds and locates the workload programs the tests trace.
+//! - [`workloads`] builds and locates the workload programs the tests trace;
+//! - [`memtrace`] runs the memtrace binary and reads its JSON output;
+//! - [`kernel`] reads what the kernel says, to hold memtrace's numbers
+//!   against.
 
+pub mod kernel;
+pub mod memtrace;
 pub mod workloads;

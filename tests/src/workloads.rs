@@ -165,15 +165,29 @@ pub fn ensure_built() -> Result<&'static Workloads, BuildError> {
 /// Warnings are errors: the workloads are ours and must compile cleanly.
 const WARNINGS: &[&str] = &["-Wall", "-Wextra", "-Werror"];
 /// memops keeps one frame per operation (`op_free`, `op_map`, ...) on every
-/// stack, so no sibling-call optimisation may replace a frame.
+/// stack, so no sibling-call optimisation may replace a frame. Built "with
+/// frame pointers" means in leaf functions too, as distributions that build
+/// with frame pointers do: gcc otherwise leaves them out of leaves, and a
+/// walk that starts in a leaf loses its caller.
 const MEMOPS_FLAGS: &[&str] = &[
     "-O1",
     "-g",
     "-fno-omit-frame-pointer",
+    "-mno-omit-leaf-frame-pointer",
     "-fno-optimize-sibling-calls",
 ];
-const BENCH_FLAGS: &[&str] = &["-O2", "-fno-omit-frame-pointer"];
-const SYMBOLS_FLAGS: &[&str] = &["-O1", "-g", "-fno-omit-frame-pointer", "-Wl,--build-id"];
+const BENCH_FLAGS: &[&str] = &[
+    "-O2",
+    "-fno-omit-frame-pointer",
+    "-mno-omit-leaf-frame-pointer",
+];
+const SYMBOLS_FLAGS: &[&str] = &[
+    "-O1",
+    "-g",
+    "-fno-omit-frame-pointer",
+    "-mno-omit-leaf-frame-pointer",
+    "-Wl,--build-id",
+];
 const NO_FRAME_POINTER_FLAGS: &[&str] = &["-O2", "-fomit-frame-pointer", "-Wl,--build-id"];
 
 /// One C program: `main_source` plus the headers it includes, relative to

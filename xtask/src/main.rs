@@ -1,1 +1,160 @@
-fn main() {}
+//! memtrace's build, set-up and test automation (`cargo xtask ...`).
+//!
+//! A fresh machine has none of what building memtrace needs (bpf-linker,
+//! rust-src, LLVM 22, the peers the tests compare against), so every task
+//! starts from `setup`, and CI runs exactly what a developer runs:
+//! `cargo xtask test`.
+
+mod privilege;
+mod process;
+mod setup;
+mod test_suite;
+mod workspace;
+
+use std::{
+    os::unix::process::CommandExt as _,
+    process::{Command, ExitCode},
+};
+
+use anyhow::{bail, Error, Result};
+use clap::{Parser, Subcommand};
+
+use crate::privilege::Privilege;
+
+/// memtrace's build, set-up and test automation.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install what building and running memtrace needs, only what is missing.
+    ///
+    /// Steps: apt packages (LLVM 22, Go, bpftrace, perf, bpftool, ...), the
+    /// nightly toolchain with rust-src, bpf-linker built against LLVM 22,
+    /// tracefs mounted. Safe to run again.
+    Setup {
+        /// Only report what is missing; exit non-zero if anything is.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Set up, then build memtrace (release) and print the binary's path.
+    Build,
+    /// Set up, build, then run memtrace as root (through `sudo -E` when not
+    /// root) with ARGS.
+    Run {
+        /// Arguments for memtrace. A first `--` ends xtask's options, so to
+        /// trace a command write `cargo xtask run -- -- CMD` (or put an option
+        /// first: `cargo xtask run -d 10 -- CMD`).
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            default_values = ["demo"],
+            value_name = "ARGS"
+        )]
+        args: Vec<String>,
+    },
+    /// Run every test and check, in the order CI runs them (needs root).
+    Test,
+}
+
+fn main() -> ExitCode {
+    match run_task(Cli::parse().task) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("{}", report(&err));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes, without the backtrace anyhow's `Debug` adds
+/// when RUST_BACKTRACE is set: these are the user's problems to fix, not
+/// xtask's bugs, and the backtrace would bury the stderr tail they quote.
+fn report(err: &Error) -> String {
+    let mut report = format!("error: {err}");
+    for cause in err.chain().skip(1) {
+        report.push_str(&format!("\ncaused by: {cause}"));
+    }
+    report
+}
+
+fn run_task(task: Task) -> Result<()> {
+    match task {
+        Task::Setup { check: true } => setup::run(setup::Mode::Check),
+        Task::Setup { check: false } => setup::run(setup::Mode::Install),
+        Task::Build => build(),
+        Task::Run { args } => run(&args),
+        Task::Test => test_suite::run(),
+    }
+}
+
+fn build() -> Result<()> {
+    setup::run(setup::Mode::Install)?;
+    let binary = workspace::build_memtrace()?;
+    println!("{}", binary.display());
+    Ok(())
+}
+
+/// Replaces this process with memtrace, so memtrace's exit code is ours and
+/// Ctrl-C reaches memtrace alone (it stops tracing and prints its verdict
+/// rather than killing us half-way).
+fn run(args: &[String]) -> Result<()> {
+    setup::run(setup::Mode::Install)?;
+    let binary = workspace::build_memtrace()?;
+    let mut memtrace = match Privilege::detect()? {
+        Privilege::Root => Command::new(&binary),
+        // -E keeps SUDO_UID/SUDO_GID and the user's environment, so memtrace
+        // writes its output files as the user.
+        Privilege::Sudo => {
+            let mut sudo = Command::new("sudo");
+            sudo.arg("-E").arg(&binary);
+            sudo
+        }
+        Privilege::None => bail!(
+            "memtrace loads eBPF programs and needs root, and sudo is not installed; \
+             run as root: {} {}",
+            binary.display(),
+            args.join(" ")
+        ),
+    };
+    let err = memtrace.args(args).exec();
+    bail!("cannot start {}: {err}", binary.display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_lists_the_causes_after_the_error() {
+        let err = Error::msg("cargo install failed").context("setup could not finish");
+        assert_eq!(
+            report(&err),
+            "error: setup could not finish\ncaused by: cargo install failed"
+        );
+    }
+
+    #[test]
+    fn run_defaults_to_the_demo_and_passes_flags_through() {
+        let args = |line: &[&str]| match Cli::try_parse_from(line).unwrap().task {
+            Task::Run { args } => args,
+            other => panic!("parsed {other:?}"),
+        };
+        assert_eq!(args(&["xtask", "run"]), ["demo"]);
+        assert_eq!(
+            args(&["xtask", "run", "-p", "42", "--json", "-"]),
+            ["-p", "42", "--json", "-"]
+        );
+        assert_eq!(
+            args(&["xtask", "run", "-d", "5", "--", "ls"]),
+            ["-d", "5", "--", "ls"]
+        );
+        // A leading `--` ends xtask's own options, as with `cargo run`.
+        assert_eq!(args(&["xtask", "run", "--", "--help"]), ["--help"]);
+        assert_eq!(args(&["xtask", "run", "--", "--", "ls"]), ["--", "ls"]);
+    }
+}

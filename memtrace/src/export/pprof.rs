@@ -71,8 +71,8 @@ pub fn profile(namer: &mut Namer<'_>, elapsed: Duration) -> Profile {
             other => writer.label_frame(&other.label().unwrap_or_default()),
         };
         let fault_count = match holder {
-            Holder::Stack(stack) => faults.get(&Some(*stack)).copied().unwrap_or(0),
-            Holder::NoStack => faults.get(&None).copied().unwrap_or(0),
+            Holder::Stack(stack) => faults.get(&Some(*stack)).map_or(0, |f| f.count),
+            Holder::NoStack => faults.get(&None).map_or(0, |f| f.count),
             _ => 0,
         };
         writer.sample(
@@ -86,13 +86,13 @@ pub fn profile(namer: &mut Namer<'_>, elapsed: Duration) -> Profile {
         .iter()
         .filter(|(stack, _)| !with_resident.contains(*stack))
         .collect();
-    gone.sort();
-    for (&stack, &count) in gone {
+    gone.sort_by_key(|(stack, _)| **stack);
+    for (&stack, faults) in gone {
         let frames = match stack {
             Some(_) => writer.stack(namer, stack),
             None => writer.label_frame("[no stack]"),
         };
-        writer.sample(&frames, [0, 0, 0, count], &[]);
+        writer.sample(&frames, [0, 0, 0, faults.count], &[]);
     }
     // What calls took out of RSS, by their stacks.
     let mut releases: Vec<_> = namer

@@ -104,6 +104,14 @@ impl FaultCounters {
     }
 }
 
+/// Faults taken at one stack.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StackFaults {
+    pub count: u64,
+    /// Of them, faults that brought a page into RSS.
+    pub paged_in: u64,
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LazyFreeCounters {
     /// In-use bytes given back with `MADV_FREE`.
@@ -124,7 +132,7 @@ pub struct Counters {
     /// The same, by the stack of the call.
     pub calls_by_stack: HashMap<(Call, Option<StackId>), CallStats>,
     /// Faults by the stack that took them.
-    pub faults_by_stack: HashMap<Option<StackId>, u64>,
+    pub faults_by_stack: HashMap<Option<StackId>, StackFaults>,
     /// Pages found resident in /proc that no event had mapped.
     pub discovered_bytes: u64,
     /// Times the address space was replaced by `execve`.

@@ -114,7 +114,6 @@ impl AddressSpace {
         faults.protection += u64::from(access.protection());
         faults.instruction += u64::from(access.instruction());
         faults.kernel_mode += u64::from(!access.user());
-        *self.counters.faults_by_stack.entry(stack).or_default() += 1;
 
         let page = fault.address >> PAGE_SHIFT;
         if let Some(state) = self.pages.get(page) {
@@ -130,9 +129,13 @@ impl AddressSpace {
             self.counters.faults.outside_mappings += 1;
         }
         let origin = Origin::new(Cause::Fault, stack);
-        let Some(outcome) = fault_outcome(extent, access, current) else {
+        let outcome = fault_outcome(extent, access, current);
+        let at_stack = self.counters.faults_by_stack.entry(stack).or_default();
+        at_stack.count += 1;
+        let Some(outcome) = outcome else {
             return;
         };
+        at_stack.paged_in += u64::from(outcome.paged_in);
         let state = PageState {
             page_use: outcome.page_use,
             kind: outcome.kind,

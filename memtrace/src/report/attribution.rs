@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::snapshot::{CallRow, RangeRow, StackRow};
+use super::snapshot::{CallRow, FaultRow, RangeRow, StackRow};
 use crate::{
     intake::{StackId, StackTable},
     model::{AddressSpace, Backing, Call, Cause, Effect, PageUse, PAGE_SIZE},
@@ -116,7 +116,7 @@ impl Namer<'_> {
                 None => "[no stack]".into(),
             }];
         }
-        frames.iter().map(ToString::to_string).collect()
+        frames.iter().flat_map(Frame::names).collect()
     }
 
     pub fn holder_names(&mut self, holder: &Holder) -> Vec<String> {
@@ -200,6 +200,43 @@ pub fn top_calls(namer: &mut Namer<'_>, count: usize) -> Vec<CallRow> {
             resident_bytes: stats.resident_bytes,
         })
         .collect()
+}
+
+/// The `count` stacks that faulted the most bytes in, merged by name like
+/// [`top_stacks`].
+pub fn top_faults(namer: &mut Namer<'_>, count: usize) -> Vec<FaultRow> {
+    let mut faults: Vec<_> = namer
+        .model
+        .counters()
+        .faults_by_stack
+        .iter()
+        .map(|(&stack, &faults)| (stack, faults))
+        .collect();
+    faults.sort_by_key(|(stack, faults)| (std::cmp::Reverse(faults.paged_in), *stack));
+    let mut rows: Vec<FaultRow> = Vec::new();
+    let mut by_frames: HashMap<Vec<String>, usize> = HashMap::new();
+    for (stack, faults) in faults {
+        let frames = namer.names(stack);
+        let paged_in_bytes = faults.paged_in * PAGE_SIZE;
+        match by_frames.get(&frames) {
+            Some(&row) => {
+                rows[row].count += faults.count;
+                rows[row].paged_in_bytes += paged_in_bytes;
+            }
+            None => {
+                by_frames.insert(frames.clone(), rows.len());
+                rows.push(FaultRow {
+                    stack,
+                    frames,
+                    count: faults.count,
+                    paged_in_bytes,
+                });
+            }
+        }
+    }
+    rows.sort_by_key(|row| std::cmp::Reverse(row.paged_in_bytes));
+    rows.truncate(count);
+    rows
 }
 
 /// The `count` mappings with the most resident bytes.

@@ -131,6 +131,12 @@ pub fn to_json(snapshot: &Snapshot) -> Value {
         })).collect::<Vec<_>>(),
         "top_stacks": snapshot.top_stacks.iter().map(stack_row).collect::<Vec<_>>(),
         "top_calls": snapshot.top_calls.iter().map(call_row).collect::<Vec<_>>(),
+        "top_faults": snapshot.top_faults.iter().map(|row| json!({
+            "stack_id": row.stack.map(|stack| stack.to_string()),
+            "frames": row.frames,
+            "count": row.count,
+            "paged_in_bytes": row.paged_in_bytes,
+        })).collect::<Vec<_>>(),
     })
 }
 

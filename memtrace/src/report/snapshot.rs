@@ -79,6 +79,15 @@ pub struct StackRow {
     pub cut_short_in: Option<String>,
 }
 
+/// Faults taken at a stack since attaching.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FaultRow {
+    pub stack: Option<StackId>,
+    pub frames: Vec<String>,
+    pub count: u64,
+    pub paged_in_bytes: u64,
+}
+
 /// Bytes a call changed, by the stack that made it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CallRow {
@@ -111,6 +120,7 @@ pub struct Snapshot {
     pub top_ranges: Vec<RangeRow>,
     pub top_stacks: Vec<StackRow>,
     pub top_calls: Vec<CallRow>,
+    pub top_faults: Vec<FaultRow>,
     /// RSS at the previous snapshot, for the change.
     pub previous_rss: Option<u64>,
 }

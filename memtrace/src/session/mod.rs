@@ -511,6 +511,7 @@ impl Session {
         };
         let top_stacks = attribution::top_stacks(&mut namer, TOP_ROWS);
         let top_calls = attribution::top_calls(&mut namer, TOP_ROWS);
+        let top_faults = attribution::top_faults(&mut namer, TOP_ROWS);
         Snapshot {
             seq: self.seq,
             is_final,
@@ -535,6 +536,7 @@ impl Session {
             top_ranges: attribution::top_ranges(&self.tracker.model, TOP_ROWS),
             top_stacks,
             top_calls,
+            top_faults,
             previous_rss: self.previous_rss,
         }
     }

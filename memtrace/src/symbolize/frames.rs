@@ -67,6 +67,19 @@ impl Frame {
         }
     }
 
+    /// The names this frame stands for, innermost first: inlined functions
+    /// each get their own, like separate frames; code without symbols is
+    /// `module+0xoffset`.
+    pub fn names(&self) -> Vec<String> {
+        if self.functions.is_empty() {
+            return vec![self.to_string()];
+        }
+        self.functions
+            .iter()
+            .map(|function| function.name.clone())
+            .collect()
+    }
+
     /// The function the code belongs to (not an inlined one).
     pub fn outermost_function(&self) -> Option<&str> {
         self.functions.last().map(|function| function.name.as_str())

@@ -180,8 +180,12 @@ static void print_advice_totals(const struct advice_totals *t)
 	putchar('}');
 }
 
-/* Accesses one byte in every 4 KiB page overlapping [start, end); returns the page count. */
-static size_t touch_range(char *start, char *end, bool read)
+/*
+ * Accesses one byte in every 4 KiB page overlapping [start, end); returns the page count.
+ * Always inlined: the faults must happen in the op_* function that asked for them, since gcc
+ * gives a leaf like this no frame pointer and a stack walk from it would skip its caller.
+ */
+static inline __attribute__((always_inline)) size_t touch_range(char *start, char *end, bool read)
 {
 	size_t pages = 0;
 	for (char *p = start; p < end;

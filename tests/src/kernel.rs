@@ -1,0 +1,49 @@
+//! What the kernel itself says about a process: the ground truth the tests
+//! hold memtrace's numbers against.
+
+use std::collections::HashMap;
+
+/// `/proc/PID/smaps_rollup` in bytes, by field name (`Rss`, `LazyFree`...).
+pub fn smaps_rollup(pid: u32) -> HashMap<String, u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_else(|err| panic!("read smaps_rollup of {pid}: {err}"));
+    text.lines()
+        .filter_map(|line| {
+            let (name, rest) = line.split_once(':')?;
+            let kib: u64 = rest.trim().strip_suffix(" kB")?.trim().parse().ok()?;
+            Some((name.to_owned(), kib * 1024))
+        })
+        .collect()
+}
+
+/// Whether `actual` is within `percent` % of `expected` (or both are 0).
+pub fn within(actual: u64, expected: u64, percent: f64) -> bool {
+    let tolerance = expected as f64 * percent / 100.0;
+    (actual as f64 - expected as f64).abs() <= tolerance
+}
+
+/// IDs of the BPF programs loaded in the kernel right now.
+pub fn loaded_bpf_programs() -> Vec<u32> {
+    let mut ids = Vec::new();
+    let mut id: u32 = 0;
+    loop {
+        let mut attr = [0u8; 16];
+        attr[..4].copy_from_slice(&id.to_ne_bytes());
+        // SAFETY: BPF_PROG_GET_NEXT_ID reads start_id and writes next_id in
+        // the attribute buffer we own.
+        let result = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                11, /* BPF_PROG_GET_NEXT_ID */
+                attr.as_mut_ptr(),
+                attr.len(),
+            )
+        };
+        if result != 0 {
+            break;
+        }
+        id = u32::from_ne_bytes(attr[4..8].try_into().expect("4 bytes"));
+        ids.push(id);
+    }
+    ids
+}

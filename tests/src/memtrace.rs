@@ -1,0 +1,294 @@
+//! Running the real memtrace binary against a workload, as root, and reading
+//! what it reports.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, Command, ExitStatus, Stdio},
+    sync::mpsc::{self, Receiver},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// The memtrace binary under test: `MEMTRACE_BIN`, or the workspace's
+/// release build (`cargo xtask test` builds it first).
+pub fn binary() -> PathBuf {
+    let path = std::env::var_os("MEMTRACE_BIN").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/memtrace"),
+        PathBuf::from,
+    );
+    assert!(
+        path.is_file(),
+        "no memtrace binary at {}: build it with `cargo build --release -p memtrace` \
+         (`cargo xtask test` does) or set MEMTRACE_BIN",
+        path.display()
+    );
+    path
+}
+
+/// These tests load eBPF programs: without root they must fail, not skip.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "memtrace's integration tests load real eBPF programs and must run as root"
+    );
+}
+
+/// A line memtrace or the traced program printed, as it arrived.
+#[derive(Debug, Clone)]
+pub enum Line {
+    Stdout(String),
+    Stderr(String),
+}
+
+/// A running memtrace.
+pub struct Tracing {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<Line>,
+    seen: Vec<Line>,
+}
+
+impl Tracing {
+    /// Starts memtrace with `args` (stdin piped: with `-- CMD` it is the
+    /// command's stdin).
+    pub fn start(args: &[&str]) -> Self {
+        require_root();
+        let mut child = Command::new(binary())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start memtrace");
+        let (sender, lines) = mpsc::channel();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let out = sender.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = out.send(Line::Stdout(line));
+            }
+        });
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = sender.send(Line::Stderr(line));
+            }
+        });
+        let stdin = child.stdin.take();
+        Self {
+            child,
+            stdin,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a line matching `wanted`; panics with everything seen after
+    /// `timeout`.
+    pub fn wait_for(&mut self, timeout: Duration, wanted: impl Fn(&Line) -> bool) -> Line {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if wanted(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "timed out after {timeout:?} waiting for a line; saw:\n{}",
+                    self.transcript()
+                ),
+            }
+        }
+    }
+
+    /// Waits for a stdout line containing `text`.
+    pub fn wait_for_stdout(&mut self, text: &str) -> String {
+        let text = text.to_owned();
+        match self.wait_for(
+            Duration::from_secs(60),
+            |line| matches!(line, Line::Stdout(l) if l.contains(&text)),
+        ) {
+            Line::Stdout(line) | Line::Stderr(line) => line,
+        }
+    }
+
+    /// Waits until memtrace says it attached (or started the command).
+    pub fn wait_attached(&mut self) {
+        self.wait_for(Duration::from_secs(60), |line| {
+            matches!(line, Line::Stderr(l) if l.starts_with("memtrace: attached") || l.starts_with("memtrace: started"))
+        });
+    }
+
+    /// Writes a line to the traced command's stdin.
+    pub fn send_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin still open");
+        writeln!(stdin, "{line}").expect("write to stdin");
+        stdin.flush().expect("flush stdin");
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` to memtrace.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    /// Waits for memtrace to exit and collects everything it printed.
+    pub fn finish(mut self, timeout: Duration) -> Finished {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait for memtrace") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "memtrace did not exit within {timeout:?}; saw:\n{}",
+                    self.transcript()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        // The reader threads end with the pipes.
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push(line);
+        }
+        Finished {
+            status,
+            lines: std::mem::take(&mut self.seen),
+        }
+    }
+
+    fn transcript(&self) -> String {
+        transcript(&self.seen)
+    }
+}
+
+impl Drop for Tracing {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn transcript(lines: &[Line]) -> String {
+    lines
+        .iter()
+        .map(|line| match line {
+            Line::Stdout(l) => format!("  out| {l}"),
+            Line::Stderr(l) => format!("  err| {l}"),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// What memtrace printed, once it exited.
+pub struct Finished {
+    pub status: ExitStatus,
+    pub lines: Vec<Line>,
+}
+
+impl Finished {
+    pub fn stdout(&self) -> Vec<&str> {
+        self.lines
+            .iter()
+            .filter_map(|line| match line {
+                Line::Stdout(l) => Some(l.as_str()),
+                Line::Stderr(_) => None,
+            })
+            .collect()
+    }
+
+    pub fn stderr(&self) -> Vec<&str> {
+        self.lines
+            .iter()
+            .filter_map(|line| match line {
+                Line::Stderr(l) => Some(l.as_str()),
+                Line::Stdout(_) => None,
+            })
+            .collect()
+    }
+
+    /// The JSON snapshots memtrace wrote to stdout (`--json -`).
+    pub fn snapshots(&self) -> Vec<Value> {
+        snapshots_in(self.stdout())
+    }
+
+    /// Panics with the transcript unless memtrace exited with `code`.
+    pub fn assert_code(&self, code: i32) {
+        assert_eq!(
+            self.status.code(),
+            Some(code),
+            "memtrace exited with {:?}, expected {code}; transcript:\n{}",
+            self.status,
+            transcript(&self.lines)
+        );
+    }
+
+    pub fn transcript(&self) -> String {
+        transcript(&self.lines)
+    }
+}
+
+/// Snapshots among `lines` (other lines are the traced program's).
+pub fn snapshots_in<'a>(lines: impl IntoIterator<Item = &'a str>) -> Vec<Value> {
+    lines
+        .into_iter()
+        .filter(|line| line.starts_with('{'))
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|value| value["schema"] == "memtrace.snapshot")
+        .collect()
+}
+
+/// Runs memtrace to completion with `args`.
+pub fn run(args: &[&str], timeout: Duration) -> Finished {
+    Tracing::start(args).finish(timeout)
+}
+
+/// Reads a numeric field of a snapshot by JSON pointer (e.g.
+/// `/madvise/MADV_FREE/bytes`); missing counts as 0.
+pub fn number(snapshot: &Value, pointer: &str) -> u64 {
+    snapshot
+        .pointer(pointer)
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+}
+
+/// Rows of `list` (e.g. `top_faults`) whose frames include `function`.
+pub fn rows_with<'a>(snapshot: &'a Value, list: &str, function: &str) -> Vec<&'a Value> {
+    snapshot[list]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .filter(|row| {
+                    row["frames"].as_array().is_some_and(|frames| {
+                        frames.iter().any(|frame| frame.as_str() == Some(function))
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The sum of `field` over the rows of `list` whose frames include
+/// `function`.
+pub fn bytes_at(snapshot: &Value, list: &str, function: &str, field: &str) -> u64 {
+    rows_with(snapshot, list, function)
+        .iter()
+        .map(|row| row[field].as_u64().unwrap_or(0))
+        .sum()
+}

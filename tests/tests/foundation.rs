@@ -1,0 +1,193 @@
+//! `memtrace -p PID`, `memtrace -- CMD` and `memtrace demo` end to end:
+//! the real eBPF programs against workloads doing known operations, with
+//! the numbers held against what the workload did and what /proc says.
+
+use std::{
+    collections::HashMap,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use memtrace_tests::{
+    kernel::{smaps_rollup, within},
+    memtrace::{bytes_at, number, Tracing},
+    workloads::ensure_built,
+};
+use serde_json::Value;
+
+const MIB: u64 = 1 << 20;
+
+/// map 64 MiB, touch it all, MADV_FREE 32, MADV_DONTNEED 16, munmap 16.
+const SCRIPT: &str =
+    "map A 64M ; touch A 0 64M ; free A 0 32M ; dontneed A 32M 16M ; unmap A 48M 16M";
+
+fn words(text: &str) -> Vec<String> {
+    text.split_whitespace().map(str::to_owned).collect()
+}
+
+/// The last snapshot taken while the workload was still running.
+fn last_running(snapshots: &[Value]) -> &Value {
+    snapshots
+        .iter()
+        .rev()
+        .find(|s| s["state"] == "running" && !s["kernel"].is_null())
+        .expect("a snapshot taken while the workload ran")
+}
+
+fn assert_known_operations(snapshot: &Value) {
+    assert_eq!(number(snapshot, "/madvise/MADV_FREE/calls"), 1);
+    assert_eq!(number(snapshot, "/madvise/MADV_FREE/bytes"), 32 * MIB);
+    assert_eq!(
+        number(snapshot, "/madvise/MADV_FREE/resident_bytes"),
+        32 * MIB
+    );
+    assert_eq!(number(snapshot, "/madvise/MADV_DONTNEED/bytes"), 16 * MIB);
+    assert_eq!(
+        number(snapshot, "/madvise/MADV_DONTNEED/resident_bytes"),
+        16 * MIB
+    );
+    assert_eq!(
+        bytes_at(snapshot, "top_calls", "op_unmap", "resident_bytes"),
+        16 * MIB,
+        "munmap of 16 MiB by op_unmap"
+    );
+}
+
+/// The model against the kernel as the test itself read it.
+fn assert_matches_kernel(snapshot: &Value, kernel: &HashMap<String, u64>) {
+    let (rss, lazyfree) = (kernel["Rss"], kernel["LazyFree"]);
+    let model_rss = number(snapshot, "/model/rss_bytes");
+    let model_lazyfree = number(snapshot, "/model/lazyfree_bytes");
+    assert!(
+        within(model_rss, rss, 1.0),
+        "model RSS {model_rss}, kernel {rss}"
+    );
+    assert!(
+        within(model_lazyfree, lazyfree, 1.0),
+        "model LazyFree {model_lazyfree}, kernel {lazyfree}"
+    );
+    let unexplained = number(snapshot, "/unexplained_bytes");
+    assert!(
+        unexplained * 100 <= rss,
+        "unexplained {unexplained} of RSS {rss}"
+    );
+    assert_eq!(number(snapshot, "/records/lost_total"), 0);
+}
+
+#[test]
+fn traces_a_command_from_its_first_instruction_and_counts_exactly() {
+    let workloads = ensure_built().expect("workloads build");
+    let memops = workloads.memops.to_str().unwrap().to_owned();
+    let steps = words(&format!("{SCRIPT} ; wait"));
+    let mut args = vec!["--json", "-", "-q", "-i", "0.2", "--", &memops];
+    args.extend(steps.iter().map(String::as_str));
+    let mut tracing = Tracing::start(&args);
+    let pid: u32 = tracing.wait_for_stdout("pid ")[4..].parse().unwrap();
+    // `wait` prints its line once it is over: the unmap's line says the
+    // workload is now waiting.
+    tracing.wait_for_stdout("op 4 unmap");
+    // The workload now waits on stdin: read the kernel's view, and let
+    // memtrace take a snapshot or two of the same state.
+    let kernel = smaps_rollup(pid);
+    std::thread::sleep(Duration::from_millis(700));
+    tracing.send_line("go");
+    let finished = tracing.finish(Duration::from_secs(60));
+    finished.assert_code(0);
+    let snapshots = finished.snapshots();
+    let snapshot = last_running(&snapshots);
+    assert_known_operations(snapshot);
+    assert_matches_kernel(snapshot, &kernel);
+
+    // Every touched page was faulted in by op_touch, exactly once, and
+    // what it still holds is the 32 MiB lazily freed.
+    assert_eq!(
+        bytes_at(snapshot, "top_faults", "op_touch", "paged_in_bytes"),
+        64 * MIB
+    );
+    assert_eq!(bytes_at(snapshot, "top_faults", "op_touch", "count"), 16384);
+    assert_eq!(
+        bytes_at(snapshot, "top_stacks", "op_touch", "lazyfree_bytes"),
+        32 * MIB
+    );
+    assert_eq!(
+        bytes_at(snapshot, "top_stacks", "op_touch", "in_use_bytes"),
+        0
+    );
+    let last = snapshots.last().unwrap();
+    assert_eq!(last["type"], "final");
+    assert_eq!(last["state"], "exited");
+}
+
+#[test]
+fn attaches_to_a_running_process_and_credits_what_was_there_before() {
+    let workloads = ensure_built().expect("workloads build");
+    let mut workload = Command::new(&workloads.memops)
+        .args(words(
+            "map A 64M ; touch A 0 64M ; wait ; free A 0 32M ; dontneed A 32M 16M ; unmap A 48M 16M ; wait",
+        ))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start memops");
+    let mut out = std::io::BufReader::new(workload.stdout.take().unwrap());
+    let mut stdin = workload.stdin.take().unwrap();
+    let read_until = |out: &mut std::io::BufReader<_>, text: &str| {
+        use std::io::BufRead;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(out.read_line(&mut line).unwrap() > 0, "memops ended early");
+            if line.contains(text) {
+                return;
+            }
+        }
+    };
+    read_until(&mut out, "op 1 touch");
+    let pid = workload.id().to_string();
+
+    let mut tracing = Tracing::start(&["-p", &pid, "--json", "-", "-q", "-i", "0.2"]);
+    tracing.wait_attached();
+    use std::io::Write;
+    writeln!(stdin, "go").unwrap();
+    read_until(&mut out, "op 5 unmap");
+    let kernel = smaps_rollup(workload.id());
+    std::thread::sleep(Duration::from_millis(700));
+    tracing.signal(libc::SIGINT);
+    let finished = tracing.finish(Duration::from_secs(60));
+    finished.assert_code(0);
+    writeln!(stdin, "go").unwrap();
+    workload.wait().unwrap();
+
+    let snapshots = finished.snapshots();
+    let snapshot = snapshots.last().unwrap();
+    assert_eq!(snapshot["type"], "final");
+    assert_eq!(snapshot["state"], "running");
+    assert_known_operations(snapshot);
+    assert_matches_kernel(snapshot, &kernel);
+    // The 64 MiB were touched before memtrace attached: no fault for them,
+    // and what is left of them is credited to "resident before attach".
+    assert_eq!(bytes_at(snapshot, "top_faults", "op_touch", "count"), 0);
+    let before = number(snapshot, "/model/by_cause/before_attach");
+    assert!(
+        before >= 32 * MIB && before <= kernel["Rss"],
+        "before attach {before}"
+    );
+}
+
+#[test]
+fn the_demo_reports_what_it_did() {
+    let finished =
+        memtrace_tests::memtrace::run(&["demo", "--json", "-", "-q"], Duration::from_secs(60));
+    finished.assert_code(0);
+    let snapshots = finished.snapshots();
+    let last = snapshots.last().expect("a final snapshot");
+    assert_eq!(number(last, "/madvise/MADV_FREE/bytes"), 24 * MIB);
+    assert_eq!(number(last, "/madvise/MADV_FREE/resident_bytes"), 24 * MIB);
+    assert_eq!(number(last, "/madvise/MADV_DONTNEED/bytes"), 16 * MIB);
+    assert_eq!(
+        number(last, "/madvise/MADV_DONTNEED/resident_bytes"),
+        16 * MIB
+    );
+    let verdict = finished.stderr().join("\n");
+    assert!(verdict.contains("24.0 MiB with MADV_FREE"), "{verdict}");
+}
