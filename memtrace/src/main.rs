@@ -38,7 +38,8 @@ fn main() -> ExitCode {
         Ok(_) => exit::ExitCode::Success.into(),
         Err(err) => {
             let err = anyhow::Error::new(err);
-            eprintln!("memtrace: {err:#}");
+            // Every message already names its cause; `{:#}` would repeat it.
+            eprintln!("memtrace: {err}");
             exit::ExitCode::of(&err).into()
         }
     }

@@ -121,11 +121,15 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
     } = maps;
 
     let mut launched = None;
+    let command_name = match &target {
+        Target::Command(argv) => argv[0].to_string_lossy().into_owned(),
+        Target::Pid(_) => String::new(),
+    };
     let pid = match &target {
         Target::Pid(pid) => *pid,
         Target::Command(argv) => {
             let child = launch::launch(argv, owner).map_err(|source| SessionError::Launch {
-                command: argv[0].to_string_lossy().into_owned(),
+                command: command_name.clone(),
                 source,
             })?;
             let pid = child.pid;
@@ -162,7 +166,7 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
 
     match launched.as_mut() {
         Some(child) => child.release().map_err(|source| SessionError::Launch {
-            command: "the command".into(),
+            command: command_name,
             source,
         })?,
         None => {
