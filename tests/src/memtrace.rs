@@ -292,3 +292,61 @@ pub fn bytes_at(snapshot: &Value, list: &str, function: &str, field: &str) -> u6
         .map(|row| row[field].as_u64().unwrap_or(0))
         .sum()
 }
+
+/// The size written just before `marker` in `text` (`"32.0 MiB (50%) is
+/// memory..."` → 32 MiB), as memtrace's verdict writes sizes.
+pub fn size_before(text: &str, marker: &str) -> Option<u64> {
+    let at = text.find(marker)?;
+    let before = text[..at].trim_end();
+    // Skip a share in parentheses: "32.0 MiB (50%)".
+    let before = match before.strip_suffix(')') {
+        Some(rest) => rest[..rest.rfind('(')?].trim_end(),
+        None => before,
+    };
+    let mut words = before.rsplit(' ');
+    let unit = words.next()?;
+    let value: f64 = words.next()?.parse().ok()?;
+    let scale = match unit {
+        "B" => 1.0,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    Some((value * scale) as u64)
+}
+
+/// The verdict memtrace printed (it starts with `Verdict:`).
+pub fn verdict(finished: &Finished) -> String {
+    let text: Vec<&str> = finished
+        .lines
+        .iter()
+        .map(|line| match line {
+            Line::Stdout(l) | Line::Stderr(l) => l.as_str(),
+        })
+        .skip_while(|line| !line.starts_with("Verdict:"))
+        .take_while(|line| line.starts_with("Verdict:") || line.starts_with("  "))
+        .collect();
+    assert!(
+        !text.is_empty(),
+        "no verdict in:\n{}",
+        finished.transcript()
+    );
+    text.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_read_back_from_the_verdicts_wording() {
+        let text = "RSS 270.9 MiB: 256.3 MiB (95%) is memory the program gave back";
+        assert_eq!(
+            size_before(text, " is memory"),
+            Some((256.3 * 1048576.0) as u64)
+        );
+        assert_eq!(size_before(text, ": 256"), Some((270.9 * 1048576.0) as u64));
+        assert_eq!(size_before(text, "nowhere"), None);
+    }
+}

@@ -1,0 +1,232 @@
+//! Where resident bytes came from and where released bytes went, held
+//! against the kernel (smaps_rollup), the workload's own account, and the
+//! Go runtime's: MADV_FREE and MADV_DONTNEED, reclaim under memory pressure,
+//! and the verdict's facts.
+
+use std::{fs, path::PathBuf, time::Duration};
+
+use memtrace_tests::{
+    kernel::within,
+    memtrace::{number, run, size_before, verdict, Finished, Tracing},
+    workloads::ensure_built,
+};
+use serde_json::Value;
+
+const MIB: u64 = 1 << 20;
+const LAZILY_FREED: &str = " is memory the program already gave back with MADV_FREE";
+
+fn last_running(snapshots: &[Value]) -> Value {
+    snapshots
+        .iter()
+        .rev()
+        .find(|s| s["state"] == "running" && !s["kernel"].is_null())
+        .cloned()
+        .expect("a snapshot taken while the workload ran")
+}
+
+/// The reconciliation goal: unexplained within 1% of RSS, LazyFree within
+/// 1% of the kernel's.
+fn assert_reconciled(snapshot: &Value) {
+    let rss = number(snapshot, "/kernel/rss_bytes");
+    let lazyfree = number(snapshot, "/kernel/lazyfree_bytes");
+    let unexplained = number(snapshot, "/unexplained_bytes");
+    assert!(
+        unexplained * 100 <= rss,
+        "unexplained {unexplained} of {rss}"
+    );
+    assert!(
+        within(number(snapshot, "/model/lazyfree_bytes"), lazyfree, 1.0),
+        "model LazyFree {} vs kernel {lazyfree}",
+        number(snapshot, "/model/lazyfree_bytes")
+    );
+    assert!(within(number(snapshot, "/model/rss_bytes"), rss, 1.0));
+}
+
+/// A memory cgroup the test controls, removed afterwards.
+struct MemoryCgroup {
+    dir: PathBuf,
+    v2: bool,
+}
+
+impl MemoryCgroup {
+    fn new(name: &str) -> Self {
+        let v2 = fs::read_to_string("/sys/fs/cgroup/cgroup.controllers")
+            .is_ok_and(|controllers| controllers.split_whitespace().any(|c| c == "memory"));
+        let root = if v2 {
+            "/sys/fs/cgroup"
+        } else {
+            "/sys/fs/cgroup/memory"
+        };
+        let dir = PathBuf::from(root).join(format!("{name}-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("create a memory cgroup (needs root and cgroups)");
+        Self { dir, v2 }
+    }
+
+    /// A shell prefix that moves the shell into the cgroup, then execs.
+    fn enter(&self) -> String {
+        format!("echo $$ > {}/cgroup.procs && exec", self.dir.display())
+    }
+
+    /// Lowers the limit: the kernel reclaims to get under it.
+    fn limit(&self, bytes: u64) {
+        let file = if self.v2 {
+            "memory.high"
+        } else {
+            "memory.limit_in_bytes"
+        };
+        fs::write(self.dir.join(file), bytes.to_string()).expect("set the memory limit");
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir(&self.dir);
+    }
+}
+
+#[test]
+fn the_verdict_states_the_madv_free_facts() {
+    let workloads = ensure_built().expect("workloads build");
+    let memops = workloads.memops.to_str().unwrap();
+    let finished = run(
+        &[
+            "--json", "-", "-q", "-i", "0.3", "--", memops, "map", "A", "96M", ";", "touch", "A",
+            "0", "96M", ";", "free", "A", "0", "64M", ";", "dontneed", "A", "64M", "16M", ";",
+            "hold", "1",
+        ],
+        Duration::from_secs(60),
+    );
+    finished.assert_code(0);
+    let snapshot = last_running(&finished.snapshots());
+    assert_reconciled(&snapshot);
+    let text = verdict(&finished);
+    let lazy = size_before(&text, LAZILY_FREED).unwrap_or_else(|| panic!("{text}"));
+    assert!(within(lazy, 64 * MIB, 1.0), "{text}");
+    assert!(
+        text.contains("Returning memory with MADV_DONTNEED instead of MADV_FREE"),
+        "{text}"
+    );
+    assert!(text.contains("16.0 MiB with MADV_DONTNEED"), "{text}");
+    assert!(text.contains("64.0 MiB with MADV_FREE"), "{text}");
+}
+
+#[test]
+fn reclaim_of_lazily_freed_memory_under_pressure_is_seen() {
+    let workloads = ensure_built().expect("workloads build");
+    let cgroup = MemoryCgroup::new("memtrace-reclaim");
+    let script = format!(
+        "{} {} map A 128M \\; touch A 0 128M \\; free A 0 96M \\; wait \\; hold 1.5",
+        cgroup.enter(),
+        workloads.memops.display()
+    );
+    let mut tracing =
+        Tracing::start(&["--json", "-", "-q", "-i", "0.3", "--", "sh", "-c", &script]);
+    tracing.wait_for_stdout("op 2 free");
+    std::thread::sleep(Duration::from_millis(500));
+    // Under a 48 MiB limit the kernel must take back most of the 96 MiB of
+    // lazily freed pages, with no call from the program.
+    cgroup.limit(48 * MIB);
+    std::thread::sleep(Duration::from_millis(1500));
+    tracing.send_line("go");
+    let finished: Finished = tracing.finish(Duration::from_secs(60));
+    finished.assert_code(0);
+    let snapshot = last_running(&finished.snapshots());
+    assert_reconciled(&snapshot);
+    let reclaimed = number(&snapshot, "/released_bytes/reclaim of MADV_FREE pages");
+    let kernel_lazyfree = number(&snapshot, "/kernel/lazyfree_bytes");
+    assert!(reclaimed >= 48 * MIB, "reclaimed only {reclaimed}");
+    assert!(
+        within(reclaimed + kernel_lazyfree, 96 * MIB, 1.0),
+        "reclaimed {reclaimed} + still lazily freed {kernel_lazyfree} should be the 96 MiB freed"
+    );
+    let text = verdict(&finished);
+    let taken = size_before(
+        &text,
+        " of the MADV_FREE memory was taken back by the kernel",
+    )
+    .unwrap_or_else(|| panic!("{text}"));
+    assert!(within(taken, reclaimed, 1.0), "{text}");
+}
+
+/// The Go runtime's own account, as goheap prints it after releasing.
+fn released_event(finished: &Finished) -> Value {
+    finished
+        .stdout()
+        .iter()
+        .filter(|line| line.contains("\"event\":\"released\""))
+        .find_map(|line| serde_json::from_str(line).ok())
+        .expect("goheap's released event")
+}
+
+fn trace_goheap(madvdontneed: u8) -> Finished {
+    let workloads = ensure_built().expect("workloads build");
+    let godebug = format!("GODEBUG=madvdontneed={madvdontneed}");
+    let finished = run(
+        &[
+            "--json",
+            "-",
+            "-q",
+            "-i",
+            "0.3",
+            "--",
+            "env",
+            &godebug,
+            workloads.goheap.to_str().unwrap(),
+            "-alloc-mib",
+            "512",
+            "-hold",
+            "1.5s",
+        ],
+        Duration::from_secs(120),
+    );
+    finished.assert_code(0);
+    finished
+}
+
+#[test]
+fn go_with_madv_free_is_named_with_the_setting_to_change() {
+    let finished = trace_goheap(0);
+    let snapshot = last_running(&finished.snapshots());
+    assert_reconciled(&snapshot);
+    let released = released_event(&finished)["HeapReleased"].as_u64().unwrap();
+    let freed = number(&snapshot, "/madvise/MADV_FREE/bytes");
+    assert_eq!(number(&snapshot, "/madvise/MADV_DONTNEED/bytes"), 0);
+    assert!(
+        within(freed, released, 1.0),
+        "MADV_FREE {freed}, HeapReleased {released}"
+    );
+    let kernel_lazyfree = number(&snapshot, "/kernel/lazyfree_bytes");
+    assert!(
+        within(
+            number(&snapshot, "/madvise/MADV_FREE/resident_bytes"),
+            kernel_lazyfree,
+            1.0
+        ),
+        "lazily freed by MADV_FREE vs kernel LazyFree {kernel_lazyfree}"
+    );
+    let text = verdict(&finished);
+    let lazy = size_before(&text, LAZILY_FREED).unwrap_or_else(|| panic!("{text}"));
+    assert!(within(lazy, kernel_lazyfree, 1.0), "{text}");
+    assert!(text.contains("GODEBUG=madvdontneed=1"), "{text}");
+}
+
+#[test]
+fn go_with_madv_dontneed_follows_the_heap() {
+    let finished = trace_goheap(1);
+    let snapshot = last_running(&finished.snapshots());
+    assert_reconciled(&snapshot);
+    let released = released_event(&finished)["HeapReleased"].as_u64().unwrap();
+    let dontneed = number(&snapshot, "/madvise/MADV_DONTNEED/bytes");
+    assert_eq!(number(&snapshot, "/madvise/MADV_FREE/bytes"), 0);
+    assert!(
+        within(dontneed, released, 1.0),
+        "MADV_DONTNEED {dontneed}, HeapReleased {released}"
+    );
+    assert!(number(&snapshot, "/kernel/lazyfree_bytes") < MIB);
+    let text = verdict(&finished);
+    assert!(!text.contains("GODEBUG"), "{text}");
+    assert!(
+        size_before(&text, " with MADV_DONTNEED").is_some_and(|b| within(b, dontneed, 1.0)),
+        "{text}"
+    );
+}
