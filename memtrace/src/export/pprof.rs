@@ -13,7 +13,7 @@
 
 use std::{
     collections::HashMap,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{SystemTime, UNIX_EPOCH},
 };
 
 use memtrace_pprof::{
@@ -24,7 +24,10 @@ use memtrace_pprof::{
 use crate::{
     intake::StackId,
     model::{Backing, Call, Effect},
-    report::attribution::{resident_by_holder, Holder, Namer},
+    report::{
+        attribution::{resident_by_holder, Holder, Namer},
+        snapshot::Snapshot,
+    },
     symbolize::Frame,
 };
 
@@ -35,7 +38,9 @@ const SAMPLE_TYPES: [(&str, &str); 4] = [
     ("faults", "count"),
 ];
 
-pub fn profile(namer: &mut Namer<'_>, elapsed: Duration) -> Profile {
+/// The profile of what `snapshot` describes.
+pub fn profile(namer: &mut Namer<'_>, snapshot: &Snapshot) -> Profile {
+    let elapsed = snapshot.elapsed;
     let mut writer = Writer {
         builder: ProfileBuilder::new(&SAMPLE_TYPES),
         mappings: HashMap::new(),
@@ -53,6 +58,16 @@ pub fn profile(namer: &mut Namer<'_>, elapsed: Duration) -> Profile {
         .time_nanos(i64::try_from(now.saturating_sub(elapsed).as_nanos()).unwrap_or(i64::MAX))
         .duration_nanos(i64::try_from(elapsed.as_nanos()).unwrap_or(i64::MAX))
         .comment("memtrace: resident bytes by the stack that faulted them in");
+    // pprof takes the first mapping for the program itself.
+    if let Some(executable) = &snapshot.executable {
+        let main = namer.model.extents().iter().find(|(_, extent)| {
+            extent.prot & libc::PROT_EXEC as u32 != 0
+                && matches!(&extent.backing, Backing::File { path: Some(path), .. } if path == executable)
+        });
+        if let Some((start, _)) = main {
+            writer.mapping(namer, start);
+        }
+    }
 
     let faults = &namer.model.counters().faults_by_stack.clone();
     let mut held: Vec<(Holder, _)> = resident_by_holder(namer.model).into_iter().collect();

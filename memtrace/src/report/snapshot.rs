@@ -107,6 +107,8 @@ pub struct Snapshot {
     pub unix_ms: u64,
     pub pid: u32,
     pub command: String,
+    /// The program file, as the kernel shows it (`/proc/PID/exe`).
+    pub executable: Option<String>,
     pub state: TargetState,
     /// None once the process is gone.
     pub kernel: Option<KernelTotals>,

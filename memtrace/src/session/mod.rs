@@ -160,6 +160,7 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
         seq: 0,
         previous_rss: None,
         command: String::new(),
+        executable: None,
         live_to_stderr: outputs.json_on_stdout(),
         quiet: options.quiet,
     };
@@ -267,6 +268,7 @@ struct Session {
     seq: u64,
     previous_rss: Option<u64>,
     command: String,
+    executable: Option<String>,
     live_to_stderr: bool,
     quiet: bool,
 }
@@ -504,8 +506,14 @@ impl Session {
             _ if !alive => TargetState::Exited,
             _ => TargetState::Running,
         };
-        if self.command.is_empty() {
-            self.command = self.view.comm().unwrap_or_default();
+        if alive {
+            // Read each time: an exec changes both.
+            if let Some(comm) = self.view.comm() {
+                self.command = comm;
+            }
+            if let Some(exe) = self.view.exe() {
+                self.executable = Some(exe.to_string_lossy().into_owned());
+            }
         }
         let lost = self.lost();
         let mut namer = Namer {
@@ -525,6 +533,7 @@ impl Session {
                 .map_or(0, |since| since.as_millis() as u64),
             pid: self.pid,
             command: self.command.clone(),
+            executable: self.executable.clone(),
             state,
             kernel: if state == TargetState::Running {
                 self.last_kernel

@@ -117,7 +117,7 @@ impl Outputs {
             file.commit()?;
         }
         if let Some(path) = &self.pprof {
-            let profile = pprof::profile(&mut parts.namer(), snapshot.elapsed);
+            let profile = pprof::profile(&mut parts.namer(), snapshot);
             self.policy
                 .write_all(path, &memtrace_pprof::encode(&profile))?;
         }
@@ -172,7 +172,7 @@ impl Outputs {
         let Some(snapshots) = &mut self.snapshots else {
             return Ok(());
         };
-        let profile = pprof::profile(&mut parts.namer(), snapshot.elapsed);
+        let profile = pprof::profile(&mut parts.namer(), snapshot);
         let name = format!(
             "memtrace-{}-{}-{:04}.pb.gz",
             snapshot.pid, snapshot.unix_ms, snapshot.seq

@@ -73,6 +73,7 @@ impl Symbolizer {
         if let Some(frames) = self.stacks.get(&id) {
             return frames.clone();
         }
+        let ips = &ips[..plausible_depth(ips, extents)];
         let missing: Vec<u64> = ips
             .iter()
             .enumerate()
@@ -192,6 +193,23 @@ pub fn cut_short_in(frames: &[Frame]) -> Option<&Module> {
         return None;
     }
     outermost.module.as_deref()
+}
+
+/// How many of `ips` are real frames. Code without frame pointers uses the
+/// frame-pointer register for data, and a walk through it reads words that
+/// are not return addresses; a return address always points into code, so
+/// the stack ends before the first one that does not.
+fn plausible_depth(ips: &[u64], extents: &Extents) -> usize {
+    let executable = |ip: u64| {
+        extents
+            .find(ip)
+            .is_some_and(|(_, extent)| extent.prot & libc::PROT_EXEC as u32 != 0)
+    };
+    ips.iter()
+        .enumerate()
+        .skip(1)
+        .find(|&(_, &ip)| !executable(ip))
+        .map_or(ips.len(), |(depth, _)| depth)
 }
 
 /// Return addresses point after the call; the call itself is one byte

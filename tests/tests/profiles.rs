@@ -1,0 +1,330 @@
+//! Symbolized stacks and the profiles people already read, checked with
+//! their real consumers: `go tool pprof` reads the pprof files, Python's XML
+//! parser the flame graph, and the folded file adds up to RSS.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use memtrace_tests::{
+    kernel::within,
+    memtrace::{bytes_at, number, run, Finished},
+    workloads::ensure_built,
+};
+use serde_json::Value;
+
+const MIB: u64 = 1 << 20;
+
+fn last_running(snapshots: &[Value]) -> Value {
+    snapshots
+        .iter()
+        .rev()
+        .find(|s| s["state"] == "running" && !s["kernel"].is_null())
+        .cloned()
+        .expect("a snapshot taken while the workload ran")
+}
+
+/// Runs `go tool pprof ARGS`, failing the test if it fails or complains.
+fn pprof(args: &[&str]) -> String {
+    let home = tempfile::tempdir().unwrap();
+    let output = Command::new("go")
+        .args(["tool", "pprof"])
+        .args(args)
+        .env("HOME", home.path())
+        .env("PPROF_TMPDIR", home.path())
+        .env("PPROF_BINARY_PATH", home.path())
+        .env("GOTOOLCHAIN", "local")
+        .output()
+        .expect("`go` is needed to check pprof output; run `cargo xtask setup`");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "go tool pprof {args:?} failed: {stderr}\n{stdout}"
+    );
+    stdout
+}
+
+/// The flat and cumulative bytes `go tool pprof -top -unit=B` gives
+/// `function`.
+fn top_row(top: &str, function: &str) -> Option<(u64, u64)> {
+    top.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 6 || fields[5..].join(" ") != function {
+            return None;
+        }
+        let bytes = |field: &str| {
+            field
+                .trim_end_matches('B')
+                .parse::<f64>()
+                .ok()
+                .map(|b| b as u64)
+        };
+        Some((bytes(fields[0])?, bytes(fields[3])?))
+    })
+}
+
+struct Traced {
+    finished: Finished,
+    dir: tempfile::TempDir,
+}
+
+impl Traced {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// Traces `program ARGS` with every profile output written.
+fn trace(program: &Path, args: &[&str]) -> Traced {
+    let dir = tempfile::tempdir().unwrap();
+    let out = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let (pprof, folded, svg) = (out("heap.pb.gz"), out("heap.folded"), out("heap.svg"));
+    let mut argv = vec![
+        "--json",
+        "-",
+        "-q",
+        "-i",
+        "0.3",
+        "--pprof",
+        &pprof,
+        "--folded",
+        &folded,
+        "--flamegraph",
+        &svg,
+        "--",
+        program.to_str().unwrap(),
+    ];
+    argv.extend_from_slice(args);
+    let finished = run(&argv, Duration::from_secs(120));
+    finished.assert_code(0);
+    Traced { finished, dir }
+}
+
+/// The totals alloc_sites prints for its functions.
+fn alloc_sites_totals(finished: &Finished) -> Value {
+    finished
+        .stdout()
+        .iter()
+        .find(|line| line.contains("\"load_catalog\""))
+        .and_then(|line| serde_json::from_str(line).ok())
+        .expect("alloc_sites' totals line")
+}
+
+const SITES: [&str; 3] = ["load_catalog", "build_index", "handle_request"];
+
+#[test]
+fn c_allocation_sites_are_named_with_their_bytes() {
+    let workloads = ensure_built().expect("workloads build");
+    let traced = trace(&workloads.alloc_sites, &["--hold", "1"]);
+    let totals = alloc_sites_totals(&traced.finished);
+    let snapshot = last_running(&traced.finished.snapshots());
+    let profile = traced.path("heap.pb.gz");
+    let profile = profile.to_str().unwrap();
+    let top = pprof(&["-top", "-unit=B", "-sample_index=resident_space", profile]);
+    for site in SITES {
+        let expected = totals[site].as_u64().unwrap();
+        let in_use = bytes_at(&snapshot, "top_stacks", site, "in_use_bytes");
+        assert!(
+            within(in_use, expected, 1.0),
+            "{site}: {in_use} resident, did {expected}"
+        );
+        let (_, cum) = top_row(&top, site).unwrap_or_else(|| panic!("{site} in:\n{top}"));
+        assert!(
+            within(cum, expected, 1.0),
+            "{site}: pprof says {cum}, did {expected}\n{top}"
+        );
+    }
+    // The callers are there too: whole stacks.
+    let traces = pprof(&["-traces", "-sample_index=resident_space", profile]);
+    for frame in ["load_catalog", "startup", "handle_request", "serve", "main"] {
+        assert!(traces.contains(frame), "{frame} missing from:\n{traces}");
+    }
+    // The folded file adds up to the resident bytes reported at the end.
+    let last = traced.finished.snapshots().last().cloned().unwrap();
+    let folded = std::fs::read_to_string(traced.path("heap.folded")).unwrap();
+    let sum: u64 = folded
+        .lines()
+        .map(|line| line.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(sum, number(&last, "/model/rss_bytes"));
+    assert!(
+        folded
+            .lines()
+            .any(|line| line.contains("startup;load_catalog")),
+        "{folded}"
+    );
+    // The flame graph is well-formed SVG that names the functions.
+    let svg = traced.path("heap.svg");
+    let parsed = Command::new("python3")
+        .args(["-c", "import sys, xml.etree.ElementTree as t; r = t.parse(sys.argv[1]).getroot(); print(r.tag)"])
+        .arg(&svg)
+        .output()
+        .expect("python3 parses the SVG");
+    assert!(
+        parsed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&parsed.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&parsed.stdout).trim(),
+        "{http://www.w3.org/2000/svg}svg"
+    );
+    let svg = std::fs::read_to_string(svg).unwrap();
+    for site in SITES {
+        assert!(svg.contains(site), "{site} not in the flame graph");
+    }
+}
+
+#[test]
+fn go_allocating_function_is_named() {
+    let workloads = ensure_built().expect("workloads build");
+    let traced = trace(
+        &workloads.goheap,
+        &["-alloc-mib", "64", "-steps", "", "-hold", "1s"],
+    );
+    let snapshot = last_running(&traced.finished.snapshots());
+    let in_use = bytes_at(&snapshot, "top_stacks", "main.allocate", "in_use_bytes");
+    assert!(in_use >= 64 * MIB, "main.allocate holds {in_use}");
+    let profile = traced.path("heap.pb.gz");
+    let top = pprof(&["-top", "-unit=B", profile.to_str().unwrap()]);
+    let (flat, _) = top_row(&top, "main.allocate").unwrap_or_else(|| panic!("{top}"));
+    assert!(within(flat, 64 * MIB, 1.0), "main.allocate {flat}\n{top}");
+    let traces = pprof(&["-traces", profile.to_str().unwrap()]);
+    assert!(
+        traces.contains("runtime.mallocgc") && traces.contains("main.main"),
+        "{traces}"
+    );
+}
+
+#[test]
+fn snapshots_diff_to_the_growing_function() {
+    let workloads = ensure_built().expect("workloads build");
+    let dir = tempfile::tempdir().unwrap();
+    let memops = workloads.memops.to_str().unwrap();
+    let finished = run(
+        &[
+            "-q",
+            "-i",
+            "0.25",
+            "--pprof-every",
+            "0.5",
+            "--pprof-dir",
+            dir.path().to_str().unwrap(),
+            "--",
+            memops,
+            "map",
+            "A",
+            "32M",
+            ";",
+            "touch",
+            "A",
+            "0",
+            "8M",
+            ";",
+            "hold",
+            "1.2",
+            ";",
+            "populate_write",
+            "A",
+            "8M",
+            "16M",
+            ";",
+            "hold",
+            "1.2",
+        ],
+        Duration::from_secs(60),
+    );
+    finished.assert_code(0);
+    let mut profiles: Vec<PathBuf> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    profiles.sort();
+    assert!(profiles.len() >= 3, "snapshots: {profiles:?}");
+    let (first, last) = (&profiles[0], &profiles[profiles.len() - 1]);
+    let top = pprof(&[
+        "-top",
+        "-unit=B",
+        "-diff_base",
+        first.to_str().unwrap(),
+        last.to_str().unwrap(),
+    ]);
+    let (_, grew) = top_row(&top, "op_populate_write").unwrap_or_else(|| panic!("{top}"));
+    assert!(
+        within(grew, 16 * MIB, 1.0),
+        "op_populate_write grew {grew}\n{top}"
+    );
+    // op_touch did not grow between the two.
+    assert!(
+        top_row(&top, "op_touch").is_none_or(|(_, cum)| cum < MIB),
+        "{top}"
+    );
+}
+
+#[test]
+fn a_stripped_binary_keeps_every_frame_as_module_and_offset() {
+    let workloads = ensure_built().expect("workloads build");
+    let with_symbols = trace(&workloads.alloc_sites, &["--hold", "0.8"]);
+    let stripped = trace(&workloads.alloc_sites_stripped, &["--hold", "0.8"]);
+    let depth = |traced: &Traced, needle: &str| -> usize {
+        let snapshot = last_running(&traced.finished.snapshots());
+        let row = snapshot["top_stacks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|row| {
+                row["frames"][0].as_str().unwrap().contains(needle) || row["frames"][1] == needle
+            })
+            .cloned()
+            .unwrap_or_else(|| panic!("no stack with {needle}: {snapshot}"));
+        row["frames"].as_array().unwrap().len()
+    };
+    // With symbols the first frame names map_and_fill inlined into
+    // load_catalog: two names for one frame.
+    let named = depth(&with_symbols, "load_catalog") - 1;
+    let anonymous = depth(&stripped, "alloc_sites_stripped+0x");
+    assert_eq!(anonymous, named, "a stripped binary's stacks lose no frame");
+    // The mapping carries the build id, so pprof can find symbols later.
+    let raw = pprof(&["-raw", stripped.path("heap.pb.gz").to_str().unwrap()]);
+    let build_id = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "readelf -n {} | awk '/Build ID/ {{print $3}}'",
+            workloads.alloc_sites_stripped.display()
+        ))
+        .output()
+        .unwrap();
+    let build_id = String::from_utf8_lossy(&build_id.stdout).trim().to_owned();
+    assert!(!build_id.is_empty());
+    assert!(
+        raw.contains(&build_id),
+        "build id {build_id} not in:\n{raw}"
+    );
+}
+
+#[test]
+fn stacks_cut_short_by_missing_frame_pointers_are_said_once() {
+    let workloads = ensure_built().expect("workloads build");
+    let traced = trace(&workloads.alloc_sites_nofp, &["--hold", "0.8"]);
+    let notices: Vec<&str> = traced
+        .finished
+        .stderr()
+        .into_iter()
+        .filter(|line| line.contains("without frame pointers"))
+        .collect();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert!(notices[0].contains("alloc_sites_nofp"), "{}", notices[0]);
+    // Short, but nothing lost: every site still holds its bytes.
+    let snapshot = last_running(&traced.finished.snapshots());
+    let totals = alloc_sites_totals(&traced.finished);
+    for site in SITES {
+        let in_use = bytes_at(&snapshot, "top_stacks", site, "in_use_bytes");
+        assert!(
+            within(in_use, totals[site].as_u64().unwrap(), 1.0),
+            "{site}: {in_use}"
+        );
+    }
+}
