@@ -13,7 +13,7 @@
 
 use std::{
     collections::HashMap,
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use memtrace_pprof::{
@@ -24,10 +24,7 @@ use memtrace_pprof::{
 use crate::{
     intake::StackId,
     model::{Backing, Call, Effect},
-    report::{
-        attribution::{resident_by_holder, Holder, Namer},
-        snapshot::Snapshot,
-    },
+    report::attribution::{resident_by_holder, Holder, Namer},
     symbolize::Frame,
 };
 
@@ -38,9 +35,9 @@ const SAMPLE_TYPES: [(&str, &str); 4] = [
     ("faults", "count"),
 ];
 
-/// The profile of what `snapshot` describes.
-pub fn profile(namer: &mut Namer<'_>, snapshot: &Snapshot) -> Profile {
-    let elapsed = snapshot.elapsed;
+/// The profile of the model `namer` names, traced for `elapsed`;
+/// `executable` is the program file, whose mapping pprof wants first.
+pub fn profile(namer: &mut Namer<'_>, elapsed: Duration, executable: Option<&str>) -> Profile {
     let mut writer = Writer {
         builder: ProfileBuilder::new(&SAMPLE_TYPES),
         mappings: HashMap::new(),
@@ -59,7 +56,7 @@ pub fn profile(namer: &mut Namer<'_>, snapshot: &Snapshot) -> Profile {
         .duration_nanos(i64::try_from(elapsed.as_nanos()).unwrap_or(i64::MAX))
         .comment("memtrace: resident bytes by the stack that faulted them in");
     // pprof takes the first mapping for the program itself.
-    if let Some(executable) = &snapshot.executable {
+    if let Some(executable) = executable {
         let main = namer.model.extents().iter().find(|(_, extent)| {
             extent.prot & libc::PROT_EXEC as u32 != 0
                 && matches!(&extent.backing, Backing::File { path: Some(path), .. } if path == executable)

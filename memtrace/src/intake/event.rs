@@ -27,6 +27,31 @@ impl fmt::Display for StackId {
     }
 }
 
+/// Hashes keys made of [`StackId`]s by their bits: a stack id is already a
+/// hash of its frames, so hashing it again on every fault is wasted work.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StackIdHasher(u64);
+
+impl std::hash::Hasher for StackIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = self.0.rotate_left(29) ^ value;
+    }
+}
+
+/// A hash map keyed by stack ids (or keys containing them).
+pub type StackKeyed<K, V> =
+    std::collections::HashMap<K, V, std::hash::BuildHasherDefault<StackIdHasher>>;
+
 /// A failed syscall's error number, as the kernel returned it (positive).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Errno(pub i32);

@@ -9,7 +9,7 @@ mod stacks;
 pub use decode::{decode, DecodeError, Decoded};
 pub use event::{
     Access, Errno, Event, EventKind, Fault, Madvise, Mmap, Mremap, ProcessMadvise, RssMember,
-    StackId, SyscallResult,
+    StackId, StackIdHasher, StackKeyed, SyscallResult,
 };
 pub use ring::EventSource;
 pub use stacks::StackTable;

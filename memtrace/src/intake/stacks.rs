@@ -5,19 +5,19 @@
 //! deletes every entry it has read, so the kernel map only holds stacks
 //! waiting to be read and never fills with old ones.
 
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use memtrace_common::StackFrames;
 
-use super::event::StackId;
+use super::event::{StackId, StackKeyed};
 
 /// Return addresses of a user stack, innermost first.
 pub type Frames = Arc<[u64]>;
 
 #[derive(Default)]
 pub struct StackTable {
-    frames: HashMap<StackId, Frames>,
+    frames: StackKeyed<StackId, Frames>,
     /// Ids seen in records that the table does not have yet.
     wanted: usize,
 }

@@ -1,10 +1,10 @@
 //! What the address space went through since memtrace attached: calls,
 //! faults, and the bytes that left RSS, by how they left.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use super::advice::Advice;
-use crate::intake::StackId;
+use crate::intake::{StackId, StackKeyed};
 
 /// How resident bytes left RSS.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -130,9 +130,9 @@ pub struct Counters {
     pub released: BTreeMap<Release, u64>,
     pub lazyfree: LazyFreeCounters,
     /// The same, by the stack of the call.
-    pub calls_by_stack: HashMap<(Call, Option<StackId>), CallStats>,
+    pub calls_by_stack: StackKeyed<(Call, Option<StackId>), CallStats>,
     /// Faults by the stack that took them.
-    pub faults_by_stack: HashMap<Option<StackId>, StackFaults>,
+    pub faults_by_stack: StackKeyed<Option<StackId>, StackFaults>,
     /// Pages found resident in /proc that no event had mapped.
     pub discovered_bytes: u64,
     /// Times the address space was replaced by `execve`.

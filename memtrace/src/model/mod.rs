@@ -116,14 +116,14 @@ impl AddressSpace {
         faults.kernel_mode += u64::from(!access.user());
 
         let page = fault.address >> PAGE_SHIFT;
-        if let Some(state) = self.pages.get(page) {
-            // A missing-page fault on a page believed lazily freed: the kernel
-            // had reclaimed it.
-            if state.page_use == PageUse::LazyFree && !access.protection() {
-                self.release(page..page + 1, Release::LazyFreeReclaimed);
-            }
+        let mut current = self.pages.get(page);
+        if current.is_some_and(|state| state.page_use == PageUse::LazyFree) && !access.protection()
+        {
+            // A missing-page fault on a page believed lazily freed: the
+            // kernel had reclaimed it.
+            self.release(page..page + 1, Release::LazyFreeReclaimed);
+            current = None;
         }
-        let current = self.pages.get(page);
         let extent = self.extents.find(fault.address).map(|(_, extent)| extent);
         if extent.is_none() {
             self.counters.faults.outside_mappings += 1;

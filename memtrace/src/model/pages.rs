@@ -132,16 +132,27 @@ impl PageMap {
     pub fn set_page(&mut self, page: Page, state: PageState) {
         if let Some((&start, run)) = self.runs.range_mut(..=page).next_back() {
             if run.end > page {
-                if run.state == state {
-                    return;
+                if run.state != state {
+                    self.set(page..page + 1, state);
                 }
-            } else if run.end == page && run.state == state {
+                return;
+            }
+            if run.end == page && run.state == state {
                 run.end = page + 1;
                 self.merge_with_next(start);
                 return;
             }
         }
-        self.set(page..page + 1, state);
+        // Unmapped, and not the end of an equal run: maybe the start of one.
+        let end = match self.runs.get(&(page + 1)) {
+            Some(next) if next.state == state => {
+                let end = next.end;
+                self.runs.remove(&(page + 1));
+                end
+            }
+            _ => page + 1,
+        };
+        self.runs.insert(page, Run { end, state });
     }
 
     /// Maps `pages`, all in `state`, replacing whatever was there.

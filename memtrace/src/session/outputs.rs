@@ -117,7 +117,11 @@ impl Outputs {
             file.commit()?;
         }
         if let Some(path) = &self.pprof {
-            let profile = pprof::profile(&mut parts.namer(), snapshot);
+            let profile = pprof::profile(
+                &mut parts.namer(),
+                snapshot.elapsed,
+                snapshot.executable.as_deref(),
+            );
             self.policy
                 .write_all(path, &memtrace_pprof::encode(&profile))?;
         }
@@ -172,7 +176,11 @@ impl Outputs {
         let Some(snapshots) = &mut self.snapshots else {
             return Ok(());
         };
-        let profile = pprof::profile(&mut parts.namer(), snapshot);
+        let profile = pprof::profile(
+            &mut parts.namer(),
+            snapshot.elapsed,
+            snapshot.executable.as_deref(),
+        );
         let name = format!(
             "memtrace-{}-{}-{:04}.pb.gz",
             snapshot.pid, snapshot.unix_ms, snapshot.seq
