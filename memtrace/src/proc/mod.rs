@@ -1,11 +1,13 @@
 //! The kernel's own view of the traced process, from /proc: the ground truth
 //! the model is checked against.
 
+mod cgroup;
 mod pagemap;
 mod smaps;
 
 use std::{fs::File, io, os::unix::fs::FileExt, path::PathBuf};
 
+pub use cgroup::{memory_of as cgroup_memory, CgroupMemory};
 pub use pagemap::{decode_pagemap, zero_page_pfn};
 pub use smaps::{parse_rollup, parse_smaps, parse_status};
 

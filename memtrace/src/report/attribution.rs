@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::snapshot::{CallRow, FaultRow, RangeRow, StackRow};
+use super::snapshot::{CallRow, FaultRow, GrowthRow, RangeRow, StackRow};
 use crate::{
     intake::{StackId, StackTable},
     model::{AddressSpace, Backing, Call, Cause, Effect, PageUse, PAGE_SIZE},
@@ -200,6 +200,48 @@ pub fn top_calls(namer: &mut Namer<'_>, count: usize) -> Vec<CallRow> {
             resident_bytes: stats.resident_bytes,
         })
         .collect()
+}
+
+/// The `count` holders whose resident bytes grew the most since `baseline`
+/// (an earlier [`resident_by_holder`]), merged by name like [`top_stacks`].
+pub fn growth(
+    namer: &mut Namer<'_>,
+    baseline: &HashMap<Holder, Held>,
+    count: usize,
+) -> Vec<GrowthRow> {
+    let now = resident_by_holder(namer.model);
+    let mut deltas: HashMap<&Holder, i64> = HashMap::new();
+    for (holder, held) in &now {
+        *deltas.entry(holder).or_default() += held.resident() as i64;
+    }
+    for (holder, held) in baseline {
+        *deltas.entry(holder).or_default() -= held.resident() as i64;
+    }
+    let mut deltas: Vec<(&Holder, i64)> = deltas.into_iter().filter(|(_, d)| *d != 0).collect();
+    deltas.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let mut rows: Vec<GrowthRow> = Vec::new();
+    let mut by_frames: HashMap<Vec<String>, usize> = HashMap::new();
+    for (holder, grown) in deltas {
+        let frames = namer.holder_names(holder);
+        match by_frames.get(&frames) {
+            Some(&row) => rows[row].grown += grown,
+            None => {
+                by_frames.insert(frames.clone(), rows.len());
+                rows.push(GrowthRow {
+                    stack: match holder {
+                        Holder::Stack(stack) => Some(*stack),
+                        _ => None,
+                    },
+                    frames,
+                    grown,
+                });
+            }
+        }
+    }
+    rows.retain(|row| row.grown > 0);
+    rows.sort_by_key(|row| std::cmp::Reverse(row.grown));
+    rows.truncate(count);
+    rows
 }
 
 /// The `count` stacks that faulted the most bytes in, merged by name like

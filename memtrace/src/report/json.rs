@@ -5,7 +5,10 @@
 
 use serde_json::{json, Map, Value};
 
-use super::snapshot::{CallRow, Snapshot, StackRow};
+use super::{
+    history::Trend,
+    snapshot::{CallRow, Snapshot, StackRow},
+};
 use crate::model::{Call, CallStats};
 
 pub const SCHEMA_VERSION: u32 = 1;
@@ -131,6 +134,22 @@ pub fn to_json(snapshot: &Snapshot) -> Value {
         })).collect::<Vec<_>>(),
         "top_stacks": snapshot.top_stacks.iter().map(stack_row).collect::<Vec<_>>(),
         "top_calls": snapshot.top_calls.iter().map(call_row).collect::<Vec<_>>(),
+        "trend": match snapshot.trend {
+            Trend::Growing { bytes_per_minute } => json!({"kind": "growing", "bytes_per_minute": bytes_per_minute}),
+            Trend::Sawtooth { cycles } => json!({"kind": "sawtooth", "cycles": cycles}),
+            other => json!({"kind": other.name()}),
+        },
+        "cgroup": snapshot.cgroup.as_ref().map(|cgroup| json!({
+            "path": cgroup.path,
+            "current_bytes": cgroup.current,
+            "max_bytes": cgroup.max,
+            "high_bytes": cgroup.high,
+        })),
+        "growth": snapshot.growth.iter().map(|row| json!({
+            "stack_id": row.stack.map(|stack| stack.to_string()),
+            "frames": row.frames,
+            "grown_bytes": row.grown,
+        })).collect::<Vec<_>>(),
         "top_faults": snapshot.top_faults.iter().map(|row| json!({
             "stack_id": row.stack.map(|stack| stack.to_string()),
             "frames": row.frames,

@@ -4,9 +4,28 @@ use std::fmt::Write as _;
 
 use super::{
     format::{percent, plural, Bytes, Count, Delta},
+    history::Trend,
     snapshot::Snapshot,
 };
 use crate::model::{Call, Release};
+
+/// Frames shown per stack in the text report; the JSON and the profiles
+/// have them all.
+const SHOWN_FRAMES: usize = 6;
+
+/// `a ← b ← c`, cut after [`SHOWN_FRAMES`].
+fn stack_line(frames: &[String]) -> String {
+    let mut line = frames
+        .iter()
+        .take(SHOWN_FRAMES)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(" ← ");
+    if frames.len() > SHOWN_FRAMES {
+        line.push_str(" ← …");
+    }
+    line
+}
 
 /// The interval view: a few lines, numbers first.
 pub fn render(snapshot: &Snapshot) -> String {
@@ -115,6 +134,31 @@ pub fn render(snapshot: &Snapshot) -> String {
             .collect();
         let _ = writeln!(out, "released  {}", released.join(" · "));
     }
+    if !snapshot.sparkline.is_empty() {
+        let trend = match snapshot.trend {
+            Trend::Growing { bytes_per_minute } => {
+                format!("growing {}/min", Delta(bytes_per_minute as i64))
+            }
+            Trend::Sawtooth { cycles } => format!("sawtooth ({cycles} cycles)"),
+            other => other.name().to_owned(),
+        };
+        let _ = writeln!(out, "trend     {} {trend}", snapshot.sparkline);
+    }
+    if let Some(cgroup) = &snapshot.cgroup {
+        let limit = |name: &str, value: Option<u64>| {
+            value
+                .map(|v| format!(" · {name} {}", Bytes(v)))
+                .unwrap_or_default()
+        };
+        let _ = writeln!(
+            out,
+            "cgroup    {} uses {}{}{}",
+            cgroup.path,
+            Bytes(cgroup.current),
+            limit("max", cgroup.max),
+            limit("high", cgroup.high),
+        );
+    }
     let lost = snapshot.lost.records();
     let _ = writeln!(
         out,
@@ -157,7 +201,7 @@ pub fn render_final(snapshot: &Snapshot) -> String {
                 "  {:>10} in use {:>10} lazily freed  {}",
                 Bytes(row.in_use).to_string(),
                 Bytes(row.lazyfree).to_string(),
-                row.frames.join(" ← "),
+                stack_line(&row.frames),
             );
         }
     }
@@ -175,7 +219,18 @@ pub fn render_final(snapshot: &Snapshot) -> String {
                 Bytes(row.resident_bytes).to_string(),
                 row.call,
                 plural(row.calls, "call", "calls"),
-                row.frames.join(" ← "),
+                stack_line(&row.frames),
+            );
+        }
+    }
+    if !snapshot.growth.is_empty() {
+        let _ = writeln!(out, "\nGrew the most since the first interval:");
+        for row in &snapshot.growth {
+            let _ = writeln!(
+                out,
+                "  {:>10}  {}",
+                Delta(row.grown).to_string(),
+                stack_line(&row.frames),
             );
         }
     }

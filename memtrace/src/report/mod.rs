@@ -3,6 +3,7 @@
 
 pub mod attribution;
 pub mod format;
+pub mod history;
 pub mod json;
 pub mod live;
 pub mod snapshot;

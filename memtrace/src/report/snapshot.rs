@@ -4,10 +4,11 @@
 
 use std::time::Duration;
 
+use super::history::Trend;
 use crate::{
     intake::StackId,
     model::{reconcile::Outcome, Counters, CreatedBy, Totals},
-    proc::KernelTotals,
+    proc::{CgroupMemory, KernelTotals},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,6 +80,22 @@ pub struct StackRow {
     pub cut_short_in: Option<String>,
 }
 
+/// What the OOM killer saw when it chose the target.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OomKill {
+    pub anon_bytes: u64,
+    pub file_bytes: u64,
+    pub shmem_bytes: u64,
+}
+
+/// A stack whose resident bytes changed since the first snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrowthRow {
+    pub stack: Option<StackId>,
+    pub frames: Vec<String>,
+    pub grown: i64,
+}
+
 /// Faults taken at a stack since attaching.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FaultRow {
@@ -123,6 +140,14 @@ pub struct Snapshot {
     pub top_stacks: Vec<StackRow>,
     pub top_calls: Vec<CallRow>,
     pub top_faults: Vec<FaultRow>,
+    /// Stacks that grew the most since the first snapshot.
+    pub growth: Vec<GrowthRow>,
+    pub trend: Trend,
+    /// In-use RSS over the last intervals, as a line of bars.
+    pub sparkline: String,
+    pub cgroup: Option<CgroupMemory>,
+    /// The kernel's RSS of the process when the OOM killer chose it.
+    pub oom_kill: Option<OomKill>,
     /// RSS at the previous snapshot, for the change.
     pub previous_rss: Option<u64>,
 }

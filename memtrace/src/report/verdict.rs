@@ -3,7 +3,8 @@
 //! whose facts are missing is left out, never guessed.
 
 use super::{
-    format::{percent, Bytes},
+    format::{percent, Bytes, Delta},
+    history::Trend,
     snapshot::{Snapshot, TargetState},
 };
 use crate::model::{Advice, Call, Release};
@@ -19,6 +20,12 @@ pub fn verdict(snapshot: &Snapshot, _stacks_known: usize) -> String {
     }
     if let Some(given_back) = given_back(snapshot) {
         sentences.push(given_back);
+    }
+    if let Some(trend) = trend(snapshot) {
+        sentences.push(trend);
+    }
+    if let Some(cgroup) = cgroup(snapshot) {
+        sentences.push(cgroup);
     }
     if let Some(ending) = ending(snapshot) {
         sentences.push(ending);
@@ -142,17 +149,81 @@ fn given_back(snapshot: &Snapshot) -> Option<String> {
     (!parts.is_empty()).then(|| format!("Given back since attaching: {}.", parts.join(", ")))
 }
 
+/// Whether memory grows, and who grows it.
+fn trend(snapshot: &Snapshot) -> Option<String> {
+    match snapshot.trend {
+        Trend::Growing { bytes_per_minute } => {
+            let growers: Vec<String> = snapshot
+                .growth
+                .iter()
+                .take(3)
+                .map(|row| {
+                    format!(
+                        "{} ({})",
+                        row.frames.first().map_or("?", String::as_str),
+                        Delta(row.grown)
+                    )
+                })
+                .collect();
+            let who = if growers.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; what grew most since the first interval: {}",
+                    growers.join(", ")
+                )
+            };
+            Some(format!(
+                "In-use memory kept growing, at {}/min: a leak suspect{who}.",
+                Delta(bytes_per_minute as i64)
+            ))
+        }
+        Trend::Sawtooth { cycles } => Some(format!(
+            "Memory rises and falls ({cycles} cycles seen): the pattern of a garbage-collected \
+             heap, not a leak."
+        )),
+        Trend::Steady | Trend::Unknown => None,
+    }
+}
+
+/// How close the process's cgroup is to its limit.
+fn cgroup(snapshot: &Snapshot) -> Option<String> {
+    let cgroup = snapshot.cgroup.as_ref()?;
+    let max = cgroup.max?;
+    (percent(cgroup.current, max) >= 90.0).then(|| {
+        format!(
+            "Its cgroup {} uses {} of its {} limit: at the limit the kernel reclaims, then the \
+             OOM killer acts.",
+            cgroup.path,
+            Bytes(cgroup.current),
+            Bytes(max)
+        )
+    })
+}
+
 fn ending(snapshot: &Snapshot) -> Option<String> {
     match snapshot.state {
         TargetState::Running => None,
         TargetState::Exited => {
             Some("The process exited; the figures above are its memory just before it did.".into())
         }
-        TargetState::OomKilled => Some(
-            "The process was killed by the OOM killer; the figures above are what held its \
-             memory at the end."
-                .into(),
-        ),
+        TargetState::OomKilled => {
+            let seen = snapshot
+                .oom_kill
+                .map(|kill| {
+                    format!(
+                        " (when chosen the kernel counted {} anonymous, {} file, {} shared)",
+                        Bytes(kill.anon_bytes),
+                        Bytes(kill.file_bytes),
+                        Bytes(kill.shmem_bytes)
+                    )
+                })
+                .unwrap_or_default();
+            Some(format!(
+                "The process was killed by the OOM killer{seen}; the figures above are what held \
+                 its memory at the end."
+            ))
+        }
     }
 }
 

@@ -31,7 +31,8 @@ use crate::{
     output::{OutputError, OutputPolicy, Owner},
     proc::{zero_page_pfn, KernelTotals, ProcError, ProcessView},
     report::{
-        attribution::{self, Namer},
+        attribution::{self, Held, Holder, Namer},
+        history::{History, Point, Trend},
         live,
         snapshot::{Lost, Snapshot, TargetState},
         verdict,
@@ -91,6 +92,8 @@ pub enum Stop {
 const DRAIN_EVERY: Duration = Duration::from_millis(50);
 /// Rows in the top-N lists.
 const TOP_ROWS: usize = 10;
+/// Intervals shown in the live view's chart.
+const SPARKLINE_WIDTH: usize = 40;
 
 pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, SessionError> {
     let owner = Owner::invoking_user();
@@ -159,6 +162,8 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
         started: Instant::now(),
         seq: 0,
         previous_rss: None,
+        history: History::default(),
+        baseline: None,
         command: String::new(),
         executable: None,
         live_to_stderr: outputs.json_on_stdout(),
@@ -201,7 +206,8 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
     for notice in cut_short_notices(&last) {
         eprintln!("memtrace: note: {notice}");
     }
-    outputs.finish(&last, &mut session.namer_parts())?;
+    let history = std::mem::take(&mut session.history);
+    outputs.finish(&last, &history, &mut session.namer_parts())?;
     drop(tracer);
     Ok(stop)
 }
@@ -267,6 +273,9 @@ struct Session {
     started: Instant,
     seq: u64,
     previous_rss: Option<u64>,
+    history: History,
+    /// Resident bytes by holder at the first interval, for growth.
+    baseline: Option<std::collections::HashMap<Holder, Held>>,
     command: String,
     executable: Option<String>,
     live_to_stderr: bool,
@@ -524,23 +533,39 @@ impl Session {
         let top_stacks = attribution::top_stacks(&mut namer, TOP_ROWS);
         let top_calls = attribution::top_calls(&mut namer, TOP_ROWS);
         let top_faults = attribution::top_faults(&mut namer, TOP_ROWS);
-        Snapshot {
+        let growth = match &self.baseline {
+            Some(baseline) => attribution::growth(&mut namer, baseline, TOP_ROWS),
+            None => Vec::new(),
+        };
+        if self.baseline.is_none() {
+            self.baseline = Some(attribution::resident_by_holder(&self.tracker.model));
+        }
+        let cgroup = if alive {
+            crate::proc::cgroup_memory(self.pid)
+        } else {
+            None
+        };
+        let model = self.tracker.model.totals();
+        let kernel = if state == TargetState::Running {
+            self.last_kernel
+        } else {
+            None
+        };
+        let unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as u64);
+        let elapsed = self.started.elapsed();
+        let mut snapshot = Snapshot {
             seq: self.seq,
             is_final,
-            elapsed: self.started.elapsed(),
-            unix_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |since| since.as_millis() as u64),
+            elapsed,
+            unix_ms,
             pid: self.pid,
             command: self.command.clone(),
             executable: self.executable.clone(),
             state,
-            kernel: if state == TargetState::Running {
-                self.last_kernel
-            } else {
-                None
-            },
-            model: self.tracker.model.totals(),
+            kernel,
+            model,
             reconcile: self.last_outcome,
             counters: self.tracker.model.counters().clone(),
             approximate: lost.records() > 0,
@@ -550,8 +575,19 @@ impl Session {
             top_stacks,
             top_calls,
             top_faults,
+            growth,
+            trend: Trend::Unknown,
+            sparkline: String::new(),
+            cgroup,
+            oom_kill: self.tracker.oom_kill,
             previous_rss: self.previous_rss,
+        };
+        if !is_final {
+            self.history.push(Point::from(&snapshot));
         }
+        snapshot.trend = self.history.trend();
+        snapshot.sparkline = self.history.sparkline(SPARKLINE_WIDTH);
+        snapshot
     }
 
     fn namer_parts(&mut self) -> NamerParts<'_> {

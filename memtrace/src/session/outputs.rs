@@ -12,7 +12,7 @@ use crate::{
     cli::TraceOptions,
     export::{flamegraph, folded, pprof},
     output::{OutputError, OutputPolicy, PendingFile},
-    report::{json, snapshot::Snapshot},
+    report::{history::History, json, snapshot::Snapshot},
 };
 
 /// Where JSON lines go.
@@ -27,6 +27,7 @@ pub struct Outputs {
     pprof: Option<PathBuf>,
     folded: Option<PathBuf>,
     flamegraph: Option<PathBuf>,
+    history: Option<PathBuf>,
     snapshots: Option<Snapshots>,
 }
 
@@ -42,9 +43,14 @@ impl Outputs {
     /// Checks every output path before tracing starts, so a typo fails at
     /// once rather than after an hour of tracing.
     pub fn open(options: &TraceOptions, policy: &OutputPolicy) -> Result<Self, SessionError> {
-        for path in [&options.pprof, &options.folded, &options.flamegraph]
-            .into_iter()
-            .flatten()
+        for path in [
+            &options.pprof,
+            &options.folded,
+            &options.flamegraph,
+            &options.history,
+        ]
+        .into_iter()
+        .flatten()
         {
             policy.check(path)?;
         }
@@ -80,6 +86,7 @@ impl Outputs {
             pprof: options.pprof.clone(),
             folded: options.folded.clone(),
             flamegraph: options.flamegraph.clone(),
+            history: options.history.clone(),
             snapshots,
         })
     }
@@ -107,9 +114,13 @@ impl Outputs {
     pub fn finish(
         &mut self,
         snapshot: &Snapshot,
+        history: &History,
         parts: &mut NamerParts<'_>,
     ) -> Result<(), SessionError> {
         self.write_json(snapshot)?;
+        if let Some(path) = &self.history {
+            self.policy.write_all(path, history.csv().as_bytes())?;
+        }
         if self.snapshots.is_some() {
             self.write_snapshot_profile(snapshot, parts)?;
         }

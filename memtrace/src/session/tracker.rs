@@ -6,6 +6,7 @@ use std::ops::Range;
 use crate::{
     intake::{Decoded, EventKind, Madvise, StackTable},
     model::{reconcile::Busy, AddressSpace},
+    report::snapshot::OomKill,
 };
 
 /// How the target ended, if it did.
@@ -13,13 +14,6 @@ use crate::{
 pub enum Ending {
     Exited,
     OomKilled,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct OomKill {
-    pub anon_bytes: u64,
-    pub file_bytes: u64,
-    pub shmem_bytes: u64,
 }
 
 /// What the session has to do because of an event.

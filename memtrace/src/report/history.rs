@@ -1,0 +1,325 @@
+//! RSS and its parts over time: a compact history, the trend it shows, and
+//! a small chart for the live view.
+//!
+//! A leak is growth that persists; a garbage-collected heap rises and falls
+//! (a sawtooth); most processes are steady. memtrace only calls something a
+//! leak suspect when the in-use part of RSS (RSS minus lazily freed memory,
+//! which is already given back) grows across the whole recent history.
+
+use std::{fmt::Write as _, time::Duration};
+
+use super::snapshot::Snapshot;
+
+/// One interval's numbers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Point {
+    pub elapsed: Duration,
+    pub unix_ms: u64,
+    pub rss: u64,
+    pub anon: u64,
+    pub file: u64,
+    pub shmem: u64,
+    pub swap: u64,
+    pub lazyfree: u64,
+    pub unexplained: u64,
+    /// The Go heap profile's inuse_space, with `--go-pprof`.
+    pub go_heap_inuse: Option<u64>,
+    pub cgroup_current: Option<u64>,
+}
+
+impl From<&Snapshot> for Point {
+    fn from(snapshot: &Snapshot) -> Self {
+        let (anon, file, shmem, swap) = match snapshot.kernel {
+            Some(kernel) => (kernel.anon, kernel.file, kernel.shmem, kernel.swap),
+            None => (
+                snapshot.model.anon,
+                snapshot.model.file,
+                snapshot.model.shmem,
+                0,
+            ),
+        };
+        Self {
+            elapsed: snapshot.elapsed,
+            unix_ms: snapshot.unix_ms,
+            rss: snapshot.rss(),
+            anon,
+            file,
+            shmem,
+            swap,
+            lazyfree: snapshot.lazyfree(),
+            unexplained: snapshot.unexplained(),
+            go_heap_inuse: None,
+            cgroup_current: snapshot.cgroup.as_ref().map(|cgroup| cgroup.current),
+        }
+    }
+}
+
+impl Point {
+    /// RSS not already given back.
+    pub fn in_use(&self) -> u64 {
+        self.rss.saturating_sub(self.lazyfree)
+    }
+}
+
+/// What the recent history looks like.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Trend {
+    /// Too few intervals to say.
+    Unknown,
+    Steady,
+    /// In-use memory grew through the whole window, at this rate.
+    Growing {
+        bytes_per_minute: f64,
+    },
+    /// Rises and falls, as a garbage-collected heap does.
+    Sawtooth {
+        cycles: usize,
+    },
+}
+
+impl Trend {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::Steady => "steady",
+            Self::Growing { .. } => "growing",
+            Self::Sawtooth { .. } => "sawtooth",
+        }
+    }
+}
+
+/// Points kept before the history is thinned to every other point.
+const CAPACITY: usize = 4096;
+/// Intervals the trend looks back over, and the fewest it needs.
+const WINDOW: usize = 60;
+const MIN_POINTS: usize = 8;
+/// Changes smaller than this share of the peak are noise.
+const NOISE: f64 = 0.02;
+
+#[derive(Clone, Debug, Default)]
+pub struct History {
+    points: Vec<Point>,
+}
+
+impl History {
+    pub fn push(&mut self, point: Point) {
+        if self.points.len() == CAPACITY {
+            // Keep the whole span at half the resolution: memory stays flat
+            // however long memtrace runs.
+            let mut index = 0;
+            self.points.retain(|_| {
+                index += 1;
+                index % 2 == 1
+            });
+        }
+        self.points.push(point);
+    }
+
+    pub fn points(&self) -> &[Point] {
+        &self.points
+    }
+
+    pub fn last(&self) -> Option<&Point> {
+        self.points.last()
+    }
+
+    /// The trend of in-use memory over the last [`WINDOW`] points.
+    pub fn trend(&self) -> Trend {
+        let window = &self.points[self.points.len().saturating_sub(WINDOW)..];
+        trend(window)
+    }
+
+    /// A sparkline of in-use RSS over the last `width` points.
+    pub fn sparkline(&self, width: usize) -> String {
+        const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+        let window = &self.points[self.points.len().saturating_sub(width)..];
+        let max = window.iter().map(|point| point.rss).max().unwrap_or(0);
+        let mut line = String::new();
+        for point in window {
+            let level = if max == 0 {
+                0
+            } else {
+                ((point.rss as f64 / max as f64) * (BARS.len() - 1) as f64).round() as usize
+            };
+            line.push(BARS[level.min(BARS.len() - 1)]);
+        }
+        line
+    }
+
+    /// The history as CSV, one row per point.
+    pub fn csv(&self) -> String {
+        let mut text = String::from(
+            "elapsed_s,timestamp_unix_ms,rss_bytes,anon_bytes,file_bytes,shmem_bytes,swap_bytes,\
+             lazyfree_bytes,in_use_bytes,unexplained_bytes,go_heap_inuse_bytes,cgroup_current_bytes\n",
+        );
+        let optional = |value: Option<u64>| value.map(|v| v.to_string()).unwrap_or_default();
+        for p in &self.points {
+            let _ = writeln!(
+                text,
+                "{:.3},{},{},{},{},{},{},{},{},{},{},{}",
+                p.elapsed.as_secs_f64(),
+                p.unix_ms,
+                p.rss,
+                p.anon,
+                p.file,
+                p.shmem,
+                p.swap,
+                p.lazyfree,
+                p.in_use(),
+                p.unexplained,
+                optional(p.go_heap_inuse),
+                optional(p.cgroup_current),
+            );
+        }
+        text
+    }
+}
+
+fn trend(window: &[Point]) -> Trend {
+    if window.len() < MIN_POINTS {
+        return Trend::Unknown;
+    }
+    let values: Vec<f64> = window.iter().map(|p| p.in_use() as f64).collect();
+    let peak = values.iter().cloned().fold(0.0, f64::max);
+    if peak == 0.0 {
+        return Trend::Steady;
+    }
+    let noise = peak * NOISE;
+    let cycles = drops(&values, noise);
+    // Growth that persists: every quarter of the window above the one
+    // before, and the whole rise well above noise.
+    let quarter = values.len() / 4;
+    let means: Vec<f64> = (0..4)
+        .map(|q| {
+            let part = &values[q * quarter..(q + 1) * quarter];
+            part.iter().sum::<f64>() / part.len() as f64
+        })
+        .collect();
+    let rising = means.windows(2).all(|pair| pair[1] > pair[0] + noise / 4.0);
+    let rise = values[values.len() - 1] - values[0];
+    if rising && rise > 2.0 * noise {
+        let minutes = window[window.len() - 1]
+            .elapsed
+            .saturating_sub(window[0].elapsed)
+            .as_secs_f64()
+            / 60.0;
+        if minutes > 0.0 {
+            return Trend::Growing {
+                bytes_per_minute: slope(window) * 60.0,
+            };
+        }
+    }
+    if cycles >= 2 {
+        return Trend::Sawtooth { cycles };
+    }
+    Trend::Steady
+}
+
+/// Falls from a local peak by more than `noise`.
+fn drops(values: &[f64], noise: f64) -> usize {
+    let mut count = 0;
+    let mut peak = values[0];
+    for &value in &values[1..] {
+        if value > peak {
+            peak = value;
+        } else if peak - value > noise {
+            count += 1;
+            peak = value;
+        }
+    }
+    count
+}
+
+/// Least-squares slope of in-use bytes, per second.
+fn slope(window: &[Point]) -> f64 {
+    let n = window.len() as f64;
+    let xs: Vec<f64> = window.iter().map(|p| p.elapsed.as_secs_f64()).collect();
+    let ys: Vec<f64> = window.iter().map(|p| p.in_use() as f64).collect();
+    let (mx, my) = (xs.iter().sum::<f64>() / n, ys.iter().sum::<f64>() / n);
+    let covariance: f64 = xs.iter().zip(&ys).map(|(x, y)| (x - mx) * (y - my)).sum();
+    let variance: f64 = xs.iter().map(|x| (x - mx) * (x - mx)).sum();
+    if variance == 0.0 {
+        0.0
+    } else {
+        covariance / variance
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    fn history(values: impl IntoIterator<Item = u64>) -> History {
+        let mut history = History::default();
+        for (second, rss) in values.into_iter().enumerate() {
+            history.push(Point {
+                elapsed: Duration::from_secs(second as u64),
+                rss,
+                ..Point::default()
+            });
+        }
+        history
+    }
+
+    #[test]
+    fn steady_memory_is_steady() {
+        let h = history((0..30).map(|i| 100 * MIB + (i % 3) * 1024));
+        assert_eq!(h.trend(), Trend::Steady);
+    }
+
+    #[test]
+    fn persistent_growth_is_growing_with_its_slope() {
+        let h = history((0..30).map(|i| 100 * MIB + i * 2 * MIB));
+        let Trend::Growing { bytes_per_minute } = h.trend() else {
+            panic!("{:?}", h.trend());
+        };
+        assert!((bytes_per_minute - 120.0 * MIB as f64).abs() < MIB as f64);
+    }
+
+    #[test]
+    fn a_garbage_collected_heap_is_a_sawtooth_not_a_leak() {
+        let h = history((0..40).map(|i| 100 * MIB + (i % 10) * 5 * MIB));
+        assert_eq!(h.trend(), Trend::Sawtooth { cycles: 3 });
+    }
+
+    #[test]
+    fn lazily_freed_growth_is_not_a_leak() {
+        let mut h = History::default();
+        for i in 0..30u64 {
+            h.push(Point {
+                elapsed: Duration::from_secs(i),
+                rss: 100 * MIB + i * 4 * MIB,
+                lazyfree: i * 4 * MIB,
+                ..Point::default()
+            });
+        }
+        assert_eq!(h.trend(), Trend::Steady);
+    }
+
+    #[test]
+    fn too_little_history_says_so() {
+        assert_eq!(history([MIB, 2 * MIB]).trend(), Trend::Unknown);
+    }
+
+    #[test]
+    fn a_long_history_is_thinned_not_grown() {
+        let h = history((0..3 * CAPACITY as u64).map(|i| i * MIB));
+        assert!(h.points().len() <= CAPACITY);
+        assert_eq!(h.points()[0].rss, 0);
+        assert_eq!(h.last().unwrap().rss, (3 * CAPACITY as u64 - 1) * MIB);
+    }
+
+    #[test]
+    fn csv_has_a_row_per_point() {
+        let csv = history([MIB, 2 * MIB]).csv();
+        assert_eq!(csv.lines().count(), 3);
+        assert!(csv.lines().nth(2).unwrap().starts_with("1.000,0,2097152,"));
+    }
+
+    #[test]
+    fn sparkline_scales_to_the_peak() {
+        assert_eq!(history([0, 4 * MIB, 8 * MIB]).sparkline(10), "▁▅█");
+    }
+}
