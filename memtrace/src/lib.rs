@@ -11,6 +11,10 @@
 //! - [`symbolize`]: stack addresses to function names;
 //! - [`report`] and [`export`]: the live view, verdict and JSON; pprof,
 //!   folded stacks and flame graphs;
+//! - [`runtime`]: what the target runs on (Go version and settings, malloc
+//!   implementation), for the verdict's advice;
+//! - [`gopprof`]: a Go program's own heap profile, from its net/http/pprof
+//!   endpoint or a saved file, shown beside RSS;
 //! - [`session`]: runs it all for one target; [`output`] writes files
 //!   safely as root.
 
@@ -18,11 +22,13 @@ pub mod cli;
 pub mod demo;
 pub mod exit;
 pub mod export;
+pub mod gopprof;
 pub mod intake;
 pub mod kernel;
 pub mod model;
 pub mod output;
 pub mod proc;
 pub mod report;
+pub mod runtime;
 pub mod session;
 pub mod symbolize;

@@ -99,16 +99,17 @@ fn build() -> Result<()> {
     Ok(())
 }
 
-/// Replaces this process with memtrace, so memtrace's exit code is ours and
-/// Ctrl-C reaches memtrace alone (it stops tracing and prints its verdict
-/// rather than killing us half-way).
+/// Replaces this process with memtrace, so memtrace's exit code is ours, and
+/// Ctrl-C goes to memtrace (which then prints its final report) with no
+/// xtask process left to die of it first.
 fn run(args: &[String]) -> Result<()> {
     setup::run(setup::Mode::Install)?;
     let binary = workspace::build_memtrace()?;
     let mut memtrace = match Privilege::detect()? {
         Privilege::Root => Command::new(&binary),
-        // -E keeps SUDO_UID/SUDO_GID and the user's environment, so memtrace
-        // writes its output files as the user.
+        // sudo sets SUDO_UID/SUDO_GID, by which memtrace writes its output
+        // files as the user; -E keeps the user's environment for memtrace
+        // and the command it starts.
         Privilege::Sudo => {
             let mut sudo = Command::new("sudo");
             sudo.arg("-E").arg(&binary);

@@ -391,7 +391,7 @@ impl AddressSpace {
                         }
                         _ => {
                             added += PAGE_SIZE;
-                            let origin = self.found_origin(page, moment, current);
+                            let origin = self.found_origin(page, kind, vma, moment, current);
                             self.pages.set_page(
                                 page,
                                 PageState {
@@ -432,7 +432,14 @@ impl AddressSpace {
     }
 
     /// Why a page found resident with no event got there.
-    fn found_origin(&self, page: Page, moment: Moment, current: Option<PageState>) -> Origin {
+    fn found_origin(
+        &self,
+        page: Page,
+        kind: PageKind,
+        vma: &KernelVma,
+        moment: Moment,
+        current: Option<PageState>,
+    ) -> Origin {
         if moment == Moment::Attach {
             return Origin::new(Cause::BeforeAttach, None);
         }
@@ -441,7 +448,16 @@ impl AddressSpace {
         if let Some(state) = current {
             return state.origin;
         }
-        if let Some(stack) = self.nearby_fault(page) {
+        // The kernel maps more than the faulting page in two cases only:
+        // file pages around it (fault-around), and a whole huge page.
+        let window = if kind != PageKind::Anon {
+            Some(FAULT_AROUND_PAGES)
+        } else if vma.anon_huge > 0 {
+            Some(HUGE_PAGE_PAGES)
+        } else {
+            None
+        };
+        if let Some(stack) = window.and_then(|pages| self.fault_within(page, pages)) {
             return Origin::new(Cause::FaultAround, stack);
         }
         match self.extents.find(page << PAGE_SHIFT) {
@@ -455,22 +471,13 @@ impl AddressSpace {
         }
     }
 
-    /// The stack of a fault in the same huge page, or within fault-around
-    /// distance, of `page`.
-    fn nearby_fault(&self, page: Page) -> Option<Option<crate::intake::StackId>> {
-        let huge = page & !(HUGE_PAGE_PAGES - 1);
-        let around = page & !(FAULT_AROUND_PAGES - 1);
-        [
-            around..around + FAULT_AROUND_PAGES,
-            huge..huge + HUGE_PAGE_PAGES,
-        ]
-        .into_iter()
-        .find_map(|window| {
-            self.pages
-                .runs_in(window)
-                .find(|(_, state)| state.origin.cause == Cause::Fault)
-                .map(|(_, state)| state.origin.stack)
-        })
+    /// The stack of a fault in the same aligned block of `pages` as `page`.
+    fn fault_within(&self, page: Page, pages: u64) -> Option<Option<crate::intake::StackId>> {
+        let start = page & !(pages - 1);
+        self.pages
+            .runs_in(start..start + pages)
+            .find(|(_, state)| state.origin.cause == Cause::Fault)
+            .map(|(_, state)| state.origin.stack)
     }
 
     /// Makes the model's lazily freed bytes in `vma` equal the kernel's

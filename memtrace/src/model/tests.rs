@@ -231,6 +231,8 @@ struct Reference {
     /// Anonymous private mappings: start page → end page.
     vmas: BTreeMap<u64, u64>,
     pages: HashMap<u64, RefPage>,
+    /// First pages of the 2 MiB blocks mapped as huge pages.
+    huge_blocks: std::collections::HashSet<u64>,
     released: u64,
 }
 
@@ -244,6 +246,9 @@ impl Reference {
     }
 
     fn release(&mut self, start: u64, end: u64) {
+        // Giving back part of a huge page splits it.
+        self.huge_blocks
+            .retain(|&block| block + 512 <= start || block >= end);
         for page in start..end {
             if let Some(state) = self.pages.remove(&page) {
                 if state != RefPage::Zero {
@@ -296,7 +301,13 @@ impl Reference {
                         * PAGE_SIZE
                 };
                 let rss = count(|s| s != RefPage::Zero);
+                let huge = self
+                    .huge_blocks
+                    .iter()
+                    .filter(|&&block| block >= start && block + 512 <= end)
+                    .count() as u64;
                 KernelVma {
+                    anon_huge: huge * 512 * PAGE_SIZE,
                     start: start * PAGE_SIZE,
                     end: end * PAGE_SIZE,
                     prot: RW,
@@ -446,6 +457,7 @@ fn apply(op: &Op, model: &mut AddressSpace, reference: &mut Reference) -> bool {
             for page in start..start + 512 {
                 reference.pages.insert(page, RefPage::InUse);
             }
+            reference.huge_blocks.insert(start);
             model.apply(&fault(start * PAGE_SIZE, true));
             return false;
         }

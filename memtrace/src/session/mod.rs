@@ -166,6 +166,7 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
         baseline: None,
         command: String::new(),
         executable: None,
+        expected_execs: u64::from(launched.is_some()),
         live_to_stderr: outputs.json_on_stdout(),
         quiet: options.quiet,
     };
@@ -278,6 +279,8 @@ struct Session {
     baseline: Option<std::collections::HashMap<Holder, Held>>,
     command: String,
     executable: Option<String>,
+    /// Execs that are part of starting the target (1 for `-- CMD`).
+    expected_execs: u64,
     live_to_stderr: bool,
     quiet: bool,
 }
@@ -407,6 +410,7 @@ impl Session {
         let pid = self.pid;
         let tracker = &mut self.tracker;
         let view = &self.view;
+        let expected_execs = self.expected_execs;
         source.drain(|decoded| {
             let decoded = match decoded {
                 Ok(decoded) if decoded.tgid == pid => decoded,
@@ -418,6 +422,15 @@ impl Session {
             };
             match tracker.ingest(&decoded) {
                 Follow::Exec => {
+                    // The exec that starts a `-- CMD` is expected; any other
+                    // replaces what the user was looking at.
+                    if tracker.model.counters().execs > expected_execs {
+                        eprintln!(
+                            "memtrace: pid {pid} called execve: its address space was replaced, \
+                             and the model starts afresh (memory released by the exec counts \
+                             as \"execve\")"
+                        );
+                    }
                     // Learn the new mappings now, so the faults that follow
                     // are classified right.
                     if let Ok(vmas) = view.smaps() {
