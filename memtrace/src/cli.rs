@@ -94,6 +94,10 @@ pub struct TraceOptions {
     #[arg(long, value_name = "URL|FILE")]
     pub go_pprof: Option<String>,
 
+    /// Allow a --go-pprof URL on a host other than this one's loopback.
+    #[arg(long, requires = "go_pprof")]
+    pub go_pprof_remote: bool,
+
     /// How page faults get their stacks.
     #[arg(long, value_enum, default_value_t = Stacks::Sampled)]
     pub stacks: Stacks,

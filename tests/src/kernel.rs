@@ -1,7 +1,7 @@
 //! What the kernel itself says about a process: the ground truth the tests
 //! hold memtrace's numbers against.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, fs, path::PathBuf};
 
 /// `/proc/PID/smaps_rollup` in bytes, by field name (`Rss`, `LazyFree`...).
 pub fn smaps_rollup(pid: u32) -> HashMap<String, u64> {
@@ -46,4 +46,56 @@ pub fn loaded_bpf_programs() -> Vec<u32> {
         ids.push(id);
     }
     ids
+}
+
+/// A memory cgroup the test controls, removed afterwards.
+pub struct MemoryCgroup {
+    dir: PathBuf,
+    v2: bool,
+}
+
+impl MemoryCgroup {
+    pub fn new(name: &str) -> Self {
+        let v2 = fs::read_to_string("/sys/fs/cgroup/cgroup.controllers")
+            .is_ok_and(|controllers| controllers.split_whitespace().any(|c| c == "memory"));
+        let root = if v2 {
+            "/sys/fs/cgroup"
+        } else {
+            "/sys/fs/cgroup/memory"
+        };
+        let dir = PathBuf::from(root).join(format!("{name}-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("create a memory cgroup (needs root and cgroups)");
+        Self { dir, v2 }
+    }
+
+    /// A shell prefix that moves the shell into the cgroup, then execs.
+    pub fn enter(&self) -> String {
+        format!("echo $$ > {}/cgroup.procs && exec", self.dir.display())
+    }
+
+    /// Sets the hard limit: past it, the OOM killer acts.
+    pub fn max(&self, bytes: u64) {
+        let file = if self.v2 {
+            "memory.max"
+        } else {
+            "memory.limit_in_bytes"
+        };
+        fs::write(self.dir.join(file), bytes.to_string()).expect("set the memory limit");
+    }
+
+    /// Lowers the limit: the kernel reclaims to get under it.
+    pub fn limit(&self, bytes: u64) {
+        let file = if self.v2 {
+            "memory.high"
+        } else {
+            "memory.limit_in_bytes"
+        };
+        fs::write(self.dir.join(file), bytes.to_string()).expect("set the memory limit");
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir(&self.dir);
+    }
 }

@@ -4,8 +4,10 @@
 //! - [`workloads`] builds and locates the workload programs the tests trace;
 //! - [`memtrace`] runs the memtrace binary and reads its JSON output;
 //! - [`kernel`] reads what the kernel says, to hold memtrace's numbers
-//!   against.
+//!   against;
+//! - [`running`] starts a workload for `memtrace -p` to attach to.
 
 pub mod kernel;
 pub mod memtrace;
+pub mod running;
 pub mod workloads;

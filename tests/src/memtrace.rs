@@ -335,6 +335,65 @@ pub fn verdict(finished: &Finished) -> String {
     text.join("\n")
 }
 
+/// A stand-in for a broken heap-profile endpoint on loopback: it accepts
+/// connections and answers each with `reply` (or never answers, for
+/// `None`), until dropped.
+pub struct FakeEndpoint {
+    pub addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FakeEndpoint {
+    pub fn start(reply: Option<Vec<u8>>) -> Self {
+        use std::sync::{atomic::AtomicBool, Arc};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
+        let addr = listener.local_addr().expect("local address");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        thread::spawn(move || {
+            let mut held = Vec::new();
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut stream, _)) => match &reply {
+                        Some(bytes) => {
+                            let _ = stream.set_nonblocking(false);
+                            let _ = stream.write_all(bytes);
+                        }
+                        // Keep it open, say nothing.
+                        None => held.push(stream),
+                    },
+                    Err(_) => thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        Self { addr, stop }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/debug/pprof/heap", self.addr)
+    }
+}
+
+impl Drop for FakeEndpoint {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// An HTTP 200 response with `body`.
+pub fn http_ok(content_type: &str, body: &[u8]) -> Vec<u8> {
+    let mut reply = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    reply.extend_from_slice(body);
+    reply
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,10 +3,10 @@
 //! Go runtime's: MADV_FREE and MADV_DONTNEED, reclaim under memory pressure,
 //! and the verdict's facts.
 
-use std::{fs, path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use memtrace_tests::{
-    kernel::within,
+    kernel::{within, MemoryCgroup},
     memtrace::{number, run, size_before, verdict, Finished, Tracing},
     workloads::ensure_built,
 };
@@ -40,48 +40,6 @@ fn assert_reconciled(snapshot: &Value) {
         number(snapshot, "/model/lazyfree_bytes")
     );
     assert!(within(number(snapshot, "/model/rss_bytes"), rss, 1.0));
-}
-
-/// A memory cgroup the test controls, removed afterwards.
-struct MemoryCgroup {
-    dir: PathBuf,
-    v2: bool,
-}
-
-impl MemoryCgroup {
-    fn new(name: &str) -> Self {
-        let v2 = fs::read_to_string("/sys/fs/cgroup/cgroup.controllers")
-            .is_ok_and(|controllers| controllers.split_whitespace().any(|c| c == "memory"));
-        let root = if v2 {
-            "/sys/fs/cgroup"
-        } else {
-            "/sys/fs/cgroup/memory"
-        };
-        let dir = PathBuf::from(root).join(format!("{name}-{}", std::process::id()));
-        fs::create_dir_all(&dir).expect("create a memory cgroup (needs root and cgroups)");
-        Self { dir, v2 }
-    }
-
-    /// A shell prefix that moves the shell into the cgroup, then execs.
-    fn enter(&self) -> String {
-        format!("echo $$ > {}/cgroup.procs && exec", self.dir.display())
-    }
-
-    /// Lowers the limit: the kernel reclaims to get under it.
-    fn limit(&self, bytes: u64) {
-        let file = if self.v2 {
-            "memory.high"
-        } else {
-            "memory.limit_in_bytes"
-        };
-        fs::write(self.dir.join(file), bytes.to_string()).expect("set the memory limit");
-    }
-}
-
-impl Drop for MemoryCgroup {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir(&self.dir);
-    }
 }
 
 #[test]

@@ -1,10 +1,11 @@
-//! memtrace's build, set-up and test automation (`cargo xtask ...`).
+//! memtrace's build, set-up, test and benchmark automation (`cargo xtask ...`).
 //!
 //! A fresh machine has none of what building memtrace needs (bpf-linker,
 //! rust-src, LLVM 22, the peers the tests compare against), so every task
 //! starts from `setup`, and CI runs exactly what a developer runs:
 //! `cargo xtask test`.
 
+mod bench;
 mod privilege;
 mod process;
 mod setup;
@@ -59,6 +60,9 @@ enum Task {
     },
     /// Run every test and check, in the order CI runs them (needs root).
     Test,
+    /// Measure memtrace's overhead beside bpftrace and perf on the benchmark
+    /// workloads, and check memtrace's counts (needs root).
+    Bench(bench::Options),
 }
 
 fn main() -> ExitCode {
@@ -89,6 +93,7 @@ fn run_task(task: Task) -> Result<()> {
         Task::Build => build(),
         Task::Run { args } => run(&args),
         Task::Test => test_suite::run(),
+        Task::Bench(options) => bench::run(&options),
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::{privilege, process, setup, workspace};
+use crate::{bench, privilege, process, setup, workspace};
 
 /// One step of the suite: a title for its header line, and what it does.
 struct Step {
@@ -38,9 +38,12 @@ fn steps() -> Vec<Step> {
             title: "cargo test --release",
             run: test,
         },
+        Step {
+            title: "cargo xtask bench --quick",
+            run: || bench::run(&bench::Options::quick()),
+        },
         // ---- Later steps go here, in this order, once their subcommands
         // exist (each runs the subcommand's code or `cargo xtask ...`):
-        //   cargo xtask bench --quick
         //   cargo xtask fuzz --smoke
         //   cargo xtask soak --minutes 1
     ]

@@ -202,13 +202,10 @@ pub fn top_calls(namer: &mut Namer<'_>, count: usize) -> Vec<CallRow> {
         .collect()
 }
 
-/// The `count` holders whose resident bytes grew the most since `baseline`
-/// (an earlier [`resident_by_holder`]), merged by name like [`top_stacks`].
-pub fn growth(
-    namer: &mut Namer<'_>,
-    baseline: &HashMap<Holder, Held>,
-    count: usize,
-) -> Vec<GrowthRow> {
+/// The holders whose resident bytes grew since `baseline` (an earlier
+/// [`resident_by_holder`]), merged by name like [`top_stacks`], largest
+/// first.
+pub fn growth(namer: &mut Namer<'_>, baseline: &HashMap<Holder, Held>) -> Vec<GrowthRow> {
     let now = resident_by_holder(namer.model);
     let mut deltas: HashMap<&Holder, i64> = HashMap::new();
     for (holder, held) in &now {
@@ -240,8 +237,67 @@ pub fn growth(
     }
     rows.retain(|row| row.grown > 0);
     rows.sort_by_key(|row| std::cmp::Reverse(row.grown));
-    rows.truncate(count);
     rows
+}
+
+/// What a growing stack is put down to in a sentence: goroutine stacks, or
+/// the first function that is not the runtime's or the allocator's own.
+pub fn responsible(frames: &[String]) -> String {
+    if frames.iter().any(|frame| frame == "runtime.malg") {
+        return GOROUTINE_STACKS.to_owned();
+    }
+    // A Go program's own code is its main package; the standard library's
+    // I/O under it (a read into a fresh buffer) is how, not who.
+    if let Some(main) = frames.iter().find(|frame| frame.starts_with("main.")) {
+        return main.clone();
+    }
+    let plumbing = |frame: &&String| {
+        ["runtime.", "runtime/", "syscall.", "[", "__", "_int_"]
+            .iter()
+            .any(|prefix| frame.starts_with(prefix))
+            || ["malloc", "calloc", "realloc", "sysmalloc", "mmap64"].contains(&frame.as_str())
+    };
+    frames
+        .iter()
+        .find(|frame| !plumbing(frame))
+        .or(frames.first())
+        .cloned()
+        .unwrap_or_else(|| "?".to_owned())
+}
+
+pub const GOROUTINE_STACKS: &str = "goroutine stacks (runtime.malg)";
+
+/// Growth by what is responsible ([`responsible`]), largest first, over
+/// all of `rows`.
+pub fn growth_by_responsible(rows: &[GrowthRow]) -> Vec<(String, i64)> {
+    let mut totals: Vec<(String, i64)> = Vec::new();
+    for row in rows {
+        let who = responsible(&row.frames);
+        match totals.iter_mut().find(|(known, _)| *known == who) {
+            Some(total) => total.1 += row.grown,
+            None => totals.push((who, row.grown)),
+        }
+    }
+    totals.sort_by_key(|(_, grown)| std::cmp::Reverse(*grown));
+    totals
+}
+
+/// For each of `functions`, the resident bytes faulted in by stacks that
+/// pass through it.
+pub fn resident_under(namer: &mut Namer<'_>, functions: &[&str]) -> Vec<u64> {
+    let mut totals = vec![0; functions.len()];
+    for (holder, held) in resident_by_holder(namer.model) {
+        if !matches!(holder, Holder::Stack(_)) {
+            continue;
+        }
+        let names = namer.holder_names(&holder);
+        for (total, function) in totals.iter_mut().zip(functions) {
+            if names.iter().any(|name| name == function) {
+                *total += held.resident();
+            }
+        }
+    }
+    totals
 }
 
 /// The `count` stacks that faulted the most bytes in, merged by name like

@@ -7,9 +7,10 @@ use serde_json::{json, Map, Value};
 
 use super::{
     history::Trend,
-    snapshot::{CallRow, Snapshot, StackRow},
+    snapshot::{CallRow, FaultRow, GoHeapSide, GrowthRow, Snapshot, StackRow},
 };
 use crate::model::{Call, CallStats};
+use crate::{proc::CgroupMemory, runtime::RuntimeInfo};
 
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -49,7 +50,7 @@ pub fn to_json(snapshot: &Snapshot) -> Value {
         .collect();
     let faults = &counters.faults;
     let lost = &snapshot.lost;
-    json!({
+    let mut value = json!({
         "schema": "memtrace.snapshot",
         "schema_version": SCHEMA_VERSION,
         "type": if snapshot.is_final { "final" } else { "interval" },
@@ -81,6 +82,7 @@ pub fn to_json(snapshot: &Snapshot) -> Value {
                 "unobserved": model.by_cause.unobserved,
             },
         },
+        "address_space_bytes": snapshot.address_space,
         "mapped_bytes": counters.call_stats(Call::Mmap).bytes,
         "unmapped_bytes": counters.call_stats(Call::Munmap).bytes,
         "calls": calls,
@@ -134,29 +136,24 @@ pub fn to_json(snapshot: &Snapshot) -> Value {
         })).collect::<Vec<_>>(),
         "top_stacks": snapshot.top_stacks.iter().map(stack_row).collect::<Vec<_>>(),
         "top_calls": snapshot.top_calls.iter().map(call_row).collect::<Vec<_>>(),
-        "trend": match snapshot.trend {
-            Trend::Growing { bytes_per_minute } => json!({"kind": "growing", "bytes_per_minute": bytes_per_minute}),
-            Trend::Sawtooth { cycles } => json!({"kind": "sawtooth", "cycles": cycles}),
-            other => json!({"kind": other.name()}),
-        },
-        "cgroup": snapshot.cgroup.as_ref().map(|cgroup| json!({
-            "path": cgroup.path,
-            "current_bytes": cgroup.current,
-            "max_bytes": cgroup.max,
-            "high_bytes": cgroup.high,
-        })),
-        "growth": snapshot.growth.iter().map(|row| json!({
-            "stack_id": row.stack.map(|stack| stack.to_string()),
-            "frames": row.frames,
-            "grown_bytes": row.grown,
-        })).collect::<Vec<_>>(),
-        "top_faults": snapshot.top_faults.iter().map(|row| json!({
-            "stack_id": row.stack.map(|stack| stack.to_string()),
-            "frames": row.frames,
-            "count": row.count,
-            "paged_in_bytes": row.paged_in_bytes,
-        })).collect::<Vec<_>>(),
-    })
+    });
+    // Inserted apart: one json! for everything exceeds the macro's recursion limit.
+    value["top_faults"] = json!(snapshot
+        .top_faults
+        .iter()
+        .map(fault_row)
+        .collect::<Vec<_>>());
+    value["trend"] = trend(snapshot);
+    value["cgroup"] = json!(snapshot.cgroup.as_ref().map(cgroup));
+    value["growth"] = json!(snapshot.growth.iter().map(growth_row).collect::<Vec<_>>());
+    value["growers"] = json!(snapshot
+        .growers
+        .iter()
+        .map(|(who, grown)| json!({"responsible": who, "grown_bytes": grown}))
+        .collect::<Vec<_>>());
+    value["runtime"] = json!(snapshot.runtime.as_ref().map(runtime));
+    value["go_heap"] = json!(snapshot.go_heap.as_ref().map(go_heap));
+    value
 }
 
 fn call_stats(stats: &CallStats) -> Value {
@@ -185,5 +182,70 @@ fn call_row(row: &CallRow) -> Value {
         "calls": row.calls,
         "bytes": row.bytes,
         "resident_bytes": row.resident_bytes,
+    })
+}
+
+fn fault_row(row: &FaultRow) -> Value {
+    json!({
+        "stack_id": row.stack.map(|stack| stack.to_string()),
+        "frames": row.frames,
+        "count": row.count,
+        "paged_in_bytes": row.paged_in_bytes,
+    })
+}
+
+fn trend(snapshot: &Snapshot) -> Value {
+    match snapshot.trend {
+        Trend::Growing { bytes_per_minute } => {
+            json!({"kind": "growing", "bytes_per_minute": bytes_per_minute})
+        }
+        Trend::Sawtooth { cycles } => json!({"kind": "sawtooth", "cycles": cycles}),
+        other => json!({"kind": other.name()}),
+    }
+}
+
+fn cgroup(cgroup: &CgroupMemory) -> Value {
+    json!({
+        "path": cgroup.path,
+        "current_bytes": cgroup.current,
+        "max_bytes": cgroup.max,
+        "high_bytes": cgroup.high,
+    })
+}
+
+fn growth_row(row: &GrowthRow) -> Value {
+    json!({
+        "stack_id": row.stack.map(|stack| stack.to_string()),
+        "frames": row.frames,
+        "grown_bytes": row.grown,
+    })
+}
+
+fn runtime(runtime: &RuntimeInfo) -> Value {
+    json!({
+        "go": runtime.go.as_ref().map(|go| json!({
+            "version": go.version,
+            "path": go.path,
+            "module": go.module,
+        })),
+        "go_settings": {
+            "GOGC": runtime.go_settings.gogc,
+            "GOMEMLIMIT": runtime.go_settings.gomemlimit,
+            "GODEBUG": runtime.go_settings.godebug,
+        },
+        "allocators": runtime.allocators.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    })
+}
+
+fn go_heap(heap: &GoHeapSide) -> Value {
+    json!({
+        "source": heap.source,
+        "inuse_space_bytes": heap.inuse_space,
+        "alloc_space_bytes": heap.alloc_space,
+        "functions": heap.functions.iter().map(|function| json!({
+            "function": function.function,
+            "pprof_inuse_bytes": function.pprof_inuse,
+            "kernel_resident_bytes": function.kernel_resident,
+        })).collect::<Vec<_>>(),
     })
 }

@@ -89,6 +89,18 @@ pub fn render(snapshot: &Snapshot) -> String {
             let _ = writeln!(out, "LazyFree  {} (model)", Bytes(model.lazyfree));
         }
     }
+    if let Some(heap) = &snapshot.go_heap {
+        let rss = snapshot.rss();
+        let rest = rss.saturating_sub(heap.inuse_space + snapshot.lazyfree());
+        let _ = writeln!(
+            out,
+            "Go heap   {} in use (pprof, as of the last GC) · {} lazily freed · {} the rest \
+             (runtime, stacks, file-backed, fragmentation)",
+            Bytes(heap.inuse_space),
+            Bytes(snapshot.lazyfree()),
+            Bytes(rest),
+        );
+    }
     let counters = &snapshot.counters;
     let mmap = counters.call_stats(Call::Mmap);
     let munmap = counters.call_stats(Call::Munmap);
@@ -220,6 +232,22 @@ pub fn render_final(snapshot: &Snapshot) -> String {
                 row.call,
                 plural(row.calls, "call", "calls"),
                 stack_line(&row.frames),
+            );
+        }
+    }
+    if let Some(heap) = &snapshot.go_heap {
+        let _ = writeln!(
+            out,
+            "\nThe Go heap profile ({}) beside what the kernel saw faulted in:",
+            heap.source
+        );
+        for function in &heap.functions {
+            let _ = writeln!(
+                out,
+                "  {:>10} pprof in use {:>10} resident under it  {}",
+                Bytes(function.pprof_inuse).to_string(),
+                Bytes(function.kernel_resident).to_string(),
+                function.function,
             );
         }
     }

@@ -9,6 +9,7 @@ use crate::{
     intake::StackId,
     model::{reconcile::Outcome, Counters, CreatedBy, Totals},
     proc::{CgroupMemory, KernelTotals},
+    runtime::RuntimeInfo,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,6 +81,29 @@ pub struct StackRow {
     pub cut_short_in: Option<String>,
 }
 
+/// The program's own heap profile beside the kernel's view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GoHeapSide {
+    /// The URL or file it came from.
+    pub source: String,
+    /// Live heap bytes, as the profile states them (as of the last GC, and
+    /// sampled).
+    pub inuse_space: u64,
+    /// Bytes allocated since the program started.
+    pub alloc_space: u64,
+    /// The profile's largest holders, with what the kernel saw under them.
+    pub functions: Vec<FunctionMatch>,
+}
+
+/// A function the heap profile says holds memory, and the resident bytes
+/// the kernel saw faulted in by stacks through it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FunctionMatch {
+    pub function: String,
+    pub pprof_inuse: u64,
+    pub kernel_resident: u64,
+}
+
 /// What the OOM killer saw when it chose the target.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OomKill {
@@ -142,12 +166,20 @@ pub struct Snapshot {
     pub top_faults: Vec<FaultRow>,
     /// Stacks that grew the most since the first snapshot.
     pub growth: Vec<GrowthRow>,
+    /// The same growth over all stacks, by what is responsible (the
+    /// program's own function, or goroutine stacks).
+    pub growers: Vec<(String, i64)>,
     pub trend: Trend,
     /// In-use RSS over the last intervals, as a line of bars.
     pub sparkline: String,
     pub cgroup: Option<CgroupMemory>,
     /// The kernel's RSS of the process when the OOM killer chose it.
     pub oom_kill: Option<OomKill>,
+    /// What the program runs on (Go, its settings, its allocator).
+    pub runtime: Option<RuntimeInfo>,
+    /// Bytes of address space mapped (the virtual size the model knows).
+    pub address_space: u64,
+    pub go_heap: Option<GoHeapSide>,
     /// RSS at the previous snapshot, for the change.
     pub previous_rss: Option<u64>,
 }

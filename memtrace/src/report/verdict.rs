@@ -3,11 +3,17 @@
 //! whose facts are missing is left out, never guessed.
 
 use super::{
+    attribution::{self, GOROUTINE_STACKS},
     format::{percent, Bytes, Delta},
     history::Trend,
     snapshot::{Snapshot, TargetState},
 };
-use crate::model::{Advice, Call, Release};
+use std::fmt::Write as _;
+
+use crate::{
+    model::{Advice, Call, Release},
+    runtime::Allocator,
+};
 
 /// A part of RSS that is worth a sentence.
 const NOTABLE: f64 = 5.0;
@@ -18,8 +24,14 @@ pub fn verdict(snapshot: &Snapshot, _stacks_known: usize) -> String {
     if let Some(advice) = advice(snapshot) {
         sentences.push(advice);
     }
+    if let Some(heap) = heap_profile(snapshot) {
+        sentences.push(heap);
+    }
     if let Some(given_back) = given_back(snapshot) {
         sentences.push(given_back);
+    }
+    if let Some(mapped) = address_space(snapshot) {
+        sentences.push(mapped);
     }
     if let Some(trend) = trend(snapshot) {
         sentences.push(trend);
@@ -62,11 +74,16 @@ fn composition(snapshot: &Snapshot) -> String {
             .filter(|row| row.in_use > 0)
             .max_by_key(|row| row.in_use)
             .map(|row| {
-                format!(
-                    ", the largest part ({}) faulted in by {}",
-                    Bytes(row.in_use),
-                    row.frames.first().map_or("?", String::as_str)
-                )
+                let frame = row.frames.first().map_or("?", String::as_str);
+                if row.stack.is_some() {
+                    format!(
+                        ", the largest part ({}) faulted in by {}",
+                        Bytes(row.in_use),
+                        attribution::responsible(&row.frames)
+                    )
+                } else {
+                    format!(", the largest part ({}) under {frame}", Bytes(row.in_use))
+                }
             })
             .unwrap_or_default();
         parts.push(format!("{} is in use{holder}", share(in_use, rss)));
@@ -103,13 +120,33 @@ fn advice(snapshot: &Snapshot) -> Option<String> {
     if percent(lazyfree, rss) < NOTABLE {
         return None;
     }
-    let go = snapshot
+    let runtime = snapshot.runtime.as_ref();
+    if let Some(go) = runtime.and_then(|runtime| runtime.go.as_ref()) {
+        let settings = &runtime.expect("go implies runtime").go_settings;
+        let why = if settings.madvdontneed() == Some(false) {
+            "its GODEBUG sets madvdontneed=0".to_owned()
+        } else {
+            format!("{} does so by default", go.version)
+        };
+        return Some(format!(
+            "This is Go's runtime returning memory with MADV_FREE ({why}): setting \
+             GODEBUG=madvdontneed=1 makes it use MADV_DONTNEED, so RSS follows the heap."
+        ));
+    }
+    if runtime.is_some_and(|runtime| runtime.allocators.contains(&Allocator::Jemalloc)) {
+        return Some(
+            "jemalloc returns memory with MADV_FREE (its \"muzzy\" pages): \
+             MALLOC_CONF=muzzy_decay_ms:0 makes it use MADV_DONTNEED, so RSS follows use."
+                .to_owned(),
+        );
+    }
+    let go_frames = snapshot
         .top_stacks
         .iter()
         .map(|row| &row.frames)
         .chain(snapshot.top_calls.iter().map(|row| &row.frames))
         .any(|frames| frames.iter().any(|frame| frame.starts_with("runtime.")));
-    Some(if go {
+    Some(if go_frames {
         "This is Go's runtime returning memory with MADV_FREE: setting GODEBUG=madvdontneed=1 \
          makes it use MADV_DONTNEED, so RSS follows the heap (Go 1.16 and later do this by \
          default)."
@@ -119,6 +156,77 @@ fn advice(snapshot: &Snapshot) -> Option<String> {
          as it is, RSS overstates what the program holds until the kernel is short of memory."
             .to_owned()
     })
+}
+
+/// The program's own heap profile beside RSS, or what is missing for it.
+fn heap_profile(snapshot: &Snapshot) -> Option<String> {
+    let runtime = snapshot.runtime.as_ref();
+    let Some(heap) = &snapshot.go_heap else {
+        let go = runtime.and_then(|runtime| runtime.go.as_ref())?;
+        return Some(format!(
+            "This is a Go program ({}{}); give --go-pprof \
+             http://127.0.0.1:PORT/debug/pprof/heap (its net/http/pprof endpoint) to set its own \
+             heap profile beside these numbers.",
+            go.version,
+            go.module
+                .as_deref()
+                .map(|module| format!(", {module}"))
+                .unwrap_or_default()
+        ));
+    };
+    let rss = snapshot.rss();
+    let lazyfree = snapshot.lazyfree();
+    let rest = rss.saturating_sub(heap.inuse_space + lazyfree);
+    let beside = if lazyfree > 0 {
+        format!("{} is lazily freed, and ", Bytes(lazyfree))
+    } else {
+        String::new()
+    };
+    let mut text = format!(
+        "The Go heap profile counts {} of live heap (as of the last GC): {} of RSS. Beside it, \
+         {beside}{} is the rest: the runtime's own memory (spans, goroutine stacks, GC \
+         metadata), file-backed pages, and heap that is free but not given back.",
+        Bytes(heap.inuse_space),
+        share(heap.inuse_space.min(rss), rss),
+        Bytes(rest),
+    );
+    let gogc = runtime
+        .and_then(|runtime| runtime.go_settings.gogc.as_deref())
+        .and_then(|gogc| gogc.parse::<u64>().ok());
+    let growth = gogc.unwrap_or(100);
+    let _ = write!(
+        text,
+        " With GOGC={growth}{} the heap may grow to {:.1}x its live data before a collection.",
+        if gogc.is_none() { " (the default)" } else { "" },
+        1.0 + growth as f64 / 100.0
+    );
+    Some(text)
+}
+
+/// Address space that stays mapped after the memory was given back.
+fn address_space(snapshot: &Snapshot) -> Option<String> {
+    let rss = snapshot.rss();
+    let advised: u64 = snapshot
+        .counters
+        .released
+        .iter()
+        .filter(|(how, _)| matches!(how, Release::Madvise(_)))
+        .map(|(_, bytes)| bytes)
+        .sum::<u64>()
+        + snapshot
+            .counters
+            .call_stats(Call::Madvise(Advice::FREE))
+            .resident_bytes;
+    if snapshot.address_space < 2 * rss.max(1) || advised < rss / 10 {
+        return None;
+    }
+    Some(format!(
+        "{} of address space stays mapped but only {} is resident: the program gives memory \
+         back with madvise, which keeps the mapping (Go's runtime never unmaps its heap), so \
+         the virtual size only grows; that costs no RAM.",
+        Bytes(snapshot.address_space),
+        Bytes(rss)
+    ))
 }
 
 /// "Given back since attaching: 32 MiB with MADV_FREE (still in RSS), 16 MiB
@@ -143,6 +251,7 @@ fn given_back(snapshot: &Snapshot) -> Option<String> {
                 Bytes(*bytes)
             ),
             Release::Exec => continue,
+            Release::Unobserved => format!("{} went with no event memtrace saw", Bytes(*bytes)),
             other => format!("{} with {}", Bytes(*bytes), other.name()),
         });
     }
@@ -151,39 +260,62 @@ fn given_back(snapshot: &Snapshot) -> Option<String> {
 
 /// Whether memory grows, and who grows it.
 fn trend(snapshot: &Snapshot) -> Option<String> {
-    match snapshot.trend {
-        Trend::Growing { bytes_per_minute } => {
-            let growers: Vec<String> = snapshot
-                .growth
-                .iter()
-                .take(3)
-                .map(|row| {
-                    format!(
-                        "{} ({})",
-                        row.frames.first().map_or("?", String::as_str),
-                        Delta(row.grown)
-                    )
-                })
-                .collect();
-            let who = if growers.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "; what grew most since the first interval: {}",
-                    growers.join(", ")
-                )
-            };
-            Some(format!(
-                "In-use memory kept growing, at {}/min: a leak suspect{who}.",
-                Delta(bytes_per_minute as i64)
+    let growers = &snapshot.growers;
+    let named: Vec<String> = growers
+        .iter()
+        .take(3)
+        .map(|(who, grown)| format!("{who} ({})", Delta(*grown)))
+        .collect();
+    let mut text = match snapshot.trend {
+        Trend::Growing { bytes_per_minute } => format!(
+            "In-use memory kept growing, at {}/min: a leak suspect",
+            Delta(bytes_per_minute as i64)
+        ),
+        Trend::Sawtooth { cycles } => {
+            return Some(format!(
+                "Memory rises and falls ({cycles} cycles seen): the pattern of a \
+                 garbage-collected heap, not a leak."
             ))
         }
-        Trend::Sawtooth { cycles } => Some(format!(
-            "Memory rises and falls ({cycles} cycles seen): the pattern of a garbage-collected \
-             heap, not a leak."
-        )),
-        Trend::Steady | Trend::Unknown => None,
+        // Growth that stopped is still worth naming when it is large.
+        _ => {
+            let grown: i64 = growers.iter().map(|(_, grown)| grown).sum();
+            if percent(grown.max(0) as u64, snapshot.rss()) < 10.0 {
+                return None;
+            }
+            format!("Since the first interval {} more is resident", Delta(grown))
+        }
+    };
+    if !named.is_empty() {
+        let _ = write!(text, "; what grew most: {}", named.join(", "));
     }
+    text.push('.');
+    if growers
+        .first()
+        .is_some_and(|(who, _)| who == GOROUTINE_STACKS)
+    {
+        text.push_str(
+            " New goroutines keep being created and do not end: a goroutine leak is likely",
+        );
+        if let Some(heap) = &snapshot.go_heap {
+            let held: Vec<String> = heap
+                .functions
+                .iter()
+                .filter(|function| !function.function.starts_with("runtime."))
+                .take(3)
+                .map(|function| format!("{} ({})", function.function, Bytes(function.pprof_inuse)))
+                .collect();
+            if !held.is_empty() {
+                let _ = write!(
+                    text,
+                    "; besides their stacks, the heap profile has them holding {}",
+                    held.join(", ")
+                );
+            }
+        }
+        text.push('.');
+    }
+    Some(text)
 }
 
 /// How close the process's cgroup is to its limit.

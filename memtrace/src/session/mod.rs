@@ -5,6 +5,7 @@
 //! (the model) ← /proc ([`crate::proc`]) → [`crate::report`] and
 //! [`crate::export`].
 
+mod heap;
 mod launch;
 mod outputs;
 mod tracker;
@@ -34,9 +35,10 @@ use crate::{
         attribution::{self, Held, Holder, Namer},
         history::{History, Point, Trend},
         live,
-        snapshot::{Lost, Snapshot, TargetState},
+        snapshot::{FunctionMatch, GoHeapSide, Lost, Snapshot, TargetState},
         verdict,
     },
+    runtime::RuntimeInfo,
     symbolize::Symbolizer,
 };
 use outputs::Outputs;
@@ -102,6 +104,12 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
         owner,
     };
     let mut outputs = Outputs::open(options, &policy)?;
+    // A bad profile file is the user's to fix before anything is loaded.
+    let heap = options
+        .go_pprof
+        .as_deref()
+        .map(|text| heap::HeapWatch::open(text, options.go_pprof_remote))
+        .transpose()?;
 
     if let Target::Pid(pid) = target {
         if !ProcessView::new(pid).alive() {
@@ -167,6 +175,8 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
         command: String::new(),
         executable: None,
         expected_execs: u64::from(launched.is_some()),
+        heap,
+        runtime: None,
         live_to_stderr: outputs.json_on_stdout(),
         quiet: options.quiet,
     };
@@ -200,6 +210,9 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
         .trace(&mut source, &mut outputs, options, launched.as_mut())
         .await?;
     session.drain(&mut source);
+    if let Some(heap) = session.heap.as_mut() {
+        heap.settle().await;
+    }
     let last = session.snapshot(true, stop);
     session.print(&live::render_final(&last));
     let verdict = verdict::verdict(&last, session.tracker.stacks.len());
@@ -281,6 +294,8 @@ struct Session {
     executable: Option<String>,
     /// Execs that are part of starting the target (1 for `-- CMD`).
     expected_execs: u64,
+    heap: Option<heap::HeapWatch>,
+    runtime: Option<RuntimeInfo>,
     live_to_stderr: bool,
     quiet: bool,
 }
@@ -364,6 +379,9 @@ impl Session {
                 }
                 _ = drains.tick() => reconcile_soon |= self.drain(source),
                 _ = ticks.tick() => {
+                    if let Some(heap) = self.heap.as_mut() {
+                        heap.poll().await;
+                    }
                     self.interval_report(source, outputs)?;
                     reconcile_soon = false;
                 }
@@ -411,6 +429,7 @@ impl Session {
         let tracker = &mut self.tracker;
         let view = &self.view;
         let expected_execs = self.expected_execs;
+        let runtime = &mut self.runtime;
         source.drain(|decoded| {
             let decoded = match decoded {
                 Ok(decoded) if decoded.tgid == pid => decoded,
@@ -422,6 +441,7 @@ impl Session {
             };
             match tracker.ingest(&decoded) {
                 Follow::Exec => {
+                    *runtime = None;
                     // The exec that starts a `-- CMD` is expected; any other
                     // replaces what the user was looking at.
                     if tracker.model.counters().execs > expected_execs {
@@ -536,6 +556,19 @@ impl Session {
             if let Some(exe) = self.view.exe() {
                 self.executable = Some(exe.to_string_lossy().into_owned());
             }
+            if self.runtime.is_none() {
+                let mapped: Vec<String> = self
+                    .tracker
+                    .model
+                    .extents()
+                    .iter()
+                    .filter_map(|(_, extent)| match &extent.backing {
+                        crate::model::Backing::File { path, .. } => path.clone(),
+                        _ => None,
+                    })
+                    .collect();
+                self.runtime = Some(crate::runtime::detect(self.pid, &mapped));
+            }
         }
         let lost = self.lost();
         let mut namer = Namer {
@@ -546,10 +579,43 @@ impl Session {
         let top_stacks = attribution::top_stacks(&mut namer, TOP_ROWS);
         let top_calls = attribution::top_calls(&mut namer, TOP_ROWS);
         let top_faults = attribution::top_faults(&mut namer, TOP_ROWS);
-        let growth = match &self.baseline {
-            Some(baseline) => attribution::growth(&mut namer, baseline, TOP_ROWS),
+        let go_heap = self.heap.as_ref().and_then(|heap| {
+            let profile = heap.latest()?;
+            // Where the profile says the memory is: functions holding it
+            // themselves.
+            let holders: Vec<&memtrace_pprof::FunctionTotal> = profile
+                .functions
+                .iter()
+                .filter(|total| total.flat > 0)
+                .take(TOP_ROWS)
+                .collect();
+            let functions: Vec<&str> = holders
+                .iter()
+                .map(|total| total.function.as_str())
+                .collect();
+            let resident = attribution::resident_under(&mut namer, &functions);
+            Some(GoHeapSide {
+                source: heap.source(),
+                inuse_space: profile.inuse_space.max(0) as u64,
+                alloc_space: profile.alloc_space.max(0) as u64,
+                functions: holders
+                    .iter()
+                    .zip(resident)
+                    .map(|(total, kernel_resident)| FunctionMatch {
+                        function: total.function.clone(),
+                        pprof_inuse: total.flat.max(0) as u64,
+                        kernel_resident,
+                    })
+                    .collect(),
+            })
+        });
+        let mut growth = match &self.baseline {
+            Some(baseline) => attribution::growth(&mut namer, baseline),
             None => Vec::new(),
         };
+        let mut growers = attribution::growth_by_responsible(&growth);
+        growers.truncate(TOP_ROWS);
+        growth.truncate(TOP_ROWS);
         if self.baseline.is_none() {
             self.baseline = Some(attribution::resident_by_holder(&self.tracker.model));
         }
@@ -589,10 +655,20 @@ impl Session {
             top_calls,
             top_faults,
             growth,
+            growers,
             trend: Trend::Unknown,
             sparkline: String::new(),
             cgroup,
             oom_kill: self.tracker.oom_kill,
+            runtime: self.runtime.clone(),
+            address_space: self
+                .tracker
+                .model
+                .extents()
+                .iter()
+                .map(|(start, extent)| extent.end - start)
+                .sum(),
+            go_heap,
             previous_rss: self.previous_rss,
         };
         if !is_final {

@@ -33,7 +33,8 @@ import (
 
 var (
 	rememberedMu sync.Mutex
-	remembered   [][]byte
+	// remembered holds every request body ever received, back to back.
+	remembered []byte
 
 	rememberedBytes atomic.Int64
 	sent, failed    atomic.Uint64
@@ -71,6 +72,7 @@ func main() {
 	flag.Var(&perSecond, "rate", "requests per second, 0 for as fast as possible")
 	forever := flag.Bool("forever", false, "keep sending until killed")
 	hold := flag.Duration("hold", 30*time.Second, "how long to stay alive after the requests")
+	wait := flag.Bool("wait", false, "wait for a line on stdin before sending requests (so a tracer can attach)")
 	flag.Parse()
 	if *bodyKiB <= 0 {
 		workload.Fatal(fmt.Errorf("-body-kib must be positive"))
@@ -80,6 +82,9 @@ func main() {
 	addr := workload.Serve("127.0.0.1:0")
 	workload.EmitEverySecond(func() any { return takeSnapshot("memstats") })
 
+	if *wait {
+		workload.WaitForGo()
+	}
 	body := bytes.Repeat([]byte{'x'}, *bodyKiB<<10)
 	var gap time.Duration
 	if perSecond > 0 {
@@ -113,12 +118,13 @@ func upload(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// remember is the leak: bodies are appended and never dropped.
+// remember is the leak: every body is appended to one global slice that is
+// never truncated, as a cache or an audit log that forgot its bound would.
 //
 //go:noinline
 func remember(body []byte) {
 	rememberedMu.Lock()
-	remembered = append(remembered, body)
+	remembered = append(remembered, body...)
 	rememberedMu.Unlock()
 	rememberedBytes.Add(int64(len(body)))
 }

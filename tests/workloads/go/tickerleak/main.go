@@ -42,6 +42,7 @@ func main() {
 	concurrency := flag.Int("concurrency", 4, "client connections sending in parallel")
 	interval := flag.Duration("interval", 0, "pause between requests on each connection")
 	hold := flag.Duration("hold", 30*time.Second, "how long to stay alive after the requests")
+	wait := flag.Bool("wait", false, "wait for a line on stdin before sending requests (so a tracer can attach)")
 	flag.Parse()
 	if *concurrency <= 0 {
 		workload.Fatal(fmt.Errorf("-concurrency must be positive"))
@@ -51,6 +52,9 @@ func main() {
 	addr := workload.Serve("127.0.0.1:0")
 	workload.EmitEverySecond(func() any { return workload.ReadStats("memstats") })
 
+	if *wait {
+		workload.WaitForGo()
+	}
 	sent, failed := sendRequests("http://"+addr+"/subscribe", *requests, *concurrency, *interval)
 	workload.Emit(requestsDone{workload.ReadStats("requests_done"), sent, failed})
 	time.Sleep(*hold)

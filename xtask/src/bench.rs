@@ -1,0 +1,265 @@
+//! `cargo xtask bench`: memtrace's overhead beside its peers (bpftrace and
+//! perf), measured the same way for all of them, in one run.
+//!
+//! On a 2-core VM, page-fault costs swing from run to run, so each workload
+//! runs every variant once per round, rounds interleaved (untraced,
+//! memtrace, peers, untraced, ...), and the tables quote medians and ratios
+//! to the untraced median. Each workload times only its measured part,
+//! after its warm-up and after the tracer attached.
+//!
+//! Timings are reported against the overhead issue's goals but never fail
+//! the command; only correctness checks do (memtrace lost no records and
+//! counted what the workload did), which is what makes `--quick` a CI step.
+
+mod checks;
+mod child;
+mod measure;
+mod report;
+mod resident;
+mod stats;
+mod variant;
+mod workload;
+
+use std::{fs, path::PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+use serde_json::json;
+
+use self::{
+    measure::{Setting, Traced},
+    report::{thousands, Machine, Runs, Usage, WorkloadReport},
+    workload::{Benchmark, Workload},
+};
+use crate::{privilege, setup, workspace};
+
+/// `cargo xtask bench` options.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Options {
+    /// Two rounds of small workloads and no 4 GiB RSS run: a few minutes, for
+    /// CI, where the correctness checks matter and timings are only shown.
+    #[arg(long)]
+    pub quick: bool,
+    /// Rounds of every variant [default: 5, or 2 with --quick].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub rounds: Option<u32>,
+    /// Also write the results as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+impl Options {
+    /// What CI runs.
+    pub fn quick() -> Self {
+        Self {
+            quick: true,
+            ..Self::default()
+        }
+    }
+
+    fn rounds(&self) -> u32 {
+        self.rounds.unwrap_or(if self.quick { 2 } else { 5 })
+    }
+
+    /// The command that gives these options, for the report.
+    fn command_line(&self) -> String {
+        let mut line = "cargo xtask bench".to_owned();
+        if self.quick {
+            line.push_str(" --quick");
+        }
+        if let Some(rounds) = self.rounds {
+            line.push_str(&format!(" --rounds {rounds}"));
+        }
+        if let Some(json) = &self.json {
+            line.push_str(&format!(" --json {}", json.display()));
+        }
+        line
+    }
+}
+
+pub fn run(options: &Options) -> Result<()> {
+    if !privilege::is_root()? {
+        bail!(
+            "xtask bench must run as root (memtrace, bpftrace and perf load eBPF programs \
+             or attach to other processes): run it with sudo, e.g. \
+             `sudo -E env \"PATH=$PATH\" {}`",
+            options.command_line()
+        );
+    }
+    setup::run(setup::Mode::Install)?;
+    let memtrace = workspace::build_memtrace()?;
+    let programs = memtrace_tests::workloads::ensure_built()
+        .context("cannot build the benchmark workloads")?;
+    let scratch = tempfile::Builder::new()
+        .prefix("memtrace-bench.")
+        .tempdir()
+        .context("cannot create a scratch directory")?;
+    let setting = Setting {
+        memtrace: &memtrace,
+        scratch: scratch.path(),
+    };
+    let machine = Machine::detect();
+    let rounds = options.rounds();
+    println!(
+        "\n{}\nmachine: {}\nmemtrace: {}\n{rounds} rounds, variants interleaved; seconds are each workload's \
+         own timing of its measured part (after warm-up and attach); ratio = median / untraced median\n",
+        options.command_line(),
+        machine.describe(),
+        memtrace.display()
+    );
+
+    let mut problems = Vec::new();
+    let mut reports = Vec::new();
+    for benchmark in Benchmark::ALL {
+        let workload = Workload::new(
+            benchmark,
+            benchmark.program(programs).to_path_buf(),
+            options.quick,
+        );
+        let runs = measure_workload(&workload, rounds, &setting, &mut problems)?;
+        let report = WorkloadReport::new(&workload, rounds, runs);
+        println!("{}", report.table());
+        reports.push(report);
+    }
+    let resident = if options.quick {
+        None
+    } else {
+        let (resident, resident_problems) =
+            resident::measure(&memtrace, &programs.memops, scratch.path())?;
+        println!("{}\n", resident.describe());
+        problems.extend(
+            resident_problems
+                .into_iter()
+                .map(|problem| format!("4 GiB resident: {problem}")),
+        );
+        Some(resident)
+    };
+
+    if let Some(path) = &options.json {
+        let results = json!({
+            "command": options.command_line(),
+            "machine": machine.to_json(),
+            "rounds": rounds,
+            "quick": options.quick,
+            "workloads": reports.iter().map(WorkloadReport::to_json).collect::<Vec<_>>(),
+            "memtrace_rss_4gib": resident.as_ref().map(resident::Resident::to_json),
+            "failed_checks": problems,
+        });
+        fs::write(path, format!("{results:#}\n"))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if !problems.is_empty() {
+        bail!(
+            "{} correctness check(s) failed:\n  {}",
+            problems.len(),
+            problems.join("\n  ")
+        );
+    }
+    println!("correctness checks passed: no records lost, memtrace's counts match the workloads'");
+    Ok(())
+}
+
+/// Runs every variant of `workload` `rounds` times, interleaved, adding what
+/// the correctness checks find to `problems`.
+fn measure_workload(
+    workload: &Workload,
+    rounds: u32,
+    setting: &Setting,
+    problems: &mut Vec<String>,
+) -> Result<Vec<Runs>> {
+    let variants = workload.benchmark.variants();
+    let mut all: Vec<Runs> = variants.iter().map(|&variant| Runs::new(variant)).collect();
+    for round in 1..=rounds {
+        for runs in &mut all {
+            let label = format!(
+                "{} round {round}/{rounds}: {}",
+                workload.benchmark.title(),
+                runs.variant.label()
+            );
+            let measured = measure::once(workload, runs.variant, setting, round)
+                .with_context(|| format!("{label} failed"))?;
+            let usage = measured.memtrace.as_ref().map(usage).transpose()?;
+            eprintln!(
+                "  {label}: {}",
+                progress(measured.outcome.seconds, usage.as_ref())
+            );
+            runs.seconds.push(measured.outcome.seconds);
+            runs.usage.extend(usage);
+            if let Some(traced) = &measured.memtrace {
+                let found = checks::memtrace_run(workload, &measured.outcome, &traced.snapshot)?;
+                problems.extend(
+                    found
+                        .into_iter()
+                        .map(|problem| format!("{label}: {problem}")),
+                );
+            }
+        }
+    }
+    Ok(all)
+}
+
+/// memtrace's figures for one run.
+fn usage(traced: &Traced) -> Result<Usage> {
+    let count = |pointer: &str| {
+        traced
+            .snapshot
+            .pointer(pointer)
+            .and_then(serde_json::Value::as_u64)
+            .with_context(|| format!("memtrace's final snapshot has no {pointer}"))
+    };
+    Ok(Usage {
+        seen: count("/records/seen")?,
+        lost: count("/records/lost_total")?,
+        cpu_seconds: traced.cpu.as_secs_f64(),
+        peak_rss_bytes: traced.peak_rss_bytes,
+    })
+}
+
+/// One run in a line, so a long benchmark shows it is moving.
+fn progress(seconds: f64, usage: Option<&Usage>) -> String {
+    let mut line = format!("{seconds:.3} s");
+    if let Some(usage) = usage {
+        line.push_str(&format!(
+            " ({} events, {} lost, memtrace CPU {:.2} s)",
+            thousands(usage.seen),
+            usage.lost,
+            usage.cpu_seconds
+        ));
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        options: Options,
+    }
+
+    fn parse(args: &[&str]) -> Result<Options, clap::Error> {
+        Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
+            .map(|cli| cli.options)
+    }
+
+    #[test]
+    fn rounds_default_to_five_or_two_when_quick() {
+        assert_eq!(parse(&[]).unwrap().rounds(), 5);
+        assert_eq!(parse(&["--quick"]).unwrap().rounds(), 2);
+        assert_eq!(parse(&["--quick", "--rounds", "3"]).unwrap().rounds(), 3);
+        assert!(parse(&["--rounds", "0"]).is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_given_back_for_the_report() {
+        let options = parse(&["--rounds", "7", "--quick", "--json", "out.json"]).unwrap();
+        assert_eq!(
+            options.command_line(),
+            "cargo xtask bench --quick --rounds 7 --json out.json"
+        );
+        assert_eq!(Options::quick().command_line(), "cargo xtask bench --quick");
+    }
+}

@@ -1,0 +1,458 @@
+//! Programs the harness starts: their output lines as they arrive (so every
+//! wait has a timeout), and their own CPU time and memory.
+//!
+//! memtrace starts the workload as its child and reaps it, so the rusage
+//! `wait4` returns for memtrace includes the workload's CPU time, and its
+//! `ru_maxrss` is the larger of the two processes' peaks (the fault storm's
+//! 64 MiB). memtrace's own figures are therefore read from /proc instead:
+//! CPU time from /proc/PID/stat while it is a zombie (waited for with
+//! WNOWAIT, before reaping), peak RSS from VmHWM sampled while it runs.
+
+use std::{
+    fs,
+    io::{BufRead as _, BufReader, Read, Write as _},
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc::{self, Receiver, RecvTimeoutError, Sender},
+        Arc,
+    },
+    thread::{self, JoinHandle},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::process;
+
+/// How often to check whether a program exited.
+const POLL: Duration = Duration::from_millis(10);
+/// How many of a program's last lines an error quotes.
+const TRANSCRIPT_LINES: usize = 20;
+/// How long to wait for the output pipes to close once a program exited
+/// (a grandchild could hold them open).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A line a program printed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Line {
+    Stdout(String),
+    Stderr(String),
+}
+
+impl Line {
+    pub fn text(&self) -> &str {
+        match self {
+            Self::Stdout(text) | Self::Stderr(text) => text,
+        }
+    }
+}
+
+/// A running program with its stdin, stdout and stderr piped.
+pub struct Started {
+    child: Child,
+    description: String,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<Line>,
+    seen: Vec<Line>,
+    sampler: Option<Sampler>,
+}
+
+/// A program that exited successfully.
+#[derive(Debug)]
+pub struct Finished {
+    /// Everything it printed on stdout.
+    pub stdout: Vec<String>,
+    /// Its own user + system CPU time, without its children's.
+    pub cpu: Duration,
+    /// What the status sampler read, if one was started.
+    pub samples: Vec<Sample>,
+}
+
+impl Started {
+    pub fn spawn(command: &mut Command) -> Result<Self> {
+        let description = process::describe(command);
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start `{description}`"))?;
+        let (sender, lines) = mpsc::channel();
+        forward(child.stdout.take(), Line::Stdout, sender.clone());
+        forward(child.stderr.take(), Line::Stderr, sender);
+        Ok(Self {
+            stdin: child.stdin.take(),
+            child,
+            description,
+            lines,
+            seen: Vec::new(),
+            sampler: None,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Reads `field` (a kB line of /proc/PID/status, such as VmHWM) every
+    /// `period` until the program exits; [`Finished::samples`] has them.
+    pub fn sample_status(&mut self, field: &'static str, period: Duration) {
+        self.sampler = Some(Sampler::start(self.pid(), field, period));
+    }
+
+    /// Waits up to `timeout` for a line for which `wanted` is true.
+    pub fn wait_for(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        wanted: impl Fn(&Line) -> bool,
+    ) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let found = wanted(&line);
+                    self.seen.push(line);
+                    if found {
+                        return Ok(());
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    bail!("{}", self.failure(&format!("no {what} within {timeout:?}")))
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    bail!("{}", self.failure(&format!("it exited before {what}")))
+                }
+            }
+        }
+    }
+
+    /// Writes `line` to the program's stdin and closes it.
+    pub fn send_line(&mut self, line: &str) -> Result<()> {
+        let mut stdin = self.stdin.take().context("stdin already closed")?;
+        writeln!(stdin, "{line}")
+            .and_then(|()| stdin.flush())
+            .with_context(|| format!("cannot write to the stdin of `{}`", self.description))
+    }
+
+    /// Whether the program has not exited yet (without reaping it, so
+    /// [`Self::finish`] can still read its figures).
+    pub fn is_running(&self) -> Result<bool> {
+        Ok(!self.exited_unreaped()?)
+    }
+
+    /// Sends SIGINT, which bpftrace and perf take as "print and stop".
+    pub fn interrupt(&self) -> Result<()> {
+        let pid = libc::pid_t::try_from(self.pid()).context("pid out of range")?;
+        // SAFETY: kill has no memory-safety preconditions; the pid is our
+        // child's, which cannot be reused before we reap it.
+        if unsafe { libc::kill(pid, libc::SIGINT) } != 0 {
+            bail!(
+                "cannot interrupt `{}`: {}",
+                self.description,
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for the program to exit (killing it after
+    /// that), and fails unless it exited successfully.
+    pub fn finish(mut self, timeout: Duration) -> Result<Finished> {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + timeout;
+        while !self.exited_unreaped()? {
+            if Instant::now() > deadline {
+                bail!(
+                    "{}",
+                    self.failure(&format!("still running after {timeout:?}; killed"))
+                );
+            }
+            thread::sleep(POLL);
+        }
+        // Read while it is a zombie: its pid cannot be reused yet, and the
+        // figures are final.
+        let cpu = own_cpu(self.pid())?;
+        let samples = self.sampler.take().map(Sampler::stop).unwrap_or_default();
+        let status = self.child.wait()?;
+        self.drain();
+        if !status.success() {
+            bail!("{}", self.failure(&format!("it failed ({status})")));
+        }
+        let stdout = self
+            .seen
+            .drain(..)
+            .filter_map(|line| match line {
+                Line::Stdout(text) => Some(text),
+                Line::Stderr(_) => None,
+            })
+            .collect();
+        Ok(Finished {
+            stdout,
+            cpu,
+            samples,
+        })
+    }
+
+    /// Whether the program exited, leaving it a zombie: `waitid` with
+    /// WNOWAIT reports the exit without reaping.
+    fn exited_unreaped(&self) -> Result<bool> {
+        // SAFETY: an all-zero siginfo_t is valid; waitid fills it in.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is a valid, writable siginfo_t.
+        let result = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                self.pid(),
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        if result != 0 {
+            bail!(
+                "cannot wait for `{}`: {}",
+                self.description,
+                std::io::Error::last_os_error()
+            );
+        }
+        // SAFETY: waitid succeeded, so si_pid is set: 0 when nothing exited.
+        Ok(unsafe { info.si_pid() } != 0)
+    }
+
+    /// Collects the lines still in the pipes.
+    fn drain(&mut self) {
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        while let Ok(line) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            self.seen.push(line);
+        }
+    }
+
+    /// An error message: the command, what went wrong, and its last lines.
+    fn failure(&mut self, what: &str) -> String {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+        let tail = &self.seen[self.seen.len().saturating_sub(TRANSCRIPT_LINES)..];
+        let mut message = format!("`{}`: {what}", self.description);
+        if !tail.is_empty() {
+            message.push_str("; its last lines:");
+        }
+        for line in tail {
+            let stream = match line {
+                Line::Stdout(_) => "out",
+                Line::Stderr(_) => "err",
+            };
+            message.push_str(&format!("\n    {stream}| {}", line.text()));
+        }
+        message
+    }
+}
+
+impl Drop for Started {
+    /// A program left running (after an error) is killed, so nothing the
+    /// harness started outlives it.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Sends each line read from `pipe` to `sender`, from a thread of its own.
+fn forward<R: Read + Send + 'static>(
+    pipe: Option<R>,
+    wrap: fn(String) -> Line,
+    sender: Sender<Line>,
+) {
+    if let Some(pipe) = pipe {
+        thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if sender.send(wrap(line)).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+/// A process's own user + system CPU time from /proc/PID/stat, which,
+/// unlike wait4's rusage, leaves out the children it reaped.
+fn own_cpu(pid: u32) -> Result<Duration> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("cannot read /proc/{pid}/stat"))?;
+    let ticks = cpu_ticks(&stat).with_context(|| format!("unexpected /proc/{pid}/stat: {stat}"))?;
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let per_second = u64::try_from(per_second).context("no _SC_CLK_TCK")?;
+    Ok(Duration::from_secs_f64(ticks as f64 / per_second as f64))
+}
+
+/// utime + stime (fields 14 and 15) of a /proc/PID/stat line. The command
+/// name in field 2 may hold spaces and parentheses, so fields are counted
+/// from its closing parenthesis.
+fn cpu_ticks(stat: &str) -> Option<u64> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after_name.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// One reading of a /proc/PID/status field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sample {
+    pub at: Instant,
+    pub bytes: u64,
+}
+
+/// Reads a field of /proc/PID/status periodically from a thread.
+struct Sampler {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Vec<Sample>>,
+}
+
+impl Sampler {
+    fn start(pid: u32, field: &'static str, period: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let thread = thread::spawn(move || {
+            let mut samples = Vec::new();
+            while !stopped.load(Ordering::Relaxed) {
+                // A zombie's status has no Vm lines: nothing to record.
+                let reading = fs::read_to_string(format!("/proc/{pid}/status"))
+                    .ok()
+                    .and_then(|status| status_kib(&status, field));
+                if let Some(kib) = reading {
+                    samples.push(Sample {
+                        at: Instant::now(),
+                        bytes: kib * 1024,
+                    });
+                }
+                thread::sleep(period);
+            }
+            samples
+        });
+        Self { stop, thread }
+    }
+
+    fn stop(self) -> Vec<Sample> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
+}
+
+/// The value of a `Field:   123 kB` line of /proc/PID/status.
+fn status_kib(status: &str, field: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_ticks_count_from_the_end_of_the_name() {
+        let stat = "4242 (tokio (rt) x) S 1 4242 4242 0 -1 4194560 2000 0 0 0 \
+                    150 25 3 4 20 0 4 0 100 200000000 1000 18446744073709551615";
+        assert_eq!(cpu_ticks(stat), Some(175));
+        assert_eq!(cpu_ticks("4242 (short) S 1"), None);
+        assert_eq!(cpu_ticks("no name"), None);
+    }
+
+    #[test]
+    fn status_fields_in_kib() {
+        let status =
+            "Name:\tmemtrace\nVmPeak:\t  200000 kB\nVmHWM:\t   40960 kB\nVmRSS:\t   30720 kB\n";
+        assert_eq!(status_kib(status, "VmHWM"), Some(40960));
+        assert_eq!(status_kib(status, "VmRSS"), Some(30720));
+        assert_eq!(status_kib(status, "VmSwap"), None);
+        assert_eq!(
+            status_kib("Name:\tzombie\nState:\tZ (zombie)\n", "VmHWM"),
+            None
+        );
+    }
+
+    #[test]
+    fn lines_arrive_and_cpu_time_is_the_programs_own() {
+        let mut started = Started::spawn(
+            Command::new("sh").args(["-c", "echo ready; read go; echo \"got $go\"; echo oops >&2"]),
+        )
+        .unwrap();
+        started
+            .wait_for("ready", Duration::from_secs(10), |line| {
+                *line == Line::Stdout("ready".into())
+            })
+            .unwrap();
+        started.send_line("go").unwrap();
+        let finished = started.finish(Duration::from_secs(10)).unwrap();
+        assert_eq!(finished.stdout, ["ready", "got go"]);
+        assert!(finished.cpu < Duration::from_secs(5));
+        assert!(finished.samples.is_empty());
+    }
+
+    #[test]
+    fn failures_quote_the_last_lines() {
+        let started =
+            Started::spawn(Command::new("sh").args(["-c", "echo bad thing >&2; exit 3"])).unwrap();
+        let message = started
+            .finish(Duration::from_secs(10))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with("`sh -c echo bad thing >&2; exit 3`: it failed (exit status: 3)"),
+            "{message}"
+        );
+        assert!(message.ends_with("err| bad thing"), "{message}");
+    }
+
+    #[test]
+    fn waits_time_out_and_hung_programs_are_killed() {
+        let mut started = Started::spawn(Command::new("sleep").arg("30")).unwrap();
+        let message = started
+            .wait_for("ready", Duration::from_millis(50), |_| true)
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("no ready within"), "{message}");
+        let message = started
+            .finish(Duration::from_millis(50))
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("still running after"), "{message}");
+    }
+
+    #[test]
+    fn a_program_that_exits_early_is_reported() {
+        let mut started = Started::spawn(&mut Command::new("true")).unwrap();
+        let message = started
+            .wait_for("ready", Duration::from_secs(10), |_| true)
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("it exited before ready"), "{message}");
+    }
+
+    #[test]
+    fn interrupt_stops_a_program() {
+        let mut started = Started::spawn(Command::new("sleep").arg("30")).unwrap();
+        started.sample_status("VmRSS", Duration::from_millis(10));
+        thread::sleep(Duration::from_millis(50));
+        assert!(started.is_running().unwrap());
+        started.interrupt().unwrap();
+        let message = started
+            .finish(Duration::from_secs(10))
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("signal: 2"), "{message}");
+    }
+}
