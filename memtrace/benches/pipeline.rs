@@ -6,7 +6,10 @@
 //! munmap. The goal (issue 7) is 2 million events a second on one core.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use memtrace::{intake::decode, session::Tracker};
+use memtrace::{
+    intake::{decode, StackTable},
+    session::Tracker,
+};
 use memtrace_common::{
     fault_bits, FaultRecord, RecordHeader, RecordKind, SyscallOp, SyscallRecord,
 };
@@ -109,13 +112,14 @@ fn decode_and_apply(c: &mut Criterion) {
         group.throughput(Throughput::Elements(records.len() as u64));
         group.bench_function(name, |b| {
             b.iter_batched(
-                Tracker::default,
-                |mut tracker| {
+                || (Tracker::default(), StackTable::default()),
+                |(mut tracker, mut stacks)| {
                     for record in &records {
                         let decoded = decode(record).expect("valid record");
+                        stacks.saw(decoded.event.stack);
                         tracker.ingest(&decoded);
                     }
-                    tracker
+                    (tracker, stacks)
                 },
                 BatchSize::LargeInput,
             );

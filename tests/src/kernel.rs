@@ -22,30 +22,26 @@ pub fn within(actual: u64, expected: u64, percent: f64) -> bool {
     (actual as f64 - expected as f64).abs() <= tolerance
 }
 
-/// IDs of the BPF programs loaded in the kernel right now.
-pub fn loaded_bpf_programs() -> Vec<u32> {
-    let mut ids = Vec::new();
-    let mut id: u32 = 0;
-    loop {
-        let mut attr = [0u8; 16];
-        attr[..4].copy_from_slice(&id.to_ne_bytes());
-        // SAFETY: BPF_PROG_GET_NEXT_ID reads start_id and writes next_id in
-        // the attribute buffer we own.
-        let result = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                11, /* BPF_PROG_GET_NEXT_ID */
-                attr.as_mut_ptr(),
-                attr.len(),
-            )
-        };
-        if result != 0 {
-            break;
-        }
-        id = u32::from_ne_bytes(attr[4..8].try_into().expect("4 bytes"));
-        ids.push(id);
-    }
-    ids
+/// The BPF programs loaded in the kernel right now, as (id, name), from
+/// bpftool (`cargo xtask setup` installs it).
+pub fn loaded_bpf_programs() -> Vec<(u32, String)> {
+    let output = std::process::Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+        .expect("bpftool lists BPF programs; run `cargo xtask setup` to install it");
+    assert!(output.status.success(), "bpftool failed: {:?}", output);
+    let programs: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("bpftool's JSON");
+    programs
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|program| {
+            let id = program["id"].as_u64()? as u32;
+            let name = program["name"].as_str().unwrap_or_default().to_owned();
+            Some((id, name))
+        })
+        .collect()
 }
 
 /// A memory cgroup the test controls, removed afterwards.

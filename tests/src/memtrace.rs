@@ -57,9 +57,15 @@ impl Tracing {
     /// Starts memtrace with `args` (stdin piped: with `-- CMD` it is the
     /// command's stdin).
     pub fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    /// The same, with `env` added to memtrace's environment.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         require_root();
         let mut child = Command::new(binary())
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -80,6 +80,20 @@ impl AddressSpace {
         &self.counters
     }
 
+    /// The address space of a child forked from this one: the same
+    /// mappings and resident pages (shared copy-on-write, and counted in the
+    /// child's RSS too), with its own counters starting at zero.
+    pub fn forked(&self) -> Self {
+        Self {
+            extents: self.extents.clone(),
+            pages: self.pages.clone(),
+            heap: self.heap,
+            counters: Counters::default(),
+            reclaim_requested: Vec::new(),
+            fresh_exec: false,
+        }
+    }
+
     pub fn totals(&self) -> Totals {
         Totals::of(&self.pages)
     }

@@ -186,6 +186,19 @@ pub fn render(snapshot: &Snapshot) -> String {
     out
 }
 
+/// One line for a followed child in the interval view.
+pub fn render_brief(snapshot: &Snapshot) -> String {
+    format!(
+        "   child pid {} ({}) · {} · RSS {} · LazyFree {} · unexplained {}\n",
+        snapshot.pid,
+        snapshot.command,
+        snapshot.state.name(),
+        Bytes(snapshot.rss()),
+        Bytes(snapshot.lazyfree()),
+        Bytes(snapshot.unexplained()),
+    )
+}
+
 /// The final report: the interval view, then what holds the memory and
 /// what gave it back.
 pub fn render_final(snapshot: &Snapshot) -> String {

@@ -18,7 +18,7 @@ use crate::{
 /// A part of RSS that is worth a sentence.
 const NOTABLE: f64 = 5.0;
 
-pub fn verdict(snapshot: &Snapshot, _stacks_known: usize) -> String {
+pub fn verdict(snapshot: &Snapshot) -> String {
     let mut sentences = Vec::new();
     sentences.push(composition(snapshot));
     if let Some(advice) = advice(snapshot) {

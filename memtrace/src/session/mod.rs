@@ -8,12 +8,14 @@
 mod heap;
 mod launch;
 mod outputs;
+mod process;
 mod tracker;
 
 use std::{
+    collections::{BTreeMap, HashMap},
     ffi::OsString,
     io::Write as _,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use memtrace_common::Counter;
@@ -26,22 +28,19 @@ pub use tracker::{Ending, Tracker};
 
 use crate::{
     cli::TraceOptions,
-    intake::{EventSource, StackTable},
+    intake::{EventKind, EventSource, StackTable},
     kernel::{KernelCounters, KernelError, Maps, Tracer, TracerOptions},
-    model::reconcile::{Busy, Moment, Outcome, Reading, FOLIO_BATCH_PAGES},
+    model::reconcile::FOLIO_BATCH_PAGES,
     output::{OutputError, OutputPolicy, Owner},
-    proc::{zero_page_pfn, KernelTotals, ProcError, ProcessView},
+    proc::{zero_page_pfn, ProcError, ProcessView},
     report::{
-        attribution::{self, Held, Holder, Namer},
-        history::{History, Point, Trend},
         live,
-        snapshot::{FunctionMatch, GoHeapSide, Lost, Snapshot, TargetState},
+        snapshot::{Lost, Snapshot},
         verdict,
     },
-    runtime::RuntimeInfo,
-    symbolize::Symbolizer,
 };
 use outputs::Outputs;
+use process::{Process, ReadingRules, Shared};
 use tracker::Follow;
 
 #[derive(Debug, thiserror::Error)]
@@ -92,10 +91,6 @@ pub enum Stop {
 
 /// How often the ring buffer is drained between kernel wake-ups.
 const DRAIN_EVERY: Duration = Duration::from_millis(50);
-/// Rows in the top-N lists.
-const TOP_ROWS: usize = 10;
-/// Intervals shown in the live view's chart.
-const SPARKLINE_WIDTH: usize = 40;
 
 pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, SessionError> {
     let owner = Owner::invoking_user();
@@ -152,31 +147,28 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
     tracer.set_target(pid)?;
     tracer.attach()?;
 
-    let view = ProcessView::new(pid);
-    let mut session = Session {
+    let mut processes = BTreeMap::new();
+    processes.insert(
         pid,
-        view,
-        tracker: Tracker::default(),
-        symbolizer: Symbolizer::new(pid),
-        zero_pfn: zero_page_pfn(),
-        lazyfree_slack: FOLIO_BATCH_PAGES
-            * crate::model::PAGE_SIZE
-            * std::thread::available_parallelism().map_or(1, |cpus| cpus.get() as u64),
-        counters,
+        Process::new(pid, Tracker::default(), u64::from(launched.is_some())),
+    );
+    let mut session = Session {
+        primary: pid,
+        processes,
+        follow_forks: options.follow_forks,
+        stacks: StackTable::default(),
         kernel_stacks,
+        counters,
+        decode_errors: 0,
         lost_before: 0,
-        last_kernel: None,
-        last_outcome: Outcome::default(),
+        rules: ReadingRules {
+            zero_pfn: zero_page_pfn(),
+            lazyfree_slack: FOLIO_BATCH_PAGES
+                * crate::model::PAGE_SIZE
+                * std::thread::available_parallelism().map_or(1, |cpus| cpus.get() as u64),
+        },
         started: Instant::now(),
-        seq: 0,
-        previous_rss: None,
-        history: History::default(),
-        baseline: None,
-        command: String::new(),
-        executable: None,
-        expected_execs: u64::from(launched.is_some()),
         heap,
-        runtime: None,
         live_to_stderr: outputs.json_on_stdout(),
         quiet: options.quiet,
     };
@@ -191,8 +183,8 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
             if process_start_time(pid) != start_time || start_time.is_none() {
                 return Err(SessionError::ExitedWhileAttaching { pid });
             }
-            session.command = session.view.comm().unwrap_or_default();
-            session.seed().map_err(|err| match err {
+            let rules = session.rules;
+            session.primary_mut().seed(rules).map_err(|err| match err {
                 SessionError::Proc(ProcError::Gone { .. }) => {
                     SessionError::ExitedWhileAttaching { pid }
                 }
@@ -213,15 +205,7 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
     if let Some(heap) = session.heap.as_mut() {
         heap.settle().await;
     }
-    let last = session.snapshot(true, stop);
-    session.print(&live::render_final(&last));
-    let verdict = verdict::verdict(&last, session.tracker.stacks.len());
-    session.print(&format!("\n{verdict}\n"));
-    for notice in cut_short_notices(&last) {
-        eprintln!("memtrace: note: {notice}");
-    }
-    let history = std::mem::take(&mut session.history);
-    outputs.finish(&last, &history, &mut session.namer_parts())?;
+    session.final_reports(stop, &mut outputs)?;
     drop(tracer);
     Ok(stop)
 }
@@ -271,36 +255,35 @@ fn process_start_time(pid: u32) -> Option<u64> {
 }
 
 struct Session {
-    pid: u32,
-    view: ProcessView,
-    tracker: Tracker,
-    symbolizer: Symbolizer,
-    zero_pfn: Option<u64>,
-    /// See [`Reading::lazyfree_slack`].
-    lazyfree_slack: u64,
-    counters: KernelCounters,
+    primary: u32,
+    /// The target and, with `--follow-forks`, the children it forked.
+    processes: BTreeMap<u32, Process>,
+    follow_forks: bool,
+    /// Stacks are shared: the kernel keeps one map for every process.
+    stacks: StackTable,
     kernel_stacks: aya::maps::HashMap<aya::maps::MapData, u64, memtrace_common::StackFrames>,
+    counters: KernelCounters,
+    decode_errors: u64,
     /// Records lost as of the last reconciliation.
     lost_before: u64,
-    last_kernel: Option<KernelTotals>,
-    last_outcome: Outcome,
+    rules: ReadingRules,
     started: Instant,
-    seq: u64,
-    previous_rss: Option<u64>,
-    history: History,
-    /// Resident bytes by holder at the first interval, for growth.
-    baseline: Option<std::collections::HashMap<Holder, Held>>,
-    command: String,
-    executable: Option<String>,
-    /// Execs that are part of starting the target (1 for `-- CMD`).
-    expected_execs: u64,
     heap: Option<heap::HeapWatch>,
-    runtime: Option<RuntimeInfo>,
     live_to_stderr: bool,
     quiet: bool,
 }
 
 impl Session {
+    fn primary(&self) -> &Process {
+        &self.processes[&self.primary]
+    }
+
+    fn primary_mut(&mut self) -> &mut Process {
+        self.processes
+            .get_mut(&self.primary)
+            .expect("the primary target is never removed")
+    }
+
     fn print(&self, text: &str) {
         if self.live_to_stderr {
             eprint!("{text}");
@@ -312,10 +295,10 @@ impl Session {
 
     fn announce(&self, target: &Target) {
         let what = match target {
-            Target::Pid(pid) => format!("attached to pid {pid} ({})", self.command),
+            Target::Pid(pid) => format!("attached to pid {pid} ({})", self.primary().command),
             Target::Command(argv) => format!(
                 "started pid {} ({})",
-                self.pid,
+                self.primary,
                 argv.iter()
                     .map(|arg| arg.to_string_lossy())
                     .collect::<Vec<_>>()
@@ -323,25 +306,6 @@ impl Session {
             ),
         };
         eprintln!("memtrace: {what}; Ctrl-C for the final report, SIGUSR1 for a verdict now");
-    }
-
-    /// Takes in what was resident before attaching.
-    fn seed(&mut self) -> Result<(), SessionError> {
-        let vmas = self.view.smaps()?;
-        let view = &self.view;
-        let reading = Reading {
-            vmas: &vmas,
-            busy: &Busy::default(),
-            moment: Moment::Attach,
-            scan_all: false,
-            zero_pfn: self.zero_pfn,
-            lazyfree_slack: self.lazyfree_slack,
-        };
-        self.tracker
-            .model
-            .reconcile(reading, |vma| view.pagemap(vma).ok());
-        self.last_kernel = Some(self.view.totals()?);
-        Ok(())
     }
 
     async fn trace(
@@ -392,8 +356,8 @@ impl Session {
                 _ = terminate.recv() => return Ok(Stop::Signal),
                 _ = hangup.recv() => return Ok(Stop::Signal),
                 _ = user1.recv() => {
-                    let snapshot = self.snapshot(false, Stop::Signal);
-                    let verdict = verdict::verdict(&snapshot, self.tracker.stacks.len());
+                    let snapshot = self.snapshot(self.primary, false, Stop::Signal);
+                    let verdict = verdict::verdict(&snapshot);
                     self.print(&format!("{}\n{verdict}\n", live::render_final(&snapshot)));
                 }
                 _ = sleep_until_or_never(deadline) => return Ok(Stop::Duration),
@@ -403,106 +367,93 @@ impl Session {
                 }
             }
             if reconcile_soon {
-                // Another task changed the target's RSS (reclaim): look now,
+                // Another task changed a target's RSS (reclaim): look now,
                 // while it is fresh, rather than at the next tick.
                 self.reconcile(source);
                 reconcile_soon = false;
             }
-            if self.tracker.ending.is_some() {
+            if self.primary().tracker.ending.is_some() {
                 return Ok(self.stop_for_ending());
             }
         }
     }
 
     fn stop_for_ending(&self) -> Stop {
-        match self.tracker.ending {
+        match self.primary().tracker.ending {
             Some(Ending::OomKilled) => Stop::TargetOomKilled,
             _ => Stop::TargetExited,
         }
     }
 
     /// Applies every waiting record; returns whether a reconciliation is due
-    /// (something else changed the target's RSS).
+    /// (something else changed a target's RSS).
     fn drain(&mut self, source: &mut EventSource) -> bool {
         let mut reconcile = false;
-        let pid = self.pid;
-        let tracker = &mut self.tracker;
-        let view = &self.view;
-        let expected_execs = self.expected_execs;
-        let runtime = &mut self.runtime;
+        let processes = &mut self.processes;
+        let stacks = &mut self.stacks;
+        let decode_errors = &mut self.decode_errors;
+        let follow_forks = self.follow_forks;
         source.drain(|decoded| {
-            let decoded = match decoded {
-                Ok(decoded) if decoded.tgid == pid => decoded,
-                Ok(_) => return,
-                Err(_) => {
-                    tracker.decode_errors += 1;
-                    return;
-                }
+            let Ok(decoded) = decoded else {
+                *decode_errors += 1;
+                return;
             };
-            match tracker.ingest(&decoded) {
-                Follow::Exec => {
-                    *runtime = None;
-                    // The exec that starts a `-- CMD` is expected; any other
-                    // replaces what the user was looking at.
-                    if tracker.model.counters().execs > expected_execs {
-                        eprintln!(
-                            "memtrace: pid {pid} called execve: its address space was replaced, \
-                             and the model starts afresh (memory released by the exec counts \
-                             as \"execve\")"
-                        );
-                    }
-                    // Learn the new mappings now, so the faults that follow
-                    // are classified right.
-                    if let Ok(vmas) = view.smaps() {
-                        tracker
-                            .model
-                            .sync_extents(&vmas, &Busy::default(), Moment::Interval);
-                    }
-                }
+            let Some(process) = processes.get_mut(&decoded.tgid) else {
+                return;
+            };
+            stacks.saw(decoded.event.stack);
+            match process.tracker.ingest(&decoded) {
+                Follow::Exec => process.exec_happened(),
                 Follow::Reclaim => reconcile = true,
                 Follow::ProcessMadvise => {
-                    if let crate::intake::EventKind::ProcessMadvise(call) = &decoded.event.kind {
-                        if pidfd_target(pid, call.pidfd) == Some(pid) {
-                            tracker.apply_own_process_madvise(&decoded);
+                    if let EventKind::ProcessMadvise(call) = &decoded.event.kind {
+                        if pidfd_target(process.pid, call.pidfd) == Some(process.pid) {
+                            process.tracker.apply_own_process_madvise(&decoded);
                         }
                     }
                 }
-                Follow::Nothing | Follow::Ended => {}
+                Follow::Forked(child) if follow_forks && is_process(child) => {
+                    let tracker = process.tracker.forked();
+                    let parent = process.pid;
+                    let child = Process::new(child, tracker, 0);
+                    eprintln!(
+                        "memtrace: following pid {} ({}), forked by pid {parent}",
+                        child.pid, child.command
+                    );
+                    processes.insert(child.pid, child);
+                }
+                Follow::Forked(_) | Follow::Nothing | Follow::Ended => {}
             }
         });
-        if self.tracker.stacks.wants_sync() {
-            self.tracker.stacks.sync(&mut self.kernel_stacks);
+        if self.stacks.wants_sync() {
+            self.stacks.sync(&mut self.kernel_stacks);
         }
         reconcile
     }
 
-    /// Reads /proc and folds it into the model.
+    /// Reads /proc and folds it into every model.
     fn reconcile(&mut self, source: &mut EventSource) {
         self.drain(source);
-        let (vmas, totals) = match (self.view.smaps(), self.view.totals()) {
-            (Ok(vmas), Ok(totals)) => (vmas, totals),
-            _ => return,
-        };
-        self.tracker.start_noting_busy();
+        let readings: Vec<(u32, _)> = self
+            .processes
+            .values()
+            .filter_map(|process| process.read_proc().map(|reading| (process.pid, reading)))
+            .collect();
+        for process in self.processes.values_mut() {
+            process.tracker.start_noting_busy();
+        }
         self.drain(source);
-        let busy = self.tracker.take_busy();
         let lost = self.lost().records();
         let scan_all = lost > self.lost_before;
         self.lost_before = lost;
-        let view = &self.view;
-        let reading = Reading {
-            vmas: &vmas,
-            busy: &busy,
-            moment: Moment::Interval,
-            scan_all,
-            zero_pfn: self.zero_pfn,
-            lazyfree_slack: self.lazyfree_slack,
-        };
-        self.last_outcome = self
-            .tracker
-            .model
-            .reconcile(reading, |vma| view.pagemap(vma).ok());
-        self.last_kernel = Some(totals);
+        let rules = self.rules;
+        let mut readings: HashMap<u32, _> = readings.into_iter().collect();
+        for process in self.processes.values_mut() {
+            let busy = process.tracker.take_busy();
+            if let Some(reading) = readings.remove(&process.pid) {
+                process.reconcile(reading, &busy, scan_all, rules);
+            }
+        }
     }
 
     fn interval_report(
@@ -511,12 +462,22 @@ impl Session {
         outputs: &mut Outputs,
     ) -> Result<(), SessionError> {
         self.reconcile(source);
-        let snapshot = self.snapshot(false, Stop::Signal);
-        if !self.quiet {
-            self.print(&live::render(&snapshot));
+        let pids: Vec<u32> = self.processes.keys().copied().collect();
+        for pid in pids {
+            let snapshot = self.snapshot(pid, false, Stop::Signal);
+            if !self.quiet {
+                if pid == self.primary {
+                    self.print(&live::render(&snapshot));
+                } else {
+                    self.print(&live::render_brief(&snapshot));
+                }
+            }
+            let primary = pid == self.primary;
+            let process = self.processes.get_mut(&pid).expect("listed above");
+            process.remember_rss(&snapshot);
+            let mut namer = process.namer(&self.stacks);
+            outputs.interval(&snapshot, primary.then_some(&mut namer))?;
         }
-        outputs.interval(&snapshot, &mut self.namer_parts())?;
-        self.previous_rss = Some(snapshot.rss());
         Ok(())
     }
 
@@ -529,180 +490,64 @@ impl Session {
             reclaim: read(Counter::LostReclaim),
             pending: read(Counter::LostPending),
             stacks: read(Counter::StacksNotStored),
-            undecodable: self.tracker.decode_errors,
+            undecodable: self.decode_errors,
         }
     }
 
-    fn snapshot(&mut self, is_final: bool, stop: Stop) -> Snapshot {
-        self.seq += 1;
-        let alive = self.tracker.ending.is_none() && self.view.alive();
-        if is_final && alive {
-            // The final numbers come from a fresh look at /proc.
-            if let Ok(totals) = self.view.totals() {
-                self.last_kernel = Some(totals);
-            }
-        }
-        let state = match (self.tracker.ending, stop) {
-            (Some(Ending::OomKilled), _) | (_, Stop::TargetOomKilled) => TargetState::OomKilled,
-            (Some(Ending::Exited), _) | (_, Stop::TargetExited) => TargetState::Exited,
-            _ if !alive => TargetState::Exited,
-            _ => TargetState::Running,
+    fn snapshot(&mut self, pid: u32, is_final: bool, stop: Stop) -> Snapshot {
+        let shared = Shared {
+            stacks: &self.stacks,
+            lost: self.lost(),
+            elapsed: self.started.elapsed(),
+            heap: self.heap.as_ref().filter(|_| pid == self.primary),
         };
-        if alive {
-            // Read each time: an exec changes both.
-            if let Some(comm) = self.view.comm() {
-                self.command = comm;
-            }
-            if let Some(exe) = self.view.exe() {
-                self.executable = Some(exe.to_string_lossy().into_owned());
-            }
-            if self.runtime.is_none() {
-                let mapped: Vec<String> = self
-                    .tracker
-                    .model
-                    .extents()
-                    .iter()
-                    .filter_map(|(_, extent)| match &extent.backing {
-                        crate::model::Backing::File { path, .. } => path.clone(),
-                        _ => None,
-                    })
-                    .collect();
-                self.runtime = Some(crate::runtime::detect(self.pid, &mapped));
-            }
-        }
-        let lost = self.lost();
-        let mut namer = Namer {
-            stacks: &self.tracker.stacks,
-            symbolizer: &mut self.symbolizer,
-            model: &self.tracker.model,
-        };
-        let top_stacks = attribution::top_stacks(&mut namer, TOP_ROWS);
-        let top_calls = attribution::top_calls(&mut namer, TOP_ROWS);
-        let top_faults = attribution::top_faults(&mut namer, TOP_ROWS);
-        let go_heap = self.heap.as_ref().and_then(|heap| {
-            let profile = heap.latest()?;
-            // Where the profile says the memory is: functions holding it
-            // themselves.
-            let holders: Vec<&memtrace_pprof::FunctionTotal> = profile
-                .functions
-                .iter()
-                .filter(|total| total.flat > 0)
-                .take(TOP_ROWS)
-                .collect();
-            let functions: Vec<&str> = holders
-                .iter()
-                .map(|total| total.function.as_str())
-                .collect();
-            let resident = attribution::resident_under(&mut namer, &functions);
-            Some(GoHeapSide {
-                source: heap.source(),
-                inuse_space: profile.inuse_space.max(0) as u64,
-                alloc_space: profile.alloc_space.max(0) as u64,
-                functions: holders
-                    .iter()
-                    .zip(resident)
-                    .map(|(total, kernel_resident)| FunctionMatch {
-                        function: total.function.clone(),
-                        pprof_inuse: total.flat.max(0) as u64,
-                        kernel_resident,
-                    })
-                    .collect(),
-            })
-        });
-        let mut growth = match &self.baseline {
-            Some(baseline) => attribution::growth(&mut namer, baseline),
-            None => Vec::new(),
-        };
-        let mut growers = attribution::growth_by_responsible(&growth);
-        growers.truncate(TOP_ROWS);
-        growth.truncate(TOP_ROWS);
-        if self.baseline.is_none() {
-            self.baseline = Some(attribution::resident_by_holder(&self.tracker.model));
-        }
-        let cgroup = if alive {
-            crate::proc::cgroup_memory(self.pid)
-        } else {
-            None
-        };
-        let model = self.tracker.model.totals();
-        let kernel = if state == TargetState::Running {
-            self.last_kernel
-        } else {
-            None
-        };
-        let unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| since.as_millis() as u64);
-        let elapsed = self.started.elapsed();
-        let mut snapshot = Snapshot {
-            seq: self.seq,
-            is_final,
-            elapsed,
-            unix_ms,
-            pid: self.pid,
-            command: self.command.clone(),
-            executable: self.executable.clone(),
-            state,
-            kernel,
-            model,
-            reconcile: self.last_outcome,
-            counters: self.tracker.model.counters().clone(),
-            approximate: lost.records() > 0,
-            lost,
-            records: self.tracker.records,
-            top_ranges: attribution::top_ranges(&self.tracker.model, TOP_ROWS),
-            top_stacks,
-            top_calls,
-            top_faults,
-            growth,
-            growers,
-            trend: Trend::Unknown,
-            sparkline: String::new(),
-            cgroup,
-            oom_kill: self.tracker.oom_kill,
-            runtime: self.runtime.clone(),
-            address_space: self
-                .tracker
-                .model
-                .extents()
-                .iter()
-                .map(|(start, extent)| extent.end - start)
-                .sum(),
-            go_heap,
-            previous_rss: self.previous_rss,
-        };
-        if !is_final {
-            self.history.push(Point::from(&snapshot));
-        }
-        snapshot.trend = self.history.trend();
-        snapshot.sparkline = self.history.sparkline(SPARKLINE_WIDTH);
-        snapshot
+        let process = self
+            .processes
+            .get_mut(&pid)
+            .expect("snapshots are of known processes");
+        process.snapshot(is_final, stop, &shared)
     }
 
-    fn namer_parts(&mut self) -> NamerParts<'_> {
-        NamerParts {
-            stacks: &self.tracker.stacks,
-            symbolizer: &mut self.symbolizer,
-            model: &self.tracker.model,
+    /// The final report and outputs: the primary target first, then each
+    /// child followed.
+    fn final_reports(&mut self, stop: Stop, outputs: &mut Outputs) -> Result<(), SessionError> {
+        let mut pids: Vec<u32> = self.processes.keys().copied().collect();
+        pids.sort_by_key(|&pid| pid != self.primary);
+        let mut primary_snapshot = None;
+        for pid in pids {
+            let snapshot = self.snapshot(pid, true, stop);
+            if pid != self.primary {
+                self.print(&format!("\n── child pid {pid} ──\n"));
+            }
+            self.print(&live::render_final(&snapshot));
+            self.print(&format!("\n{}\n", verdict::verdict(&snapshot)));
+            for notice in cut_short_notices(&snapshot) {
+                eprintln!("memtrace: note: {notice}");
+            }
+            if pid == self.primary {
+                primary_snapshot = Some(snapshot);
+            } else {
+                outputs.interval(&snapshot, None)?;
+            }
         }
+        let snapshot = primary_snapshot.expect("the primary target is always reported");
+        let process = self.processes.get_mut(&self.primary).expect("primary");
+        let history = std::mem::take(&mut process.history);
+        let mut namer = process.namer(&self.stacks);
+        outputs.finish(&snapshot, &history, &mut namer)
     }
 }
 
-/// What exporters need to name stacks.
-pub struct NamerParts<'a> {
-    pub stacks: &'a StackTable,
-    pub symbolizer: &'a mut Symbolizer,
-    pub model: &'a crate::model::AddressSpace,
-}
-
-impl NamerParts<'_> {
-    pub fn namer(&mut self) -> Namer<'_> {
-        Namer {
-            stacks: self.stacks,
-            symbolizer: self.symbolizer,
-            model: self.model,
-        }
-    }
+/// Whether `pid` is a process (not a thread, which the fork tracepoint
+/// also reports).
+fn is_process(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|status| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("Tgid:"))
+            .and_then(|tgid| tgid.trim().parse::<u32>().ok())
+            == Some(pid)
+    })
 }
 
 /// Which process a pidfd of `pid` refers to (from its fdinfo).

@@ -7,12 +7,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{NamerParts, SessionError};
+use super::SessionError;
 use crate::{
     cli::TraceOptions,
     export::{flamegraph, folded, pprof},
     output::{OutputError, OutputPolicy, PendingFile},
-    report::{history::History, json, snapshot::Snapshot},
+    report::{attribution::Namer, history::History, json, snapshot::Snapshot},
 };
 
 /// Where JSON lines go.
@@ -95,49 +95,47 @@ impl Outputs {
         matches!(self.json, Some(JsonSink::Stdout))
     }
 
+    /// An interval's snapshot: its JSON line, and with `namer` (the primary
+    /// target's) a profile when `--pprof-every` is due.
     pub fn interval(
         &mut self,
         snapshot: &Snapshot,
-        parts: &mut NamerParts<'_>,
+        namer: Option<&mut Namer<'_>>,
     ) -> Result<(), SessionError> {
         self.write_json(snapshot)?;
         let due = self
             .snapshots
             .as_ref()
             .is_some_and(|snapshots| snapshots.last.elapsed() >= snapshots.every);
-        if due {
-            self.write_snapshot_profile(snapshot, parts)?;
+        match namer {
+            Some(namer) if due => self.write_snapshot_profile(snapshot, namer),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     pub fn finish(
         &mut self,
         snapshot: &Snapshot,
         history: &History,
-        parts: &mut NamerParts<'_>,
+        namer: &mut Namer<'_>,
     ) -> Result<(), SessionError> {
         self.write_json(snapshot)?;
         if let Some(path) = &self.history {
             self.policy.write_all(path, history.csv().as_bytes())?;
         }
         if self.snapshots.is_some() {
-            self.write_snapshot_profile(snapshot, parts)?;
+            self.write_snapshot_profile(snapshot, namer)?;
         }
         if let Some(JsonSink::File(file)) = self.json.take() {
             file.commit()?;
         }
         if let Some(path) = &self.pprof {
-            let profile = pprof::profile(
-                &mut parts.namer(),
-                snapshot.elapsed,
-                snapshot.executable.as_deref(),
-            );
+            let profile = pprof::profile(namer, snapshot.elapsed, snapshot.executable.as_deref());
             self.policy
                 .write_all(path, &memtrace_pprof::encode(&profile))?;
         }
         if self.folded.is_some() || self.flamegraph.is_some() {
-            let lines = folded::folded(&mut parts.namer());
+            let lines = folded::folded(namer);
             if let Some(path) = &self.folded {
                 let mut text = lines.join("\n");
                 text.push('\n');
@@ -182,16 +180,12 @@ impl Outputs {
     fn write_snapshot_profile(
         &mut self,
         snapshot: &Snapshot,
-        parts: &mut NamerParts<'_>,
+        namer: &mut Namer<'_>,
     ) -> Result<(), SessionError> {
         let Some(snapshots) = &mut self.snapshots else {
             return Ok(());
         };
-        let profile = pprof::profile(
-            &mut parts.namer(),
-            snapshot.elapsed,
-            snapshot.executable.as_deref(),
-        );
+        let profile = pprof::profile(namer, snapshot.elapsed, snapshot.executable.as_deref());
         let name = format!(
             "memtrace-{}-{}-{:04}.pb.gz",
             snapshot.pid, snapshot.unix_ms, snapshot.seq

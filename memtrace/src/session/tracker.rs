@@ -1,10 +1,10 @@
-//! One traced process: its address-space model, its stacks, and what its
-//! events have said about it beyond the model (exit, exec, OOM kill).
+//! One traced process's events: its address-space model, and what its
+//! events have said about it beyond the model (exit, exec, fork, OOM kill).
 
 use std::ops::Range;
 
 use crate::{
-    intake::{Decoded, EventKind, Madvise, StackTable},
+    intake::{Decoded, EventKind, Madvise},
     model::{reconcile::Busy, AddressSpace},
     report::snapshot::OomKill,
 };
@@ -27,15 +27,16 @@ pub enum Follow {
     Reclaim,
     /// A `process_madvise` whose target must be looked up.
     ProcessMadvise,
+    /// The process forked this child (or started this thread: only /proc
+    /// can tell).
+    Forked(u32),
     Ended,
 }
 
 #[derive(Default)]
 pub struct Tracker {
     pub model: AddressSpace,
-    pub stacks: StackTable,
     pub records: u64,
-    pub decode_errors: u64,
     pub forks: u64,
     pub foreign_rss_changes: u64,
     pub oom_kill: Option<OomKill>,
@@ -49,7 +50,6 @@ impl Tracker {
     pub fn ingest(&mut self, decoded: &Decoded) -> Follow {
         let event = &decoded.event;
         self.records += 1;
-        self.stacks.saw(event.stack);
         if let Some(busy) = &mut self.busy {
             match touched(&event.kind) {
                 Some(range) => busy.add(range),
@@ -77,9 +77,9 @@ impl Tracker {
                 self.ending = Some(Ending::OomKilled);
                 Follow::Nothing
             }
-            EventKind::Fork { .. } => {
+            EventKind::Fork { child } => {
                 self.forks += 1;
-                Follow::Nothing
+                Follow::Forked(*child)
             }
             EventKind::ForeignRssChange { .. } => {
                 self.foreign_rss_changes += 1;
@@ -105,6 +105,15 @@ impl Tracker {
                 },
                 decoded.event.stack,
             );
+        }
+    }
+
+    /// A tracker for a child this process forked: the child starts with a
+    /// copy of the parent's address space, as the kernel gives it.
+    pub fn forked(&self) -> Self {
+        Self {
+            model: self.model.forked(),
+            ..Self::default()
         }
     }
 

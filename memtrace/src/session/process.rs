@@ -1,0 +1,314 @@
+//! What the session keeps per traced process: the primary target and, with
+//! `--follow-forks`, each child it forks, every one its own address space.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use super::{
+    heap::HeapWatch,
+    tracker::{Ending, Tracker},
+    SessionError, Stop,
+};
+use crate::{
+    intake::StackTable,
+    model::{
+        reconcile::{Busy, Moment, Outcome, Reading},
+        AddressSpace, Backing,
+    },
+    proc::{cgroup_memory, KernelTotals, ProcessView},
+    report::{
+        attribution::{self, Held, Holder, Namer},
+        history::{History, Point, Trend},
+        snapshot::{FunctionMatch, GoHeapSide, Lost, Snapshot, TargetState},
+    },
+    runtime::RuntimeInfo,
+    symbolize::Symbolizer,
+};
+
+/// Rows in the top-N lists.
+pub const TOP_ROWS: usize = 10;
+/// Intervals shown in the live view's chart.
+const SPARKLINE_WIDTH: usize = 40;
+
+/// How /proc is read for every process alike.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadingRules {
+    pub zero_pfn: Option<u64>,
+    /// See [`Reading::lazyfree_slack`].
+    pub lazyfree_slack: u64,
+}
+
+/// What a snapshot of any process needs from the session.
+pub struct Shared<'a> {
+    pub stacks: &'a StackTable,
+    pub lost: Lost,
+    pub elapsed: Duration,
+    /// The heap profile, for the process it belongs to.
+    pub heap: Option<&'a HeapWatch>,
+}
+
+pub struct Process {
+    pub pid: u32,
+    pub view: ProcessView,
+    pub tracker: Tracker,
+    symbolizer: Symbolizer,
+    last_kernel: Option<KernelTotals>,
+    last_outcome: Outcome,
+    seq: u64,
+    previous_rss: Option<u64>,
+    pub history: History,
+    /// Resident bytes by holder at the first interval, for growth.
+    baseline: Option<HashMap<Holder, Held>>,
+    pub command: String,
+    executable: Option<String>,
+    /// Execs that are part of starting the process (1 for `-- CMD`).
+    pub expected_execs: u64,
+    pub runtime: Option<RuntimeInfo>,
+}
+
+impl Process {
+    pub fn new(pid: u32, tracker: Tracker, expected_execs: u64) -> Self {
+        let view = ProcessView::new(pid);
+        Self {
+            pid,
+            command: view.comm().unwrap_or_default(),
+            view,
+            tracker,
+            symbolizer: Symbolizer::new(pid),
+            last_kernel: None,
+            last_outcome: Outcome::default(),
+            seq: 0,
+            previous_rss: None,
+            history: History::default(),
+            baseline: None,
+            executable: None,
+            expected_execs,
+            runtime: None,
+        }
+    }
+
+    /// Takes in what was resident before attaching.
+    pub fn seed(&mut self, rules: ReadingRules) -> Result<(), SessionError> {
+        let vmas = self.view.smaps()?;
+        let view = &self.view;
+        let reading = Reading {
+            vmas: &vmas,
+            busy: &Busy::default(),
+            moment: Moment::Attach,
+            scan_all: false,
+            zero_pfn: rules.zero_pfn,
+            lazyfree_slack: rules.lazyfree_slack,
+        };
+        self.tracker
+            .model
+            .reconcile(reading, |vma| view.pagemap(vma).ok());
+        self.last_kernel = Some(self.view.totals()?);
+        Ok(())
+    }
+
+    /// The exec replaced the address space: learn its mappings now, so the
+    /// faults that follow are classified right.
+    pub fn exec_happened(&mut self) {
+        self.runtime = None;
+        // The exec that starts a `-- CMD` is expected; any other replaces
+        // what the user was looking at.
+        if self.tracker.model.counters().execs > self.expected_execs {
+            eprintln!(
+                "memtrace: pid {} called execve: its address space was replaced, and the model \
+                 starts afresh (memory released by the exec counts as \"execve\")",
+                self.pid
+            );
+        }
+        if let Ok(vmas) = self.view.smaps() {
+            self.tracker
+                .model
+                .sync_extents(&vmas, &Busy::default(), Moment::Interval);
+        }
+    }
+
+    /// Reads /proc for the reconciliation: the VMAs and totals, taken before
+    /// the session drains the events that happened meanwhile.
+    pub fn read_proc(&self) -> Option<(Vec<crate::model::reconcile::KernelVma>, KernelTotals)> {
+        if self.tracker.ending.is_some() {
+            return None;
+        }
+        Some((self.view.smaps().ok()?, self.view.totals().ok()?))
+    }
+
+    /// Folds a reading of /proc (see [`Self::read_proc`]) into the model.
+    pub fn reconcile(
+        &mut self,
+        (vmas, totals): (Vec<crate::model::reconcile::KernelVma>, KernelTotals),
+        busy: &Busy,
+        scan_all: bool,
+        rules: ReadingRules,
+    ) {
+        let view = &self.view;
+        let reading = Reading {
+            vmas: &vmas,
+            busy,
+            moment: Moment::Interval,
+            scan_all,
+            zero_pfn: rules.zero_pfn,
+            lazyfree_slack: rules.lazyfree_slack,
+        };
+        self.last_outcome = self
+            .tracker
+            .model
+            .reconcile(reading, |vma| view.pagemap(vma).ok());
+        self.last_kernel = Some(totals);
+    }
+
+    pub fn remember_rss(&mut self, snapshot: &Snapshot) {
+        self.previous_rss = Some(snapshot.rss());
+    }
+
+    /// Refreshes what can change under the process (its name, program and
+    /// runtime after an exec).
+    fn look(&mut self, is_final: bool) {
+        if is_final {
+            // The final numbers come from a fresh look at /proc.
+            if let Ok(totals) = self.view.totals() {
+                self.last_kernel = Some(totals);
+            }
+        }
+        if let Some(comm) = self.view.comm() {
+            self.command = comm;
+        }
+        if let Some(exe) = self.view.exe() {
+            self.executable = Some(exe.to_string_lossy().into_owned());
+        }
+        if self.runtime.is_none() {
+            let mapped: Vec<String> = self
+                .tracker
+                .model
+                .extents()
+                .iter()
+                .filter_map(|(_, extent)| match &extent.backing {
+                    Backing::File { path, .. } => path.clone(),
+                    _ => None,
+                })
+                .collect();
+            self.runtime = Some(crate::runtime::detect(self.pid, &mapped));
+        }
+    }
+
+    pub fn snapshot(&mut self, is_final: bool, stop: Stop, shared: &Shared<'_>) -> Snapshot {
+        self.seq += 1;
+        let alive = self.tracker.ending.is_none() && self.view.alive();
+        if alive {
+            self.look(is_final);
+        }
+        let state = match (self.tracker.ending, stop) {
+            (Some(Ending::OomKilled), _) => TargetState::OomKilled,
+            (Some(Ending::Exited), _) => TargetState::Exited,
+            _ if !alive => TargetState::Exited,
+            _ => TargetState::Running,
+        };
+        let model: &AddressSpace = &self.tracker.model;
+        let mut namer = Namer {
+            stacks: shared.stacks,
+            symbolizer: &mut self.symbolizer,
+            model,
+        };
+        let top_stacks = attribution::top_stacks(&mut namer, TOP_ROWS);
+        let top_calls = attribution::top_calls(&mut namer, TOP_ROWS);
+        let top_faults = attribution::top_faults(&mut namer, TOP_ROWS);
+        let go_heap = shared.heap.and_then(|heap| go_heap_side(heap, &mut namer));
+        let mut growth = match &self.baseline {
+            Some(baseline) => attribution::growth(&mut namer, baseline),
+            None => Vec::new(),
+        };
+        let mut growers = attribution::growth_by_responsible(&growth);
+        growers.truncate(TOP_ROWS);
+        growth.truncate(TOP_ROWS);
+        if self.baseline.is_none() {
+            self.baseline = Some(attribution::resident_by_holder(model));
+        }
+        let mut snapshot = Snapshot {
+            seq: self.seq,
+            is_final,
+            elapsed: shared.elapsed,
+            unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |since| since.as_millis() as u64),
+            pid: self.pid,
+            command: self.command.clone(),
+            executable: self.executable.clone(),
+            state,
+            kernel: self.last_kernel.filter(|_| state == TargetState::Running),
+            model: model.totals(),
+            reconcile: self.last_outcome,
+            counters: model.counters().clone(),
+            approximate: shared.lost.records() > 0,
+            lost: shared.lost,
+            records: self.tracker.records,
+            top_ranges: attribution::top_ranges(model, TOP_ROWS),
+            top_stacks,
+            top_calls,
+            top_faults,
+            growth,
+            growers,
+            trend: Trend::Unknown,
+            sparkline: String::new(),
+            cgroup: if alive { cgroup_memory(self.pid) } else { None },
+            oom_kill: self.tracker.oom_kill,
+            runtime: self.runtime.clone(),
+            address_space: model
+                .extents()
+                .iter()
+                .map(|(start, extent)| extent.end - start)
+                .sum(),
+            go_heap,
+            previous_rss: self.previous_rss,
+        };
+        if !is_final {
+            self.history.push(Point::from(&snapshot));
+        }
+        snapshot.trend = self.history.trend();
+        snapshot.sparkline = self.history.sparkline(SPARKLINE_WIDTH);
+        snapshot
+    }
+
+    /// What exporters need to name this process's stacks.
+    pub fn namer<'a>(&'a mut self, stacks: &'a StackTable) -> Namer<'a> {
+        Namer {
+            stacks,
+            symbolizer: &mut self.symbolizer,
+            model: &self.tracker.model,
+        }
+    }
+}
+
+/// The heap profile's largest holders beside what the kernel saw under them.
+fn go_heap_side(heap: &HeapWatch, namer: &mut Namer<'_>) -> Option<GoHeapSide> {
+    let profile = heap.latest()?;
+    // Where the profile says the memory is: functions holding it themselves.
+    let holders: Vec<&memtrace_pprof::FunctionTotal> = profile
+        .functions
+        .iter()
+        .filter(|total| total.flat > 0)
+        .take(TOP_ROWS)
+        .collect();
+    let functions: Vec<&str> = holders
+        .iter()
+        .map(|total| total.function.as_str())
+        .collect();
+    let resident = attribution::resident_under(namer, &functions);
+    Some(GoHeapSide {
+        source: heap.source(),
+        inuse_space: profile.inuse_space.max(0) as u64,
+        alloc_space: profile.alloc_space.max(0) as u64,
+        functions: holders
+            .iter()
+            .zip(resident)
+            .map(|(total, kernel_resident)| FunctionMatch {
+                function: total.function.clone(),
+                pprof_inuse: total.flat.max(0) as u64,
+                kernel_resident,
+            })
+            .collect(),
+    })
+}

@@ -1,0 +1,240 @@
+//! memtrace under load and in company: a full ring buffer counted and
+//! corrected, two instances on one process, forks followed or not, outputs
+//! and commands under sudo, and the environment kept private.
+
+use std::{os::unix::fs::MetadataExt, time::Duration};
+
+use memtrace_tests::{
+    kernel::within,
+    memtrace::{bytes_at, number, run, verdict, Line, Tracing},
+    running::Running,
+    workloads::ensure_built,
+};
+use serde_json::Value;
+
+const MIB: u64 = 1 << 20;
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn last_running(snapshots: &[Value]) -> Value {
+    snapshots
+        .iter()
+        .rev()
+        .find(|s| s["state"] == "running" && !s["kernel"].is_null())
+        .cloned()
+        .expect("a snapshot taken while the workload ran")
+}
+
+#[test]
+fn a_full_ring_buffer_is_counted_shown_and_corrected_from_proc() {
+    let workloads = ensure_built().expect("workloads build");
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("out.jsonl");
+    // One 8 KiB ring buffer cannot hold a 256 MiB fault storm.
+    let finished = run(
+        &[
+            "--ring-size",
+            "8K",
+            "-i",
+            "0.3",
+            "--json",
+            json.to_str().unwrap(),
+            "--",
+            workloads.memops.to_str().unwrap(),
+            "map",
+            "A",
+            "256M",
+            ";",
+            "touch",
+            "A",
+            "0",
+            "256M",
+            ";",
+            "hold",
+            "1.2",
+        ],
+        MINUTE,
+    );
+    finished.assert_code(0);
+    let text = std::fs::read_to_string(&json).unwrap();
+    let snapshots = memtrace_tests::memtrace::snapshots_in(text.lines());
+    let snapshot = last_running(&snapshots);
+    assert!(number(&snapshot, "/records/lost/faults") > 1000);
+    assert_eq!(
+        number(&snapshot, "/records/lost_total"),
+        number(&snapshot, "/records/lost/faults")
+    );
+    assert_eq!(snapshot["approximate"], true);
+    // Re-reading /proc puts the totals right, and the pages no event
+    // explains are said to be unexplained.
+    let rss = number(&snapshot, "/kernel/rss_bytes");
+    assert!(within(number(&snapshot, "/model/rss_bytes"), rss, 1.0));
+    assert!(number(&snapshot, "/unexplained_bytes") > 100 * MIB);
+    let shown = finished.stdout().join("\n");
+    assert!(shown.contains("APPROXIMATE (records lost)"), "{shown}");
+    assert!(verdict(&finished).contains("records were lost (ring buffer full)"));
+}
+
+#[test]
+fn two_memtraces_on_one_process_both_count_exactly() {
+    let workloads = ensure_built().expect("workloads build");
+    let mut workload = Running::start(
+        &workloads.memops,
+        &[
+            "wait", ";", "map", "A", "32M", ";", "touch", "A", "0", "32M", ";", "free", "A", "0",
+            "16M", ";", "hold", "1.5",
+        ],
+        &[],
+    );
+    let pid = workload.pid().to_string();
+    let args = ["-p", pid.as_str(), "--json", "-", "-q", "-i", "0.3"];
+    let mut first = Tracing::start(&args);
+    let mut second = Tracing::start(&args);
+    first.wait_attached();
+    second.wait_attached();
+    workload.send_line("go");
+    workload.wait_for("op 4 hold", MINUTE);
+    for tracing in [first, second] {
+        let finished = tracing.finish(MINUTE);
+        finished.assert_code(0);
+        let last = finished.snapshots().last().cloned().unwrap();
+        assert_eq!(number(&last, "/madvise/MADV_FREE/resident_bytes"), 16 * MIB);
+        assert_eq!(
+            bytes_at(&last, "top_faults", "op_touch", "paged_in_bytes"),
+            32 * MIB
+        );
+    }
+}
+
+#[test]
+fn forked_children_are_followed_only_when_asked() {
+    let workloads = ensure_built().expect("workloads build");
+    let memops = workloads.memops.to_str().unwrap();
+    let script = [
+        memops,
+        "map",
+        "A",
+        "32M",
+        ";",
+        "touch",
+        "A",
+        "0",
+        "32M",
+        ";",
+        "fork_touch",
+        "A",
+        "0",
+        "16M",
+        ";",
+        "hold",
+        "0.6",
+    ];
+    let mut args = vec!["--json", "-", "-q", "-i", "0.3", "--"];
+    args.extend(script);
+    let alone = run(&args, MINUTE);
+    alone.assert_code(0);
+    let parent_pid = alone.snapshots()[0]["pid"].as_u64().unwrap();
+    assert!(
+        alone.snapshots().iter().all(|s| s["pid"] == parent_pid),
+        "children not followed"
+    );
+    // The child's copy-on-write faults are not the parent's.
+    let parent_faults = number(alone.snapshots().last().unwrap(), "/faults/protection");
+    assert!(
+        parent_faults < 1000,
+        "parent protection faults {parent_faults}"
+    );
+
+    let mut args = vec!["--follow-forks", "--json", "-", "-q", "-i", "0.3", "--"];
+    args.extend(script);
+    let followed = run(&args, MINUTE);
+    followed.assert_code(0);
+    let parent_pid = followed.snapshots()[0]["pid"].as_u64().unwrap();
+    let child: Vec<Value> = followed
+        .snapshots()
+        .into_iter()
+        .filter(|s| s["pid"] != parent_pid)
+        .collect();
+    let last = child.last().expect("the child's snapshots");
+    assert_eq!(last["type"], "final");
+    assert_eq!(last["state"], "exited");
+    // The child started with the parent's 32 MiB (shared, counted in its
+    // RSS) and wrote 16 MiB of it: copy-on-write faults, no new RSS.
+    assert!(number(last, "/faults/protection") >= 4096);
+    assert!(within(number(last, "/model/rss_bytes"), 32 * MIB, 3.0));
+    assert!(followed
+        .stderr()
+        .iter()
+        .any(|line| line.contains("following pid")));
+}
+
+#[test]
+fn under_sudo_outputs_and_the_command_belong_to_the_user() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let json = dir.path().join("out.jsonl");
+    let finished = Tracing::start_with_env(
+        &[
+            "--json",
+            json.to_str().unwrap(),
+            "-q",
+            "--",
+            "sh",
+            "-c",
+            "id -u; id -g; sleep 0.5",
+        ],
+        &[("SUDO_UID", "65534"), ("SUDO_GID", "65534")],
+    )
+    .finish(MINUTE);
+    finished.assert_code(0);
+    let ids: Vec<&str> = finished.stdout().into_iter().take(2).collect();
+    assert_eq!(
+        ids,
+        ["65534", "65534"],
+        "the command ran as the invoking user"
+    );
+    let meta = std::fs::metadata(&json).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (65534, 65534),
+        "the output is the user's"
+    );
+}
+
+#[test]
+fn only_the_go_settings_are_read_from_the_environment() {
+    let workloads = ensure_built().expect("workloads build");
+    // The command inherits memtrace's environment, secret included.
+    let finished = Tracing::start_with_env(
+        &[
+            "--json",
+            "-",
+            "-q",
+            "-i",
+            "0.3",
+            "--",
+            workloads.goheap.to_str().unwrap(),
+            "-alloc-mib",
+            "16",
+            "-hold",
+            "1s",
+        ],
+        &[
+            ("API_TOKEN", "hunter2-secret"),
+            ("GOGC", "150"),
+            ("GODEBUG", "madvdontneed=1"),
+        ],
+    )
+    .finish(MINUTE);
+    finished.assert_code(0);
+    let last = finished.snapshots().last().cloned().unwrap();
+    assert_eq!(last["runtime"]["go_settings"]["GOGC"], "150");
+    assert_eq!(last["runtime"]["go_settings"]["GODEBUG"], "madvdontneed=1");
+    let leaked = finished.lines.iter().any(|line| match line {
+        Line::Stdout(text) | Line::Stderr(text) => text.contains("hunter2"),
+    });
+    assert!(!leaked, "a secret leaked into memtrace's output");
+}

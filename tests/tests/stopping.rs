@@ -1,0 +1,151 @@
+//! Every way of stopping leaves nothing behind: the programs detached and
+//! their maps freed, outputs complete or absent, a documented exit code.
+//! One test in its own binary, so no other memtrace runs meanwhile and the
+//! kernel's list of programs is ours to read.
+
+use std::{collections::HashSet, fs, time::Duration};
+
+use memtrace_tests::{
+    kernel::loaded_bpf_programs,
+    memtrace::{snapshots_in, Tracing},
+    workloads::ensure_built,
+};
+
+/// memtrace's programs, by the names bpftool shows.
+const OUR_PROGRAMS: &[&str] = &[
+    "exit_mmap",
+    "mark_victim",
+    "page_fault_kernel",
+    "page_fault_user",
+    "rss_stat",
+    "sched_process_exec",
+    "sched_process_exit",
+    "sched_process_fork",
+    "sys_enter_brk",
+    "sys_enter_madvise",
+    "sys_enter_mmap",
+    "sys_enter_mremap",
+    "sys_enter_munmap",
+    "sys_enter_process_madvise",
+    "sys_exit_brk",
+    "sys_exit_madvise",
+    "sys_exit_mmap",
+    "sys_exit_mremap",
+    "sys_exit_munmap",
+    "sys_exit_process_madvise",
+];
+
+#[derive(Debug, Clone, Copy)]
+enum Way {
+    Signal(i32),
+    Duration,
+    TargetExits,
+    SecondInterrupt,
+}
+
+#[test]
+fn every_way_of_stopping_unloads_everything_and_writes_whole_outputs() {
+    let workloads = ensure_built().expect("workloads build");
+    let memops = workloads.memops.to_str().unwrap().to_owned();
+    for way in [
+        Way::Signal(libc::SIGINT),
+        Way::Signal(libc::SIGTERM),
+        Way::Signal(libc::SIGHUP),
+        Way::Duration,
+        Way::TargetExits,
+        Way::SecondInterrupt,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let json = dir.path().join("out.jsonl");
+        let profile = dir.path().join("heap.pb.gz");
+        let hold = if matches!(way, Way::TargetExits) {
+            "1"
+        } else {
+            "30"
+        };
+        let mut args = vec![
+            "-q".to_owned(),
+            "-i".into(),
+            "0.3".into(),
+            "--json".into(),
+            json.to_str().unwrap().into(),
+            "--pprof".into(),
+            profile.to_str().unwrap().into(),
+        ];
+        if matches!(way, Way::Duration) {
+            args.extend(["-d".into(), "1.5".into()]);
+        }
+        args.extend(
+            [
+                "--", &memops, "map", "A", "16M", ";", "touch", "A", "0", "16M", ";", "hold", hold,
+            ]
+            .map(str::to_owned),
+        );
+        let before: HashSet<u32> = loaded_bpf_programs()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut tracing = Tracing::start(&arg_refs);
+        tracing.wait_attached();
+        // Programs that appeared since, named as memtrace's are (a benchmark
+        // running bpftrace meanwhile loads programs too).
+        let ours: Vec<u32> = loaded_bpf_programs()
+            .into_iter()
+            .filter(|(id, name)| !before.contains(id) && OUR_PROGRAMS.contains(&name.as_str()))
+            .map(|(id, _)| id)
+            .collect();
+        assert!(
+            ours.len() >= OUR_PROGRAMS.len(),
+            "{way:?}: memtrace's programs are loaded: {ours:?}"
+        );
+        std::thread::sleep(Duration::from_millis(800));
+        match way {
+            Way::Signal(signal) => tracing.signal(signal),
+            Way::SecondInterrupt => {
+                tracing.signal(libc::SIGINT);
+                tracing.signal(libc::SIGINT);
+            }
+            Way::Duration | Way::TargetExits => {}
+        }
+        let finished = tracing.finish(Duration::from_secs(60));
+        let still: Vec<u32> = loaded_bpf_programs()
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|id| ours.contains(id))
+            .collect();
+        assert!(still.is_empty(), "{way:?}: programs left loaded: {still:?}");
+        let leftovers: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .filter(|name| name.to_string_lossy().starts_with('.'))
+            .collect();
+        assert!(
+            leftovers.is_empty(),
+            "{way:?}: temporary files left: {leftovers:?}"
+        );
+        match way {
+            Way::SecondInterrupt => {
+                // The first Ctrl-C may already have finished the report;
+                // either it is all there, or none of it is.
+                match finished.status.code() {
+                    Some(13) => {
+                        assert!(
+                            !json.exists() && !profile.exists(),
+                            "{way:?}: partial output"
+                        )
+                    }
+                    Some(0) => assert!(json.exists() && profile.exists()),
+                    other => panic!("{way:?}: exit {other:?}\n{}", finished.transcript()),
+                }
+            }
+            _ => {
+                finished.assert_code(0);
+                let text = fs::read_to_string(&json).unwrap();
+                let snapshots = snapshots_in(text.lines());
+                assert_eq!(snapshots.last().unwrap()["type"], "final", "{way:?}");
+                assert!(fs::metadata(&profile).unwrap().len() > 0, "{way:?}");
+            }
+        }
+    }
+}
