@@ -2,15 +2,12 @@
 //! the real eBPF programs against workloads doing known operations, with
 //! the numbers held against what the workload did and what /proc says.
 
-use std::{
-    collections::HashMap,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{collections::HashMap, time::Duration};
 
 use memtrace_tests::{
     kernel::{smaps_rollup, within},
     memtrace::{bytes_at, number, Tracing},
+    running::Running,
     workloads::ensure_built,
 };
 use serde_json::Value;
@@ -121,42 +118,26 @@ fn traces_a_command_from_its_first_instruction_and_counts_exactly() {
 #[test]
 fn attaches_to_a_running_process_and_credits_what_was_there_before() {
     let workloads = ensure_built().expect("workloads build");
-    let mut workload = Command::new(&workloads.memops)
-        .args(words(
+    let mut workload = Running::start(
+        &workloads.memops,
+        &words(
             "map A 64M ; touch A 0 64M ; wait ; free A 0 32M ; dontneed A 32M 16M ; unmap A 48M 16M ; wait",
-        ))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start memops");
-    let mut out = std::io::BufReader::new(workload.stdout.take().unwrap());
-    let mut stdin = workload.stdin.take().unwrap();
-    let read_until = |out: &mut std::io::BufReader<_>, text: &str| {
-        use std::io::BufRead;
-        let mut line = String::new();
-        loop {
-            line.clear();
-            assert!(out.read_line(&mut line).unwrap() > 0, "memops ended early");
-            if line.contains(text) {
-                return;
-            }
-        }
-    };
-    read_until(&mut out, "op 1 touch");
-    let pid = workload.id().to_string();
+        ),
+        &[],
+    );
+    let minute = Duration::from_secs(60);
+    workload.wait_for("op 1 touch", minute);
+    let pid = workload.pid().to_string();
 
     let mut tracing = Tracing::start(&["-p", &pid, "--json", "-", "-q", "-i", "0.2"]);
     tracing.wait_attached();
-    use std::io::Write;
-    writeln!(stdin, "go").unwrap();
-    read_until(&mut out, "op 5 unmap");
-    let kernel = smaps_rollup(workload.id());
+    workload.send_line("go");
+    workload.wait_for("op 5 unmap", minute);
+    let kernel = smaps_rollup(workload.pid());
     std::thread::sleep(Duration::from_millis(700));
     tracing.signal(libc::SIGINT);
-    let finished = tracing.finish(Duration::from_secs(60));
+    let finished = tracing.finish(minute);
     finished.assert_code(0);
-    writeln!(stdin, "go").unwrap();
-    workload.wait().unwrap();
 
     let snapshots = finished.snapshots();
     let snapshot = snapshots.last().unwrap();

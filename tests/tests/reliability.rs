@@ -238,3 +238,35 @@ fn only_the_go_settings_are_read_from_the_environment() {
     });
     assert!(!leaked, "a secret leaked into memtrace's output");
 }
+
+#[test]
+fn an_exec_replaces_the_model_and_says_so() {
+    let workloads = ensure_built().expect("workloads build");
+    let memops = workloads.memops.to_str().unwrap();
+    let finished = run(
+        &[
+            "--json", "-", "-q", "-i", "0.3", "--", memops, "map", "A", "24M", ";", "touch", "A",
+            "0", "24M", ";", "hold", "0.5", ";", "exec", memops, "map", "B", "8M", ";", "touch",
+            "B", "0", "8M", ";", "hold", "0.8",
+        ],
+        MINUTE,
+    );
+    finished.assert_code(0);
+    assert!(
+        finished
+            .stderr()
+            .iter()
+            .any(|line| line.contains("called execve")),
+        "{}",
+        finished.transcript()
+    );
+    let last = last_running(&finished.snapshots());
+    // The 24 MiB went with the old address space; only the new 8 MiB count.
+    assert!(number(&last, "/released_bytes/execve") >= 24 * MIB);
+    assert!(within(
+        number(&last, "/model/rss_bytes"),
+        number(&last, "/kernel/rss_bytes"),
+        1.0
+    ));
+    assert!(number(&last, "/model/rss_bytes") < 16 * MIB);
+}
