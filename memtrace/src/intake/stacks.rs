@@ -27,14 +27,6 @@ impl StackTable {
         self.frames.get(&id)
     }
 
-    pub fn len(&self) -> usize {
-        self.frames.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.frames.is_empty()
-    }
-
     pub fn iter(&self) -> impl Iterator<Item = (StackId, &Frames)> + '_ {
         self.frames.iter().map(|(&id, frames)| (id, frames))
     }

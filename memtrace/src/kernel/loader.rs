@@ -170,13 +170,6 @@ impl Tracer {
         Ok(())
     }
 
-    /// Ids of the loaded programs, so tests can check they are gone after exit.
-    pub fn program_ids(&self) -> Vec<u32> {
-        self.ebpf
-            .programs()
-            .filter_map(|(_, program)| program.info().ok().map(|info| info.id()))
-            .collect()
-    }
 }
 
 fn load_programs(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), KernelError> {

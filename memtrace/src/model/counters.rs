@@ -148,10 +148,6 @@ impl Counters {
         }
     }
 
-    pub fn released_total(&self) -> u64 {
-        self.released.values().sum()
-    }
-
     pub fn call_stats(&self, call: Call) -> CallStats {
         self.calls.get(&call).copied().unwrap_or_default()
     }

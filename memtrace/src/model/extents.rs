@@ -103,10 +103,6 @@ impl Extents {
         self.map.clear();
     }
 
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }

@@ -70,13 +70,6 @@ pub enum Cause {
     Unobserved,
 }
 
-impl Cause {
-    /// Whether memtrace saw why the page is there.
-    pub fn explained(self) -> bool {
-        self != Self::Unobserved
-    }
-}
-
 /// Why the page is mapped: the cause and, when one was walked, the stack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Origin {

@@ -73,10 +73,6 @@ impl ProcessView {
         Self { pid }
     }
 
-    pub fn pid(&self) -> u32 {
-        self.pid
-    }
-
     fn path(&self, name: &str) -> PathBuf {
         PathBuf::from(format!("/proc/{}/{name}", self.pid))
     }
