@@ -265,6 +265,23 @@ pub fn run(args: &[&str], timeout: Duration) -> Finished {
     Tracing::start(args).finish(timeout)
 }
 
+/// The last snapshot taken while the workload was still running (the
+/// kernel's numbers are there only while it runs).
+pub fn last_running(snapshots: &[Value]) -> Value {
+    snapshots
+        .iter()
+        .rev()
+        .find(|s| s["state"] == "running" && !s["kernel"].is_null())
+        .cloned()
+        .expect("a snapshot taken while the workload ran")
+}
+
+/// Splits a script or command line on whitespace (the tests' words have no
+/// spaces in them).
+pub fn words(text: &str) -> Vec<&str> {
+    text.split_whitespace().collect()
+}
+
 /// Reads a numeric field of a snapshot by JSON pointer (e.g.
 /// `/madvise/MADV_FREE/bytes`); missing counts as 0.
 pub fn number(snapshot: &Value, pointer: &str) -> u64 {

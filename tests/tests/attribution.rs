@@ -7,22 +7,13 @@ use std::time::Duration;
 
 use memtrace_tests::{
     kernel::{within, MemoryCgroup},
-    memtrace::{number, run, size_before, verdict, Finished, Tracing},
+    memtrace::{last_running, number, run, size_before, verdict, Finished, Tracing},
     workloads::ensure_built,
 };
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
 const LAZILY_FREED: &str = " is memory the program already gave back with MADV_FREE";
-
-fn last_running(snapshots: &[Value]) -> Value {
-    snapshots
-        .iter()
-        .rev()
-        .find(|s| s["state"] == "running" && !s["kernel"].is_null())
-        .cloned()
-        .expect("a snapshot taken while the workload ran")
-}
 
 /// The reconciliation goal: unexplained within 1% of RSS, LazyFree within
 /// 1% of the kernel's.

@@ -6,7 +6,7 @@ use std::{collections::HashMap, time::Duration};
 
 use memtrace_tests::{
     kernel::{smaps_rollup, within},
-    memtrace::{bytes_at, number, Tracing},
+    memtrace::{bytes_at, last_running, number, words, Tracing},
     running::Running,
     workloads::ensure_built,
 };
@@ -17,19 +17,6 @@ const MIB: u64 = 1 << 20;
 /// map 64 MiB, touch it all, MADV_FREE 32, MADV_DONTNEED 16, munmap 16.
 const SCRIPT: &str =
     "map A 64M ; touch A 0 64M ; free A 0 32M ; dontneed A 32M 16M ; unmap A 48M 16M";
-
-fn words(text: &str) -> Vec<String> {
-    text.split_whitespace().map(str::to_owned).collect()
-}
-
-/// The last snapshot taken while the workload was still running.
-fn last_running(snapshots: &[Value]) -> &Value {
-    snapshots
-        .iter()
-        .rev()
-        .find(|s| s["state"] == "running" && !s["kernel"].is_null())
-        .expect("a snapshot taken while the workload ran")
-}
 
 fn assert_known_operations(snapshot: &Value) {
     assert_eq!(number(snapshot, "/madvise/MADV_FREE/calls"), 1);
@@ -75,9 +62,9 @@ fn assert_matches_kernel(snapshot: &Value, kernel: &HashMap<String, u64>) {
 fn traces_a_command_from_its_first_instruction_and_counts_exactly() {
     let workloads = ensure_built().expect("workloads build");
     let memops = workloads.memops.to_str().unwrap().to_owned();
-    let steps = words(&format!("{SCRIPT} ; wait"));
+    let script = format!("{SCRIPT} ; wait");
     let mut args = vec!["--json", "-", "-q", "-i", "0.2", "--", &memops];
-    args.extend(steps.iter().map(String::as_str));
+    args.extend(words(&script));
     let mut tracing = Tracing::start(&args);
     let pid: u32 = tracing.wait_for_stdout("pid ")[4..].parse().unwrap();
     // `wait` prints its line once it is over: the unmap's line says the
@@ -91,7 +78,7 @@ fn traces_a_command_from_its_first_instruction_and_counts_exactly() {
     let finished = tracing.finish(Duration::from_secs(60));
     finished.assert_code(0);
     let snapshots = finished.snapshots();
-    let snapshot = last_running(&snapshots);
+    let snapshot = &last_running(&snapshots);
     assert_known_operations(snapshot);
     assert_matches_kernel(snapshot, &kernel);
 

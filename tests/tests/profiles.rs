@@ -10,21 +10,12 @@ use std::{
 
 use memtrace_tests::{
     kernel::within,
-    memtrace::{bytes_at, number, run, Finished},
+    memtrace::{bytes_at, last_running, number, run, Finished},
     workloads::ensure_built,
 };
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
-
-fn last_running(snapshots: &[Value]) -> Value {
-    snapshots
-        .iter()
-        .rev()
-        .find(|s| s["state"] == "running" && !s["kernel"].is_null())
-        .cloned()
-        .expect("a snapshot taken while the workload ran")
-}
 
 /// Runs `go tool pprof ARGS`, failing the test if it fails or complains.
 fn pprof(args: &[&str]) -> String {

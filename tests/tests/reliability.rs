@@ -6,7 +6,7 @@ use std::{os::unix::fs::MetadataExt, time::Duration};
 
 use memtrace_tests::{
     kernel::within,
-    memtrace::{bytes_at, number, run, verdict, Line, Tracing},
+    memtrace::{bytes_at, last_running, number, run, verdict, Line, Tracing},
     running::Running,
     workloads::ensure_built,
 };
@@ -14,15 +14,6 @@ use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
 const MINUTE: Duration = Duration::from_secs(60);
-
-fn last_running(snapshots: &[Value]) -> Value {
-    snapshots
-        .iter()
-        .rev()
-        .find(|s| s["state"] == "running" && !s["kernel"].is_null())
-        .cloned()
-        .expect("a snapshot taken while the workload ran")
-}
 
 #[test]
 fn a_full_ring_buffer_is_counted_shown_and_corrected_from_proc() {

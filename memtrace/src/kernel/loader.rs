@@ -169,7 +169,6 @@ impl Tracer {
         }
         Ok(())
     }
-
 }
 
 fn load_programs(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), KernelError> {
