@@ -203,7 +203,13 @@ impl AddressSpace {
                     outcome.removed += removed;
                 }
             }
-            self.reconcile_lazyfree(vma, moment, lazyfree_slack);
+            // LazyFree the kernel has and the model lacks can only come from
+            // before attaching or from lost records: every MADV_FREE is an
+            // event. Otherwise it is the kernel freeing pages between the
+            // reads of smaps and pagemap, and believing it would misplace
+            // lazily freed pages.
+            let place_unexplained = moment == Moment::Attach || scan_all;
+            self.reconcile_lazyfree(vma, moment, lazyfree_slack, place_unexplained);
             let (rss, _, _) = self.resident_in(vma.pages());
             outcome.residual += vma.rss as i64 - rss as i64;
         }
@@ -485,8 +491,16 @@ impl AddressSpace {
     /// without any event; which ones is not visible, so the lowest addresses
     /// are taken to be the reused ones (allocators reuse low addresses
     /// first). LazyFree with no observed `MADV_FREE` goes to the highest
-    /// in-use pages (runtimes give back from the top).
-    pub fn reconcile_lazyfree(&mut self, vma: &KernelVma, moment: Moment, slack: u64) {
+    /// in-use pages (runtimes give back from the top), when
+    /// `place_unexplained` says it can be real (at attach, or after lost
+    /// records).
+    pub fn reconcile_lazyfree(
+        &mut self,
+        vma: &KernelVma,
+        moment: Moment,
+        slack: u64,
+        place_unexplained: bool,
+    ) {
         let (_, _, model) = self.resident_in(vma.pages());
         if model > vma.lazyfree + slack {
             let mut excess = model - vma.lazyfree;
@@ -511,7 +525,7 @@ impl AddressSpace {
                 excess -= take;
                 self.counters.lazyfree.reused += take;
             }
-        } else if model < vma.lazyfree {
+        } else if model < vma.lazyfree && place_unexplained {
             let mut missing = vma.lazyfree - model;
             let runs: Vec<(Range<Page>, PageState)> = self
                 .pages
