@@ -16,8 +16,6 @@ pub const MAX_STACK_FRAMES: usize = 64;
 /// Distinct stacks the kernel holds until the agent has read them.
 pub const DEFAULT_STACK_ENTRIES: u32 = 16 * 1024;
 
-/// How many threads can be inside a traced syscall at once.
-pub const MAX_PENDING_SYSCALLS: u32 = 16 * 1024;
 /// How many processes (the target and, with `--follow-forks`, its children).
 pub const MAX_TARGETS: u32 = 1024;
 /// How many iovecs of one `process_madvise` call are recorded.

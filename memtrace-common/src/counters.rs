@@ -14,20 +14,18 @@ pub enum Counter {
     LostLifecycle = 3,
     /// Reclaim notices that could not be reserved.
     LostReclaim = 4,
-    /// Syscall entries dropped because the pending-syscall map was full.
-    LostPending = 5,
     /// Stacks walked but not stored because the `STACKS` map was full; their
     /// records name a stack the agent cannot read.
-    StacksNotStored = 6,
+    StacksNotStored = 5,
     /// Changes to a target's RSS counters made by another task (reclaim,
     /// the OOM reaper, khugepaged, process_madvise from outside).
-    ForeignRssChanges = 7,
+    ForeignRssChanges = 6,
     /// Stack walks performed for faults.
-    FaultStackWalks = 8,
+    FaultStackWalks = 7,
 }
 
 impl Counter {
-    pub const COUNT: u32 = 9;
+    pub const COUNT: u32 = 8;
 
     pub const ALL: [Self; Self::COUNT as usize] = [
         Self::Faults,
@@ -35,7 +33,6 @@ impl Counter {
         Self::LostSyscalls,
         Self::LostLifecycle,
         Self::LostReclaim,
-        Self::LostPending,
         Self::StacksNotStored,
         Self::ForeignRssChanges,
         Self::FaultStackWalks,

@@ -73,7 +73,7 @@ pub struct FaultRecord {
     pub address: u64,
 }
 
-/// Which syscall a [`SyscallRecord`] or pending entry is about.
+/// Which syscall a [`SyscallRecord`] is about.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SyscallOp {
@@ -99,8 +99,9 @@ impl SyscallOp {
     }
 }
 
-/// A completed mmap, munmap, mremap, brk or madvise: the arguments captured
-/// on entry and the result on exit. `args` are in the syscall's own order.
+/// A completed mmap, munmap, mremap, brk or madvise: its arguments (as the
+/// saved registers still hold them on return) and its result. `args` are in
+/// the syscall's own order.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SyscallRecord {
@@ -190,16 +191,6 @@ pub struct LifecycleRecord {
     pub rss_kib: [u64; 3],
 }
 
-/// A syscall between its entry and exit, keyed by thread id.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PendingSyscall {
-    pub args: [u64; 6],
-    pub stack: u64,
-    pub op: u8,
-    pub _pad: [u8; 7],
-}
-
 /// A user stack as walked by the kernel side: return addresses, innermost
 /// first, starting with the instruction pointer.
 #[repr(C)]
@@ -233,7 +224,6 @@ mod pod {
     unsafe impl aya::Pod for super::ProcessMadviseRecord {}
     unsafe impl aya::Pod for super::ReclaimRecord {}
     unsafe impl aya::Pod for super::LifecycleRecord {}
-    unsafe impl aya::Pod for super::PendingSyscall {}
     unsafe impl aya::Pod for super::TargetState {}
     unsafe impl aya::Pod for super::StackFrames {}
 }

@@ -17,27 +17,14 @@ use aya_ebpf::{
 use memtrace_common::{Counter, FaultRecord, RecordKind, StackMode, NO_STACK};
 
 use crate::{
-    maps::{count, stack_mode, stack_period, wakeup_flags, EVENTS},
-    stacks::{UserRegs, Walk, USER_SPACE_END},
+    maps::{count, stack_mode, wakeup_flags, EVENTS},
+    stacks::{Site, SiteCache, UserRegs, Walk, USER_SPACE_END},
     target::{header, Current},
 };
 
-/// The last stack walked on this CPU, for sampled mode.
-#[repr(C)]
-struct Sampler {
-    tid: u32,
-    /// Faults that may still reuse `stack`.
-    remaining: u32,
-    stack: u64,
-    /// What identifies the faulting site: instruction, frame pointer, and the
-    /// return address of the innermost frame (its caller).
-    ip: u64,
-    bp: u64,
-    caller: u64,
-}
-
+/// The last stack walked for a fault on this CPU, for sampled mode.
 #[map]
-static SAMPLER: PerCpuArray<Sampler> = PerCpuArray::with_max_entries(1, 0);
+static FAULT_SITES: PerCpuArray<SiteCache> = PerCpuArray::with_max_entries(1, 0);
 
 #[btf_tracepoint(function = "page_fault_user")]
 pub fn page_fault_user(ctx: BtfTracePointContext) -> i32 {
@@ -109,31 +96,13 @@ fn walk(regs: &UserRegs) -> u64 {
 
 /// Reuse the thread's last stack while faults come from the same site (same
 /// instruction, frame pointer and caller), for at most `STACK_PERIOD` faults;
-/// walk the whole stack otherwise. Checking the site costs one read of user
-/// memory; a whole Go stack runs to dozens.
+/// walk the whole stack otherwise.
 fn sampled(regs: &UserRegs, tid: u32) -> u64 {
-    let caller = regs.caller();
-    let Some(state) = SAMPLER.get_ptr_mut(0) else {
-        return walk(regs);
+    let site = Site {
+        tid,
+        ip: regs.ip,
+        bp: regs.bp,
+        caller: regs.caller(),
     };
-    // SAFETY: a per-CPU slot; programs do not nest on one CPU here.
-    let state = unsafe { &mut *state };
-    if state.remaining > 0
-        && state.tid == tid
-        && state.ip == regs.ip
-        && state.bp == regs.bp
-        && state.caller == caller
-        && state.stack != NO_STACK
-    {
-        state.remaining -= 1;
-        return state.stack;
-    }
-    let stack = walk(regs);
-    state.tid = tid;
-    state.ip = regs.ip;
-    state.bp = regs.bp;
-    state.caller = caller;
-    state.stack = stack;
-    state.remaining = stack_period().saturating_sub(1);
-    stack
+    SiteCache::stack_at(&FAULT_SITES, 0, site, || walk(regs))
 }

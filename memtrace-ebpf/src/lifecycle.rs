@@ -7,7 +7,7 @@ use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use memtrace_common::{Counter, LifecycleKind, LifecycleRecord, RecordKind, TargetState};
 
 use crate::{
-    maps::{count, follow_forks, immediate_wakeup, EVENTS, PENDING, TARGETS},
+    maps::{count, follow_forks, immediate_wakeup, EVENTS, TARGETS},
     target::{forget_target, header, is_target, target_state, Current},
 };
 
@@ -54,8 +54,6 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     if !is_target(current.tgid) {
         return 0;
     }
-    // A thread that dies inside a traced syscall never reaches its exit.
-    let _ = PENDING.remove(current.tid);
     // SAFETY: in bounds of the sched_process_exit record.
     let group_dead = unsafe { ctx.read_at::<u8>(EXIT_GROUP_DEAD) }.unwrap_or(0) != 0;
     if !group_dead {

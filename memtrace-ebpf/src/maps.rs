@@ -6,10 +6,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, RingBuf},
     Global,
 };
-use memtrace_common::{
-    config::{MAX_PENDING_SYSCALLS, MAX_TARGETS},
-    Counter, PendingSyscall, StackMode, TargetState,
-};
+use memtrace_common::{config::MAX_TARGETS, Counter, StackMode, TargetState};
 
 /// A `StackMode` as u32; set by the agent.
 #[unsafe(no_mangle)]
@@ -54,11 +51,6 @@ pub(crate) static TARGETS: HashMap<u32, TargetState> = HashMap::with_max_entries
 /// other tasks (the primary target's mm is in `PRIMARY`).
 #[map]
 pub(crate) static MMS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_TARGETS, 0);
-
-/// Syscalls between entry and exit, by thread id.
-#[map]
-pub(crate) static PENDING: HashMap<u32, PendingSyscall> =
-    HashMap::with_max_entries(MAX_PENDING_SYSCALLS, 0);
 
 #[map]
 pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);

@@ -22,7 +22,7 @@ use memtrace_common::{
     Counter, StackFrames, NO_STACK,
 };
 
-use crate::maps::count;
+use crate::maps::{count, stack_period};
 
 /// User stacks by the hash of their frames. The agent copies new ones out and
 /// deletes them, so the map only holds stacks it has not read yet.
@@ -67,6 +67,13 @@ impl UserRegs {
                 bp: core::ptr::read_volatile(regs.add(PT_REGS_BP).cast::<u64>()),
             })
         }
+    }
+
+    /// The word on top of the stack: in a syscall wrapper that keeps no
+    /// frame, the return address into its caller.
+    pub(crate) fn top_of_stack(&self) -> u64 {
+        // SAFETY: user read checked by the helper.
+        unsafe { bpf_probe_read_user(self.sp as *const u64) }.unwrap_or(0)
     }
 
     /// The return address of the innermost frame (its caller), read through
@@ -125,10 +132,7 @@ impl Walk {
         if self.len != 1 || regs.bp <= regs.sp {
             return;
         }
-        // SAFETY: user read checked by the helper.
-        let Ok(word) = (unsafe { bpf_probe_read_user(regs.sp as *const u64) }) else {
-            return;
-        };
+        let word = regs.top_of_stack();
         let on_stack = word >= regs.sp && word - regs.sp <= MAX_STACK_SPAN;
         if word == 0 || word >= USER_SPACE_END || on_stack {
             return;
@@ -226,14 +230,72 @@ fn hash(frames: &StackFrames) -> u64 {
 
 /// Walks and stores the stack of the current thread, which is inside a
 /// syscall.
-pub(crate) fn syscall_stack() -> u64 {
-    let Some(regs) = UserRegs::current() else {
-        return NO_STACK;
-    };
-    Walk::start(&regs).map_or(NO_STACK, |mut walk| {
-        walk.add_leaf_caller(&regs);
+pub(crate) fn syscall_stack(regs: &UserRegs) -> u64 {
+    Walk::start(regs).map_or(NO_STACK, |mut walk| {
+        walk.add_leaf_caller(regs);
         walk.store()
     })
+}
+
+/// Where an event happened, as far as one can tell without walking: the
+/// thread, the instruction, the frame pointer, and the innermost caller.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Site {
+    pub(crate) tid: u32,
+    pub(crate) ip: u64,
+    pub(crate) bp: u64,
+    pub(crate) caller: u64,
+}
+
+/// The last stack walked on a CPU, and the site it was walked from: events
+/// from the same site reuse it, for at most `STACK_PERIOD` events. A walk
+/// reads the whole chain of frames (dozens in Go); recognising the site
+/// costs at most one read.
+#[repr(C)]
+pub(crate) struct SiteCache {
+    tid: u32,
+    /// Events that may still reuse `stack`.
+    remaining: u32,
+    stack: u64,
+    ip: u64,
+    bp: u64,
+    caller: u64,
+}
+
+impl SiteCache {
+    /// The stack for an event at `site`, using the cache's `slot`: the
+    /// cached stack while it lasts, otherwise a fresh `walk()`, cached for
+    /// the events after it.
+    pub(crate) fn stack_at(
+        cache: &PerCpuArray<SiteCache>,
+        slot: u32,
+        site: Site,
+        walk: impl FnOnce() -> u64,
+    ) -> u64 {
+        let Some(state) = cache.get_ptr_mut(slot) else {
+            return walk();
+        };
+        // SAFETY: a per-CPU slot; programs do not nest on one CPU here.
+        let state = unsafe { &mut *state };
+        if state.remaining > 0
+            && state.tid == site.tid
+            && state.ip == site.ip
+            && state.bp == site.bp
+            && state.caller == site.caller
+            && state.stack != NO_STACK
+        {
+            state.remaining -= 1;
+            return state.stack;
+        }
+        let stack = walk();
+        state.tid = site.tid;
+        state.ip = site.ip;
+        state.bp = site.bp;
+        state.caller = site.caller;
+        state.stack = stack;
+        state.remaining = stack_period().saturating_sub(1);
+        stack
+    }
 }
 
 /// Addresses from here up belong to the kernel (x86-64, 4- and 5-level

@@ -108,7 +108,7 @@ pub struct TraceOptions {
     pub stack_period: u32,
 
     /// Ring buffer size, a power of two (e.g. 16M).
-    #[arg(long, value_name = "BYTES", default_value = "16M", value_parser = parse_ring_size)]
+    #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = parse_ring_size)]
     pub ring_size: u32,
 
     /// Also trace the children the target forks, each as its own address

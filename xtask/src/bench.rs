@@ -20,7 +20,10 @@ mod stats;
 mod variant;
 mod workload;
 
-use std::{fs, path::PathBuf};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{bail, Context as _, Result};
 use serde_json::json;
@@ -28,6 +31,7 @@ use serde_json::json;
 use self::{
     measure::{Setting, Traced},
     report::{thousands, Machine, Runs, Usage, WorkloadReport},
+    resident::Resident,
     workload::{Benchmark, Workload},
 };
 use crate::{privilege, setup, workspace};
@@ -99,22 +103,13 @@ pub fn run(options: &Options) -> Result<()> {
     };
     let machine = Machine::detect();
     let rounds = options.rounds();
-    println!(
-        "\n{}\nmachine: {}\nmemtrace: {}\n{rounds} rounds, variants interleaved; seconds are each workload's \
-         own timing of its measured part (after warm-up and attach); ratio = median / untraced median\n",
-        options.command_line(),
-        machine.describe(),
-        memtrace.display()
-    );
+    println!("\n{}", header(options, &machine, &memtrace));
 
     let mut problems = Vec::new();
     let mut reports = Vec::new();
     for benchmark in Benchmark::ALL {
-        let workload = Workload::new(
-            benchmark,
-            benchmark.program(programs).to_path_buf(),
-            options.quick,
-        );
+        let program = benchmark.program(programs).to_path_buf();
+        let workload = Workload::new(benchmark, program, options.quick);
         let runs = measure_workload(&workload, rounds, &setting, &mut problems)?;
         let report = WorkloadReport::new(&workload, rounds, runs);
         println!("{}", report.table());
@@ -123,15 +118,7 @@ pub fn run(options: &Options) -> Result<()> {
     let resident = if options.quick {
         None
     } else {
-        let (resident, resident_problems) =
-            resident::measure(&memtrace, &programs.memops, scratch.path())?;
-        println!("{}\n", resident.describe());
-        problems.extend(
-            resident_problems
-                .into_iter()
-                .map(|problem| format!("4 GiB resident: {problem}")),
-        );
-        Some(resident)
+        Some(measure_resident(&setting, &programs.memops, &mut problems)?)
     };
 
     if let Some(path) = &options.json {
@@ -141,7 +128,7 @@ pub fn run(options: &Options) -> Result<()> {
             "rounds": rounds,
             "quick": options.quick,
             "workloads": reports.iter().map(WorkloadReport::to_json).collect::<Vec<_>>(),
-            "memtrace_rss_4gib": resident.as_ref().map(resident::Resident::to_json),
+            "memtrace_rss_4gib": resident.as_ref().map(Resident::to_json),
             "failed_checks": problems,
         });
         fs::write(path, format!("{results:#}\n"))
@@ -156,6 +143,37 @@ pub fn run(options: &Options) -> Result<()> {
     }
     println!("correctness checks passed: no records lost, memtrace's counts match the workloads'");
     Ok(())
+}
+
+/// What the numbers below come from: the command, machine and method.
+fn header(options: &Options, machine: &Machine, memtrace: &Path) -> String {
+    format!(
+        "{}\nmachine: {}\nmemtrace: {}\n{} rounds, variants interleaved. Seconds: each \
+         workload's own timing of its measured part (after warm-up and attach), median; \
+         ratio: to the untraced median.\nFor memtrace: events seen (median), records lost \
+         (total), its own CPU time (median, whole run with start-up) and peak RSS (VmHWM, max).\n",
+        options.command_line(),
+        machine.describe(),
+        memtrace.display(),
+        options.rounds()
+    )
+}
+
+/// memtrace's RSS tracing 4 GiB resident, printed; adds what its checks
+/// find to `problems`.
+fn measure_resident(
+    setting: &Setting,
+    memops: &Path,
+    problems: &mut Vec<String>,
+) -> Result<Resident> {
+    let (resident, found) = resident::measure(setting.memtrace, memops, setting.scratch)?;
+    println!("{}\n", resident.describe());
+    problems.extend(
+        found
+            .into_iter()
+            .map(|problem| format!("4 GiB resident: {problem}")),
+    );
+    Ok(resident)
 }
 
 /// Runs every variant of `workload` `rounds` times, interleaved, adding what

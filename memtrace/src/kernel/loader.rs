@@ -15,26 +15,6 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 
 /// Classic tracepoints: (program, category, tracepoint).
 const CLASSIC: &[(&str, &str, &str)] = &[
-    ("sys_enter_mmap", "syscalls", "sys_enter_mmap"),
-    ("sys_exit_mmap", "syscalls", "sys_exit_mmap"),
-    ("sys_enter_munmap", "syscalls", "sys_enter_munmap"),
-    ("sys_exit_munmap", "syscalls", "sys_exit_munmap"),
-    ("sys_enter_mremap", "syscalls", "sys_enter_mremap"),
-    ("sys_exit_mremap", "syscalls", "sys_exit_mremap"),
-    ("sys_enter_brk", "syscalls", "sys_enter_brk"),
-    ("sys_exit_brk", "syscalls", "sys_exit_brk"),
-    ("sys_enter_madvise", "syscalls", "sys_enter_madvise"),
-    ("sys_exit_madvise", "syscalls", "sys_exit_madvise"),
-    (
-        "sys_enter_process_madvise",
-        "syscalls",
-        "sys_enter_process_madvise",
-    ),
-    (
-        "sys_exit_process_madvise",
-        "syscalls",
-        "sys_exit_process_madvise",
-    ),
     ("sched_process_exec", "sched", "sched_process_exec"),
     ("sched_process_exit", "sched", "sched_process_exit"),
     ("sched_process_fork", "sched", "sched_process_fork"),
@@ -46,6 +26,7 @@ const CLASSIC: &[(&str, &str, &str)] = &[
 const BTF: &[(&str, &str, &str)] = &[
     ("page_fault_user", "exceptions", "page_fault_user"),
     ("page_fault_kernel", "exceptions", "page_fault_kernel"),
+    ("sys_exit", "raw_syscalls", "sys_exit"),
     ("rss_stat", "kmem", "rss_stat"),
     ("exit_mmap", "mmap", "exit_mmap"),
 ];
@@ -81,7 +62,7 @@ impl Default for TracerOptions {
             stack_mode: StackMode::Sampled,
             stack_period: 64,
             follow_forks: false,
-            ring_bytes: 16 * 1024 * 1024,
+            ring_bytes: 8 * 1024 * 1024,
             stack_entries: config::DEFAULT_STACK_ENTRIES,
             wakeup_bytes: 1024 * 1024,
             btf_path: None,

@@ -113,7 +113,6 @@ pub fn to_json(snapshot: &Snapshot) -> Value {
                 "syscalls": lost.syscalls,
                 "lifecycle": lost.lifecycle,
                 "reclaim": lost.reclaim,
-                "pending_syscalls": lost.pending,
                 "undecodable": lost.undecodable,
             },
             "stacks_not_stored": lost.stacks,

@@ -36,9 +36,6 @@ pub struct Lost {
     pub syscalls: u64,
     pub lifecycle: u64,
     pub reclaim: u64,
-    /// Syscall entries dropped because too many threads were inside traced
-    /// syscalls at once.
-    pub pending: u64,
     /// Stacks walked but not stored (the stack map was full).
     pub stacks: u64,
     pub undecodable: u64,
@@ -47,12 +44,7 @@ pub struct Lost {
 impl Lost {
     /// Records lost: every one of these leaves a gap in the model.
     pub fn records(&self) -> u64 {
-        self.faults
-            + self.syscalls
-            + self.lifecycle
-            + self.reclaim
-            + self.pending
-            + self.undecodable
+        self.faults + self.syscalls + self.lifecycle + self.reclaim + self.undecodable
     }
 }
 

@@ -488,7 +488,6 @@ impl Session {
             syscalls: read(Counter::LostSyscalls),
             lifecycle: read(Counter::LostLifecycle),
             reclaim: read(Counter::LostReclaim),
-            pending: read(Counter::LostPending),
             stacks: read(Counter::StacksNotStored),
             undecodable: self.decode_errors,
         }

@@ -150,7 +150,7 @@ mod tests {
         .unwrap()
     }
 
-    /// The quick storm: 2 warm-up + 4 measured rounds of 16 MiB.
+    /// The quick storm: 2 warm-up + 8 measured rounds of 16 MiB.
     fn storm_snapshot(count: u64, touch_bytes: u64, lost: u64) -> Value {
         json!({
             "records": {"seen": 30000, "lost_total": lost, "lost": {"faults": lost}},
@@ -162,11 +162,11 @@ mod tests {
         })
     }
 
-    const STORM: &str = r#"{"benchmark":"fault_storm","seconds":0.1,"operations":16384,"rounds":4,"mib":16,"pages_per_round":4096}"#;
+    const STORM: &str = r#"{"benchmark":"fault_storm","seconds":0.1,"operations":32768,"rounds":8,"mib":16,"pages_per_round":4096}"#;
 
     #[test]
     fn a_right_fault_storm_passes() {
-        let snapshot = storm_snapshot(24_600, (6 * 16) << 20, 0);
+        let snapshot = storm_snapshot(41_000, (10 * 16) << 20, 0);
         let problems =
             memtrace_run(&workload(Benchmark::FaultStorm), &outcome(STORM), &snapshot).unwrap();
         assert_eq!(problems, Vec::<String>::new());
@@ -174,13 +174,13 @@ mod tests {
 
     #[test]
     fn lost_records_and_wrong_attribution_fail_the_storm() {
-        let snapshot = storm_snapshot(24_600, (5 * 16) << 20, 7);
+        let snapshot = storm_snapshot(41_000, (9 * 16) << 20, 7);
         let problems =
             memtrace_run(&workload(Benchmark::FaultStorm), &outcome(STORM), &snapshot).unwrap();
         assert_eq!(problems.len(), 2, "{problems:#?}");
         assert!(problems[0].starts_with("7 records lost"), "{}", problems[0]);
         assert!(
-            problems[1].starts_with("top_faults credits 83886080 bytes to the storm's touch loop (bench_touch or run_round), expected 100663296 (2 warm-up + 4 rounds of 4096 pages)"),
+            problems[1].starts_with("top_faults credits 150994944 bytes to the storm's touch loop (bench_touch or run_round), expected 167772160 (2 warm-up + 8 rounds of 4096 pages)"),
             "{}",
             problems[1]
         );
@@ -188,10 +188,10 @@ mod tests {
 
     #[test]
     fn too_few_faults_fail_the_storm() {
-        let snapshot = storm_snapshot(100, (6 * 16) << 20, 0);
+        let snapshot = storm_snapshot(100, (10 * 16) << 20, 0);
         let problems =
             memtrace_run(&workload(Benchmark::FaultStorm), &outcome(STORM), &snapshot).unwrap();
-        assert_eq!(problems, ["faults.count is 100, expected at least 16384"]);
+        assert_eq!(problems, ["faults.count is 100, expected at least 32768"]);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 use std::{
     fs,
     io::{BufRead as _, BufReader, Read, Write as _},
+    os::unix::process::ExitStatusExt as _,
     process::{Child, ChildStdin, Command, Stdio},
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -56,6 +57,9 @@ pub struct Started {
     lines: Receiver<Line>,
     seen: Vec<Line>,
     sampler: Option<Sampler>,
+    /// Whether we sent SIGINT, after which dying of it is a normal exit:
+    /// perf record re-raises it once it has written its file.
+    interrupted: bool,
 }
 
 /// A program that exited successfully.
@@ -88,6 +92,7 @@ impl Started {
             lines,
             seen: Vec::new(),
             sampler: None,
+            interrupted: false,
         })
     }
 
@@ -95,10 +100,10 @@ impl Started {
         self.child.id()
     }
 
-    /// Reads `field` (a kB line of /proc/PID/status, such as VmHWM) every
-    /// `period` until the program exits; [`Finished::samples`] has them.
-    pub fn sample_status(&mut self, field: &'static str, period: Duration) {
-        self.sampler = Some(Sampler::start(self.pid(), field, period));
+    /// Reads the program's VmRSS and VmHWM every `period` until it exits;
+    /// [`Finished::samples`] has them.
+    pub fn sample_memory(&mut self, period: Duration) {
+        self.sampler = Some(Sampler::start(self.pid(), period));
     }
 
     /// Waits up to `timeout` for a line for which `wanted` is true.
@@ -144,7 +149,7 @@ impl Started {
     }
 
     /// Sends SIGINT, which bpftrace and perf take as "print and stop".
-    pub fn interrupt(&self) -> Result<()> {
+    pub fn interrupt(&mut self) -> Result<()> {
         let pid = libc::pid_t::try_from(self.pid()).context("pid out of range")?;
         // SAFETY: kill has no memory-safety preconditions; the pid is our
         // child's, which cannot be reused before we reap it.
@@ -155,22 +160,32 @@ impl Started {
                 std::io::Error::last_os_error()
             );
         }
+        self.interrupted = true;
         Ok(())
+    }
+
+    /// Waits up to `timeout` for the program to exit; whether it did. It is
+    /// left unreaped for [`Self::finish`].
+    pub fn wait_exit(&self, timeout: Duration) -> Result<bool> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.exited_unreaped()? {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            thread::sleep(POLL);
+        }
     }
 
     /// Waits up to `timeout` for the program to exit (killing it after
     /// that), and fails unless it exited successfully.
     pub fn finish(mut self, timeout: Duration) -> Result<Finished> {
         drop(self.stdin.take());
-        let deadline = Instant::now() + timeout;
-        while !self.exited_unreaped()? {
-            if Instant::now() > deadline {
-                bail!(
-                    "{}",
-                    self.failure(&format!("still running after {timeout:?}; killed"))
-                );
-            }
-            thread::sleep(POLL);
+        if !self.wait_exit(timeout)? {
+            let message = self.failure(&format!("still running after {timeout:?}; killed"));
+            bail!("{message}");
         }
         // Read while it is a zombie: its pid cannot be reused yet, and the
         // figures are final.
@@ -178,7 +193,8 @@ impl Started {
         let samples = self.sampler.take().map(Sampler::stop).unwrap_or_default();
         let status = self.child.wait()?;
         self.drain();
-        if !status.success() {
+        let stopped_as_asked = self.interrupted && status.signal() == Some(libc::SIGINT);
+        if !status.success() && !stopped_as_asked {
             bail!("{}", self.failure(&format!("it failed ({status})")));
         }
         let stdout = self
@@ -254,9 +270,12 @@ impl Started {
 }
 
 impl Drop for Started {
-    /// A program left running (after an error) is killed, so nothing the
-    /// harness started outlives it.
+    /// A program left running (after an error) is killed, and its sampler
+    /// stopped, so nothing the harness started outlives it.
     fn drop(&mut self) {
+        if let Some(sampler) = self.sampler.take() {
+            sampler.stop();
+        }
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
             let _ = self.child.wait();
@@ -304,36 +323,47 @@ fn cpu_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
-/// One reading of a /proc/PID/status field.
+/// One reading of a program's memory from /proc/PID/status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sample {
     pub at: Instant,
-    pub bytes: u64,
+    /// VmRSS: resident now.
+    pub rss_bytes: u64,
+    /// VmHWM: the most it has had resident so far.
+    pub hwm_bytes: u64,
 }
 
-/// Reads a field of /proc/PID/status periodically from a thread.
+impl Sample {
+    /// The reading in `status`, taken `at`. A zombie's status has no Vm
+    /// lines, and one read while the program is still being exec'd says
+    /// 0 kB: neither is the program's.
+    fn parse(status: &str, at: Instant) -> Option<Self> {
+        let rss_kib = status_kib(status, "VmRSS").filter(|&kib| kib > 0)?;
+        Some(Self {
+            at,
+            rss_bytes: rss_kib * 1024,
+            hwm_bytes: status_kib(status, "VmHWM")? * 1024,
+        })
+    }
+}
+
+/// Reads /proc/PID/status periodically from a thread.
 struct Sampler {
     stop: Arc<AtomicBool>,
     thread: JoinHandle<Vec<Sample>>,
 }
 
 impl Sampler {
-    fn start(pid: u32, field: &'static str, period: Duration) -> Self {
+    fn start(pid: u32, period: Duration) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = Arc::clone(&stop);
         let thread = thread::spawn(move || {
             let mut samples = Vec::new();
             while !stopped.load(Ordering::Relaxed) {
-                // A zombie's status has no Vm lines: nothing to record.
                 let reading = fs::read_to_string(format!("/proc/{pid}/status"))
                     .ok()
-                    .and_then(|status| status_kib(&status, field));
-                if let Some(kib) = reading {
-                    samples.push(Sample {
-                        at: Instant::now(),
-                        bytes: kib * 1024,
-                    });
-                }
+                    .and_then(|status| Sample::parse(&status, Instant::now()));
+                samples.extend(reading);
                 thread::sleep(period);
             }
             samples
@@ -382,6 +412,22 @@ mod tests {
             status_kib("Name:\tzombie\nState:\tZ (zombie)\n", "VmHWM"),
             None
         );
+    }
+
+    #[test]
+    fn samples_need_a_program_in_memory() {
+        let at = Instant::now();
+        let status = "VmHWM:\t   40960 kB\nVmRSS:\t   30720 kB\n";
+        assert_eq!(
+            Sample::parse(status, at),
+            Some(Sample {
+                at,
+                rss_bytes: 30 << 20,
+                hwm_bytes: 40 << 20
+            })
+        );
+        assert_eq!(Sample::parse("VmHWM:\t 0 kB\nVmRSS:\t 0 kB\n", at), None);
+        assert_eq!(Sample::parse("State:\tZ (zombie)\n", at), None);
     }
 
     #[test]
@@ -443,16 +489,14 @@ mod tests {
     }
 
     #[test]
-    fn interrupt_stops_a_program() {
+    fn a_program_interrupted_as_asked_has_finished_well() {
         let mut started = Started::spawn(Command::new("sleep").arg("30")).unwrap();
-        started.sample_status("VmRSS", Duration::from_millis(10));
-        thread::sleep(Duration::from_millis(50));
+        started.sample_memory(Duration::from_millis(10));
+        thread::sleep(Duration::from_millis(100));
         assert!(started.is_running().unwrap());
         started.interrupt().unwrap();
-        let message = started
-            .finish(Duration::from_secs(10))
-            .unwrap_err()
-            .to_string();
-        assert!(message.contains("signal: 2"), "{message}");
+        assert!(started.wait_exit(Duration::from_secs(10)).unwrap());
+        let finished = started.finish(Duration::ZERO).unwrap();
+        assert!(!finished.samples.is_empty());
     }
 }

@@ -34,6 +34,8 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(600);
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(120);
 /// A peer printing its maps or writing its file after SIGINT.
 const STOP_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a peer gets to exit after a SIGINT before it gets another.
+const INTERRUPT_AGAIN: Duration = Duration::from_secs(5);
 /// perf enables its events just after writing its header.
 const PERF_GRACE: Duration = Duration::from_secs(1);
 /// How often memtrace's VmHWM is read: often enough to catch the final
@@ -78,7 +80,7 @@ pub fn once(
     ));
     let mut target = Started::spawn(&mut launch(workload, variant, setting.memtrace, &json))?;
     if variant.is_memtrace() {
-        target.sample_status("VmHWM", HWM_PERIOD);
+        target.sample_memory(HWM_PERIOD);
     }
     let benchmark = workload.benchmark;
     target.wait_for(
@@ -103,7 +105,7 @@ pub fn once(
             peak_rss_bytes: finished
                 .samples
                 .iter()
-                .map(|sample| sample.bytes)
+                .map(|sample| sample.hwm_bytes)
                 .max()
                 .unwrap_or(0),
         })
@@ -141,9 +143,9 @@ fn attach(peer: Peer) -> Result<Started> {
     } = peer;
     let mut started = Started::spawn(&mut command)?;
     match attached {
-        Attached::Says(prefix) => {
-            started.wait_for(&format!("`{prefix}...`"), ATTACH_TIMEOUT, |line| {
-                line.text().starts_with(prefix)
+        Attached::Says(text) => {
+            started.wait_for(&format!("`{text}`"), ATTACH_TIMEOUT, |line| {
+                line.text() == text
             })?;
             Ok(started)
         }
@@ -176,12 +178,16 @@ fn wait_until_written(peer: Started, path: &Path) -> Result<Started> {
 }
 
 /// Stops a peer the way a user would, with Ctrl-C (perf record also stops
-/// by itself when the workload exits).
-fn stop(peer: Started) -> Result<()> {
-    if peer.is_running()? {
+/// by itself when the workload exits). The SIGINT is repeated now and then:
+/// one that reaches bpftrace before it is done attaching is lost, and it
+/// then runs forever.
+fn stop(mut peer: Started) -> Result<()> {
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while peer.is_running()? && Instant::now() < deadline {
         peer.interrupt()?;
+        peer.wait_exit(INTERRUPT_AGAIN)?;
     }
-    peer.finish(STOP_TIMEOUT).map(drop)
+    peer.finish(Duration::ZERO).map(drop)
 }
 
 /// The `"type":"final"` snapshot memtrace writes last to its JSON file.
@@ -218,11 +224,11 @@ mod tests {
         let json = Path::new("/s/x.json");
         assert_eq!(
             crate::process::describe(&launch(&workload, Variant::Memtrace, memtrace, json)),
-            "/t/memtrace -q --json /s/x.json -- /w/mmap_churn --ops 20000 --warmup 1000 --wait"
+            "/t/memtrace -q --json /s/x.json -- /w/mmap_churn --ops 50000 --warmup 2000 --wait"
         );
         assert_eq!(
             crate::process::describe(&launch(&workload, Variant::PerfRecord, memtrace, json)),
-            "/w/mmap_churn --ops 20000 --warmup 1000 --wait"
+            "/w/mmap_churn --ops 50000 --warmup 2000 --wait"
         );
     }
 }

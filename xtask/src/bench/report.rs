@@ -415,7 +415,7 @@ mod tests {
         assert_eq!(lines[6], "  commands:");
         assert_eq!(
             lines[8],
-            "    memtrace               memtrace -q --json FILE -- fault_storm --mib 16 --rounds 4 --warmup 2 --wait"
+            "    memtrace               memtrace -q --json FILE -- fault_storm --mib 16 --rounds 8 --warmup 2 --wait"
         );
     }
 

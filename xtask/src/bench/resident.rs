@@ -37,6 +37,8 @@ pub struct Resident {
     pub samples: Vec<u64>,
     /// Index of the first sample taken during the hold.
     pub hold_start: usize,
+    /// VmHWM at the last sample: the peak, including any between samples.
+    pub peak: u64,
 }
 
 /// What flat means: over the 20 s hold, RSS grows by at most 1 MiB or 5%,
@@ -48,10 +50,6 @@ fn is_flat(first: u64, last: u64) -> bool {
 }
 
 impl Resident {
-    fn peak(&self) -> u64 {
-        self.samples.iter().copied().max().unwrap_or(0)
-    }
-
     /// First and last samples of the hold.
     fn hold(&self) -> Option<(u64, u64)> {
         let hold = self.samples.get(self.hold_start..)?;
@@ -59,12 +57,11 @@ impl Resident {
     }
 
     pub fn describe(&self) -> String {
-        let peak = self.peak();
         let mut text = format!(
-            "memtrace's RSS tracing 4 GiB resident ({}):\n  peak {} {} (goal ≤ {})",
+            "memtrace's RSS tracing 4 GiB resident ({}):\n  peak {} (VmHWM) {} (goal ≤ {})",
             self.command,
-            mebibytes(peak),
-            mark(peak <= GOAL_BYTES),
+            mebibytes(self.peak),
+            mark(self.peak <= GOAL_BYTES),
             mebibytes(GOAL_BYTES)
         );
         match self.hold() {
@@ -95,9 +92,9 @@ impl Resident {
             "command": self.command,
             "vm_rss_bytes_each_second": self.samples,
             "hold_start_index": self.hold_start,
-            "peak_bytes": self.peak(),
+            "peak_bytes": self.peak,
             "goal_bytes": GOAL_BYTES,
-            "peak_within_goal": self.peak() <= GOAL_BYTES,
+            "peak_within_goal": self.peak <= GOAL_BYTES,
             "hold_first_bytes": hold.map(|(first, _)| first),
             "hold_last_bytes": hold.map(|(_, last)| last),
             "flat": hold.map(|(first, last)| is_flat(first, last)),
@@ -117,7 +114,7 @@ pub fn measure(memtrace: &Path, memops: &Path, scratch: &Path) -> Result<(Reside
         .arg(memops)
         .args(SCRIPT);
     let mut started = Started::spawn(&mut command)?;
-    started.sample_status("VmRSS", SAMPLE_PERIOD);
+    started.sample_memory(SAMPLE_PERIOD);
     started.wait_for(
         "the end of the touch",
         TOUCH_TIMEOUT,
@@ -128,7 +125,17 @@ pub fn measure(memtrace: &Path, memops: &Path, scratch: &Path) -> Result<(Reside
     let resident = Resident {
         command: format!("memtrace -q --json FILE -- memops {}", SCRIPT.join(" ")),
         hold_start: hold_start(&finished.samples, touched_at),
-        samples: finished.samples.iter().map(|sample| sample.bytes).collect(),
+        samples: finished
+            .samples
+            .iter()
+            .map(|sample| sample.rss_bytes)
+            .collect(),
+        peak: finished
+            .samples
+            .iter()
+            .map(|sample| sample.hwm_bytes)
+            .max()
+            .unwrap_or(0),
     };
     let snapshot = measure::final_snapshot(&json)?;
     let mut problems = checks::lost_records(&snapshot);
@@ -168,7 +175,8 @@ mod tests {
         let samples: Vec<Sample> = (0..5)
             .map(|second| Sample {
                 at: start + Duration::from_secs(second),
-                bytes: second << 20,
+                rss_bytes: second << 20,
+                hwm_bytes: second << 20,
             })
             .collect();
         assert_eq!(hold_start(&samples, start + Duration::from_millis(2500)), 3);
@@ -182,9 +190,13 @@ mod tests {
             command: "memtrace -q --json FILE -- memops ...".into(),
             samples: vec![5 << 20, 30 << 20, 31 << 20, 31 << 20],
             hold_start: 2,
+            peak: 33 << 20,
         };
         let text = resident.describe();
-        assert!(text.contains("peak 31.0 MiB ✓ (goal ≤ 64.0 MiB)"), "{text}");
+        assert!(
+            text.contains("peak 33.0 MiB (VmHWM) ✓ (goal ≤ 64.0 MiB)"),
+            "{text}"
+        );
         assert!(
             text.contains("during the hold 31.0 MiB → 31.0 MiB ✓"),
             "{text}"
@@ -195,14 +207,15 @@ mod tests {
         );
         let json = resident.to_json();
         assert_eq!(json["flat"], true);
-        assert_eq!(json["peak_bytes"], 31 << 20);
+        assert_eq!(json["peak_bytes"], 33 << 20);
 
         let growing = Resident {
             samples: vec![70 << 20, 80 << 20],
             hold_start: 0,
+            peak: 80 << 20,
             ..resident
         };
-        assert!(growing.describe().contains("peak 80.0 MiB ✗"));
+        assert!(growing.describe().contains("peak 80.0 MiB (VmHWM) ✗"));
         assert!(growing.describe().contains("→ 80.0 MiB ✗"));
         let untouched = Resident {
             hold_start: 2,

@@ -24,11 +24,17 @@ pub enum Variant {
     PerfRecord,
 }
 
+/// Set in its environment, bpftrace prints this line once every probe is
+/// attached (its own test framework relies on it). Its usual "Attaching N
+/// probes..." comes before the attaching, and a SIGINT that arrives in
+/// between is lost: bpftrace 0.17 then never exits.
+const BPFTRACE_NOTIFY: &str = "__BPFTRACE_NOTIFY_PROBES_ATTACHED";
+
 /// How to tell that a peer is attached, so the workload is released only
 /// once it is really being traced.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Attached {
-    /// It prints a line starting with this.
+    /// It prints this line.
     Says(&'static str),
     /// It has written the header of this file. perf writes the header once
     /// its events are open, and enables them just after, so the harness adds
@@ -75,17 +81,17 @@ impl Variant {
     /// memtrace's options for this variant, before `-- CMD`; `None` for the
     /// variants memtrace has no part in.
     pub fn memtrace_args(self, json: &Path) -> Option<Vec<String>> {
-        let mut args = vec![
-            "-q".to_owned(),
-            "--json".to_owned(),
-            json.display().to_string(),
-        ];
-        match self {
-            Self::Memtrace => {}
-            Self::MemtraceStacksAll => args.push("--stacks=all".to_owned()),
+        let stacks = match self {
+            Self::Memtrace => None,
+            Self::MemtraceStacksAll => Some("--stacks=all"),
             _ => return None,
-        }
-        Some(args)
+        };
+        let args = ["-q", "--json"].map(str::to_owned).into_iter();
+        Some(
+            args.chain([json.display().to_string()])
+                .chain(stacks.map(str::to_owned))
+                .collect(),
+        )
     }
 
     /// The variant's command line as the report shows it, around the
@@ -104,10 +110,13 @@ impl Variant {
     pub fn peer(self, pid: impl Display, scratch: &Path) -> Option<Peer> {
         let bpftrace = |action: &str| {
             let mut command = Command::new("bpftrace");
-            command.arg("-e").arg(bpftrace_program(&pid, action));
+            command
+                .arg("-e")
+                .arg(bpftrace_program(&pid, action))
+                .env(BPFTRACE_NOTIFY, "1");
             Peer {
                 command,
-                attached: Attached::Says("Attaching "),
+                attached: Attached::Says(BPFTRACE_NOTIFY),
             }
         };
         match self {
@@ -165,7 +174,18 @@ mod tests {
             process::describe(&peer.command),
             "bpftrace -e tracepoint:exceptions:page_fault_user /pid == 42/ { @[ustack] = count(); }"
         );
-        assert_eq!(peer.attached, Attached::Says("Attaching "));
+        assert_eq!(
+            peer.attached,
+            Attached::Says("__BPFTRACE_NOTIFY_PROBES_ATTACHED")
+        );
+        let env: Vec<_> = peer.command.get_envs().collect();
+        assert_eq!(
+            env,
+            [(
+                "__BPFTRACE_NOTIFY_PROBES_ATTACHED".as_ref(),
+                Some("1".as_ref())
+            )]
+        );
         let count = Variant::BpftraceCount.peer(42, Path::new("/tmp")).unwrap();
         assert!(process::describe(&count.command).ends_with("/pid == 42/ { @ = count(); }"));
     }

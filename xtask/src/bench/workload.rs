@@ -71,13 +71,13 @@ impl Benchmark {
     fn options(self, quick: bool) -> Vec<(&'static str, u64)> {
         match (self, quick) {
             (Self::FaultStorm, false) => vec![("--mib", 64), ("--rounds", 16), ("--warmup", 4)],
-            (Self::FaultStorm, true) => vec![("--mib", 16), ("--rounds", 4), ("--warmup", 2)],
+            (Self::FaultStorm, true) => vec![("--mib", 16), ("--rounds", 8), ("--warmup", 2)],
             (Self::MadviseStorm, false) => vec![("--mib", 64), ("--rounds", 16), ("--warmup", 2)],
-            (Self::MadviseStorm, true) => vec![("--mib", 16), ("--rounds", 4), ("--warmup", 1)],
+            (Self::MadviseStorm, true) => vec![("--mib", 16), ("--rounds", 8), ("--warmup", 1)],
             (Self::MmapChurn, false) => vec![("--ops", 200_000), ("--warmup", 10_000)],
-            (Self::MmapChurn, true) => vec![("--ops", 20_000), ("--warmup", 1_000)],
+            (Self::MmapChurn, true) => vec![("--ops", 50_000), ("--warmup", 2_000)],
             (Self::GoChurn, false) => vec![("-iterations", 2_000_000), ("-warmup", 100_000)],
-            (Self::GoChurn, true) => vec![("-iterations", 300_000), ("-warmup", 20_000)],
+            (Self::GoChurn, true) => vec![("-iterations", 500_000), ("-warmup", 20_000)],
         }
     }
 
@@ -250,11 +250,11 @@ mod tests {
     fn quick_runs_are_smaller_and_go_takes_single_dash_flags() {
         assert_eq!(
             workload(Benchmark::FaultStorm, true).command_line(),
-            "fault_storm --mib 16 --rounds 4 --warmup 2 --wait"
+            "fault_storm --mib 16 --rounds 8 --warmup 2 --wait"
         );
         assert_eq!(
             workload(Benchmark::GoChurn, true).args(),
-            ["-iterations", "300000", "-warmup", "20000", "-wait"]
+            ["-iterations", "500000", "-warmup", "20000", "-wait"]
         );
         for benchmark in Benchmark::ALL {
             let (full, quick) = (workload(benchmark, false), workload(benchmark, true));
