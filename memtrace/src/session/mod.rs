@@ -120,6 +120,11 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
         ..TracerOptions::default()
     };
     let (mut tracer, maps) = Tracer::load(&tracer_options)?;
+    // Loading parsed the kernel's whole BTF (tens of MiB of allocations, now
+    // freed): give that memory back instead of keeping it in RSS for the
+    // whole trace.
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe { libc::malloc_trim(0) };
     let Maps {
         events,
         stacks: kernel_stacks,
