@@ -36,6 +36,7 @@ fn own_address_space() -> AddressSpace {
             scan_all: false,
             zero_pfn: None,
             lazyfree_slack: 0,
+            lazyfree_at_read: &[],
         },
         |_| None,
     );

@@ -12,13 +12,12 @@
 //! counted what the workload did), which is what makes `--quick` a CI step.
 
 mod checks;
-mod child;
 mod measure;
 mod report;
 mod resident;
 mod stats;
 mod variant;
-mod workload;
+pub(crate) mod workload;
 
 use std::{
     fs,
@@ -30,11 +29,11 @@ use serde_json::json;
 
 use self::{
     measure::{Setting, Traced},
-    report::{thousands, Machine, Runs, Usage, WorkloadReport},
+    report::{Machine, Runs, Usage, WorkloadReport},
     resident::Resident,
     workload::{Benchmark, Workload},
 };
-use crate::{privilege, setup, workspace};
+use crate::{privilege, setup, text::thousands, workspace};
 
 /// `cargo xtask bench` options.
 #[derive(Debug, Clone, Default, clap::Args)]

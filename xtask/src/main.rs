@@ -6,10 +6,15 @@
 //! `cargo xtask test`.
 
 mod bench;
+mod child;
+mod fuzz;
 mod privilege;
 mod process;
 mod setup;
+mod snapshot;
+mod soak;
 mod test_suite;
+mod text;
 mod workspace;
 
 use std::{
@@ -36,7 +41,7 @@ enum Task {
     ///
     /// Steps: apt packages (LLVM 22, Go, bpftrace, perf, bpftool, ...), the
     /// nightly toolchain with rust-src, bpf-linker built against LLVM 22,
-    /// tracefs mounted. Safe to run again.
+    /// cargo-fuzz, tracefs mounted. Safe to run again.
     Setup {
         /// Only report what is missing; exit non-zero if anything is.
         #[arg(long)]
@@ -63,6 +68,20 @@ enum Task {
     /// Measure memtrace's overhead beside bpftrace and perf on the benchmark
     /// workloads, and check memtrace's counts (needs root).
     Bench(bench::Options),
+    /// Run memtrace for N minutes on churning Go heaps and check that its
+    /// RSS stays flat, it loses no records and it keeps explaining the
+    /// workload's RSS (needs root).
+    Soak(soak::Options),
+    /// Fuzz every parser of outside input (fuzz/, cargo-fuzz on nightly) for a
+    /// bounded time; fails if any target crashes, naming the crash input.
+    Fuzz {
+        /// About 20 s per target, as CI runs it.
+        #[arg(long)]
+        smoke: bool,
+        /// Seconds per target (default: 20 with --smoke, else 60).
+        #[arg(long, value_name = "SECONDS")]
+        seconds: Option<u64>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -94,6 +113,8 @@ fn run_task(task: Task) -> Result<()> {
         Task::Run { args } => run(&args),
         Task::Test => test_suite::run(),
         Task::Bench(options) => bench::run(&options),
+        Task::Soak(options) => soak::run(&options),
+        Task::Fuzz { smoke, seconds } => fuzz::run(smoke, seconds),
     }
 }
 

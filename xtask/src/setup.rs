@@ -51,6 +51,9 @@ const BPF_LINKER_INSTALL: &[&str] = &[
     "llvm-22",
     "--force",
 ];
+/// `cargo install` arguments for cargo-fuzz, which `cargo xtask fuzz` runs
+/// on the nightly toolchain.
+const CARGO_FUZZ_INSTALL: &[&str] = &["install", "cargo-fuzz", "--version", "0.13.2", "--locked"];
 const TRACEFS: &str = "/sys/kernel/tracing";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +112,12 @@ fn steps() -> Vec<Step> {
             check: check_bpf_linker,
             install: install_bpf_linker,
             how: "installing with cargo install (a couple of minutes on 2 cores)",
+        },
+        Step {
+            name: "cargo-fuzz".into(),
+            check: check_cargo_fuzz,
+            install: install_cargo_fuzz,
+            how: "installing with cargo install (about a minute)",
         },
         Step {
             name: "tracefs".into(),
@@ -193,10 +202,12 @@ fn failure_help(step: &str) -> String {
          \x20   apt-get update && apt-get install -y {packages}\n\
          \x20   rustup toolchain install nightly && rustup component add rust-src --toolchain nightly\n\
          \x20   PATH={LLVM_BIN_DIR}:$PATH cargo {bpf_linker} --locked\n\
+         \x20   cargo {cargo_fuzz}\n\
          \x20   mount -t tracefs nodev {TRACEFS}\n\
          and make sure ~/.cargo/bin is on PATH",
         packages = APT_PACKAGES.join(" "),
         bpf_linker = BPF_LINKER_INSTALL.join(" "),
+        cargo_fuzz = CARGO_FUZZ_INSTALL.join(" "),
     )
 }
 
@@ -429,6 +440,26 @@ fn path_with_llvm_first() -> String {
     }
 }
 
+/// cargo-fuzz as the nightly toolchain runs it (`cargo +nightly fuzz`).
+fn check_cargo_fuzz(_: Privilege) -> Result<State> {
+    let version = process::probe(Command::new("rustup").args([
+        "run",
+        "nightly",
+        "cargo",
+        "fuzz",
+        "--version",
+    ]));
+    Ok(match version {
+        Some(version) => State::Ready(version.trim().into()),
+        None => State::Missing("not installed".into()),
+    })
+}
+
+fn install_cargo_fuzz(_: Privilege) -> Result<()> {
+    process::captured(workspace::cargo().args(CARGO_FUZZ_INSTALL))?;
+    Ok(())
+}
+
 /// Classic tracepoints attach through tracefs. memtrace mounts it itself when
 /// run as root, so without root this is advice, not a failure.
 fn check_tracefs(privilege: Privilege) -> Result<State> {
@@ -561,5 +592,6 @@ mod tests {
              --no-default-features --features llvm-22 --force --locked"
         ));
         assert!(help.contains("mount -t tracefs nodev /sys/kernel/tracing"));
+        assert!(help.contains("cargo install cargo-fuzz --version 0.13.2 --locked"));
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::{bench, privilege, process, setup, workspace};
+use crate::{bench, fuzz, privilege, process, setup, soak, workspace};
 
 /// One step of the suite: a title for its header line, and what it does.
 struct Step {
@@ -42,10 +42,14 @@ fn steps() -> Vec<Step> {
             title: "cargo xtask bench --quick",
             run: || bench::run(&bench::Options::quick()),
         },
-        // ---- Later steps go here, in this order, once their subcommands
-        // exist (each runs the subcommand's code or `cargo xtask ...`):
-        //   cargo xtask fuzz --smoke
-        //   cargo xtask soak --minutes 1
+        Step {
+            title: "cargo xtask fuzz --smoke",
+            run: || fuzz::run(true, None),
+        },
+        Step {
+            title: "cargo xtask soak --minutes 1",
+            run: || soak::run(&soak::Options::ci()),
+        },
     ]
 }
 

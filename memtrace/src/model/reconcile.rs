@@ -104,9 +104,32 @@ pub enum Moment {
 pub struct Busy {
     ranges: Vec<Range<u64>>,
     everything: bool,
+    /// Lazily freed bytes events took out of the model in these ranges
+    /// (released, or written again).
+    lazyfree_lost: Vec<(Range<u64>, u64)>,
 }
 
 impl Busy {
+    /// Notes that an event in `range` took `bytes` out of the model's
+    /// LazyFree.
+    pub fn lazyfree_lost(&mut self, range: Range<u64>, bytes: u64) {
+        if bytes > 0 {
+            self.lazyfree_lost.push((range, bytes));
+        }
+    }
+
+    /// LazyFree bytes events took out of `range`; `None` when unknown (the
+    /// whole address space was busy).
+    fn lazyfree_lost_in(&self, range: &Range<u64>) -> Option<u64> {
+        (!self.everything).then(|| {
+            self.lazyfree_lost
+                .iter()
+                .filter(|(lost, _)| lost.start < range.end && range.start < lost.end)
+                .map(|(_, bytes)| bytes)
+                .sum()
+        })
+    }
+
     pub fn add(&mut self, range: Range<u64>) {
         if !range.is_empty() {
             self.ranges.push(range);
@@ -143,6 +166,10 @@ pub struct Reading<'a> {
     /// anything: the kernel moves pages to its lazy-free list through
     /// per-CPU batches, and counts them only once a batch is drained.
     pub lazyfree_slack: u64,
+    /// The model's LazyFree in each of `vmas` when smaps was read (before
+    /// the events of the read were applied); empty when nothing happened
+    /// meanwhile.
+    pub lazyfree_at_read: &'a [u64],
 }
 
 /// Pages in one of the kernel's per-CPU folio batches (FOLIO_BATCH_SIZE).
@@ -184,15 +211,28 @@ impl AddressSpace {
             scan_all,
             zero_pfn,
             lazyfree_slack,
+            lazyfree_at_read,
         } = reading;
         let mut outcome = Outcome::default();
         self.sync_extents(vmas, busy, moment);
         self.drop_pages_outside(vmas, busy);
-        for vma in vmas {
+        for (index, vma) in vmas.iter().enumerate() {
             let range = vma.start..vma.end;
             if busy.overlaps(&range) {
                 let (rss, _, _) = self.resident_in(vma.pages());
                 outcome.in_flight += vma.rss as i64 - rss as i64;
+                // A busy heap (a Go program allocating all the time) must
+                // still see its lazily freed pages written again: compare
+                // with the model as it was when smaps was read, less what
+                // events took out of LazyFree since.
+                if let (Some(&at_read), Some(lost)) =
+                    (lazyfree_at_read.get(index), busy.lazyfree_lost_in(&range))
+                {
+                    let excess = at_read.saturating_sub(vma.lazyfree + lost);
+                    if excess > lazyfree_slack {
+                        self.mark_reused(vma.pages(), excess);
+                    }
+                }
                 continue;
             }
             if (scan_all && !vma.raw_frames) || self.needs_page_scan(vma) {
@@ -503,54 +543,64 @@ impl AddressSpace {
     ) {
         let (_, _, model) = self.resident_in(vma.pages());
         if model > vma.lazyfree + slack {
-            let mut excess = model - vma.lazyfree;
-            let runs: Vec<(Range<Page>, PageState)> = self
-                .pages
-                .runs_in(vma.pages())
-                .filter(|(_, state)| state.page_use == PageUse::LazyFree)
-                .collect();
-            for (range, state) in runs {
-                if excess == 0 {
-                    break;
-                }
-                let take = ((range.end - range.start) << PAGE_SHIFT).min(excess);
-                let pages = range.start..range.start + (take >> PAGE_SHIFT);
-                self.pages.set(
-                    pages,
-                    PageState {
-                        page_use: PageUse::InUse,
-                        ..state
-                    },
-                );
-                excess -= take;
-                self.counters.lazyfree.reused += take;
-            }
+            self.mark_reused(vma.pages(), model - vma.lazyfree);
         } else if model < vma.lazyfree && place_unexplained {
-            let mut missing = vma.lazyfree - model;
-            let runs: Vec<(Range<Page>, PageState)> = self
-                .pages
-                .runs_in(vma.pages())
-                .filter(|(_, state)| {
-                    state.page_use == PageUse::InUse && state.kind == PageKind::Anon
-                })
-                .collect();
-            for (range, state) in runs.into_iter().rev() {
-                if missing == 0 {
-                    break;
-                }
-                let take = ((range.end - range.start) << PAGE_SHIFT).min(missing);
-                let pages = range.end - (take >> PAGE_SHIFT)..range.end;
-                self.pages.set(
-                    pages,
-                    PageState {
-                        page_use: PageUse::LazyFree,
-                        ..state
-                    },
-                );
-                missing -= take;
-                if moment == Moment::Interval {
-                    self.counters.lazyfree.unobserved += take;
-                }
+            self.place_lazyfree(vma.pages(), vma.lazyfree - model, moment);
+        }
+    }
+
+    /// Takes `bytes` of the lazily freed pages in `pages` to have been
+    /// written again, lowest addresses first.
+    fn mark_reused(&mut self, pages: Range<Page>, bytes: u64) {
+        let mut excess = bytes;
+        let runs: Vec<(Range<Page>, PageState)> = self
+            .pages
+            .runs_in(pages)
+            .filter(|(_, state)| state.page_use == PageUse::LazyFree)
+            .collect();
+        for (range, state) in runs {
+            if excess == 0 {
+                break;
+            }
+            let take = ((range.end - range.start) << PAGE_SHIFT).min(excess);
+            let reused = range.start..range.start + (take >> PAGE_SHIFT);
+            self.pages.set(
+                reused,
+                PageState {
+                    page_use: PageUse::InUse,
+                    ..state
+                },
+            );
+            excess -= take;
+            self.counters.lazyfree.reused += take;
+        }
+    }
+
+    /// Makes `bytes` of the in-use anonymous pages in `pages` lazily freed,
+    /// highest addresses first.
+    fn place_lazyfree(&mut self, pages: Range<Page>, bytes: u64, moment: Moment) {
+        let mut missing = bytes;
+        let runs: Vec<(Range<Page>, PageState)> = self
+            .pages
+            .runs_in(pages)
+            .filter(|(_, state)| state.page_use == PageUse::InUse && state.kind == PageKind::Anon)
+            .collect();
+        for (range, state) in runs.into_iter().rev() {
+            if missing == 0 {
+                break;
+            }
+            let take = ((range.end - range.start) << PAGE_SHIFT).min(missing);
+            let freed = range.end - (take >> PAGE_SHIFT)..range.end;
+            self.pages.set(
+                freed,
+                PageState {
+                    page_use: PageUse::LazyFree,
+                    ..state
+                },
+            );
+            missing -= take;
+            if moment == Moment::Interval {
+                self.counters.lazyfree.unobserved += take;
             }
         }
     }

@@ -551,6 +551,7 @@ fn apply(op: &Op, model: &mut AddressSpace, reference: &mut Reference) -> bool {
                 scan_all: false,
                 zero_pfn: Some(ZERO_PFN),
                 lazyfree_slack: 0,
+                lazyfree_at_read: &[],
             };
             model.reconcile(reading, |vma| Some(reference.pagemap(vma)));
             return true;

@@ -40,6 +40,14 @@ pub struct ReadingRules {
     pub lazyfree_slack: u64,
 }
 
+/// /proc as read for a reconciliation.
+pub struct ProcReading {
+    vmas: Vec<crate::model::reconcile::KernelVma>,
+    totals: KernelTotals,
+    /// The model's LazyFree per VMA at the time of the read.
+    lazyfree_at_read: Vec<u64>,
+}
+
 /// What a snapshot of any process needs from the session.
 pub struct Shared<'a> {
     pub stacks: &'a StackTable,
@@ -100,6 +108,7 @@ impl Process {
             scan_all: false,
             zero_pfn: rules.zero_pfn,
             lazyfree_slack: rules.lazyfree_slack,
+            lazyfree_at_read: &[],
         };
         self.tracker
             .model
@@ -128,37 +137,49 @@ impl Process {
         }
     }
 
-    /// Reads /proc for the reconciliation: the VMAs and totals, taken before
-    /// the session drains the events that happened meanwhile.
-    pub fn read_proc(&self) -> Option<(Vec<crate::model::reconcile::KernelVma>, KernelTotals)> {
+    /// Reads /proc for the reconciliation, before the session drains the
+    /// events that happened meanwhile.
+    pub fn read_proc(&self) -> Option<ProcReading> {
         if self.tracker.ending.is_some() {
             return None;
         }
-        Some((self.view.smaps().ok()?, self.view.totals().ok()?))
+        let vmas = self.view.smaps().ok()?;
+        let totals = self.view.totals().ok()?;
+        let model = &self.tracker.model;
+        let lazyfree_at_read = vmas
+            .iter()
+            .map(|vma| model.resident_in(vma.pages()).2)
+            .collect();
+        Some(ProcReading {
+            vmas,
+            totals,
+            lazyfree_at_read,
+        })
     }
 
     /// Folds a reading of /proc (see [`Self::read_proc`]) into the model.
     pub fn reconcile(
         &mut self,
-        (vmas, totals): (Vec<crate::model::reconcile::KernelVma>, KernelTotals),
+        proc: ProcReading,
         busy: &Busy,
         scan_all: bool,
         rules: ReadingRules,
     ) {
         let view = &self.view;
         let reading = Reading {
-            vmas: &vmas,
+            vmas: &proc.vmas,
             busy,
             moment: Moment::Interval,
             scan_all,
             zero_pfn: rules.zero_pfn,
             lazyfree_slack: rules.lazyfree_slack,
+            lazyfree_at_read: &proc.lazyfree_at_read,
         };
         self.last_outcome = self
             .tracker
             .model
             .reconcile(reading, |vma| view.pagemap(vma).ok());
-        self.last_kernel = Some(totals);
+        self.last_kernel = Some(proc.totals);
     }
 
     pub fn remember_rss(&mut self, snapshot: &Snapshot) {

@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use crate::{
     intake::{Decoded, EventKind, Madvise},
-    model::{reconcile::Busy, AddressSpace},
+    model::{pages::pages_covering, reconcile::Busy, AddressSpace},
     report::snapshot::OomKill,
 };
 
@@ -50,14 +50,32 @@ impl Tracker {
     pub fn ingest(&mut self, decoded: &Decoded) -> Follow {
         let event = &decoded.event;
         self.records += 1;
-        if let Some(busy) = &mut self.busy {
-            match touched(&event.kind) {
-                Some(range) => busy.add(range),
-                None if matches!(event.kind, EventKind::Brk { .. } | EventKind::Exec) => busy.all(),
-                None => {}
+        let Some(busy) = &mut self.busy else {
+            self.model.apply(event);
+            return self.follow(decoded);
+        };
+        match touched(&event.kind) {
+            Some(range) => {
+                busy.add(range.clone());
+                let pages = pages_covering(range.start, range.end - range.start);
+                let before = self.model.resident_in(pages.clone()).2;
+                self.model.apply(event);
+                let after = self.model.resident_in(pages).2;
+                busy.lazyfree_lost(range, before.saturating_sub(after));
+            }
+            None => {
+                if matches!(event.kind, EventKind::Brk { .. } | EventKind::Exec) {
+                    busy.all();
+                }
+                self.model.apply(event);
             }
         }
-        self.model.apply(event);
+        self.follow(decoded)
+    }
+
+    /// What the session has to do about `decoded`, already applied.
+    fn follow(&mut self, decoded: &Decoded) -> Follow {
+        let event = &decoded.event;
         match &event.kind {
             EventKind::Exec => Follow::Exec,
             EventKind::Exit => {

@@ -10,6 +10,7 @@ use anyhow::Result;
 use serde_json::Value;
 
 use super::workload::{Benchmark, Outcome, Workload};
+use crate::snapshot::{lost_records, number};
 
 const PAGE_SIZE: u64 = 4096;
 
@@ -88,28 +89,6 @@ pub fn memtrace_run(
         Benchmark::GoChurn => {}
     }
     Ok(problems)
-}
-
-/// Zero records lost, or what was lost.
-pub fn lost_records(snapshot: &Value) -> Vec<String> {
-    let lost = number(snapshot, "/records/lost_total");
-    if lost == 0 {
-        Vec::new()
-    } else {
-        vec![format!(
-            "{lost} records lost (records.lost: {}), expected none",
-            snapshot["records"]["lost"]
-        )]
-    }
-}
-
-/// A count in the snapshot; missing counts as 0 (memtrace leaves out calls
-/// it never saw).
-pub fn number(snapshot: &Value, pointer: &str) -> u64 {
-    snapshot
-        .pointer(pointer)
-        .and_then(Value::as_u64)
-        .unwrap_or(0)
 }
 
 /// Bytes `top_faults` credits to stacks whose innermost frame is one of

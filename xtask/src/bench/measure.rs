@@ -16,13 +16,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, Result};
 use serde_json::Value;
 
 use super::{
-    child::{Line, Started},
     variant::{Attached, Peer, Variant},
     workload::{parse_outcome, Outcome, Workload},
+};
+use crate::{
+    child::{Line, Started},
+    snapshot::final_snapshot,
 };
 
 /// Warm-up plus, for memtrace, loading and attaching its programs.
@@ -190,32 +193,10 @@ fn stop(mut peer: Started) -> Result<()> {
     peer.finish(Duration::ZERO).map(drop)
 }
 
-/// The `"type":"final"` snapshot memtrace writes last to its JSON file.
-pub fn final_snapshot(path: &Path) -> Result<Value> {
-    let text = fs::read_to_string(path)
-        .with_context(|| format!("memtrace wrote no {}", path.display()))?;
-    last_final(&text).with_context(|| format!("no final snapshot in {}", path.display()))
-}
-
-fn last_final(text: &str) -> Option<Value> {
-    text.lines().rev().find_map(|line| {
-        let snapshot: Value = serde_json::from_str(line).ok()?;
-        (snapshot["type"] == "final").then_some(snapshot)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::bench::workload::Benchmark;
-
-    #[test]
-    fn the_final_snapshot_is_the_last_line_typed_final() {
-        let text = "{\"type\":\"interval\",\"seq\":1}\n{\"type\":\"final\",\"seq\":2}\n";
-        assert_eq!(last_final(text).unwrap()["seq"], 2);
-        assert_eq!(last_final("{\"type\":\"interval\",\"seq\":1}\n"), None);
-        assert_eq!(last_final(""), None);
-    }
 
     #[test]
     fn memtrace_variants_start_the_workload_under_memtrace() {

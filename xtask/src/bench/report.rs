@@ -6,10 +6,11 @@ use std::fs;
 use serde_json::{json, Value};
 
 use super::{
-    stats::{mark, median, ratio, Goal},
+    stats::{median, ratio, Goal},
     variant::Variant,
     workload::Workload,
 };
+use crate::text::{mark, mebibytes, thousands};
 
 /// The machine the numbers come from: they mean little without it.
 pub struct Machine {
@@ -275,24 +276,6 @@ fn range(seconds: &[f64]) -> (f64, f64) {
         })
 }
 
-/// `327798` as `327,798`.
-pub fn thousands(value: u64) -> String {
-    let digits = value.to_string();
-    let mut grouped = String::new();
-    for (index, digit) in digits.chars().enumerate() {
-        if index > 0 && (digits.len() - index).is_multiple_of(3) {
-            grouped.push(',');
-        }
-        grouped.push(digit);
-    }
-    grouped
-}
-
-/// Bytes in MiB with one decimal.
-pub fn mebibytes(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,16 +286,6 @@ mod tests {
         let cpuinfo = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\nprocessor\t: 1\nmodel name\t: other\n";
         assert_eq!(cpu_model(cpuinfo).as_deref(), Some("AMD EPYC 7B13"));
         assert_eq!(cpu_model("processor\t: 0\n"), None);
-    }
-
-    #[test]
-    fn numbers_read_easily() {
-        assert_eq!(thousands(327_798), "327,798");
-        assert_eq!(thousands(1_000_000), "1,000,000");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(0), "0");
-        assert_eq!(mebibytes(48 << 20), "48.0 MiB");
-        assert_eq!(mebibytes(1 << 19), "0.5 MiB");
     }
 
     fn runs(variant: Variant, seconds: &[f64], usage: &[Usage]) -> Runs {

@@ -7,12 +7,10 @@ use std::{path::Path, process::Command, time::Duration};
 use anyhow::Result;
 use serde_json::{json, Value};
 
-use super::{
-    checks,
+use crate::{
     child::{Line, Sample, Started},
-    measure,
-    report::mebibytes,
-    stats::mark,
+    snapshot,
+    text::{mark, mebibytes},
 };
 
 /// The memops script: map and write 4 GiB, then hold it for 20 s.
@@ -137,9 +135,9 @@ pub fn measure(memtrace: &Path, memops: &Path, scratch: &Path) -> Result<(Reside
             .max()
             .unwrap_or(0),
     };
-    let snapshot = measure::final_snapshot(&json)?;
-    let mut problems = checks::lost_records(&snapshot);
-    let faulted = checks::number(&snapshot, "/faults/bytes");
+    let final_snapshot = snapshot::final_snapshot(&json)?;
+    let mut problems = snapshot::lost_records(&final_snapshot);
+    let faulted = snapshot::number(&final_snapshot, "/faults/bytes");
     if faulted < TOUCHED_BYTES {
         problems.push(format!(
             "faults.bytes is {faulted}, expected at least {TOUCHED_BYTES} (memops wrote 4 GiB)"

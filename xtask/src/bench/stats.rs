@@ -60,15 +60,6 @@ impl Goal {
     }
 }
 
-/// ✓ or ✗.
-pub fn mark(met: bool) -> &'static str {
-    if met {
-        "✓"
-    } else {
-        "✗"
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,11 +102,5 @@ mod tests {
         assert_eq!(goal.met(9.0, 1.0, bpftrace), Some(false));
         assert_eq!(goal.met(9.0, 0.9, |_| None), None);
         assert_eq!(goal.describe(), "< bpftrace ustack");
-    }
-
-    #[test]
-    fn marks() {
-        assert_eq!(mark(true), "✓");
-        assert_eq!(mark(false), "✗");
     }
 }
