@@ -44,6 +44,8 @@ pub struct Workloads {
     pub alloc_sites_stripped: PathBuf,
     /// `alloc_sites` at `-O2` without frame pointers or debug info.
     pub alloc_sites_nofp: PathBuf,
+    /// Two call chains through the same fault site, touched alternately.
+    pub twin_paths: PathBuf,
     /// Go heap growth and release through the Go scavenger.
     pub goheap: PathBuf,
     /// Go HTTP server leaking a goroutine and ticker per request.
@@ -64,6 +66,7 @@ impl Workloads {
             alloc_sites: dir.join("alloc_sites"),
             alloc_sites_stripped: dir.join("alloc_sites_stripped"),
             alloc_sites_nofp: dir.join("alloc_sites_nofp"),
+            twin_paths: dir.join("twin_paths"),
             goheap: dir.join("goheap"),
             tickerleak: dir.join("tickerleak"),
             reqleak: dir.join("reqleak"),
@@ -242,6 +245,13 @@ const C_PROGRAMS: &[CProgram] = &[
         headers: &[],
         flags: SYMBOLS_FLAGS,
         strip: true,
+    },
+    CProgram {
+        name: "twin_paths",
+        main_source: "c/twin_paths.c",
+        headers: &[],
+        flags: SYMBOLS_FLAGS,
+        strip: false,
     },
     CProgram {
         name: "alloc_sites_nofp",

@@ -94,6 +94,17 @@ impl AddressSpace {
         }
     }
 
+    /// Gives the file extent starting at `start` its path.
+    pub fn name_file(&mut self, start: u64, name: String) {
+        if let Some(Extent {
+            backing: Backing::File { path, .. },
+            ..
+        }) = self.extents.get_mut(start)
+        {
+            *path = Some(name);
+        }
+    }
+
     pub fn totals(&self) -> Totals {
         Totals::of(&self.pages)
     }

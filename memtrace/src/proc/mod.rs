@@ -143,6 +143,15 @@ impl ProcessView {
         Ok(decode_pagemap(&raw))
     }
 
+    /// The file mapped at exactly `start..end`, through
+    /// /proc/PID/map_files (which names it while the mapping lives, even
+    /// after its descriptor is closed).
+    pub fn mapped_file(&self, start: u64, end: u64) -> Option<String> {
+        let link = self.path(&format!("map_files/{start:x}-{end:x}"));
+        let path = std::fs::read_link(link).ok()?;
+        Some(path.to_string_lossy().into_owned())
+    }
+
     /// The command name the kernel shows.
     pub fn comm(&self) -> Option<String> {
         let bytes = self.read("comm").ok()?;

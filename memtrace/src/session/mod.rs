@@ -409,6 +409,7 @@ impl Session {
             stacks.saw(decoded.event.stack);
             match process.tracker.ingest(&decoded) {
                 Follow::Exec => process.exec_happened(),
+                Follow::MappedFile { start, end } => process.learn_path(start, end),
                 Follow::Reclaim => reconcile = true,
                 Follow::ProcessMadvise => {
                     if let EventKind::ProcessMadvise(call) = &decoded.event.kind {

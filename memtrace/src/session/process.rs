@@ -137,6 +137,15 @@ impl Process {
         }
     }
 
+    /// Names the file just mapped at `start..end` (an mmap only has its fd),
+    /// so its code can be symbolized even if the process is gone before the
+    /// next reading of /proc.
+    pub fn learn_path(&mut self, start: u64, end: u64) {
+        if let Some(path) = self.view.mapped_file(start, end) {
+            self.tracker.model.name_file(start, path);
+        }
+    }
+
     /// Reads /proc for the reconciliation, before the session drains the
     /// events that happened meanwhile.
     pub fn read_proc(&self) -> Option<ProcReading> {

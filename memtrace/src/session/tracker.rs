@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use crate::{
     intake::{Decoded, EventKind, Madvise},
-    model::{pages::pages_covering, reconcile::Busy, AddressSpace},
+    model::{pages::pages_covering, reconcile::Busy, AddressSpace, PAGE_SIZE},
     report::snapshot::OomKill,
 };
 
@@ -30,6 +30,12 @@ pub enum Follow {
     /// The process forked this child (or started this thread: only /proc
     /// can tell).
     Forked(u32),
+    /// A file was mapped at this range: its path is for /proc to tell, while
+    /// the mapping exists.
+    MappedFile {
+        start: u64,
+        end: u64,
+    },
     Ended,
 }
 
@@ -104,6 +110,15 @@ impl Tracker {
                 Follow::Reclaim
             }
             EventKind::ProcessMadvise(_) => Follow::ProcessMadvise,
+            EventKind::Mmap(mmap) if mmap.flags & libc::MAP_ANONYMOUS as u32 == 0 => {
+                match mmap.result {
+                    Ok(start) => Follow::MappedFile {
+                        start,
+                        end: start + mmap.len.div_ceil(PAGE_SIZE) * PAGE_SIZE,
+                    },
+                    Err(_) => Follow::Nothing,
+                }
+            }
             _ => Follow::Nothing,
         }
     }
