@@ -21,18 +21,7 @@ const OUR_PROGRAMS: &[&str] = &[
     "sched_process_exec",
     "sched_process_exit",
     "sched_process_fork",
-    "sys_enter_brk",
-    "sys_enter_madvise",
-    "sys_enter_mmap",
-    "sys_enter_mremap",
-    "sys_enter_munmap",
-    "sys_enter_process_madvise",
-    "sys_exit_brk",
-    "sys_exit_madvise",
-    "sys_exit_mmap",
-    "sys_exit_mremap",
-    "sys_exit_munmap",
-    "sys_exit_process_madvise",
+    "sys_exit",
 ];
 
 #[derive(Debug, Clone, Copy)]
