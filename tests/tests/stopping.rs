@@ -98,11 +98,7 @@ fn every_way_of_stopping_unloads_everything_and_writes_whole_outputs() {
             Way::Duration | Way::TargetExits => {}
         }
         let finished = tracing.finish(Duration::from_secs(60));
-        let still: Vec<u32> = loaded_bpf_programs()
-            .into_iter()
-            .map(|(id, _)| id)
-            .filter(|id| ours.contains(id))
-            .collect();
+        let still = still_loaded(&ours);
         assert!(still.is_empty(), "{way:?}: programs left loaded: {still:?}");
         let leftovers: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
@@ -137,4 +133,25 @@ fn every_way_of_stopping_unloads_everything_and_writes_whole_outputs() {
             }
         }
     }
+}
+
+/// Which of `ours` the kernel still lists. The kernel frees a program once
+/// its last reference goes, but some of those references (links, perf
+/// events) are dropped from a workqueue or after an RCU grace period, just
+/// after the process that held them is gone; so a program still listed is
+/// asked about again for a few seconds before it counts as left behind.
+fn still_loaded(ours: &[u32]) -> Vec<(u32, String)> {
+    let listed = || -> Vec<(u32, String)> {
+        loaded_bpf_programs()
+            .into_iter()
+            .filter(|(id, _)| ours.contains(id))
+            .collect()
+    };
+    for _ in 0..50 {
+        if listed().is_empty() {
+            return Vec::new();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    listed()
 }
