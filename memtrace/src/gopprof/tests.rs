@@ -1,60 +1,43 @@
 //! fetch against real endpoints: a Go program serving net/http/pprof, and
 //! tiny misbehaving HTTP servers on loopback; and against files.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd};
-use std::process::{Child, ChildStdout, Command, Stdio};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use memtrace_pprof::{encode, LineSpec, LocationSpec, ProfileBuilder};
-use serde_json::Value;
+use memtrace_tests::running::Running;
 
 use super::*;
 
 const MIB: i64 = 1 << 20;
 
-/// A workload process, killed and reaped on drop.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Reads goheap's JSON lines up to the one with `"event": event`.
-fn wait_for_event(stdout: &mut BufReader<ChildStdout>, event: &str) -> Value {
-    loop {
-        let mut line = String::new();
-        let read = stdout.read_line(&mut line).unwrap();
-        assert_ne!(read, 0, "goheap exited before printing {event}");
-        let value: Value = serde_json::from_str(&line).unwrap();
-        if value["event"] == event {
-            return value;
-        }
-    }
-}
-
 /// goheap holding `mib` MiB of heap in `main.allocate`'s slices, and the
 /// address its net/http/pprof listens on.
 fn goheap_holding(mib: u32) -> (Running, String) {
     let goheap = &memtrace_tests::workloads::ensure_built().unwrap().goheap;
-    let mut child = Command::new(goheap)
-        .args(["-alloc-mib", &mib.to_string(), "-steps", "", "-hold", "30s"])
-        .args(["-pprof", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let running = Running(child);
-    let addr = wait_for_event(&mut stdout, "pprof")["addr"]
+    let mib = mib.to_string();
+    let mut running = Running::start(
+        goheap,
+        &[
+            "-alloc-mib",
+            &mib,
+            "-steps",
+            "",
+            "-hold",
+            "30s",
+            "-pprof",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let addr = running.wait_event("pprof", Duration::from_secs(30))["addr"]
         .as_str()
         .unwrap()
         .to_owned();
-    wait_for_event(&mut stdout, "allocated");
+    running.wait_event("allocated", Duration::from_secs(60));
     (running, addr)
 }
 

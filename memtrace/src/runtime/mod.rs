@@ -85,23 +85,24 @@ fn read_executable(pid: u32) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{BufRead, BufReader};
     use std::path::{Path, PathBuf};
-    use std::process::{Child, Command, Stdio};
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+
+    use memtrace_tests::running::Running;
 
     use object::{Object, ObjectSection, ObjectSymbol};
 
-    /// Builds `source` (one file) with `compile`, run in a fresh temporary
-    /// directory with the source written there; returns the directory (to
-    /// keep it alive) and the program.
-    fn build(
-        file_name: &str,
-        source: &str,
-        compile: impl FnOnce(&Path) -> Command,
-    ) -> (tempfile::TempDir, PathBuf) {
+    /// A C program built from `source`; returns the temporary directory
+    /// (to keep it alive) and the program.
+    fn c_program(source: &str) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(file_name), source).unwrap();
-        let output = compile(dir.path()).output().unwrap();
+        std::fs::write(dir.path().join("main.c"), source).unwrap();
+        let output = Command::new("gcc")
+            .current_dir(dir.path())
+            .args(["-O1", "-o", "program", "main.c"])
+            .output()
+            .unwrap();
         assert!(
             output.status.success(),
             "build failed: {}",
@@ -111,51 +112,18 @@ mod tests {
         (dir, program)
     }
 
-    /// A stdlib-only Go program of module `memtrace.test/hello`, built
-    /// offline with the local toolchain.
-    fn go_program() -> (tempfile::TempDir, PathBuf) {
-        build(
-            "main.go",
-            "package main\n\nfunc main() { println(\"hello\") }\n",
-            |dir| {
-                std::fs::write(
-                    dir.join("go.mod"),
-                    "module memtrace.test/hello\n\ngo 1.19\n",
-                )
-                .unwrap();
-                let mut go = Command::new("go");
-                go.current_dir(dir)
-                    .args(["build", "-o", "program", "."])
-                    .env("GOTOOLCHAIN", "local")
-                    .env("GOPROXY", "off")
-                    .env("GOFLAGS", "-mod=mod")
-                    .env("GOWORK", "off")
-                    .env("GOENV", "off")
-                    .env("CGO_ENABLED", "0")
-                    .env("GOCACHE", dir.join("cache"))
-                    .env("GOPATH", dir.join("gopath"))
-                    .env("HOME", dir);
-                go
-            },
-        )
-    }
-
-    fn c_program(source: &str) -> (tempfile::TempDir, PathBuf) {
-        build("main.c", source, |dir| {
-            let mut gcc = Command::new("gcc");
-            gcc.current_dir(dir)
-                .args(["-O1", "-o", "program", "main.c"]);
-            gcc
-        })
+    /// A real Go program: the goheap test workload (module
+    /// `memtrace.test/workloads`, built offline with the local toolchain).
+    fn go_program() -> &'static Path {
+        &memtrace_tests::workloads::ensure_built().unwrap().goheap
     }
 
     #[test]
     fn a_real_go_binary_has_its_version_and_module() {
-        let (_dir, program) = go_program();
-        let info = parse_go_buildinfo(&std::fs::read(program).unwrap()).unwrap();
+        let info = parse_go_buildinfo(&std::fs::read(go_program()).unwrap()).unwrap();
         assert!(info.version.starts_with("go1.19."), "{info:?}");
-        assert_eq!(info.path.as_deref(), Some("memtrace.test/hello"));
-        assert_eq!(info.module.as_deref(), Some("memtrace.test/hello"));
+        assert_eq!(info.path.as_deref(), Some("memtrace.test/workloads/goheap"));
+        assert_eq!(info.module.as_deref(), Some("memtrace.test/workloads"));
     }
 
     /// A Go 1.19 binary rewritten to the pre-1.18 layout: the header points
@@ -163,8 +131,7 @@ mod tests {
     /// which the linker still emits.
     #[test]
     fn a_real_go_binary_in_the_pointer_format_gives_the_same_answer() {
-        let (_dir, program) = go_program();
-        let mut elf = std::fs::read(program).unwrap();
+        let mut elf = std::fs::read(go_program()).unwrap();
         let inline = parse_go_buildinfo(&elf).unwrap();
 
         let (version_at, modinfo_at, header_at) = {
@@ -193,8 +160,7 @@ mod tests {
     /// binary gives an answer or none, never a panic.
     #[test]
     fn damaged_real_go_binaries_never_panic() {
-        let (_dir, program) = go_program();
-        let elf = std::fs::read(program).unwrap();
+        let elf = std::fs::read(go_program()).unwrap();
         let header_at = {
             let file = object::File::parse(&*elf).unwrap();
             let section = file.section_by_name(".go.buildinfo").unwrap();
@@ -236,17 +202,6 @@ mod tests {
         assert_eq!(allocator_symbols(&elf), [Allocator::Jemalloc]);
     }
 
-    /// Kills and reaps the child on drop, so a failing test leaves nothing
-    /// running.
-    struct Running(Child);
-
-    impl Drop for Running {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-
     fn mapped_paths(pid: u32) -> Vec<String> {
         std::fs::read_to_string(format!("/proc/{pid}/maps"))
             .unwrap()
@@ -258,24 +213,19 @@ mod tests {
     #[test]
     fn a_live_go_process_is_detected_with_its_settings_only() {
         const SECRET: &str = "s3cr3t-token-value";
-        let goheap = &memtrace_tests::workloads::ensure_built().unwrap().goheap;
-        let mut child = Command::new(goheap)
-            .args(["-alloc-mib", "1", "-hold", "30s"])
-            .env("GOGC", "400")
-            .env("GODEBUG", "madvdontneed=0")
-            .env("SERVICE_PASSWORD", SECRET)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Kept open to the end: goheap dies of SIGPIPE if its stdout closes.
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let running = Running(child);
+        let mut running = Running::start(
+            go_program(),
+            &["-alloc-mib", "1", "-hold", "30s"],
+            &[
+                ("GOGC", "400"),
+                ("GODEBUG", "madvdontneed=0"),
+                ("SERVICE_PASSWORD", SECRET),
+            ],
+        );
         // Wait until the runtime is up and running main.
-        let mut first = String::new();
-        stdout.read_line(&mut first).unwrap();
-        assert!(first.contains("allocated"), "{first}");
+        running.wait_for("allocated", Duration::from_secs(30));
 
-        let pid = running.0.id();
+        let pid = running.pid();
         let info = detect(pid, &mapped_paths(pid));
         let go = info.go.as_ref().unwrap();
         assert!(go.version.starts_with("go1.19."), "{go:?}");
@@ -291,19 +241,14 @@ mod tests {
 
     #[test]
     fn a_live_c_process_is_detected_by_its_mappings() {
-        let child = Command::new("sleep")
-            .arg("30")
-            .env("GOGC", "10")
-            .spawn()
-            .unwrap();
-        let running = Running(child);
-        let pid = running.0.id();
+        let running = Running::start("sleep", &["30"], &[("GOGC", "10")]);
+        let pid = running.pid();
         // sleep maps libc once the dynamic loader has run.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(5);
         let mut maps = mapped_paths(pid);
         while !maps.iter().any(|path| path.contains("libc.so")) {
-            assert!(std::time::Instant::now() < deadline, "libc never mapped");
-            std::thread::sleep(std::time::Duration::from_millis(10));
+            assert!(Instant::now() < deadline, "libc never mapped");
+            std::thread::sleep(Duration::from_millis(10));
             maps = mapped_paths(pid);
         }
         let info = detect(pid, &maps);
