@@ -247,19 +247,10 @@ fn progress(seconds: f64, usage: Option<&Usage>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
 
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        options: Options,
-    }
-
     fn parse(args: &[&str]) -> Result<Options, clap::Error> {
-        Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
-            .map(|cli| cli.options)
+        crate::parse_task_options("bench", args)
     }
 
     #[test]

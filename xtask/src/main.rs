@@ -152,6 +152,18 @@ fn run(args: &[String]) -> Result<()> {
     bail!("cannot start {}: {err}", binary.display())
 }
 
+/// One task's options parsed from `args` alone, for the tasks' own tests.
+#[cfg(test)]
+fn parse_task_options<O: clap::Args>(task: &str, args: &[&str]) -> Result<O, clap::Error> {
+    #[derive(Parser)]
+    struct Only<O: clap::Args> {
+        #[command(flatten)]
+        options: O,
+    }
+    Only::<O>::try_parse_from(std::iter::once(task).chain(args.iter().copied()))
+        .map(|only| only.options)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -559,19 +559,10 @@ impl Soaked {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
 
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        options: Options,
-    }
-
     fn parse(args: &[&str]) -> Result<Options, clap::Error> {
-        Cli::try_parse_from(std::iter::once("soak").chain(args.iter().copied()))
-            .map(|cli| cli.options)
+        crate::parse_task_options("soak", args)
     }
 
     #[test]
