@@ -7,7 +7,7 @@
 use std::{fs, io, path::Path};
 
 use memtrace_common::{
-    config::MAX_IOVECS, fault_bits, rss_member, FaultRecord, IoVec, LifecycleKind, LifecycleRecord,
+    bytes_of, config::MAX_IOVECS, fault_bits, rss_member, FaultRecord, IoVec, LifecycleKind, LifecycleRecord,
     ProcessMadviseRecord, ReclaimRecord, RecordHeader, RecordKind, SyscallOp, SyscallRecord,
 };
 
@@ -35,7 +35,7 @@ fn records() -> Vec<(String, Vec<u8>)> {
             header: header(RecordKind::Fault, bits),
             address: 0x7f12_3456_7000,
         };
-        records.push((format!("fault-{name}"), bytes_of(&record)));
+        records.push((format!("fault-{name}"), bytes_of(&record).to_vec()));
     }
     let mmap = [0, 1 << 20, 3, 0x22, u64::MAX, 0];
     for (name, op, args, ret) in [
@@ -71,7 +71,7 @@ fn records() -> Vec<(String, Vec<u8>)> {
             ret,
             args,
         };
-        records.push((format!("syscall-{name}"), bytes_of(&record)));
+        records.push((format!("syscall-{name}"), bytes_of(&record).to_vec()));
     }
     let mut iov = [IoVec::default(); MAX_IOVECS];
     iov[0] = IoVec {
@@ -90,7 +90,7 @@ fn records() -> Vec<(String, Vec<u8>)> {
         vlen: 2,
         iov,
     };
-    records.push(("process-madvise".into(), bytes_of(&record)));
+    records.push(("process-madvise".into(), bytes_of(&record).to_vec()));
     for member in [
         rss_member::FILE_PAGES,
         rss_member::ANON_PAGES,
@@ -102,7 +102,7 @@ fn records() -> Vec<(String, Vec<u8>)> {
             actor_pid: 42,
             member,
         };
-        records.push((format!("reclaim-{member}"), bytes_of(&record)));
+        records.push((format!("reclaim-{member}"), bytes_of(&record).to_vec()));
     }
     for kind in [
         LifecycleKind::Exec,
@@ -118,7 +118,7 @@ fn records() -> Vec<(String, Vec<u8>)> {
         };
         records.push((
             format!("lifecycle-{kind:?}").to_lowercase(),
-            bytes_of(&record),
+            bytes_of(&record).to_vec(),
         ));
     }
     records
@@ -127,18 +127,6 @@ fn records() -> Vec<(String, Vec<u8>)> {
 fn header(kind: RecordKind, detail: u8) -> RecordHeader {
     RecordHeader {
         stack: 0x1234_5678,
-        tgid: 1234,
-        tid: 1236,
-        kind: kind as u8,
-        detail,
-        _pad: [0; 6],
+        ..RecordHeader::new(kind, 1234, 1236, detail)
     }
-}
-
-/// The record's bytes as the kernel side writes them into the ring buffer.
-fn bytes_of<T: Copy>(record: &T) -> Vec<u8> {
-    // SAFETY: only called on memtrace-common's `#[repr(C)]` records, made of
-    // integers with explicit padding fields: every byte is initialised.
-    unsafe { std::slice::from_raw_parts((record as *const T).cast::<u8>(), size_of::<T>()) }
-        .to_vec()
 }

@@ -55,6 +55,21 @@ pub struct RecordHeader {
     pub _pad: [u8; 6],
 }
 
+impl RecordHeader {
+    /// The header of a `kind` record about process `tgid`, caused by thread
+    /// `tid`, carrying no stack yet.
+    pub const fn new(kind: RecordKind, tgid: u32, tid: u32, detail: u8) -> Self {
+        Self {
+            stack: NO_STACK,
+            tgid,
+            tid,
+            kind: kind as u8,
+            detail,
+            _pad: [0; 6],
+        }
+    }
+}
+
 /// x86 page-fault error-code bits, as carried in a fault's `detail`.
 pub mod fault_bits {
     /// The page was present: a protection fault (copy-on-write, write to a
@@ -212,6 +227,15 @@ pub struct TargetState {
     pub mm: u64,
     /// When the last [`ReclaimRecord`] for this target was sent.
     pub last_reclaim_ns: u64,
+}
+
+/// A record's bytes as the kernel side writes them into the ring buffer:
+/// what the agent decodes, and what its tests, benchmarks and fuzz seeds
+/// feed it.
+#[cfg(feature = "user")]
+pub fn bytes_of<T: aya::Pod>(record: &T) -> &[u8] {
+    // SAFETY: `Pod` types are plain bytes with every byte initialised.
+    unsafe { core::slice::from_raw_parts((record as *const T).cast::<u8>(), size_of::<T>()) }
 }
 
 #[cfg(feature = "user")]

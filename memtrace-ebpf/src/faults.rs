@@ -14,12 +14,12 @@ use aya_ebpf::{
     maps::PerCpuArray,
     programs::BtfTracePointContext,
 };
-use memtrace_common::{Counter, FaultRecord, RecordKind, StackMode, NO_STACK};
+use memtrace_common::{Counter, FaultRecord, RecordHeader, RecordKind, StackMode, NO_STACK};
 
 use crate::{
     maps::{count, stack_mode, wakeup_flags, EVENTS},
     stacks::{Site, SiteCache, UserRegs, Walk, USER_SPACE_END},
-    target::{header, Current},
+    target::Current,
 };
 
 /// The last stack walked for a fault on this CPU, for sampled mode.
@@ -61,7 +61,7 @@ fn emit(current: Current, address: u64, error_code: u64, stack: u64) {
         count(Counter::LostFaults);
         return;
     };
-    let mut record_header = header(
+    let mut record_header = RecordHeader::new(
         RecordKind::Fault,
         current.tgid,
         current.tid,

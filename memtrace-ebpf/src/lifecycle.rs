@@ -4,11 +4,13 @@
 //! `format` files) are cheap enough and wake the agent at once.
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use memtrace_common::{Counter, LifecycleKind, LifecycleRecord, RecordKind, TargetState};
+use memtrace_common::{
+    Counter, LifecycleKind, LifecycleRecord, RecordHeader, RecordKind, TargetState,
+};
 
 use crate::{
     maps::{count, follow_forks, immediate_wakeup, EVENTS, TARGETS},
-    target::{forget_target, header, is_target, target_state, Current},
+    target::{forget_target, is_target, target_state, Current},
 };
 
 // Field offsets from events/sched/*/format and events/oom/mark_victim/format.
@@ -21,7 +23,7 @@ const OOM_SHMEM_RSS: usize = 40;
 
 fn send(kind: LifecycleKind, tgid: u32, tid: u32, other_pid: u32, rss_kib: [u64; 3]) {
     let record = LifecycleRecord {
-        header: header(RecordKind::Lifecycle, tgid, tid, kind as u8),
+        header: RecordHeader::new(RecordKind::Lifecycle, tgid, tid, kind as u8),
         other_pid,
         _pad: 0,
         rss_kib,

@@ -6,8 +6,9 @@
 //! memory; the agent's address-space model does that.
 //!
 //! - [`faults`]: user page faults (`tp_btf/page_fault_user`), with user stacks.
-//! - [`syscalls`]: mmap, munmap, mremap, brk, madvise, process_madvise, each
-//!   paired enter/exit per thread so a record has arguments and result.
+//! - [`syscalls`]: mmap, munmap, mremap, brk, madvise, process_madvise, seen
+//!   as they return (`tp_btf/sys_exit`), with their arguments read from the
+//!   saved registers, so one record has arguments and result.
 //! - [`rss`]: the kernel's RSS counters (`tp_btf/rss_stat`), to notice when
 //!   something other than the target (reclaim, the OOM reaper) changes them.
 //! - [`lifecycle`]: exec, exit, fork and OOM kills of the target.

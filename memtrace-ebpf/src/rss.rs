@@ -7,11 +7,13 @@
 //! Those send a doorbell record; the agent measures the change in /proc.
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
-use memtrace_common::{Counter, ReclaimRecord, RecordKind, RECLAIM_NOTICE_INTERVAL_NS};
+use memtrace_common::{
+    Counter, ReclaimRecord, RecordHeader, RecordKind, RECLAIM_NOTICE_INTERVAL_NS,
+};
 
 use crate::{
     maps::{count, follow_forks, wakeup_flags, EVENTS, MMS},
-    target::{header, owner_of_mm, target_state, Current},
+    target::{owner_of_mm, target_state, Current},
 };
 
 #[btf_tracepoint(function = "rss_stat")]
@@ -50,7 +52,7 @@ pub fn rss_stat(ctx: BtfTracePointContext) -> i32 {
     }
     owner.last_reclaim_ns = now;
     let record = ReclaimRecord {
-        header: header(RecordKind::Reclaim, owner.tgid, current.tid, member as u8),
+        header: RecordHeader::new(RecordKind::Reclaim, owner.tgid, current.tid, member as u8),
         actor_pid: current.tgid,
         member: member as u32,
     };

@@ -24,7 +24,7 @@ use memtrace_common::{
 use crate::{
     maps::{count, stack_mode, wakeup_flags, EVENTS},
     stacks::{syscall_stack, Site, SiteCache, UserRegs},
-    target::{header, Current},
+    target::Current,
 };
 
 /// x86-64 syscall numbers.
@@ -72,7 +72,8 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
         return 0;
     };
     let args = PT_REGS_ARGS.map(read);
-    let mut record_header = header(RecordKind::Syscall, current.tgid, current.tid, op as u8);
+    let mut record_header =
+        RecordHeader::new(RecordKind::Syscall, current.tgid, current.tid, op as u8);
     record_header.stack = UserRegs::from_pt_regs(regs).map_or(memtrace_common::NO_STACK, |user| {
         caller_stack(&user, current.tid, op)
     });

@@ -1,7 +1,7 @@
-//! Who is being traced, and the fields every record starts with.
+//! Who is being traced.
 
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
-use memtrace_common::{RecordHeader, RecordKind, TargetState, NO_STACK};
+use memtrace_common::TargetState;
 
 use crate::maps::{follow_forks, MMS, PRIMARY, TARGETS};
 
@@ -76,16 +76,5 @@ pub(crate) fn forget_target(tgid: u32) {
     }
     if TARGETS.get_ptr(tgid).is_some() {
         let _ = TARGETS.remove(tgid);
-    }
-}
-
-pub(crate) fn header(kind: RecordKind, tgid: u32, tid: u32, detail: u8) -> RecordHeader {
-    RecordHeader {
-        stack: NO_STACK,
-        tgid,
-        tid,
-        kind: kind as u8,
-        detail,
-        _pad: [0; 6],
     }
 }

@@ -11,7 +11,7 @@ use memtrace::{
     session::Tracker,
 };
 use memtrace_common::{
-    fault_bits, FaultRecord, RecordHeader, RecordKind, SyscallOp, SyscallRecord,
+    bytes_of, fault_bits, FaultRecord, RecordHeader, RecordKind, SyscallOp, SyscallRecord,
 };
 
 const BASE: u64 = 0x7f00_0000_0000;
@@ -22,18 +22,12 @@ const ROUNDS: u64 = 4;
 fn header(kind: RecordKind, detail: u8, stack: u64) -> RecordHeader {
     RecordHeader {
         stack,
-        tgid: 100,
-        tid: 101,
-        kind: kind as u8,
-        detail,
-        _pad: [0; 6],
+        ..RecordHeader::new(kind, 100, 101, detail)
     }
 }
 
 fn bytes<T: aya::Pod>(record: &T) -> Vec<u8> {
-    // SAFETY: Pod records are plain bytes.
-    unsafe { std::slice::from_raw_parts((record as *const T).cast::<u8>(), size_of::<T>()) }
-        .to_vec()
+    bytes_of(record).to_vec()
 }
 
 fn syscall(op: SyscallOp, ret: i64, args: [u64; 6]) -> Vec<u8> {

@@ -13,8 +13,7 @@ use memtrace::{
         AddressSpace, Backing, PAGE_SIZE,
     },
     proc::ProcessView,
-    report::attribution::Namer,
-    symbolize::Symbolizer,
+    symbolize::{Namer, Symbolizer},
 };
 
 const SAMPLES: u64 = 100_000;

@@ -33,32 +33,23 @@ pub enum ExitCode {
     Interrupted = 13,
 }
 
-impl ExitCode {
-    /// The code for an error that ended memtrace.
-    pub fn of(error: &anyhow::Error) -> Self {
-        if let Some(session) = error.downcast_ref::<SessionError>() {
-            return Self::of_session(session);
-        }
-        if let Some(kernel) = error.downcast_ref::<KernelError>() {
-            return Self::of_kernel(kernel);
-        }
-        Self::Failure
-    }
-
-    fn of_session(error: &SessionError) -> Self {
+impl From<&SessionError> for ExitCode {
+    fn from(error: &SessionError) -> Self {
         match error {
             SessionError::NoSuchProcess { .. } => Self::NoSuchProcess,
             SessionError::ExitedWhileAttaching { .. } => Self::ExitedWhileAttaching,
-            SessionError::Kernel(kernel) => Self::of_kernel(kernel),
+            SessionError::Kernel(kernel) => kernel.into(),
             SessionError::Launch { .. } => Self::CommandFailed,
             SessionError::Output(_) => Self::Output,
-            SessionError::Input(_) => Self::BadInput,
+            SessionError::GoPprof(_) => Self::BadInput,
             SessionError::Interrupted => Self::Interrupted,
             SessionError::Io { .. } | SessionError::Proc(_) => Self::Failure,
         }
     }
+}
 
-    fn of_kernel(error: &KernelError) -> Self {
+impl From<&KernelError> for ExitCode {
+    fn from(error: &KernelError) -> Self {
         match error {
             KernelError::NotPrivileged { .. } => Self::NotPrivileged,
             KernelError::NoBtf { .. } => Self::NoBtf,

@@ -1,6 +1,7 @@
 //! memtrace: explains a live process's RSS.
 //!
-//! The crate is laid out the way data flows:
+//! The crate is laid out the way data flows, bottom up; each module uses
+//! only those below it (`cargo xtask layers` checks it):
 //!
 //! - [`kernel`]: checks the machine, loads and attaches the eBPF programs
 //!   (built from `memtrace-ebpf`), hands out their maps;
@@ -9,15 +10,18 @@
 //! - [`model`]: the address-space model, pure logic, kept current by events
 //!   and reconciled with [`proc`], the kernel's own view;
 //! - [`symbolize`]: stack addresses to function names;
-//! - [`report`] and [`export`]: the live view, verdict and JSON; pprof,
-//!   folded stacks and flame graphs;
+//! - [`attribution`]: who holds the resident bytes and who gave memory back,
+//!   by stack, with names;
+//! - [`report`] and [`export`]: the snapshot, live view, verdict and JSON;
+//!   pprof, folded stacks and flame graphs;
 //! - [`runtime`]: what the target runs on (Go version and settings, malloc
 //!   implementation), for the verdict's advice;
 //! - [`gopprof`]: a Go program's own heap profile, from its net/http/pprof
 //!   endpoint or a saved file, shown beside RSS;
-//! - [`session`]: runs it all for one target; [`output`] writes files
-//!   safely as root.
+//! - [`session`]: runs it all for one target, and [`exit`] turns how it
+//!   ended into an exit code; [`safe_file`] writes files safely as root.
 
+pub mod attribution;
 pub mod cli;
 pub mod demo;
 pub mod exit;
@@ -26,9 +30,9 @@ pub mod gopprof;
 pub mod intake;
 pub mod kernel;
 pub mod model;
-pub mod output;
 pub mod proc;
 pub mod report;
 pub mod runtime;
+pub mod safe_file;
 pub mod session;
 pub mod symbolize;

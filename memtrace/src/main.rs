@@ -37,10 +37,9 @@ fn main() -> ExitCode {
     match runtime.block_on(session::run(target, &options)) {
         Ok(_) => exit::ExitCode::Success.into(),
         Err(err) => {
-            let err = anyhow::Error::new(err);
-            // Every message already names its cause; `{:#}` would repeat it.
+            // Every message already names its cause, so only the top one.
             eprintln!("memtrace: {err}");
-            exit::ExitCode::of(&err).into()
+            exit::ExitCode::from(&err).into()
         }
     }
 }

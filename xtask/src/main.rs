@@ -8,6 +8,7 @@
 mod bench;
 mod child;
 mod fuzz;
+mod layers;
 mod privilege;
 mod process;
 mod setup;
@@ -65,6 +66,9 @@ enum Task {
     },
     /// Run every test and check, in the order CI runs them (needs root).
     Test,
+    /// Check that memtrace's modules import only downward along the data
+    /// flow (the layers are listed in xtask/src/layers.rs), with no circles.
+    Layers,
     /// Measure memtrace's overhead beside bpftrace and perf on the benchmark
     /// workloads, and check memtrace's counts (needs root).
     Bench(bench::Options),
@@ -112,6 +116,7 @@ fn run_task(task: Task) -> Result<()> {
         Task::Build => build(),
         Task::Run { args } => run(&args),
         Task::Test => test_suite::run(),
+        Task::Layers => layers::run(),
         Task::Bench(options) => bench::run(&options),
         Task::Soak(options) => soak::run(&options),
         Task::Fuzz { smoke, seconds } => fuzz::run(smoke, seconds),

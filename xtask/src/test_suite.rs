@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::{bench, fuzz, privilege, process, setup, soak, workspace};
+use crate::{bench, fuzz, layers, privilege, process, setup, soak, workspace};
 
 /// One step of the suite: a title for its header line, and what it does.
 struct Step {
@@ -25,6 +25,10 @@ fn steps() -> Vec<Step> {
         Step {
             title: "cargo fmt --all -- --check",
             run: check_formatting,
+        },
+        Step {
+            title: "cargo xtask layers",
+            run: layers::run,
         },
         Step {
             title: "cargo build --release -p memtrace",

@@ -4,7 +4,7 @@
 //! `[lazily freed (MADV_FREE)]`, so flame graphs show them apart. The lines
 //! add up to the resident bytes of the model.
 
-use crate::report::attribution::{resident_by_holder, Namer};
+use crate::{attribution::resident_by_holder, symbolize::Namer};
 
 pub const LAZYFREE_FRAME: &str = "[lazily freed (MADV_FREE)]";
 
@@ -13,8 +13,8 @@ pub fn folded(namer: &mut Namer<'_>) -> Vec<String> {
     held.sort_by(|a, b| a.0.cmp(&b.0));
     let mut lines = Vec::new();
     for (holder, held) in held {
-        let mut frames: Vec<String> = namer
-            .holder_names(&holder)
+        let mut frames: Vec<String> = holder
+            .names(namer)
             .into_iter()
             .rev()
             .map(|name| sanitize(&name))

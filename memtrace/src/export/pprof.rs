@@ -22,10 +22,10 @@ use memtrace_pprof::{
 };
 
 use crate::{
+    attribution::{resident_by_holder, Holder},
     intake::StackId,
     model::{Backing, Call, Effect},
-    report::attribution::{resident_by_holder, Holder, Namer},
-    symbolize::Frame,
+    symbolize::{Frame, Namer},
 };
 
 const SAMPLE_TYPES: [(&str, &str); 4] = [
@@ -66,7 +66,7 @@ pub fn profile(namer: &mut Namer<'_>, elapsed: Duration, executable: Option<&str
         }
     }
 
-    let faults = &namer.model.counters().faults_by_stack.clone();
+    let faults = &namer.model.activity().faults_by_stack.clone();
     let mut held: Vec<(Holder, _)> = resident_by_holder(namer.model).into_iter().collect();
     held.sort_by(|a, b| a.0.cmp(&b.0));
     let mut with_resident = std::collections::HashSet::new();
@@ -109,7 +109,7 @@ pub fn profile(namer: &mut Namer<'_>, elapsed: Duration, executable: Option<&str
     // What calls took out of RSS, by their stacks.
     let mut releases: Vec<_> = namer
         .model
-        .counters()
+        .activity()
         .calls_by_stack
         .iter()
         .filter(|((call, _), stats)| stats.resident_bytes > 0 && releases_memory(*call))

@@ -10,8 +10,8 @@ use memtrace_common::{
 };
 
 use super::event::{
-    syscall_result, Access, Event, EventKind, Fault, Madvise, Mmap, Mremap, ProcessMadvise,
-    RssMember, StackId,
+    syscall_result, Access, Event, EventKind, Fault, Madvise, Mmap, Mremap, OomKill,
+    ProcessMadvise, RssMember, StackId,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -141,11 +141,11 @@ fn lifecycle(record: &LifecycleRecord) -> Result<EventKind, DecodeError> {
         LifecycleKind::Fork => EventKind::Fork {
             child: record.other_pid,
         },
-        LifecycleKind::OomVictim => EventKind::OomVictim {
+        LifecycleKind::OomVictim => EventKind::OomVictim(OomKill {
             anon_bytes: anon.saturating_mul(1024),
             file_bytes: file.saturating_mul(1024),
             shmem_bytes: shmem.saturating_mul(1024),
-        },
+        }),
     })
 }
 
@@ -166,23 +166,13 @@ fn read<T: aya::Pod>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use memtrace_common::{fault_bits, IoVec, NO_STACK};
+    use memtrace_common::{bytes_of, fault_bits, IoVec, NO_STACK};
 
     fn header(kind: RecordKind, detail: u8) -> RecordHeader {
         RecordHeader {
             stack: 42,
-            tgid: 100,
-            tid: 101,
-            kind: kind as u8,
-            detail,
-            _pad: [0; 6],
+            ..RecordHeader::new(kind, 100, 101, detail)
         }
-    }
-
-    fn bytes_of<T: aya::Pod>(value: &T) -> Vec<u8> {
-        // SAFETY: Pod values are plain bytes.
-        unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) }
-            .to_vec()
     }
 
     #[test]
@@ -191,7 +181,7 @@ mod tests {
             header: header(RecordKind::Fault, fault_bits::WRITE | fault_bits::USER),
             address: 0x7f00_0000_1234,
         };
-        let decoded = decode(&bytes_of(&record)).unwrap();
+        let decoded = decode(bytes_of(&record)).unwrap();
         assert_eq!(decoded.tgid, 100);
         assert_eq!(decoded.event.tid, 101);
         assert_eq!(decoded.event.stack, StackId::new(42));
@@ -209,7 +199,7 @@ mod tests {
             ret: -22,
             args: [0x1000, 4096, 0, 0, 0, 0],
         };
-        let decoded = decode(&bytes_of(&munmap)).unwrap();
+        let decoded = decode(bytes_of(&munmap)).unwrap();
         assert_eq!(
             decoded.event.kind,
             EventKind::Munmap {
@@ -223,7 +213,7 @@ mod tests {
             ret: 0xffff_8000_0000_0000_u64 as i64,
             args: [0, 4096, 3, 0x22, u64::MAX, 0],
         };
-        let EventKind::Mmap(mmap) = decode(&bytes_of(&mmap)).unwrap().event.kind else {
+        let EventKind::Mmap(mmap) = decode(bytes_of(&mmap)).unwrap().event.kind else {
             panic!("not an mmap");
         };
         assert_eq!(mmap.result, Ok(0xffff_8000_0000_0000));
@@ -245,7 +235,7 @@ mod tests {
             vlen: MAX_IOVECS as u64 + 1,
             iov,
         };
-        let EventKind::ProcessMadvise(call) = decode(&bytes_of(&record)).unwrap().event.kind else {
+        let EventKind::ProcessMadvise(call) = decode(bytes_of(&record)).unwrap().event.kind else {
             panic!("not process_madvise");
         };
         assert_eq!(call.ranges.len(), MAX_IOVECS);
@@ -260,7 +250,7 @@ mod tests {
             address: 0,
         };
         record.header.stack = NO_STACK;
-        assert_eq!(decode(&bytes_of(&record)).unwrap().event.stack, None);
+        assert_eq!(decode(bytes_of(&record)).unwrap().event.stack, None);
     }
 
     #[test]
@@ -271,9 +261,10 @@ mod tests {
         ));
         let mut bad = header(RecordKind::Fault, 0);
         bad.kind = 99;
-        assert_eq!(decode(&bytes_of(&bad)), Err(DecodeError::UnknownKind(99)));
+        assert_eq!(decode(bytes_of(&bad)), Err(DecodeError::UnknownKind(99)));
         // A fault header without its address.
-        let short = bytes_of(&header(RecordKind::Fault, 0));
-        assert!(matches!(decode(&short), Err(DecodeError::Truncated { .. })));
+        let header = header(RecordKind::Fault, 0);
+        let short = bytes_of(&header);
+        assert!(matches!(decode(short), Err(DecodeError::Truncated { .. })));
     }
 }

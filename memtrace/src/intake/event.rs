@@ -118,12 +118,17 @@ pub enum EventKind {
     Fork {
         child: u32,
     },
-    /// The OOM killer chose the target; the kernel's RSS at that moment.
-    OomVictim {
-        anon_bytes: u64,
-        file_bytes: u64,
-        shmem_bytes: u64,
-    },
+    /// The OOM killer chose the target.
+    OomVictim(OomKill),
+}
+
+/// What the OOM killer saw when it chose a target: the kernel's RSS of it at
+/// that moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OomKill {
+    pub anon_bytes: u64,
+    pub file_bytes: u64,
+    pub shmem_bytes: u64,
 }
 
 /// A page fault on a user address.

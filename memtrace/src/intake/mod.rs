@@ -8,8 +8,8 @@ mod stacks;
 
 pub use decode::{decode, DecodeError, Decoded};
 pub use event::{
-    Access, Errno, Event, EventKind, Fault, Madvise, Mmap, Mremap, ProcessMadvise, RssMember,
-    StackId, StackIdHasher, StackKeyed, SyscallResult,
+    Access, Errno, Event, EventKind, Fault, Madvise, Mmap, Mremap, OomKill, ProcessMadvise,
+    RssMember, StackId, StackIdHasher, StackKeyed, SyscallResult,
 };
 pub use ring::EventSource;
 pub use stacks::StackTable;

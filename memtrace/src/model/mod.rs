@@ -5,8 +5,8 @@
 //! kernel produced them; [`reconcile`] folds in what /proc says, which is
 //! the ground truth for *which* pages are resident, while events say *why*.
 
+pub mod activity;
 pub mod advice;
-pub mod counters;
 pub mod extents;
 pub mod pages;
 pub mod reconcile;
@@ -14,8 +14,8 @@ mod totals;
 
 use std::ops::Range;
 
+pub use activity::{Activity, Call, CallStats, Release};
 pub use advice::{Advice, Effect};
-pub use counters::{Call, CallStats, Counters, Release};
 pub use extents::{Backing, CreatedBy, Extent, Extents};
 pub use pages::{Cause, Origin, Page, PageKind, PageMap, PageState, PageUse, PAGE_SIZE};
 pub use totals::Totals;
@@ -29,7 +29,7 @@ pub struct AddressSpace {
     extents: Extents,
     pages: PageMap,
     heap: Option<Heap>,
-    counters: Counters,
+    activity: Activity,
     /// Ranges the program asked the kernel to reclaim (`MADV_PAGEOUT`) since
     /// the last reconciliation: pages that vanish there went that way.
     reclaim_requested: Vec<Range<Page>>,
@@ -76,19 +76,19 @@ impl AddressSpace {
         &self.pages
     }
 
-    pub fn counters(&self) -> &Counters {
-        &self.counters
+    pub fn activity(&self) -> &Activity {
+        &self.activity
     }
 
     /// The address space of a child forked from this one: the same
     /// mappings and resident pages (shared copy-on-write, and counted in the
-    /// child's RSS too), with its own counters starting at zero.
+    /// child's RSS too), with its own activity starting from nothing.
     pub fn forked(&self) -> Self {
         Self {
             extents: self.extents.clone(),
             pages: self.pages.clone(),
             heap: self.heap,
-            counters: Counters::default(),
+            activity: Activity::default(),
             reclaim_requested: Vec::new(),
             fresh_exec: false,
         }
@@ -127,13 +127,13 @@ impl AddressSpace {
             | EventKind::ForeignRssChange { .. }
             | EventKind::Exit
             | EventKind::Fork { .. }
-            | EventKind::OomVictim { .. } => {}
+            | EventKind::OomVictim(_) => {}
         }
     }
 
     fn fault(&mut self, fault: &Fault, stack: Option<StackId>) {
         let access = fault.access;
-        let faults = &mut self.counters.faults;
+        let faults = &mut self.activity.faults;
         faults.count += 1;
         faults.write += u64::from(access.write());
         faults.protection += u64::from(access.protection());
@@ -151,11 +151,11 @@ impl AddressSpace {
         }
         let extent = self.extents.find(fault.address).map(|(_, extent)| extent);
         if extent.is_none() {
-            self.counters.faults.outside_mappings += 1;
+            self.activity.faults.outside_mappings += 1;
         }
         let origin = Origin::new(Cause::Fault, stack);
         let outcome = fault_outcome(extent, access, current);
-        let at_stack = self.counters.faults_by_stack.entry(stack).or_default();
+        let at_stack = self.activity.faults_by_stack.entry(stack).or_default();
         at_stack.count += 1;
         let Some(outcome) = outcome else {
             return;
@@ -170,7 +170,7 @@ impl AddressSpace {
                 origin
             },
         };
-        let faults = &mut self.counters.faults;
+        let faults = &mut self.activity.faults;
         if outcome.paged_in {
             faults.paged_in += 1;
         }
@@ -183,13 +183,13 @@ impl AddressSpace {
         if current.is_some_and(|old| old.page_use == PageUse::LazyFree)
             && state.page_use == PageUse::InUse
         {
-            self.counters.lazyfree.reused += PAGE_SIZE;
+            self.activity.lazyfree.reused += PAGE_SIZE;
         }
         self.pages.set_page(page, state);
     }
 
     fn mmap(&mut self, mmap: &Mmap, stack: Option<StackId>) {
-        let mut counter = self.counters.call(Call::Mmap, stack);
+        let mut counter = self.activity.call(Call::Mmap, stack);
         let addr = match mmap.result {
             Ok(addr) => addr,
             Err(_) => {
@@ -225,13 +225,13 @@ impl AddressSpace {
         if mmap.flags & MAP_POPULATE != 0 {
             let write = mmap.prot & PROT_WRITE != 0 && !shared;
             let populated = self.populate(&extent, pages_covering(addr, len), write, stack);
-            self.counters.call(Call::Mmap, stack).resident(populated);
+            self.activity.call(Call::Mmap, stack).resident(populated);
         }
         self.extents.insert(addr, extent);
     }
 
     fn munmap(&mut self, addr: u64, len: u64, result: Result<u64, Errno>, stack: Option<StackId>) {
-        let mut counter = self.counters.call(Call::Munmap, stack);
+        let mut counter = self.activity.call(Call::Munmap, stack);
         if result.is_err() {
             counter.failed();
             return;
@@ -239,12 +239,12 @@ impl AddressSpace {
         let len = page_align(len);
         counter.succeeded(len);
         let released = self.release(pages_covering(addr, len), Release::Munmap);
-        self.counters.call(Call::Munmap, stack).resident(released);
+        self.activity.call(Call::Munmap, stack).resident(released);
         self.extents.remove(addr..addr + len);
     }
 
     fn mremap(&mut self, mremap: &Mremap, stack: Option<StackId>) {
-        let mut counter = self.counters.call(Call::Mremap, stack);
+        let mut counter = self.activity.call(Call::Mremap, stack);
         let new_addr = match mremap.result {
             Ok(addr) => addr,
             Err(_) => {
@@ -306,7 +306,7 @@ impl AddressSpace {
             };
             self.extents.insert(new_addr, extent);
         }
-        self.counters.call(Call::Mremap, stack).resident(released);
+        self.activity.call(Call::Mremap, stack).resident(released);
     }
 
     fn brk(&mut self, requested: u64, result: u64, stack: Option<StackId>) {
@@ -319,14 +319,14 @@ impl AddressSpace {
                 end: new_end,
             });
             if requested != 0 {
-                self.counters.call(Call::Brk, stack).succeeded(0);
+                self.activity.call(Call::Brk, stack).succeeded(0);
             }
             return;
         };
         if requested == 0 {
             return;
         }
-        let mut counter = self.counters.call(Call::Brk, stack);
+        let mut counter = self.activity.call(Call::Brk, stack);
         if result != requested {
             counter.failed();
             return;
@@ -347,7 +347,7 @@ impl AddressSpace {
         } else if new_end < heap.end {
             let released =
                 self.release(new_end >> PAGE_SHIFT..heap.end >> PAGE_SHIFT, Release::Brk);
-            self.counters.call(Call::Brk, stack).resident(released);
+            self.activity.call(Call::Brk, stack).resident(released);
             self.extents.remove(new_end..heap.end);
         }
         self.heap = Some(Heap {
@@ -361,7 +361,7 @@ impl AddressSpace {
     pub fn madvise(&mut self, madvise: &Madvise, stack: Option<StackId>) {
         let advice = Advice(madvise.advice);
         let call = Call::Madvise(advice);
-        let mut counter = self.counters.call(call, stack);
+        let mut counter = self.activity.call(call, stack);
         match madvise.result {
             Ok(_) => counter.succeeded(madvise.len),
             Err(errno) => {
@@ -398,7 +398,7 @@ impl AddressSpace {
             }
             Effect::None => 0,
         };
-        self.counters.call(call, stack).resident(changed);
+        self.activity.call(call, stack).resident(changed);
     }
 
     /// The address space was replaced by `execve`.
@@ -409,7 +409,7 @@ impl AddressSpace {
         self.heap = None;
         self.reclaim_requested.clear();
         self.fresh_exec = true;
-        self.counters.execs += 1;
+        self.activity.execs += 1;
     }
 
     /// Unmaps `pages`, counting the resident bytes that leave RSS under
@@ -422,7 +422,7 @@ impl AddressSpace {
             }
         });
         if released > 0 {
-            *self.counters.released.entry(how).or_default() += released;
+            *self.activity.released.entry(how).or_default() += released;
         }
         released
     }
@@ -438,7 +438,7 @@ impl AddressSpace {
             }
             Some(state)
         });
-        self.counters.lazyfree.marked += marked;
+        self.activity.lazyfree.marked += marked;
         marked
     }
 
@@ -475,7 +475,7 @@ impl AddressSpace {
                 },
             })
         });
-        self.counters.lazyfree.reused += reused;
+        self.activity.lazyfree.reused += reused;
         let gaps: Vec<Range<Page>> = gaps(&self.pages, pages);
         if let Some(outcome) = fault_outcome(Some(extent), access, None) {
             for gap in gaps {

@@ -19,7 +19,7 @@
 use std::ops::Range;
 
 use super::{
-    counters::Release,
+    activity::Release,
     extents::{Backing, CreatedBy, Extent},
     pages::{Cause, Origin, Page, PageKind, PageState, PageUse, PAGE_SHIFT, PAGE_SIZE},
     AddressSpace,
@@ -473,7 +473,7 @@ impl AddressSpace {
                 }
             }
         }
-        self.counters.discovered_bytes += added;
+        self.activity.discovered_bytes += added;
         (added, removed)
     }
 
@@ -572,7 +572,7 @@ impl AddressSpace {
                 },
             );
             excess -= take;
-            self.counters.lazyfree.reused += take;
+            self.activity.lazyfree.reused += take;
         }
     }
 
@@ -600,7 +600,7 @@ impl AddressSpace {
             );
             missing -= take;
             if moment == Moment::Interval {
-                self.counters.lazyfree.unobserved += take;
+                self.activity.lazyfree.unobserved += take;
             }
         }
     }

@@ -83,14 +83,14 @@ fn the_issue_example_counts_exactly() {
     let totals = space.totals();
     assert_eq!(totals.rss, 32 * MIB);
     assert_eq!(totals.lazyfree, 32 * MIB);
-    let counters = space.counters();
-    assert_eq!(counters.faults.paged_in_bytes(), 64 * MIB);
+    let activity = space.activity();
+    assert_eq!(activity.faults.paged_in_bytes(), 64 * MIB);
     assert_eq!(
-        counters.released[&Release::Madvise(Advice::DONTNEED)],
+        activity.released[&Release::Madvise(Advice::DONTNEED)],
         16 * MIB
     );
-    assert_eq!(counters.released[&Release::Munmap], 16 * MIB);
-    assert_eq!(counters.lazyfree.marked, 32 * MIB);
+    assert_eq!(activity.released[&Release::Munmap], 16 * MIB);
+    assert_eq!(activity.lazyfree.marked, 32 * MIB);
     assert_eq!(
         space.pages().run_count(),
         1,
@@ -106,17 +106,17 @@ fn giving_back_twice_counts_once_and_untouched_memory_releases_nothing() {
     space.apply(&madvise(BASE, 8 * MIB, libc::MADV_DONTNEED));
     space.apply(&madvise(BASE, 8 * MIB, libc::MADV_DONTNEED));
     space.apply(&madvise(BASE, 8 * MIB, libc::MADV_FREE));
-    let counters = space.counters();
+    let activity = space.activity();
     assert_eq!(
-        counters.released[&Release::Madvise(Advice::DONTNEED)],
+        activity.released[&Release::Madvise(Advice::DONTNEED)],
         4 * MIB
     );
-    let dontneed = counters.call_stats(Call::Madvise(Advice::DONTNEED));
+    let dontneed = activity.call_stats(Call::Madvise(Advice::DONTNEED));
     assert_eq!(
         (dontneed.calls, dontneed.bytes, dontneed.resident_bytes),
         (2, 16 * MIB, 4 * MIB)
     );
-    assert_eq!(counters.lazyfree.marked, 0);
+    assert_eq!(activity.lazyfree.marked, 0);
     assert_eq!(space.totals().rss, 0);
 }
 
@@ -143,7 +143,7 @@ fn a_fault_on_a_lazily_freed_page_means_the_kernel_took_it() {
     space.apply(&madvise(BASE, MIB, libc::MADV_FREE));
     space.apply(&fault(BASE, true));
     assert_eq!(
-        space.counters().released[&Release::LazyFreeReclaimed],
+        space.activity().released[&Release::LazyFreeReclaimed],
         PAGE_SIZE
     );
     assert_eq!(space.totals().lazyfree, MIB - PAGE_SIZE);
@@ -164,7 +164,7 @@ fn mremap_moves_pages_and_shrinking_releases_the_tail() {
         result: Ok(new),
     })));
     assert_eq!(space.totals().rss, 2 * MIB);
-    assert_eq!(space.counters().released[&Release::Mremap], 2 * MIB);
+    assert_eq!(space.activity().released[&Release::Mremap], 2 * MIB);
     assert!(space.pages().get(new / PAGE_SIZE).is_some());
     assert!(space.pages().get(BASE / PAGE_SIZE).is_none());
     assert_eq!(
@@ -191,7 +191,7 @@ fn brk_grows_and_shrinking_releases() {
         requested: heap + 256 * 1024,
         result: heap + 256 * 1024,
     }));
-    assert_eq!(space.counters().released[&Release::Brk], 768 * 1024);
+    assert_eq!(space.activity().released[&Release::Brk], 768 * 1024);
     assert_eq!(space.totals().rss, 256 * 1024);
 }
 
@@ -203,7 +203,7 @@ fn exec_replaces_everything() {
     space.apply(&event(EventKind::Exec));
     assert_eq!(space.totals().rss, 0);
     assert!(space.extents().is_empty());
-    assert_eq!(space.counters().released[&Release::Exec], MIB);
+    assert_eq!(space.activity().released[&Release::Exec], MIB);
 }
 
 #[test]
@@ -594,7 +594,7 @@ proptest! {
                 prop_assert_eq!(model.pages().runs().map(|(r, _)| r.end - r.start).sum::<u64>(),
                     reference.pages.len() as u64);
                 // Bytes left RSS exactly as often as the kernel let them go.
-                let released: u64 = model.counters().released.values().sum();
+                let released: u64 = model.activity().released.values().sum();
                 prop_assert_eq!(released, reference.released * PAGE_SIZE);
             }
         }

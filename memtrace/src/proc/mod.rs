@@ -166,4 +166,35 @@ impl ProcessView {
     pub fn alive(&self) -> bool {
         self.path("stat").exists()
     }
+
+    /// The kernel's start time of the process (ticks since boot), which
+    /// tells a PID reused by another process apart.
+    pub fn start_time(&self) -> Option<u64> {
+        let stat = std::fs::read_to_string(self.path("stat")).ok()?;
+        // The command name (field 2) can hold spaces and parentheses: count
+        // fields from the last ')'.
+        let after = &stat[stat.rfind(')')? + 1..];
+        after.split_whitespace().nth(19)?.parse().ok()
+    }
+
+    /// Whether the PID is a process (a thread group's leader), not one of
+    /// its other threads, which the fork tracepoint also reports.
+    pub fn is_process(&self) -> bool {
+        std::fs::read_to_string(self.path("status")).is_ok_and(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("Tgid:"))
+                .and_then(|tgid| tgid.trim().parse::<u32>().ok())
+                == Some(self.pid)
+        })
+    }
+
+    /// Which process the process's descriptor `pidfd` refers to (from its
+    /// fdinfo), when it is a pidfd.
+    pub fn pidfd_target(&self, pidfd: i32) -> Option<u32> {
+        let info = std::fs::read_to_string(self.path(&format!("fdinfo/{pidfd}"))).ok()?;
+        info.lines()
+            .find_map(|line| line.strip_prefix("Pid:"))
+            .and_then(|value| value.trim().parse().ok())
+    }
 }

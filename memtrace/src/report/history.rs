@@ -8,8 +8,6 @@
 
 use std::{fmt::Write as _, time::Duration};
 
-use super::snapshot::Snapshot;
-
 /// One interval's numbers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Point {
@@ -25,33 +23,6 @@ pub struct Point {
     /// The Go heap profile's inuse_space, with `--go-pprof`.
     pub go_heap_inuse: Option<u64>,
     pub cgroup_current: Option<u64>,
-}
-
-impl From<&Snapshot> for Point {
-    fn from(snapshot: &Snapshot) -> Self {
-        let (anon, file, shmem, swap) = match snapshot.kernel {
-            Some(kernel) => (kernel.anon, kernel.file, kernel.shmem, kernel.swap),
-            None => (
-                snapshot.model.anon,
-                snapshot.model.file,
-                snapshot.model.shmem,
-                0,
-            ),
-        };
-        Self {
-            elapsed: snapshot.elapsed,
-            unix_ms: snapshot.unix_ms,
-            rss: snapshot.rss(),
-            anon,
-            file,
-            shmem,
-            swap,
-            lazyfree: snapshot.lazyfree(),
-            unexplained: snapshot.unexplained(),
-            go_heap_inuse: None,
-            cgroup_current: snapshot.cgroup.as_ref().map(|cgroup| cgroup.current),
-        }
-    }
 }
 
 impl Point {

@@ -7,15 +7,19 @@ use serde_json::{json, Map, Value};
 
 use super::{
     history::Trend,
-    snapshot::{CallRow, FaultRow, GoHeapSide, GrowthRow, Snapshot, StackRow},
+    snapshot::{GoHeapSide, Snapshot},
 };
-use crate::model::{Call, CallStats};
-use crate::{proc::CgroupMemory, runtime::RuntimeInfo};
+use crate::{
+    attribution::{CallRow, FaultRow, GrowthRow, StackRow},
+    model::{Call, CallStats},
+    proc::CgroupMemory,
+    runtime::RuntimeInfo,
+};
 
 pub const SCHEMA_VERSION: u32 = 1;
 
 pub fn to_json(snapshot: &Snapshot) -> Value {
-    let counters = &snapshot.counters;
+    let activity = &snapshot.activity;
     let model = &snapshot.model;
     let kernel = snapshot.kernel.map(|kernel| {
         json!({
@@ -37,18 +41,18 @@ pub fn to_json(snapshot: &Snapshot) -> Value {
     });
     let mut calls = Map::new();
     let mut madvise = Map::new();
-    for (call, stats) in &counters.calls {
+    for (call, stats) in &activity.calls {
         match call {
             Call::Madvise(advice) => madvise.insert(advice.to_string(), call_stats(stats)),
             other => calls.insert(other.name(), call_stats(stats)),
         };
     }
-    let released: Map<String, Value> = counters
+    let released: Map<String, Value> = activity
         .released
         .iter()
         .map(|(how, bytes)| (how.name(), json!(bytes)))
         .collect();
-    let faults = &counters.faults;
+    let faults = &activity.faults;
     let lost = &snapshot.lost;
     let mut value = json!({
         "schema": "memtrace.snapshot",
@@ -83,15 +87,15 @@ pub fn to_json(snapshot: &Snapshot) -> Value {
             },
         },
         "address_space_bytes": snapshot.address_space,
-        "mapped_bytes": counters.call_stats(Call::Mmap).bytes,
-        "unmapped_bytes": counters.call_stats(Call::Munmap).bytes,
+        "mapped_bytes": activity.call_stats(Call::Mmap).bytes,
+        "unmapped_bytes": activity.call_stats(Call::Munmap).bytes,
         "calls": calls,
         "madvise": madvise,
         "released_bytes": released,
         "lazyfree": {
-            "marked_bytes": counters.lazyfree.marked,
-            "reused_bytes": counters.lazyfree.reused,
-            "unobserved_bytes": counters.lazyfree.unobserved,
+            "marked_bytes": activity.lazyfree.marked,
+            "reused_bytes": activity.lazyfree.reused,
+            "unobserved_bytes": activity.lazyfree.unobserved,
         },
         "faults": {
             "count": faults.count,

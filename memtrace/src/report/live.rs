@@ -101,9 +101,9 @@ pub fn render(snapshot: &Snapshot) -> String {
             Bytes(rest),
         );
     }
-    let counters = &snapshot.counters;
-    let mmap = counters.call_stats(Call::Mmap);
-    let munmap = counters.call_stats(Call::Munmap);
+    let activity = &snapshot.activity;
+    let mmap = activity.call_stats(Call::Mmap);
+    let munmap = activity.call_stats(Call::Munmap);
     let _ = writeln!(
         out,
         "mapped    {} in {} · unmapped {} in {}",
@@ -112,7 +112,7 @@ pub fn render(snapshot: &Snapshot) -> String {
         Bytes(munmap.bytes),
         plural(munmap.calls, "call", "calls"),
     );
-    let advice: Vec<String> = counters
+    let advice: Vec<String> = activity
         .calls
         .iter()
         .filter_map(|(call, stats)| match call {
@@ -128,7 +128,7 @@ pub fn render(snapshot: &Snapshot) -> String {
     if !advice.is_empty() {
         let _ = writeln!(out, "madvise   {}", advice.join(" · "));
     }
-    let faults = &counters.faults;
+    let faults = &activity.faults;
     let _ = writeln!(
         out,
         "faults    {} ({} paged in; {} writes, {} copy-on-write, {} zero-page reads)",
@@ -138,8 +138,8 @@ pub fn render(snapshot: &Snapshot) -> String {
         Count(faults.copy_on_write),
         Count(faults.zero_page),
     );
-    if !counters.released.is_empty() {
-        let released: Vec<String> = counters
+    if !activity.released.is_empty() {
+        let released: Vec<String> = activity
             .released
             .iter()
             .map(|(how, bytes)| format!("{} {}", how.name(), Bytes(*bytes)))
@@ -276,7 +276,7 @@ pub fn render_final(snapshot: &Snapshot) -> String {
         }
     }
     let reclaimed = snapshot
-        .counters
+        .activity
         .released
         .get(&Release::LazyFreeReclaimed)
         .copied()

@@ -1,7 +1,7 @@
 //! What memtrace tells people: the live view, the final report, the verdict
 //! and the JSON lines, all from a [`snapshot::Snapshot`].
 
-pub mod attribution;
+pub mod assemble;
 pub mod format;
 pub mod history;
 pub mod json;

@@ -4,10 +4,11 @@
 
 use std::time::Duration;
 
-use super::history::Trend;
+use super::history::{Point, Trend};
 use crate::{
-    intake::StackId,
-    model::{reconcile::Outcome, Counters, CreatedBy, Totals},
+    attribution::{CallRow, FaultRow, GrowthRow, RangeRow, StackRow},
+    intake::OomKill,
+    model::{reconcile::Outcome, Activity, Totals},
     proc::{CgroupMemory, KernelTotals},
     runtime::RuntimeInfo,
 };
@@ -48,31 +49,6 @@ impl Lost {
     }
 }
 
-/// A mapping and what of it is resident.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RangeRow {
-    pub start: u64,
-    pub end: u64,
-    pub mapping: String,
-    pub created_by: CreatedBy,
-    pub stack: Option<StackId>,
-    pub resident: u64,
-    pub lazyfree: u64,
-}
-
-/// A stack and the bytes it accounts for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StackRow {
-    pub stack: Option<StackId>,
-    /// Function names, innermost first (`module+0x..` where unknown).
-    pub frames: Vec<String>,
-    pub in_use: u64,
-    pub lazyfree: u64,
-    /// The module where the stack walk stopped early, when it did (code
-    /// without frame pointers).
-    pub cut_short_in: Option<String>,
-}
-
 /// The program's own heap profile beside the kernel's view.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GoHeapSide {
@@ -96,42 +72,6 @@ pub struct FunctionMatch {
     pub kernel_resident: u64,
 }
 
-/// What the OOM killer saw when it chose the target.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct OomKill {
-    pub anon_bytes: u64,
-    pub file_bytes: u64,
-    pub shmem_bytes: u64,
-}
-
-/// A stack whose resident bytes changed since the first snapshot.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GrowthRow {
-    pub stack: Option<StackId>,
-    pub frames: Vec<String>,
-    pub grown: i64,
-}
-
-/// Faults taken at a stack since attaching.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FaultRow {
-    pub stack: Option<StackId>,
-    pub frames: Vec<String>,
-    pub count: u64,
-    pub paged_in_bytes: u64,
-}
-
-/// Bytes a call changed, by the stack that made it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CallRow {
-    pub call: String,
-    pub stack: Option<StackId>,
-    pub frames: Vec<String>,
-    pub calls: u64,
-    pub bytes: u64,
-    pub resident_bytes: u64,
-}
-
 #[derive(Clone, Debug)]
 pub struct Snapshot {
     pub seq: u64,
@@ -147,7 +87,7 @@ pub struct Snapshot {
     pub kernel: Option<KernelTotals>,
     pub model: Totals,
     pub reconcile: Outcome,
-    pub counters: Counters,
+    pub activity: Activity,
     pub lost: Lost,
     /// Records were lost: the figures may be off until /proc catches up.
     pub approximate: bool,
@@ -192,5 +132,26 @@ impl Snapshot {
     pub fn lazyfree(&self) -> u64 {
         self.kernel
             .map_or(self.model.lazyfree, |kernel| kernel.lazyfree)
+    }
+
+    /// This moment's numbers, for the history.
+    pub fn point(&self) -> Point {
+        let (anon, file, shmem, swap) = match self.kernel {
+            Some(kernel) => (kernel.anon, kernel.file, kernel.shmem, kernel.swap),
+            None => (self.model.anon, self.model.file, self.model.shmem, 0),
+        };
+        Point {
+            elapsed: self.elapsed,
+            unix_ms: self.unix_ms,
+            rss: self.rss(),
+            anon,
+            file,
+            shmem,
+            swap,
+            lazyfree: self.lazyfree(),
+            unexplained: self.unexplained(),
+            go_heap_inuse: None,
+            cgroup_current: self.cgroup.as_ref().map(|cgroup| cgroup.current),
+        }
     }
 }

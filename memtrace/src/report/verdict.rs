@@ -2,15 +2,15 @@
 //! change it. Every sentence comes from something observed; a sentence
 //! whose facts are missing is left out, never guessed.
 
+use std::fmt::Write as _;
+
 use super::{
-    attribution::{self, GOROUTINE_STACKS},
     format::{percent, Bytes, Delta},
     history::Trend,
     snapshot::{Snapshot, TargetState},
 };
-use std::fmt::Write as _;
-
 use crate::{
+    attribution::{self, GOROUTINE_STACKS},
     model::{Advice, Call, Release},
     runtime::Allocator,
 };
@@ -207,14 +207,14 @@ fn heap_profile(snapshot: &Snapshot) -> Option<String> {
 fn address_space(snapshot: &Snapshot) -> Option<String> {
     let rss = snapshot.rss();
     let advised: u64 = snapshot
-        .counters
+        .activity
         .released
         .iter()
         .filter(|(how, _)| matches!(how, Release::Madvise(_)))
         .map(|(_, bytes)| bytes)
         .sum::<u64>()
         + snapshot
-            .counters
+            .activity
             .call_stats(Call::Madvise(Advice::FREE))
             .resident_bytes;
     if snapshot.address_space < 2 * rss.max(1) || advised < rss / 10 {
@@ -232,16 +232,16 @@ fn address_space(snapshot: &Snapshot) -> Option<String> {
 /// "Given back since attaching: 32 MiB with MADV_FREE (still in RSS), 16 MiB
 /// with MADV_DONTNEED, 16 MiB with munmap."
 fn given_back(snapshot: &Snapshot) -> Option<String> {
-    let counters = &snapshot.counters;
+    let activity = &snapshot.activity;
     let mut parts = Vec::new();
-    let free = counters.call_stats(Call::Madvise(Advice::FREE));
+    let free = activity.call_stats(Call::Madvise(Advice::FREE));
     if free.resident_bytes > 0 {
         parts.push(format!(
             "{} with MADV_FREE (stays in RSS until reclaimed)",
             Bytes(free.resident_bytes)
         ));
     }
-    for (how, bytes) in &counters.released {
+    for (how, bytes) in &activity.released {
         if *bytes == 0 {
             continue;
         }
@@ -378,4 +378,36 @@ fn caveats(snapshot: &Snapshot) -> Option<String> {
         }
     }
     (!caveats.is_empty()).then(|| format!("Note: {}.", caveats.join("; ")))
+}
+
+/// Resident bytes under stacks cut short that are worth a word.
+const CUT_SHORT_NOTABLE: f64 = 1.0;
+
+/// Notes for the end of the report: one per module whose missing frame
+/// pointers cut short the stacks of a notable part of RSS.
+pub fn notices(snapshot: &Snapshot) -> Vec<String> {
+    let mut by_module: Vec<(String, u64, usize)> = Vec::new();
+    for row in &snapshot.top_stacks {
+        let Some(module) = &row.cut_short_in else {
+            continue;
+        };
+        let bytes = row.in_use + row.lazyfree;
+        match by_module.iter_mut().find(|(known, _, _)| known == module) {
+            Some(entry) => entry.1 += bytes,
+            None => by_module.push((module.clone(), bytes, row.frames.len())),
+        }
+    }
+    by_module
+        .into_iter()
+        .filter(|(_, bytes, _)| percent(*bytes, snapshot.rss()) >= CUT_SHORT_NOTABLE)
+        .map(|(module, bytes, frames)| {
+            format!(
+                "stacks through {module} stop after {frames} frame{} ({} resident): it looks \
+                 built without frame pointers, so their callers are missing; rebuild it with \
+                 -fno-omit-frame-pointer for whole stacks",
+                if frames == 1 { "" } else { "s" },
+                Bytes(bytes),
+            )
+        })
+        .collect()
 }

@@ -7,7 +7,6 @@
 
 use tokio::task::JoinHandle;
 
-use super::SessionError;
 use crate::gopprof::{fetch, FetchLimits, GoPprofError, HeapProfile, ProfileSource};
 
 pub struct HeapWatch {
@@ -22,14 +21,11 @@ pub struct HeapWatch {
 
 impl HeapWatch {
     /// Parses `--go-pprof`; a file is read now.
-    pub fn open(text: &str, allow_remote: bool) -> Result<Self, SessionError> {
-        let source = ProfileSource::parse(text, allow_remote)
-            .map_err(|err| SessionError::Input(err.to_string()))?;
+    pub fn open(text: &str, allow_remote: bool) -> Result<Self, GoPprofError> {
+        let source = ProfileSource::parse(text, allow_remote)?;
         let limits = FetchLimits::default();
         let latest = match &source {
-            ProfileSource::File(_) => {
-                Some(fetch(&source, &limits).map_err(|err| SessionError::Input(err.to_string()))?)
-            }
+            ProfileSource::File(_) => Some(fetch(&source, &limits)?),
             ProfileSource::Url(_) => None,
         };
         Ok(Self {

@@ -18,7 +18,7 @@ use std::{
 
 use tokio::io::unix::AsyncFd;
 
-use crate::output::Owner;
+use crate::safe_file::Owner;
 
 /// A forked command, waiting at the gate.
 pub struct Launched {

@@ -5,10 +5,12 @@
 //! (the model) ← /proc ([`crate::proc`]) → [`crate::report`] and
 //! [`crate::export`].
 
+mod error;
 mod heap;
 mod launch;
 mod outputs;
 mod process;
+mod signals;
 mod tracker;
 
 use std::{
@@ -19,59 +21,28 @@ use std::{
 };
 
 use memtrace_common::Counter;
-use tokio::{
-    signal::unix::{signal, SignalKind},
-    time::{interval, sleep_until, MissedTickBehavior},
-};
+use tokio::time::{interval, sleep_until, MissedTickBehavior};
 
+pub use error::SessionError;
 pub use tracker::{Ending, Tracker};
 
 use crate::{
     cli::TraceOptions,
     intake::{EventKind, EventSource, StackTable},
-    kernel::{KernelCounters, KernelError, Maps, Tracer, TracerOptions},
+    kernel::{KernelCounters, Maps, Tracer, TracerOptions},
     model::reconcile::FOLIO_BATCH_PAGES,
-    output::{OutputError, OutputPolicy, Owner},
     proc::{zero_page_pfn, ProcError, ProcessView},
     report::{
         live,
         snapshot::{Lost, Snapshot},
         verdict,
     },
+    safe_file::{OutputPolicy, Owner},
 };
 use outputs::Outputs;
 use process::{Process, ReadingRules, Shared};
+use signals::{Signals, Steer};
 use tracker::Follow;
-
-#[derive(Debug, thiserror::Error)]
-pub enum SessionError {
-    #[error("no process with PID {pid}")]
-    NoSuchProcess { pid: u32 },
-    #[error("process {pid} exited while memtrace was attaching")]
-    ExitedWhileAttaching { pid: u32 },
-    #[error(transparent)]
-    Kernel(#[from] KernelError),
-    #[error("cannot start {command}: {source}")]
-    Launch {
-        command: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Output(#[from] OutputError),
-    #[error("{0}")]
-    Input(String),
-    #[error("interrupted")]
-    Interrupted,
-    #[error("{what}: {source}")]
-    Io {
-        what: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Proc(#[from] ProcError),
-}
 
 /// What to trace.
 #[derive(Debug, Clone)]
@@ -86,6 +57,9 @@ pub enum Stop {
     TargetExited,
     TargetOomKilled,
     Duration,
+    /// Ctrl-C.
+    Interrupt,
+    /// SIGTERM or SIGHUP.
     Signal,
 }
 
@@ -148,7 +122,7 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
             pid
         }
     };
-    let start_time = process_start_time(pid);
+    let start_time = ProcessView::new(pid).start_time();
     tracer.set_target(pid)?;
     tracer.attach()?;
 
@@ -185,7 +159,7 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
         })?,
         None => {
             // The PID must still be the process we were asked for.
-            if process_start_time(pid) != start_time || start_time.is_none() {
+            if ProcessView::new(pid).start_time() != start_time || start_time.is_none() {
                 return Err(SessionError::ExitedWhileAttaching { pid });
             }
             let rules = session.rules;
@@ -203,60 +177,27 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
         what: "cannot watch the ring buffer",
         source,
     })?;
+    let mut signals = Signals::new()?;
     let stop = session
-        .trace(&mut source, &mut outputs, options, launched.as_mut())
+        .trace(
+            &mut source,
+            &mut signals,
+            &mut outputs,
+            options,
+            launched.as_mut(),
+        )
         .await?;
+    signals.stopping(stop == Stop::Interrupt);
     session.drain(&mut source);
     if let Some(heap) = session.heap.as_mut() {
-        heap.settle().await;
-    }
-    session.final_reports(stop, &mut outputs)?;
-    drop(tracer);
-    Ok(stop)
-}
-
-/// Resident bytes under stacks cut short that are worth a word.
-const CUT_SHORT_NOTABLE: f64 = 1.0;
-
-/// One notice per module whose missing frame pointers cut short the stacks
-/// of a notable part of RSS.
-fn cut_short_notices(snapshot: &Snapshot) -> Vec<String> {
-    let mut by_module: Vec<(String, u64, usize)> = Vec::new();
-    for row in &snapshot.top_stacks {
-        let Some(module) = &row.cut_short_in else {
-            continue;
-        };
-        let bytes = row.in_use + row.lazyfree;
-        match by_module.iter_mut().find(|(known, _, _)| known == module) {
-            Some(entry) => entry.1 += bytes,
-            None => by_module.push((module.clone(), bytes, row.frames.len())),
+        tokio::select! {
+            () = heap.settle() => {}
+            () = signals.interrupt() => return Err(SessionError::Interrupted),
         }
     }
-    by_module
-        .into_iter()
-        .filter(|(_, bytes, _)| {
-            crate::report::format::percent(*bytes, snapshot.rss()) >= CUT_SHORT_NOTABLE
-        })
-        .map(|(module, bytes, frames)| {
-            format!(
-                "stacks through {module} stop after {frames} frame{} ({} resident): it looks \
-                 built without frame pointers, so their callers are missing; rebuild it with \
-                 -fno-omit-frame-pointer for whole stacks",
-                if frames == 1 { "" } else { "s" },
-                crate::report::format::Bytes(bytes),
-            )
-        })
-        .collect()
-}
-
-/// The kernel's start time of `pid` (ticks since boot), which tells a PID
-/// reused by another process apart.
-fn process_start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) can hold spaces and parentheses: count
-    // fields from the last ')'.
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(19)?.parse().ok()
+    session.final_reports(&mut outputs, &signals)?;
+    drop(tracer);
+    Ok(stop)
 }
 
 struct Session {
@@ -316,20 +257,11 @@ impl Session {
     async fn trace(
         &mut self,
         source: &mut EventSource,
+        signals: &mut Signals,
         outputs: &mut Outputs,
         options: &TraceOptions,
         mut child: Option<&mut launch::Launched>,
     ) -> Result<Stop, SessionError> {
-        let signal_stream = |kind| {
-            signal(kind).map_err(|source| SessionError::Io {
-                what: "cannot handle signals",
-                source,
-            })
-        };
-        let mut interrupt = signal_stream(SignalKind::interrupt())?;
-        let mut terminate = signal_stream(SignalKind::terminate())?;
-        let mut hangup = signal_stream(SignalKind::hangup())?;
-        let mut user1 = signal_stream(SignalKind::user_defined1())?;
         let mut ticks = interval(options.interval);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         ticks.tick().await;
@@ -354,17 +286,15 @@ impl Session {
                     self.interval_report(source, outputs)?;
                     reconcile_soon = false;
                 }
-                _ = interrupt.recv() => {
-                    exit_on_second_interrupt();
-                    return Ok(Stop::Signal);
-                }
-                _ = terminate.recv() => return Ok(Stop::Signal),
-                _ = hangup.recv() => return Ok(Stop::Signal),
-                _ = user1.recv() => {
-                    let snapshot = self.snapshot(self.primary, false, Stop::Signal);
-                    let verdict = verdict::verdict(&snapshot);
-                    self.print(&format!("{}\n{verdict}\n", live::render_final(&snapshot)));
-                }
+                steer = signals.next() => match steer {
+                    Steer::Stop { by_interrupt: true } => return Ok(Stop::Interrupt),
+                    Steer::Stop { by_interrupt: false } => return Ok(Stop::Signal),
+                    Steer::ReportNow => {
+                        let snapshot = self.snapshot(self.primary, false);
+                        let verdict = verdict::verdict(&snapshot);
+                        self.print(&format!("{}\n{verdict}\n", live::render_final(&snapshot)));
+                    }
+                },
                 _ = sleep_until_or_never(deadline) => return Ok(Stop::Duration),
                 _ = wait_child(&mut child) => {
                     self.drain(source);
@@ -413,12 +343,12 @@ impl Session {
                 Follow::Reclaim => reconcile = true,
                 Follow::ProcessMadvise => {
                     if let EventKind::ProcessMadvise(call) = &decoded.event.kind {
-                        if pidfd_target(process.pid, call.pidfd) == Some(process.pid) {
+                        if process.view.pidfd_target(call.pidfd) == Some(process.pid) {
                             process.tracker.apply_own_process_madvise(&decoded);
                         }
                     }
                 }
-                Follow::Forked(child) if follow_forks && is_process(child) => {
+                Follow::Forked(child) if follow_forks && ProcessView::new(child).is_process() => {
                     let tracker = process.tracker.forked();
                     let parent = process.pid;
                     let child = Process::new(child, tracker, 0);
@@ -470,17 +400,16 @@ impl Session {
         self.reconcile(source);
         let pids: Vec<u32> = self.processes.keys().copied().collect();
         for pid in pids {
-            let snapshot = self.snapshot(pid, false, Stop::Signal);
+            let snapshot = self.snapshot(pid, false);
+            let primary = pid == self.primary;
             if !self.quiet {
-                if pid == self.primary {
+                if primary {
                     self.print(&live::render(&snapshot));
                 } else {
                     self.print(&live::render_brief(&snapshot));
                 }
             }
-            let primary = pid == self.primary;
             let process = self.processes.get_mut(&pid).expect("listed above");
-            process.remember_rss(&snapshot);
             let mut namer = process.namer(&self.stacks);
             outputs.interval(&snapshot, primary.then_some(&mut namer))?;
         }
@@ -499,7 +428,7 @@ impl Session {
         }
     }
 
-    fn snapshot(&mut self, pid: u32, is_final: bool, stop: Stop) -> Snapshot {
+    fn snapshot(&mut self, pid: u32, is_final: bool) -> Snapshot {
         let shared = Shared {
             stacks: &self.stacks,
             lost: self.lost(),
@@ -510,23 +439,28 @@ impl Session {
             .processes
             .get_mut(&pid)
             .expect("snapshots are of known processes");
-        process.snapshot(is_final, stop, &shared)
+        process.snapshot(is_final, &shared)
     }
 
     /// The final report and outputs: the primary target first, then each
-    /// child followed.
-    fn final_reports(&mut self, stop: Stop, outputs: &mut Outputs) -> Result<(), SessionError> {
+    /// child followed. A Ctrl-C meanwhile abandons them (`signals`).
+    fn final_reports(
+        &mut self,
+        outputs: &mut Outputs,
+        signals: &Signals,
+    ) -> Result<(), SessionError> {
         let mut pids: Vec<u32> = self.processes.keys().copied().collect();
         pids.sort_by_key(|&pid| pid != self.primary);
         let mut primary_snapshot = None;
         for pid in pids {
-            let snapshot = self.snapshot(pid, true, stop);
+            signals.check()?;
+            let snapshot = self.snapshot(pid, true);
             if pid != self.primary {
                 self.print(&format!("\n── child pid {pid} ──\n"));
             }
             self.print(&live::render_final(&snapshot));
             self.print(&format!("\n{}\n", verdict::verdict(&snapshot)));
-            for notice in cut_short_notices(&snapshot) {
+            for notice in verdict::notices(&snapshot) {
                 eprintln!("memtrace: note: {notice}");
             }
             if pid == self.primary {
@@ -537,42 +471,10 @@ impl Session {
         }
         let snapshot = primary_snapshot.expect("the primary target is always reported");
         let process = self.processes.get_mut(&self.primary).expect("primary");
-        let history = std::mem::take(&mut process.history);
+        let past = std::mem::take(&mut process.past);
         let mut namer = process.namer(&self.stacks);
-        outputs.finish(&snapshot, &history, &mut namer)
+        outputs.finish(&snapshot, past.history(), &mut namer, signals)
     }
-}
-
-/// Whether `pid` is a process (not a thread, which the fork tracepoint
-/// also reports).
-fn is_process(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|status| {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("Tgid:"))
-            .and_then(|tgid| tgid.trim().parse::<u32>().ok())
-            == Some(pid)
-    })
-}
-
-/// Which process a pidfd of `pid` refers to (from its fdinfo).
-fn pidfd_target(pid: u32, pidfd: i32) -> Option<u32> {
-    let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{pidfd}")).ok()?;
-    info.lines()
-        .find_map(|line| line.strip_prefix("Pid:"))
-        .and_then(|value| value.trim().parse().ok())
-}
-
-/// A second Ctrl-C ends memtrace at once, leaving no partial output behind.
-fn exit_on_second_interrupt() {
-    tokio::spawn(async {
-        if let Ok(mut interrupt) = signal(SignalKind::interrupt()) {
-            interrupt.recv().await;
-            crate::output::abandon_all();
-            eprintln!("memtrace: interrupted; no report written");
-            std::process::exit(crate::exit::ExitCode::Interrupted as i32);
-        }
-    });
 }
 
 async fn sleep_until_or_never(deadline: Option<tokio::time::Instant>) {

@@ -1,5 +1,5 @@
 //! The files a session writes: JSON lines as it goes, profiles at the end
-//! (and every `--pprof-every`), all through [`crate::output`].
+//! (and every `--pprof-every`), all through [`crate::safe_file`].
 
 use std::{
     io::Write,
@@ -7,12 +7,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::SessionError;
+use super::{signals::Signals, SessionError};
 use crate::{
     cli::TraceOptions,
     export::{flamegraph, folded, pprof},
-    output::{OutputError, OutputPolicy, PendingFile},
-    report::{attribution::Namer, history::History, json, snapshot::Snapshot},
+    report::{history::History, json, snapshot::Snapshot},
+    safe_file::{OutputError, OutputPolicy, PendingFile},
+    symbolize::Namer,
 };
 
 /// Where JSON lines go.
@@ -113,28 +114,36 @@ impl Outputs {
         }
     }
 
+    /// The final snapshot's JSON and every file written at the end; a
+    /// Ctrl-C meanwhile (`signals`) abandons what is not written yet.
     pub fn finish(
         &mut self,
         snapshot: &Snapshot,
         history: &History,
         namer: &mut Namer<'_>,
+        signals: &Signals,
     ) -> Result<(), SessionError> {
         self.write_json(snapshot)?;
         if let Some(path) = &self.history {
+            signals.check()?;
             self.policy.write_all(path, history.csv().as_bytes())?;
         }
         if self.snapshots.is_some() {
+            signals.check()?;
             self.write_snapshot_profile(snapshot, namer)?;
         }
+        signals.check()?;
         if let Some(JsonSink::File(file)) = self.json.take() {
             file.commit()?;
         }
         if let Some(path) = &self.pprof {
+            signals.check()?;
             let profile = pprof::profile(namer, snapshot.elapsed, snapshot.executable.as_deref());
             self.policy
                 .write_all(path, &memtrace_pprof::encode(&profile))?;
         }
         if self.folded.is_some() || self.flamegraph.is_some() {
+            signals.check()?;
             let lines = folded::folded(namer);
             if let Some(path) = &self.folded {
                 let mut text = lines.join("\n");

@@ -1,36 +1,27 @@
 //! What the session keeps per traced process: the primary target and, with
 //! `--follow-forks`, each child it forks, every one its own address space.
 
-use std::{
-    collections::HashMap,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::time::Duration;
 
 use super::{
     heap::HeapWatch,
     tracker::{Ending, Tracker},
-    SessionError, Stop,
+    SessionError,
 };
 use crate::{
     intake::StackTable,
     model::{
         reconcile::{Busy, Moment, Outcome, Reading},
-        AddressSpace, Backing,
+        Backing,
     },
     proc::{cgroup_memory, KernelTotals, ProcessView},
     report::{
-        attribution::{self, Held, Holder, Namer},
-        history::{History, Point, Trend},
-        snapshot::{FunctionMatch, GoHeapSide, Lost, Snapshot, TargetState},
+        assemble::{Facts, Past},
+        snapshot::{Lost, Snapshot, TargetState},
     },
     runtime::RuntimeInfo,
-    symbolize::Symbolizer,
+    symbolize::{Namer, Symbolizer},
 };
-
-/// Rows in the top-N lists.
-pub const TOP_ROWS: usize = 10;
-/// Intervals shown in the live view's chart.
-const SPARKLINE_WIDTH: usize = 40;
 
 /// How /proc is read for every process alike.
 #[derive(Clone, Copy, Debug)]
@@ -64,11 +55,8 @@ pub struct Process {
     symbolizer: Symbolizer,
     last_kernel: Option<KernelTotals>,
     last_outcome: Outcome,
-    seq: u64,
-    previous_rss: Option<u64>,
-    pub history: History,
-    /// Resident bytes by holder at the first interval, for growth.
-    baseline: Option<HashMap<Holder, Held>>,
+    /// What its earlier snapshots left: history, growth baseline.
+    pub past: Past,
     pub command: String,
     executable: Option<String>,
     /// Execs that are part of starting the process (1 for `-- CMD`).
@@ -87,10 +75,7 @@ impl Process {
             symbolizer: Symbolizer::new(pid),
             last_kernel: None,
             last_outcome: Outcome::default(),
-            seq: 0,
-            previous_rss: None,
-            history: History::default(),
-            baseline: None,
+            past: Past::default(),
             executable: None,
             expected_execs,
             runtime: None,
@@ -123,7 +108,7 @@ impl Process {
         self.runtime = None;
         // The exec that starts a `-- CMD` is expected; any other replaces
         // what the user was looking at.
-        if self.tracker.model.counters().execs > self.expected_execs {
+        if self.tracker.model.activity().execs > self.expected_execs {
             eprintln!(
                 "memtrace: pid {} called execve: its address space was replaced, and the model \
                  starts afresh (memory released by the exec counts as \"execve\")",
@@ -191,10 +176,6 @@ impl Process {
         self.last_kernel = Some(proc.totals);
     }
 
-    pub fn remember_rss(&mut self, snapshot: &Snapshot) {
-        self.previous_rss = Some(snapshot.rss());
-    }
-
     /// Refreshes what can change under the process (its name, program and
     /// runtime after an exec).
     fn look(&mut self, is_final: bool) {
@@ -225,81 +206,41 @@ impl Process {
         }
     }
 
-    pub fn snapshot(&mut self, is_final: bool, stop: Stop, shared: &Shared<'_>) -> Snapshot {
-        self.seq += 1;
+    pub fn snapshot(&mut self, is_final: bool, shared: &Shared<'_>) -> Snapshot {
         let alive = self.tracker.ending.is_none() && self.view.alive();
         if alive {
             self.look(is_final);
         }
-        let state = match (self.tracker.ending, stop) {
-            (Some(Ending::OomKilled), _) => TargetState::OomKilled,
-            (Some(Ending::Exited), _) => TargetState::Exited,
-            _ if !alive => TargetState::Exited,
-            _ => TargetState::Running,
+        let state = match self.tracker.ending {
+            Some(Ending::OomKilled) => TargetState::OomKilled,
+            Some(Ending::Exited) => TargetState::Exited,
+            None if !alive => TargetState::Exited,
+            None => TargetState::Running,
         };
-        let model: &AddressSpace = &self.tracker.model;
-        let mut namer = Namer {
-            stacks: shared.stacks,
-            symbolizer: &mut self.symbolizer,
-            model,
-        };
-        let top_stacks = attribution::top_stacks(&mut namer, TOP_ROWS);
-        let top_calls = attribution::top_calls(&mut namer, TOP_ROWS);
-        let top_faults = attribution::top_faults(&mut namer, TOP_ROWS);
-        let go_heap = shared.heap.and_then(|heap| go_heap_side(heap, &mut namer));
-        let mut growth = match &self.baseline {
-            Some(baseline) => attribution::growth(&mut namer, baseline),
-            None => Vec::new(),
-        };
-        let mut growers = attribution::growth_by_responsible(&growth);
-        growers.truncate(TOP_ROWS);
-        growth.truncate(TOP_ROWS);
-        if self.baseline.is_none() {
-            self.baseline = Some(attribution::resident_by_holder(model));
-        }
-        let mut snapshot = Snapshot {
-            seq: self.seq,
+        let facts = Facts {
             is_final,
             elapsed: shared.elapsed,
-            unix_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |since| since.as_millis() as u64),
             pid: self.pid,
-            command: self.command.clone(),
-            executable: self.executable.clone(),
+            command: &self.command,
+            executable: self.executable.as_deref(),
             state,
-            kernel: self.last_kernel.filter(|_| state == TargetState::Running),
-            model: model.totals(),
+            kernel: self.last_kernel,
             reconcile: self.last_outcome,
-            counters: model.counters().clone(),
-            approximate: shared.lost.records() > 0,
             lost: shared.lost,
             records: self.tracker.records,
-            top_ranges: attribution::top_ranges(model, TOP_ROWS),
-            top_stacks,
-            top_calls,
-            top_faults,
-            growth,
-            growers,
-            trend: Trend::Unknown,
-            sparkline: String::new(),
             cgroup: if alive { cgroup_memory(self.pid) } else { None },
             oom_kill: self.tracker.oom_kill,
             runtime: self.runtime.clone(),
-            address_space: model
-                .extents()
-                .iter()
-                .map(|(start, extent)| extent.end - start)
-                .sum(),
-            go_heap,
-            previous_rss: self.previous_rss,
+            heap: shared
+                .heap
+                .and_then(|heap| Some((heap.source(), heap.latest()?))),
         };
-        if !is_final {
-            self.history.push(Point::from(&snapshot));
-        }
-        snapshot.trend = self.history.trend();
-        snapshot.sparkline = self.history.sparkline(SPARKLINE_WIDTH);
-        snapshot
+        let mut namer = Namer {
+            stacks: shared.stacks,
+            symbolizer: &mut self.symbolizer,
+            model: &self.tracker.model,
+        };
+        self.past.snapshot(facts, &mut namer)
     }
 
     /// What exporters need to name this process's stacks.
@@ -310,35 +251,4 @@ impl Process {
             model: &self.tracker.model,
         }
     }
-}
-
-/// The heap profile's largest holders beside what the kernel saw under them.
-fn go_heap_side(heap: &HeapWatch, namer: &mut Namer<'_>) -> Option<GoHeapSide> {
-    let profile = heap.latest()?;
-    // Where the profile says the memory is: functions holding it themselves.
-    let holders: Vec<&memtrace_pprof::FunctionTotal> = profile
-        .functions
-        .iter()
-        .filter(|total| total.flat > 0)
-        .take(TOP_ROWS)
-        .collect();
-    let functions: Vec<&str> = holders
-        .iter()
-        .map(|total| total.function.as_str())
-        .collect();
-    let resident = attribution::resident_under(namer, &functions);
-    Some(GoHeapSide {
-        source: heap.source(),
-        inuse_space: profile.inuse_space.max(0) as u64,
-        alloc_space: profile.alloc_space.max(0) as u64,
-        functions: holders
-            .iter()
-            .zip(resident)
-            .map(|(total, kernel_resident)| FunctionMatch {
-                function: total.function.clone(),
-                pprof_inuse: total.flat.max(0) as u64,
-                kernel_resident,
-            })
-            .collect(),
-    })
 }

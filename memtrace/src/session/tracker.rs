@@ -4,9 +4,8 @@
 use std::ops::Range;
 
 use crate::{
-    intake::{Decoded, EventKind, Madvise},
+    intake::{Decoded, EventKind, Madvise, OomKill},
     model::{pages::pages_covering, reconcile::Busy, AddressSpace, PAGE_SIZE},
-    report::snapshot::OomKill,
 };
 
 /// How the target ended, if it did.
@@ -88,16 +87,8 @@ impl Tracker {
                 self.ending.get_or_insert(Ending::Exited);
                 Follow::Ended
             }
-            EventKind::OomVictim {
-                anon_bytes,
-                file_bytes,
-                shmem_bytes,
-            } => {
-                self.oom_kill = Some(OomKill {
-                    anon_bytes: *anon_bytes,
-                    file_bytes: *file_bytes,
-                    shmem_bytes: *shmem_bytes,
-                });
+            EventKind::OomVictim(kill) => {
+                self.oom_kill = Some(*kill);
                 self.ending = Some(Ending::OomKilled);
                 Follow::Nothing
             }

@@ -8,6 +8,7 @@
 //! containers. Each address and each stack is resolved once.
 
 mod frames;
+mod namer;
 
 use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
@@ -17,6 +18,7 @@ use blazesym::symbolize::{
 };
 
 pub use frames::{Frame, Function, Module};
+pub use namer::Namer;
 
 use crate::{
     intake::StackId,

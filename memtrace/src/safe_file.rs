@@ -130,7 +130,6 @@ impl OutputPolicy {
         }
         // umask may have narrowed the mode; outputs are meant to be read.
         let _ = file.set_permissions(fs::Permissions::from_mode(0o644));
-        track(&temp);
         Ok(PendingFile {
             writer: Some(BufWriter::new(file)),
             temp,
@@ -147,30 +146,6 @@ impl OutputPolicy {
             source,
         })?;
         file.commit()
-    }
-}
-
-/// Temporary files being written, so a hard stop can remove them.
-static IN_PROGRESS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
-
-fn track(temp: &Path) {
-    if let Ok(mut files) = IN_PROGRESS.lock() {
-        files.push(temp.to_owned());
-    }
-}
-
-fn untrack(temp: &Path) {
-    if let Ok(mut files) = IN_PROGRESS.lock() {
-        files.retain(|file| file != temp);
-    }
-}
-
-/// Removes every output still being written (before an immediate exit).
-pub fn abandon_all() {
-    if let Ok(mut files) = IN_PROGRESS.lock() {
-        for file in files.drain(..) {
-            let _ = fs::remove_file(file);
-        }
     }
 }
 
@@ -208,7 +183,6 @@ impl PendingFile {
             return Ok(());
         };
         let result = finish(writer, &self.temp, &self.path, self.force);
-        untrack(&self.temp);
         if result.is_err() {
             let _ = fs::remove_file(&self.temp);
         }
@@ -253,7 +227,6 @@ impl Drop for PendingFile {
     fn drop(&mut self) {
         if self.writer.is_some() {
             let _ = fs::remove_file(&self.temp);
-            untrack(&self.temp);
         }
     }
 }

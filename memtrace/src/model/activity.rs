@@ -123,7 +123,7 @@ pub struct LazyFreeCounters {
 }
 
 #[derive(Clone, Debug, Default)]
-pub struct Counters {
+pub struct Activity {
     pub calls: BTreeMap<Call, CallStats>,
     pub faults: FaultCounters,
     /// Bytes that left RSS, by how.
@@ -139,10 +139,10 @@ pub struct Counters {
     pub execs: u64,
 }
 
-impl Counters {
+impl Activity {
     pub fn call(&mut self, call: Call, stack: Option<StackId>) -> CallCounter<'_> {
         CallCounter {
-            counters: self,
+            activity: self,
             call,
             stack,
         }
@@ -155,16 +155,16 @@ impl Counters {
 
 /// Updates a call's totals and its stack's in one go.
 pub struct CallCounter<'a> {
-    counters: &'a mut Counters,
+    activity: &'a mut Activity,
     call: Call,
     stack: Option<StackId>,
 }
 
 impl CallCounter<'_> {
     fn update(&mut self, f: impl Fn(&mut CallStats)) {
-        f(self.counters.calls.entry(self.call).or_default());
+        f(self.activity.calls.entry(self.call).or_default());
         f(self
-            .counters
+            .activity
             .calls_by_stack
             .entry((self.call, self.stack))
             .or_default());

@@ -1,0 +1,87 @@
+//! What grew since the first interval, and who is responsible for it in a
+//! sentence.
+
+use std::collections::HashMap;
+
+use super::{
+    holders::{resident_by_holder, Held, Holder},
+    rows::GrowthRow,
+};
+use crate::symbolize::Namer;
+
+/// The holders whose resident bytes grew since `baseline` (an earlier
+/// [`resident_by_holder`]), merged by name like [`top_stacks`], largest
+/// first.
+pub fn growth(namer: &mut Namer<'_>, baseline: &HashMap<Holder, Held>) -> Vec<GrowthRow> {
+    let now = resident_by_holder(namer.model);
+    let mut deltas: HashMap<&Holder, i64> = HashMap::new();
+    for (holder, held) in &now {
+        *deltas.entry(holder).or_default() += held.resident() as i64;
+    }
+    for (holder, held) in baseline {
+        *deltas.entry(holder).or_default() -= held.resident() as i64;
+    }
+    let mut deltas: Vec<(&Holder, i64)> = deltas.into_iter().filter(|(_, d)| *d != 0).collect();
+    deltas.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let mut rows: Vec<GrowthRow> = Vec::new();
+    let mut by_frames: HashMap<Vec<String>, usize> = HashMap::new();
+    for (holder, grown) in deltas {
+        let frames = holder.names(namer);
+        match by_frames.get(&frames) {
+            Some(&row) => rows[row].grown += grown,
+            None => {
+                by_frames.insert(frames.clone(), rows.len());
+                rows.push(GrowthRow {
+                    stack: holder.stack(),
+                    frames,
+                    grown,
+                });
+            }
+        }
+    }
+    rows.retain(|row| row.grown > 0);
+    rows.sort_by_key(|row| std::cmp::Reverse(row.grown));
+    rows
+}
+
+/// What a growing stack is put down to in a sentence: goroutine stacks, or
+/// the first function that is not the runtime's or the allocator's own.
+pub fn responsible(frames: &[String]) -> String {
+    if frames.iter().any(|frame| frame == "runtime.malg") {
+        return GOROUTINE_STACKS.to_owned();
+    }
+    // A Go program's own code is its main package; the standard library's
+    // I/O under it (a read into a fresh buffer) is how, not who.
+    if let Some(main) = frames.iter().find(|frame| frame.starts_with("main.")) {
+        return main.clone();
+    }
+    let plumbing = |frame: &&String| {
+        ["runtime.", "runtime/", "syscall.", "[", "__", "_int_"]
+            .iter()
+            .any(|prefix| frame.starts_with(prefix))
+            || ["malloc", "calloc", "realloc", "sysmalloc", "mmap64"].contains(&frame.as_str())
+    };
+    frames
+        .iter()
+        .find(|frame| !plumbing(frame))
+        .or(frames.first())
+        .cloned()
+        .unwrap_or_else(|| "?".to_owned())
+}
+
+pub const GOROUTINE_STACKS: &str = "goroutine stacks (runtime.malg)";
+
+/// Growth by what is responsible ([`responsible`]), largest first, over
+/// all of `rows`.
+pub fn growth_by_responsible(rows: &[GrowthRow]) -> Vec<(String, i64)> {
+    let mut totals: Vec<(String, i64)> = Vec::new();
+    for row in rows {
+        let who = responsible(&row.frames);
+        match totals.iter_mut().find(|(known, _)| *known == who) {
+            Some(total) => total.1 += row.grown,
+            None => totals.push((who, row.grown)),
+        }
+    }
+    totals.sort_by_key(|(_, grown)| std::cmp::Reverse(*grown));
+    totals
+}

@@ -1,0 +1,13 @@
+//! Attribution: who holds the resident bytes and who gave memory back, by
+//! stack, with the frames named. It sits between the model and what is made
+//! of it: the report's tables and the exported profiles both come from here.
+
+mod growth;
+mod holders;
+mod rows;
+
+pub use growth::{growth, growth_by_responsible, responsible, GOROUTINE_STACKS};
+pub use holders::{resident_by_holder, resident_under, Held, Holder};
+pub use rows::{
+    top_calls, top_faults, top_ranges, top_stacks, CallRow, FaultRow, GrowthRow, RangeRow, StackRow,
+};

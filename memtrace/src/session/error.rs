@@ -1,0 +1,37 @@
+//! Why a session ended in failure. `main` turns each variant into its own
+//! exit code (see [`crate::exit`]), so scripts can tell them apart.
+
+use crate::{gopprof::GoPprofError, kernel::KernelError, proc::ProcError, safe_file::OutputError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("no process with PID {pid}")]
+    NoSuchProcess { pid: u32 },
+    #[error("process {pid} exited while memtrace was attaching")]
+    ExitedWhileAttaching { pid: u32 },
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    #[error("cannot start {command}: {source}")]
+    Launch {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    /// `--go-pprof` names a bad file or URL.
+    #[error(transparent)]
+    GoPprof(#[from] GoPprofError),
+    /// Ctrl-C while memtrace was already stopping: it stops at once and
+    /// writes nothing.
+    #[error("interrupted; no report written")]
+    Interrupted,
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Proc(#[from] ProcError),
+}
