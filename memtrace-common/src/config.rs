@@ -11,6 +11,21 @@ pub const FOLLOW_FORKS_GLOBAL: &str = "FOLLOW_FORKS";
 /// that make a record wake the agent (below it, records wait for its tick).
 pub const WAKEUP_BYTES_GLOBAL: &str = "WAKEUP_BYTES";
 
+/// Name of the global with the bytes of user stack a stack sample copies.
+pub const STACK_BYTES_GLOBAL: &str = "STACK_BYTES";
+/// Name of the global with the field offsets of the classic tracepoints,
+/// read from their `format` files at load time ([`crate::TracepointFields`]).
+pub const TRACEPOINT_FIELDS_GLOBAL: &str = "TRACEPOINT_FIELDS";
+
+/// Most user stack one sample copies, and the piece it is copied in: pieces
+/// never cross a page boundary, so a copy stops cleanly at the end of the
+/// stack mapping, where the first unreadable piece fails.
+pub const MAX_STACK_COPY: usize = 16 * 1024;
+pub const STACK_COPY_PIECE: usize = 1024;
+/// What a sample copies unless told otherwise (perf's `--call-graph dwarf`
+/// default).
+pub const DEFAULT_STACK_COPY: u32 = 8 * 1024;
+
 /// Deepest user stack recorded; deeper stacks keep their innermost frames.
 pub const MAX_STACK_FRAMES: usize = 64;
 /// Distinct stacks the kernel holds until the agent has read them.
@@ -18,6 +33,8 @@ pub const DEFAULT_STACK_ENTRIES: u32 = 16 * 1024;
 
 /// How many processes (the target and, with `--follow-forks`, its children).
 pub const MAX_TARGETS: u32 = 1024;
+/// How many innermost-frame hints ([`crate::FrameHint`]) the kernel keeps.
+pub const MAX_FRAME_HINTS: u32 = 16 * 1024;
 /// How many iovecs of one `process_madvise` call are recorded.
 pub const MAX_IOVECS: usize = 8;
 

@@ -1,40 +1,39 @@
 //! Indices into the kernel's per-CPU `COUNTERS` array: what the kernel side
-//! saw or could not deliver. The agent sums them over CPUs.
+//! did or could not deliver. The agent sums them over CPUs.
 
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counter {
-    /// Page faults of the targets seen by the fault program.
-    Faults = 0,
     /// Fault records that could not be reserved in the ring buffer.
-    LostFaults = 1,
+    LostFaults = 0,
     /// Syscall records that could not be reserved.
-    LostSyscalls = 2,
+    LostSyscalls = 1,
     /// Lifecycle (exec, exit, fork, OOM) records that could not be reserved.
-    LostLifecycle = 3,
+    LostLifecycle = 2,
     /// Reclaim notices that could not be reserved.
-    LostReclaim = 4,
+    LostReclaim = 3,
     /// Stacks walked but not stored because the `STACKS` map was full; their
     /// records name a stack the agent cannot read.
-    StacksNotStored = 5,
+    StacksNotStored = 4,
+    /// Stack samples (for unwinding in the agent) that could not be written:
+    /// their records name a stack the agent never gets.
+    LostStackSamples = 5,
     /// Changes to a target's RSS counters made by another task (reclaim,
     /// the OOM reaper, khugepaged, process_madvise from outside).
     ForeignRssChanges = 6,
-    /// Stack walks performed for faults.
+    /// Frame-pointer walks done for faults (the rest reused a walk).
     FaultStackWalks = 7,
+    /// Stack samples copied for faults (the rest reused one).
+    FaultStackSamples = 8,
+    /// Children that could not be added to the traced processes (the
+    /// targets map was full): their events are missed.
+    LostTargets = 9,
+    /// Program runs skipped because another of memtrace's programs was
+    /// running on the same CPU: a fault taken by the kernel while a program
+    /// read user memory, which is not the program's own fault.
+    Nested = 10,
 }
 
 impl Counter {
-    pub const COUNT: u32 = 8;
-
-    pub const ALL: [Self; Self::COUNT as usize] = [
-        Self::Faults,
-        Self::LostFaults,
-        Self::LostSyscalls,
-        Self::LostLifecycle,
-        Self::LostReclaim,
-        Self::StacksNotStored,
-        Self::ForeignRssChanges,
-        Self::FaultStackWalks,
-    ];
+    pub const COUNT: u32 = 11;
 }

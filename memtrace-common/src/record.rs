@@ -14,6 +14,43 @@ use crate::config::{MAX_IOVECS, MAX_STACK_FRAMES};
 /// be read).
 pub const NO_STACK: u64 = 0;
 
+/// Stack keys. A key is either the hash of a stack's return addresses
+/// (walked by frame pointers in the kernel, or unwound by the agent: the
+/// same frames get the same key either way), or, with [`SAMPLE_BIT`] set,
+/// the id of a [`StackSampleRecord`] the agent has yet to unwind.
+pub mod stack_key {
+    use super::NO_STACK;
+
+    /// Set in the ids of stack samples, clear in hashes of frames.
+    pub const SAMPLE_BIT: u64 = 1 << 63;
+    /// FNV-1a's offset basis: the hash of no frames.
+    pub const EMPTY: u64 = 0xcbf2_9ce4_8422_2325;
+
+    /// The hash so far, with one more return address.
+    pub const fn add(hash: u64, address: u64) -> u64 {
+        (hash ^ address).wrapping_mul(0x0000_0100_0000_01b3)
+    }
+
+    /// The key of a hash: never a sample id, never [`NO_STACK`].
+    pub const fn finish(hash: u64) -> u64 {
+        let key = hash & !SAMPLE_BIT;
+        if key == NO_STACK {
+            1
+        } else {
+            key
+        }
+    }
+
+    /// The key of the stack `addresses` (innermost first).
+    pub fn of(addresses: &[u64]) -> u64 {
+        let mut hash = EMPTY;
+        for &address in addresses {
+            hash = add(hash, address);
+        }
+        finish(hash)
+    }
+}
+
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RecordKind {
@@ -22,6 +59,7 @@ pub enum RecordKind {
     ProcessMadvise = 3,
     Reclaim = 4,
     Lifecycle = 5,
+    StackSample = 6,
 }
 
 impl RecordKind {
@@ -32,6 +70,7 @@ impl RecordKind {
             3 => Some(Self::ProcessMadvise),
             4 => Some(Self::Reclaim),
             5 => Some(Self::Lifecycle),
+            6 => Some(Self::StackSample),
             _ => None,
         }
     }
@@ -176,10 +215,13 @@ pub enum LifecycleKind {
     Exec = 1,
     /// The last thread of the target exited.
     Exit = 2,
-    /// A target forked; `other_pid` is the child.
+    /// A target started a new process; `other_pid` is the child.
     Fork = 3,
     /// The OOM killer chose the target.
     OomVictim = 4,
+    /// A thread of the target exited, on a kernel whose exit tracepoint
+    /// does not say whether it was the last one: /proc tells.
+    ThreadExit = 5,
 }
 
 impl LifecycleKind {
@@ -189,10 +231,14 @@ impl LifecycleKind {
             2 => Some(Self::Exit),
             3 => Some(Self::Fork),
             4 => Some(Self::OomVictim),
+            5 => Some(Self::ThreadExit),
             _ => None,
         }
     }
 }
+
+/// [`LifecycleRecord`]'s `flags` for a child sharing its parent's memory.
+pub const CLONE_VM: u32 = 0x100;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -200,10 +246,113 @@ pub struct LifecycleRecord {
     pub header: RecordHeader,
     /// Fork: the child. OOM kill: the victim thread.
     pub other_pid: u32,
-    pub _pad: u32,
+    /// Fork: [`CLONE_VM`] when the child shares the parent's memory until it
+    /// calls exec (vfork, posix_spawn).
+    pub flags: u32,
     /// OOM kill: the kernel's anon, file and shmem RSS of the victim in KiB
-    /// when it was chosen. Zero for the other kinds.
+    /// when it was chosen (zero on kernels that do not say). Zero for the
+    /// other kinds.
     pub rss_kib: [u64; 3],
+}
+
+/// A copy of a thread's user stack and the registers unwinding starts from,
+/// for code without frame pointers: the agent unwinds it with the binaries'
+/// own unwind tables. The header's `stack` is the sample's id (with
+/// [`stack_key::SAMPLE_BIT`]); records that happened at the same place name
+/// the same id. `len` bytes of stack, from `sp` up, follow the fixed part.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StackSampleRecord {
+    pub header: RecordHeader,
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+    /// Bytes of stack that follow.
+    pub len: u32,
+    pub _pad: u32,
+}
+
+/// What the agent learnt about an instruction of a traced process from
+/// unwinding a sample taken there: where the return address of the
+/// function it is in sits. With it, the kernel can tell the function's
+/// caller at the next fault there without a sample, so that samples are
+/// reused only at the same instruction, frame and caller.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FrameHintKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub ip: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrameHint {
+    /// The return address is at `sp + return_address_offset`.
+    pub return_address_offset: u32,
+    pub _pad: u32,
+}
+
+/// Offsets of the fields the classic tracepoint programs read, from the
+/// tracepoints' `format` files on the running kernel; [`FIELD_ABSENT`] for a
+/// field this kernel's tracepoint does not have.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TracepointFields {
+    /// `sched:sched_process_exit`'s `group_dead` (newer kernels only).
+    pub exit_group_dead: u32,
+    /// `task:task_newtask`'s `pid` and `clone_flags`.
+    pub newtask_pid: u32,
+    pub newtask_clone_flags: u32,
+    /// `oom:mark_victim`'s `pid`, and its RSS fields (newer kernels only).
+    pub oom_pid: u32,
+    pub oom_anon_rss: u32,
+    pub oom_file_rss: u32,
+    pub oom_shmem_rss: u32,
+    pub _pad: u32,
+}
+
+pub const FIELD_ABSENT: u32 = u32::MAX;
+
+impl TracepointFields {
+    /// Every field absent: the programs read nothing until the agent sets
+    /// the real offsets.
+    pub const ABSENT: Self = Self {
+        exit_group_dead: FIELD_ABSENT,
+        newtask_pid: FIELD_ABSENT,
+        newtask_clone_flags: FIELD_ABSENT,
+        oom_pid: FIELD_ABSENT,
+        oom_anon_rss: FIELD_ABSENT,
+        oom_file_rss: FIELD_ABSENT,
+        oom_shmem_rss: FIELD_ABSENT,
+        _pad: 0,
+    };
+}
+
+/// How the kernel side gets a traced process's stacks ([`TargetState`]'s
+/// `stacks`).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StackSource {
+    /// Walk frame pointers in the kernel (Go, and code built with them).
+    #[default]
+    FramePointers = 0,
+    /// Copy the stack for the agent to unwind with the binaries' unwind
+    /// tables (code built without frame pointers).
+    Samples = 1,
+    /// No stacks: a process memtrace cannot unwind (32-bit).
+    Off = 2,
+}
+
+impl StackSource {
+    pub const fn from_u32(value: u32) -> Option<Self> {
+        match value {
+            0 => Some(Self::FramePointers),
+            1 => Some(Self::Samples),
+            2 => Some(Self::Off),
+            _ => None,
+        }
+    }
 }
 
 /// A user stack as walked by the kernel side: return addresses, innermost
@@ -221,7 +370,8 @@ pub struct StackFrames {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TargetState {
     pub tgid: u32,
-    pub _pad: u32,
+    /// A [`StackSource`]; followed children inherit their parent's.
+    pub stacks: u32,
     /// The process's `mm_struct`, learnt from its own RSS counter updates, so
     /// that updates made by other tasks (reclaim) can be matched to it.
     pub mm: u64,
@@ -250,4 +400,8 @@ mod pod {
     unsafe impl aya::Pod for super::LifecycleRecord {}
     unsafe impl aya::Pod for super::TargetState {}
     unsafe impl aya::Pod for super::StackFrames {}
+    unsafe impl aya::Pod for super::StackSampleRecord {}
+    unsafe impl aya::Pod for super::FrameHintKey {}
+    unsafe impl aya::Pod for super::FrameHint {}
+    unsafe impl aya::Pod for super::TracepointFields {}
 }

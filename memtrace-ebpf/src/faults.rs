@@ -6,42 +6,50 @@
 //! a second, so it does as little as it can. BTF tracepoints are called with
 //! the tracepoint's arguments directly, without the perf record a classic
 //! tracepoint fills first; the record carries no timestamp (see
-//! `memtrace_common::record`); and in sampled mode most faults reuse their
-//! thread's last walked stack after reading a single word of user memory.
+//! `memtrace_common::record`); and in sampled mode most faults reuse the
+//! stack of the last fault at the same place after reading a single word of
+//! user memory.
 
 use aya_ebpf::{
     macros::{btf_tracepoint, map},
     maps::PerCpuArray,
     programs::BtfTracePointContext,
 };
-use memtrace_common::{Counter, FaultRecord, RecordHeader, RecordKind, StackMode, NO_STACK};
+use memtrace_common::{
+    Counter, FaultRecord, RecordHeader, RecordKind, StackMode, StackSource, NO_STACK,
+};
 
 use crate::{
-    maps::{count, stack_mode, wakeup_flags, EVENTS},
-    stacks::{Site, SiteCache, UserRegs, Walk, USER_SPACE_END},
+    maps::{count, stack_mode, wakeup_flags, Busy, Exclusive, EVENTS},
+    stacks::{EventKind, SiteCache, StackRequest, UserRegs, USER_SPACE_END},
     target::Current,
 };
 
-/// The last stack walked for a fault on this CPU, for sampled mode.
+/// The last stack taken for a fault on this CPU, for sampled mode.
 #[map]
 static FAULT_SITES: PerCpuArray<SiteCache> = PerCpuArray::with_max_entries(1, 0);
 
 #[btf_tracepoint(function = "page_fault_user")]
 pub fn page_fault_user(ctx: BtfTracePointContext) -> i32 {
-    let Some(current) = Current::target() else {
+    let Some((current, stacks)) = Current::target() else {
         return 0;
     };
     let address: u64 = ctx.arg(0);
     let regs: *const u8 = ctx.arg(1);
     let error_code: u64 = ctx.arg(2);
-    let stack = fault_stack(UserRegs::from_pt_regs(regs), current.tid);
-    emit(current, address, error_code, stack);
+    fault(
+        current,
+        stacks,
+        address,
+        error_code,
+        UserRegs::from_pt_regs(regs),
+    );
     0
 }
 
 #[btf_tracepoint(function = "page_fault_kernel")]
 pub fn page_fault_kernel(ctx: BtfTracePointContext) -> i32 {
-    let Some(current) = Current::target() else {
+    let Some((current, stacks)) = Current::target() else {
         return 0;
     };
     let address: u64 = ctx.arg(0);
@@ -51,58 +59,57 @@ pub fn page_fault_kernel(ctx: BtfTracePointContext) -> i32 {
     let error_code: u64 = ctx.arg(2);
     // The fault's own registers are the kernel's; the user stack is the one
     // saved when the thread entered the kernel.
-    let stack = fault_stack(UserRegs::current(), current.tid);
-    emit(current, address, error_code, stack);
+    fault(current, stacks, address, error_code, UserRegs::current());
     0
 }
 
-fn emit(current: Current, address: u64, error_code: u64, stack: u64) {
+#[inline(always)]
+fn fault(
+    current: Current,
+    stacks: StackSource,
+    address: u64,
+    error_code: u64,
+    regs: Option<UserRegs>,
+) {
+    let stack = match Exclusive::take(current.tid) {
+        Ok(_running) => fault_stack(current, stacks, regs),
+        // One of our own reads of this thread's memory faulted: the process
+        // took no fault.
+        Err(Busy::Nested) => return,
+        Err(Busy::Preempted) => NO_STACK,
+    };
     let Some(mut entry) = EVENTS.reserve::<FaultRecord>(0) else {
         count(Counter::LostFaults);
         return;
     };
-    let mut record_header = RecordHeader::new(
+    let mut header = RecordHeader::new(
         RecordKind::Fault,
         current.tgid,
         current.tid,
         error_code as u8,
     );
-    record_header.stack = stack;
-    entry.write(FaultRecord {
-        header: record_header,
-        address,
-    });
+    header.stack = stack;
+    entry.write(FaultRecord { header, address });
     entry.submit(wakeup_flags());
 }
 
-fn fault_stack(regs: Option<UserRegs>, tid: u32) -> u64 {
+#[inline(always)]
+fn fault_stack(current: Current, stacks: StackSource, regs: Option<UserRegs>) -> u64 {
     let mode = StackMode::from_u32(stack_mode());
-    if mode == Some(StackMode::None) {
-        return NO_STACK;
-    }
     let Some(regs) = regs else {
         return NO_STACK;
     };
-    if mode == Some(StackMode::All) {
-        return walk(&regs);
-    }
-    sampled(&regs, tid)
-}
-
-fn walk(regs: &UserRegs) -> u64 {
-    count(Counter::FaultStackWalks);
-    Walk::start(regs).map_or(NO_STACK, Walk::store)
-}
-
-/// Reuse the thread's last stack while faults come from the same site (same
-/// instruction, frame pointer and caller), for at most `STACK_PERIOD` faults;
-/// walk the whole stack otherwise.
-fn sampled(regs: &UserRegs, tid: u32) -> u64 {
-    let site = Site {
-        tid,
-        ip: regs.ip,
-        bp: regs.bp,
-        caller: regs.caller(),
+    let reuse = match mode {
+        Some(StackMode::None) | None => return NO_STACK,
+        Some(StackMode::All) => None,
+        Some(StackMode::Sampled) => Some((&FAULT_SITES, 0)),
     };
-    SiteCache::stack_at(&FAULT_SITES, 0, site, || walk(regs))
+    StackRequest {
+        regs,
+        current,
+        source: stacks,
+        kind: EventKind::Fault,
+        reuse,
+    }
+    .stack()
 }

@@ -6,7 +6,10 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, RingBuf},
     Global,
 };
-use memtrace_common::{config::MAX_TARGETS, Counter, StackMode, TargetState};
+use memtrace_common::{
+    config::{DEFAULT_STACK_COPY, MAX_TARGETS},
+    Counter, StackMode, TargetState, TracepointFields,
+};
 
 /// A `StackMode` as u32; set by the agent.
 #[unsafe(no_mangle)]
@@ -20,6 +23,12 @@ static FOLLOW_FORKS: Global<u32> = Global::new(0);
 /// Bytes waiting in the ring buffer that make a record wake the agent.
 #[unsafe(no_mangle)]
 static WAKEUP_BYTES: Global<u32> = Global::new(1024 * 1024);
+/// Bytes of user stack a stack sample copies above the stack pointer.
+#[unsafe(no_mangle)]
+static STACK_BYTES: Global<u32> = Global::new(DEFAULT_STACK_COPY);
+/// Where the classic tracepoints' fields are on this kernel.
+#[unsafe(no_mangle)]
+static TRACEPOINT_FIELDS: Global<TracepointFields> = Global::new(TracepointFields::ABSENT);
 
 pub(crate) fn stack_mode() -> u32 {
     STACK_MODE.load()
@@ -31,6 +40,14 @@ pub(crate) fn stack_period() -> u32 {
 
 pub(crate) fn follow_forks() -> bool {
     FOLLOW_FORKS.load() != 0
+}
+
+pub(crate) fn stack_bytes() -> u32 {
+    STACK_BYTES.load()
+}
+
+pub(crate) fn tracepoint_fields() -> TracepointFields {
+    TRACEPOINT_FIELDS.load()
 }
 
 /// Every record goes here. The agent sets the real size at load time.
@@ -57,9 +74,64 @@ pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Cou
 
 pub(crate) fn count(counter: Counter) {
     if let Some(value) = COUNTERS.get_ptr_mut(counter as u32) {
-        // SAFETY: per-CPU slot, and programs do not nest on one CPU for the
-        // tracepoints we attach, so nothing else writes it meanwhile.
+        // SAFETY: per-CPU slot; a program nested on this CPU (see
+        // `Exclusive`) only ever counts `Nested`, which nothing else touches
+        // while it runs.
         unsafe { *value += 1 };
+    }
+}
+
+/// Whether one of memtrace's programs that read user memory is running on
+/// this CPU.
+#[map]
+static RUNNING: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// The right to run on this CPU, for a program that reads user memory.
+///
+/// Reading user memory that is not present makes the kernel take a page
+/// fault, and the fault tracepoints run even for faults that the read then
+/// gives up on. Their programs would run nested inside the one reading,
+/// overwrite its per-CPU scratch state, and record a fault the process never
+/// took. So the holder's thread is noted per CPU: a program that finds its
+/// own thread there is nested in that read and returns at once.
+pub(crate) struct Exclusive(*mut u32);
+
+/// Why [`Exclusive::take`] failed.
+pub(crate) enum Busy {
+    /// Inside one of memtrace's own reads of this thread's memory: not an
+    /// event of the program's.
+    Nested,
+    /// Another thread's program holds the CPU (it was preempted there): the
+    /// event is real, but the per-CPU scratch state is not free.
+    Preempted,
+}
+
+impl Exclusive {
+    pub(crate) fn take(tid: u32) -> Result<Self, Busy> {
+        let running = RUNNING.get_ptr_mut(0).ok_or(Busy::Preempted)?;
+        // SAFETY: this CPU's slot. A nested program runs to completion
+        // before the one it interrupted goes on, so the check and the set
+        // cannot interleave with another holder's.
+        unsafe {
+            match *running {
+                0 => {
+                    *running = tid;
+                    Ok(Self(running))
+                }
+                holder if holder == tid => {
+                    count(Counter::Nested);
+                    Err(Busy::Nested)
+                }
+                _ => Err(Busy::Preempted),
+            }
+        }
+    }
+}
+
+impl Drop for Exclusive {
+    fn drop(&mut self) {
+        // SAFETY: this CPU's slot, taken in `take`.
+        unsafe { *self.0 = 0 };
     }
 }
 

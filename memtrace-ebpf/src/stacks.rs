@@ -1,28 +1,48 @@
-//! User stacks, walked by frame pointers and stored once per distinct stack.
+//! User stacks: walked by frame pointers in the kernel where the code keeps
+//! them, or copied for the agent to unwind with the binaries' own unwind
+//! tables where it does not; and reused for later events at the same place.
 //!
-//! The kernel's own walker (`bpf_get_stackid`) reads the frame that the
-//! outermost function points at even when that pointer is 0 or garbage, as
-//! glibc's start code and Go's `goexit` leave it, and a faulting read costs
-//! about a microsecond on a VM: more than everything else the fault program
-//! does. This walker checks each frame pointer before reading through it, so
-//! a walk ends without a fault. Stacks go into `STACKS` under a 64-bit hash
-//! of their frames; records carry the hash.
+//! Frame pointers (Go, code built with `-fno-omit-frame-pointer`): the
+//! kernel's own walker (`bpf_get_stackid`) reads the frame that the
+//! outermost function points at even when that pointer is 0 or garbage, and
+//! a faulting read costs about a microsecond on a VM; this walker checks each
+//! frame pointer before reading through it. Stacks go into `STACKS` under a
+//! hash of their frames; records carry the hash.
+//!
+//! Samples (most distribution packages and release builds): the registers
+//! and up to `STACK_BYTES` of the stack go into the ring buffer as a
+//! [`StackSampleRecord`], under a sample id that records carry; the agent
+//! unwinds it, as `perf --call-graph dwarf` does.
+//!
+//! Either way a walk or copy is only done when an event comes from a new
+//! place: the same thread, instruction, stack pointer and caller as the last
+//! walk reuse it for at most `STACK_PERIOD` events. The caller comes from the
+//! frame pointer, from the top of the stack in a syscall wrapper, or, in code
+//! without frame pointers, from where the agent said the instruction's
+//! return address is (`FRAME_HINTS`); with none of these, nothing is reused,
+//! so the innermost function and its caller are always the event's own.
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{
-        bpf_probe_read_user,
-        generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
+        bpf_probe_read_user, bpf_probe_read_user_buf,
+        generated::{bpf_get_current_task_btf, bpf_get_smp_processor_id, bpf_task_pt_regs},
     },
     macros::map,
-    maps::{HashMap, PerCpuArray},
+    maps::{HashMap, LruHashMap, PerCpuArray},
 };
 use memtrace_common::{
-    config::{DEFAULT_STACK_ENTRIES, MAX_STACK_FRAMES},
-    Counter, StackFrames, NO_STACK,
+    config::{
+        DEFAULT_STACK_ENTRIES, MAX_FRAME_HINTS, MAX_STACK_COPY, MAX_STACK_FRAMES, STACK_COPY_PIECE,
+    },
+    stack_key, Counter, FrameHint, FrameHintKey, RecordHeader, RecordKind, StackFrames,
+    StackSampleRecord, StackSource, NO_STACK,
 };
 
-use crate::maps::{count, stack_period};
+use crate::{
+    maps::{count, stack_bytes, stack_period, wakeup_flags, EVENTS},
+    target::Current,
+};
 
 /// User stacks by the hash of their frames. The agent copies new ones out and
 /// deletes them, so the map only holds stacks it has not read yet.
@@ -34,13 +54,43 @@ pub(crate) static STACKS: HashMap<u64, StackFrames> =
 #[map]
 static SCRATCH: PerCpuArray<StackFrames> = PerCpuArray::with_max_entries(1, 0);
 
+/// Room for one stack sample per CPU: the record, then the copied stack. The
+/// copy starts at the stack pointer rounded down to a piece, so it has room
+/// for one piece more than the most it copies above the stack pointer.
+#[repr(C)]
+pub(crate) struct SampleBuffer {
+    record: StackSampleRecord,
+    bytes: [u8; MAX_STACK_COPY + STACK_COPY_PIECE],
+}
+
+#[map]
+static SAMPLES: PerCpuArray<SampleBuffer> = PerCpuArray::with_max_entries(1, 0);
+
+/// Stack samples taken on each CPU so far, for their ids.
+#[map]
+static SAMPLE_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Where the return address is at instructions of traced processes, as the
+/// agent learnt from unwinding samples taken there.
+#[map]
+pub(crate) static FRAME_HINTS: LruHashMap<FrameHintKey, FrameHint> =
+    LruHashMap::with_max_entries(MAX_FRAME_HINTS, 0);
+
 /// Offsets in x86-64 `struct pt_regs` (arch/x86/include/uapi/asm/ptrace.h).
 const PT_REGS_BP: usize = 4 * 8;
 const PT_REGS_IP: usize = 16 * 8;
+const PT_REGS_CS: usize = 17 * 8;
 const PT_REGS_SP: usize = 19 * 8;
+
+/// The user code segment of 32-bit (compat) code on x86-64 (`__USER32_CS`).
+const USER32_CS: u64 = 0x23;
 
 /// A frame further than this above the stack pointer is not on this stack.
 const MAX_STACK_SPAN: u64 = 64 * 1024 * 1024;
+
+/// Addresses from here up belong to the kernel (x86-64, 4- and 5-level
+/// paging).
+pub(crate) const USER_SPACE_END: u64 = 0x00ff_ffff_ffff_f000;
 
 /// The registers a walk starts from: the user context of the current thread.
 #[derive(Clone, Copy)]
@@ -48,6 +98,8 @@ pub(crate) struct UserRegs {
     pub(crate) ip: u64,
     pub(crate) sp: u64,
     pub(crate) bp: u64,
+    /// Running 32-bit code, whose stacks memtrace does not walk.
+    pub(crate) compat: bool,
 }
 
 impl UserRegs {
@@ -60,30 +112,14 @@ impl UserRegs {
         }
         // SAFETY: `regs` is a kernel-verified pointer to a `struct pt_regs`,
         // and every offset is inside it.
-        unsafe {
-            Some(Self {
-                ip: core::ptr::read_volatile(regs.add(PT_REGS_IP).cast::<u64>()),
-                sp: core::ptr::read_volatile(regs.add(PT_REGS_SP).cast::<u64>()),
-                bp: core::ptr::read_volatile(regs.add(PT_REGS_BP).cast::<u64>()),
-            })
-        }
-    }
-
-    /// The word on top of the stack: in a syscall wrapper that keeps no
-    /// frame, the return address into its caller.
-    pub(crate) fn top_of_stack(&self) -> u64 {
-        // SAFETY: user read checked by the helper.
-        unsafe { bpf_probe_read_user(self.sp as *const u64) }.unwrap_or(0)
-    }
-
-    /// The return address of the innermost frame (its caller), read through
-    /// the frame pointer; zero when the frame pointer is not usable.
-    pub(crate) fn caller(&self) -> u64 {
-        if !frame_pointer_plausible(self.bp, self.sp) {
-            return 0;
-        }
-        // SAFETY: user read checked by the helper.
-        unsafe { bpf_probe_read_user((self.bp + 8) as *const u64) }.unwrap_or(0)
+        let read =
+            |offset: usize| unsafe { core::ptr::read_volatile(regs.add(offset).cast::<u64>()) };
+        Some(Self {
+            ip: read(PT_REGS_IP),
+            sp: read(PT_REGS_SP),
+            bp: read(PT_REGS_BP),
+            compat: read(PT_REGS_CS) == USER32_CS,
+        })
     }
 
     /// The current thread's user registers, saved on entry to the kernel.
@@ -92,117 +128,249 @@ impl UserRegs {
         let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) };
         Self::from_pt_regs(regs as *const u8)
     }
+
+    /// The word on top of the stack: in a syscall wrapper that keeps no
+    /// frame, the return address into its caller.
+    pub(crate) fn top_of_stack(&self) -> u64 {
+        read_user(self.sp)
+    }
+
+    /// The return address of the innermost frame (its caller), read through
+    /// the frame pointer; zero when the frame pointer is not usable.
+    fn frame_pointer_caller(&self) -> u64 {
+        if frame_pointer_plausible(self.bp, self.sp) {
+            read_user(self.bp + 8)
+        } else {
+            0
+        }
+    }
 }
 
-/// A walk in progress over the per-CPU scratch frames.
-pub(crate) struct Walk {
-    frames: *mut StackFrames,
-    /// Frames known so far (`ips[..len]`).
-    len: usize,
-    fp: u64,
-    sp: u64,
-    done: bool,
+fn read_user(address: u64) -> u64 {
+    // SAFETY: user read checked by the helper.
+    unsafe { bpf_probe_read_user(address as *const u64) }.unwrap_or(0)
 }
 
-impl Walk {
-    /// Starts a walk at the instruction pointer; no user memory read yet.
-    pub(crate) fn start(regs: &UserRegs) -> Option<Self> {
-        let frames = SCRATCH.get_ptr_mut(0)?;
-        // SAFETY: per-CPU slot; programs do not nest on one CPU here.
-        unsafe {
-            (*frames).ips[0] = regs.ip;
-            (*frames).len = 1;
-        }
-        Some(Self {
-            frames,
-            len: 1,
-            fp: regs.bp,
-            sp: regs.sp,
-            done: false,
-        })
-    }
+/// What an event is, for finding its stack.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EventKind {
+    /// A page fault, at the faulting instruction.
+    Fault,
+    /// A syscall, in a wrapper that keeps no frame of its own (glibc's
+    /// `munmap`, Go's `runtime.madvise`): its return address is on top of
+    /// the stack, and the function that called it is the one that matters.
+    Syscall,
+}
 
-    /// Syscall wrappers (glibc's `munmap`, Go's `runtime.madvise`) keep no
-    /// frame of their own, so the frame-pointer chain skips the function
-    /// that called them: the one that matters. Their return address is at
-    /// the top of the stack; take it when the frame pointer shows the
-    /// wrapper made no frame (it still points above the stack pointer, into
-    /// the caller's frame) and the word there is not a stack address.
-    pub(crate) fn add_leaf_caller(&mut self, regs: &UserRegs) {
-        if self.len != 1 || regs.bp <= regs.sp {
-            return;
-        }
-        let word = regs.top_of_stack();
-        let on_stack = word >= regs.sp && word - regs.sp <= MAX_STACK_SPAN;
-        if word == 0 || word >= USER_SPACE_END || on_stack {
-            return;
-        }
-        // SAFETY: per-CPU slot owned by this walk; index 1 < MAX_STACK_FRAMES.
-        unsafe {
-            (*self.frames).ips[1] = word;
-            (*self.frames).len = 2;
-        }
-        self.len = 2;
-    }
+/// Where and how to find one event's stack.
+pub(crate) struct StackRequest<'a> {
+    pub(crate) regs: UserRegs,
+    pub(crate) current: Current,
+    pub(crate) source: StackSource,
+    pub(crate) kind: EventKind,
+    /// Reuse walks for events at the same place (`--stacks sampled`), in
+    /// this slot of this cache.
+    pub(crate) reuse: Option<(&'a PerCpuArray<SiteCache>, u32)>,
+}
 
-    /// Follows the frame-pointer chain until `depth` frames are known or the
-    /// chain ends.
-    pub(crate) fn extend_to(&mut self, depth: usize) {
-        // The loop variable is the slot written, so the verifier sees every
-        // index bounded by the loop itself.
-        for slot in 1..MAX_STACK_FRAMES {
-            if slot < self.len {
-                continue;
-            }
-            if self.done || slot >= depth {
-                break;
-            }
-            let fp = self.fp;
-            if !frame_pointer_plausible(fp, self.sp) {
-                self.done = true;
-                break;
-            }
-            // SAFETY: user read checked by the helper; `fp` was vetted above so
-            // it points into this thread's stack and does not fault.
-            let Ok([next_fp, return_address]) =
-                (unsafe { bpf_probe_read_user(fp as *const [u64; 2]) })
-            else {
-                self.done = true;
-                break;
-            };
-            if return_address == 0 {
-                self.done = true;
-                break;
-            }
-            // SAFETY: `slot < MAX_STACK_FRAMES`.
-            unsafe { (*self.frames).ips[slot] = return_address };
-            self.len = slot + 1;
-            // Callers' frames sit above their callees'; anything else is not
-            // a frame pointer.
-            if next_fp <= fp {
-                self.done = true;
-            }
-            self.fp = next_fp;
+impl StackRequest<'_> {
+    /// The event's stack key (a walked stack's hash, or a sample id), or
+    /// `NO_STACK`.
+    #[inline(always)]
+    pub(crate) fn stack(&self) -> u64 {
+        if self.regs.compat {
+            return NO_STACK;
         }
-        // SAFETY: per-CPU slot owned by this walk.
-        unsafe { (*self.frames).len = self.len as u32 };
+        let regs = &self.regs;
+        let (caller, take) = match self.source {
+            StackSource::Off => return NO_STACK,
+            StackSource::FramePointers => (
+                Some(match self.kind {
+                    EventKind::Fault => regs.frame_pointer_caller(),
+                    EventKind::Syscall => regs.top_of_stack(),
+                }),
+                Take::Walk,
+            ),
+            StackSource::Samples => (
+                match self.kind {
+                    EventKind::Fault => hinted_caller(self.current.tgid, regs),
+                    EventKind::Syscall => Some(regs.top_of_stack()),
+                },
+                Take::Sample,
+            ),
+        };
+        let take = || match take {
+            Take::Walk => walk(regs, self.kind),
+            Take::Sample => sample(regs, self.current, self.kind),
+        };
+        match (self.reuse, caller) {
+            (Some((cache, slot)), Some(caller)) => {
+                let site = Site {
+                    tid: self.current.tid,
+                    ip: regs.ip,
+                    sp: regs.sp,
+                    caller,
+                };
+                SiteCache::stack_at(cache, slot, site, take)
+            }
+            _ => take(),
+        }
     }
+}
 
-    /// Finishes the walk and stores the stack; returns its key.
-    pub(crate) fn store(mut self) -> u64 {
-        self.extend_to(MAX_STACK_FRAMES);
-        // SAFETY: per-CPU slot owned by this walk.
-        let frames = unsafe { &*self.frames };
-        let key = hash(frames);
-        if STACKS.get_ptr(key).is_none() && STACKS.insert(key, frames, BPF_NOEXIST.into()).is_err()
-        {
-            // Another CPU may have stored the same stack meanwhile.
-            if STACKS.get_ptr(key).is_none() {
-                count(Counter::StacksNotStored);
-            }
-        }
-        key
+enum Take {
+    Walk,
+    Sample,
+}
+
+/// The caller of the function at `regs.ip`, from where the agent said its
+/// return address is; `None` until the agent has said.
+#[inline(always)]
+fn hinted_caller(tgid: u32, regs: &UserRegs) -> Option<u64> {
+    let key = FrameHintKey {
+        tgid,
+        _pad: 0,
+        ip: regs.ip,
+    };
+    // SAFETY: a map value, read at once.
+    let hint = unsafe { FRAME_HINTS.get(&key) }?;
+    Some(read_user(regs.sp + u64::from(hint.return_address_offset)))
+}
+
+/// Walks the frame-pointer chain from `regs` and stores the stack; returns
+/// its key.
+#[inline(always)]
+fn walk(regs: &UserRegs, kind: EventKind) -> u64 {
+    if kind == EventKind::Fault {
+        count(Counter::FaultStackWalks);
     }
+    let Some(frames) = SCRATCH.get_ptr_mut(0) else {
+        return NO_STACK;
+    };
+    // SAFETY: this CPU's slot; memtrace's programs do not nest on a CPU (see
+    // `maps::Exclusive`).
+    let frames = unsafe { &mut *frames };
+    frames.ips[0] = regs.ip;
+    let mut len = 1;
+    if kind == EventKind::Syscall {
+        if let Some(caller) = wrapper_caller(regs) {
+            frames.ips[1] = caller;
+            len = 2;
+        }
+    }
+    let mut fp = regs.bp;
+    // The loop variable is the slot written, so the verifier sees every
+    // index bounded by the loop itself.
+    for slot in 1..MAX_STACK_FRAMES {
+        if slot < len {
+            continue;
+        }
+        if !frame_pointer_plausible(fp, regs.sp) {
+            break;
+        }
+        // SAFETY: user read checked by the helper; `fp` was vetted above so
+        // it points into this thread's stack and does not fault.
+        let Ok([next_fp, return_address]) = (unsafe { bpf_probe_read_user(fp as *const [u64; 2]) })
+        else {
+            break;
+        };
+        if return_address == 0 {
+            break;
+        }
+        frames.ips[slot] = return_address;
+        len = slot + 1;
+        // Callers' frames sit above their callees'; anything else is not a
+        // frame pointer.
+        if next_fp <= fp {
+            break;
+        }
+        fp = next_fp;
+    }
+    frames.len = len as u32;
+    let mut hash = stack_key::EMPTY;
+    for i in 0..MAX_STACK_FRAMES {
+        if i >= len {
+            break;
+        }
+        hash = stack_key::add(hash, frames.ips[i]);
+    }
+    let key = stack_key::finish(hash);
+    if STACKS.get_ptr(key).is_none() && STACKS.insert(key, frames, BPF_NOEXIST.into()).is_err() {
+        // Another CPU may have stored the same stack meanwhile.
+        if STACKS.get_ptr(key).is_none() {
+            count(Counter::StacksNotStored);
+        }
+    }
+    key
+}
+
+/// A syscall wrapper's caller, from the top of the stack, when the frame
+/// pointer shows the wrapper made no frame (it still points above the stack
+/// pointer, into the caller's frame) and the word there is not a stack
+/// address.
+#[inline(always)]
+fn wrapper_caller(regs: &UserRegs) -> Option<u64> {
+    if regs.bp <= regs.sp {
+        return None;
+    }
+    let word = regs.top_of_stack();
+    let on_stack = word >= regs.sp && word - regs.sp <= MAX_STACK_SPAN;
+    (word != 0 && word < USER_SPACE_END && !on_stack).then_some(word)
+}
+
+/// Copies the registers and the stack into a sample record for the agent to
+/// unwind; returns the sample's id.
+#[inline(always)]
+fn sample(regs: &UserRegs, current: Current, kind: EventKind) -> u64 {
+    if kind == EventKind::Fault {
+        count(Counter::FaultStackSamples);
+    }
+    let (Some(buffer), Some(seq)) = (SAMPLES.get_ptr_mut(0), SAMPLE_SEQ.get_ptr_mut(0)) else {
+        return NO_STACK;
+    };
+    // SAFETY: this CPU's slots; memtrace's programs do not nest on a CPU.
+    let (buffer, seq) = unsafe { (&mut *buffer, &mut *seq) };
+    *seq += 1;
+    // SAFETY: a helper with no arguments.
+    let cpu = u64::from(unsafe { bpf_get_smp_processor_id() });
+    let id = stack_key::SAMPLE_BIT | (cpu & 0xfff) << 48 | (*seq & 0xffff_ffff_ffff);
+    // Pieces never cross a page boundary: the copy starts at the stack
+    // pointer rounded down to a piece and stops at the first piece that
+    // cannot be read, which is the end of the stack mapping.
+    let base = regs.sp & !(STACK_COPY_PIECE as u64 - 1);
+    let wanted = (regs.sp - base) + u64::from(stack_bytes());
+    let mut len = 0usize;
+    for piece in 0..=MAX_STACK_COPY / STACK_COPY_PIECE {
+        let offset = piece * STACK_COPY_PIECE;
+        if offset as u64 >= wanted {
+            break;
+        }
+        let dest = &mut buffer.bytes[offset..offset + STACK_COPY_PIECE];
+        // SAFETY: user read checked by the helper, into this CPU's buffer.
+        if unsafe { bpf_probe_read_user_buf((base + offset as u64) as *const u8, dest) }.is_err() {
+            break;
+        }
+        len = offset + STACK_COPY_PIECE;
+    }
+    let mut header = RecordHeader::new(RecordKind::StackSample, current.tgid, current.tid, 0);
+    header.stack = id;
+    buffer.record = StackSampleRecord {
+        header,
+        ip: regs.ip,
+        sp: regs.sp,
+        bp: regs.bp,
+        len: len as u32,
+        _pad: 0,
+    };
+    let size = size_of::<StackSampleRecord>() + len.min(MAX_STACK_COPY + STACK_COPY_PIECE);
+    // SAFETY: `size` is within this CPU's buffer, whose record comes first.
+    let bytes =
+        unsafe { core::slice::from_raw_parts((buffer as *const SampleBuffer).cast::<u8>(), size) };
+    if EVENTS.output::<[u8]>(bytes, wakeup_flags()).is_err() {
+        count(Counter::LostStackSamples);
+        return NO_STACK;
+    }
+    id
 }
 
 /// A frame pointer worth following: aligned, and above the stack pointer by
@@ -211,46 +379,18 @@ fn frame_pointer_plausible(fp: u64, sp: u64) -> bool {
     fp != 0 && fp % 8 == 0 && fp >= sp && fp - sp <= MAX_STACK_SPAN
 }
 
-/// FNV-1a over the frames; never `NO_STACK`.
-fn hash(frames: &StackFrames) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for i in 0..MAX_STACK_FRAMES {
-        if i >= frames.len as usize {
-            break;
-        }
-        hash ^= frames.ips[i];
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    if hash == NO_STACK {
-        1
-    } else {
-        hash
-    }
-}
-
-/// Walks and stores the stack of the current thread, which is inside a
-/// syscall.
-pub(crate) fn syscall_stack(regs: &UserRegs) -> u64 {
-    Walk::start(regs).map_or(NO_STACK, |mut walk| {
-        walk.add_leaf_caller(regs);
-        walk.store()
-    })
-}
-
 /// Where an event happened, as far as one can tell without walking: the
-/// thread, the instruction, the frame pointer, and the innermost caller.
+/// thread, the instruction, the stack pointer, and the innermost caller.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Site {
-    pub(crate) tid: u32,
-    pub(crate) ip: u64,
-    pub(crate) bp: u64,
-    pub(crate) caller: u64,
+    tid: u32,
+    ip: u64,
+    sp: u64,
+    caller: u64,
 }
 
-/// The last stack walked on a CPU, and the site it was walked from: events
-/// from the same site reuse it, for at most `STACK_PERIOD` events. A walk
-/// reads the whole chain of frames (dozens in Go); recognising the site
-/// costs at most one read.
+/// The last stack taken on a CPU, and the site it was taken at: events at
+/// the same site reuse it, for at most `STACK_PERIOD` events.
 #[repr(C)]
 pub(crate) struct SiteCache {
     tid: u32,
@@ -258,46 +398,43 @@ pub(crate) struct SiteCache {
     remaining: u32,
     stack: u64,
     ip: u64,
-    bp: u64,
+    sp: u64,
     caller: u64,
 }
 
 impl SiteCache {
     /// The stack for an event at `site`, using the cache's `slot`: the
-    /// cached stack while it lasts, otherwise a fresh `walk()`, cached for
+    /// cached stack while it lasts, otherwise a fresh `take()`, cached for
     /// the events after it.
-    pub(crate) fn stack_at(
+    #[inline(always)]
+    fn stack_at(
         cache: &PerCpuArray<SiteCache>,
         slot: u32,
         site: Site,
-        walk: impl FnOnce() -> u64,
+        take: impl FnOnce() -> u64,
     ) -> u64 {
         let Some(state) = cache.get_ptr_mut(slot) else {
-            return walk();
+            return take();
         };
-        // SAFETY: a per-CPU slot; programs do not nest on one CPU here.
+        // SAFETY: this CPU's slot; memtrace's programs do not nest on a CPU.
         let state = unsafe { &mut *state };
         if state.remaining > 0
             && state.tid == site.tid
             && state.ip == site.ip
-            && state.bp == site.bp
+            && state.sp == site.sp
             && state.caller == site.caller
             && state.stack != NO_STACK
         {
             state.remaining -= 1;
             return state.stack;
         }
-        let stack = walk();
+        let stack = take();
         state.tid = site.tid;
         state.ip = site.ip;
-        state.bp = site.bp;
+        state.sp = site.sp;
         state.caller = site.caller;
         state.stack = stack;
         state.remaining = stack_period().saturating_sub(1);
         stack
     }
 }
-
-/// Addresses from here up belong to the kernel (x86-64, 4- and 5-level
-/// paging).
-pub(crate) const USER_SPACE_END: u64 = 0x00ff_ffff_ffff_f000;

@@ -18,68 +18,140 @@ use aya_ebpf::{
 };
 use memtrace_common::{
     config::MAX_IOVECS, Counter, IoVec, ProcessMadviseRecord, RecordHeader, RecordKind, StackMode,
-    SyscallOp, SyscallRecord,
+    SyscallOp, SyscallRecord, NO_STACK,
 };
 
 use crate::{
-    maps::{count, stack_mode, wakeup_flags, EVENTS},
-    stacks::{syscall_stack, Site, SiteCache, UserRegs},
+    maps::{count, stack_mode, wakeup_flags, Exclusive, EVENTS},
+    stacks::{EventKind, SiteCache, StackRequest, UserRegs},
     target::Current,
 };
 
-/// x86-64 syscall numbers.
+/// x86-64 syscall numbers (x32 calls are the same with [`X32_SYSCALL_BIT`]).
 const NR_MMAP: u64 = 9;
 const NR_MUNMAP: u64 = 11;
 const NR_BRK: u64 = 12;
 const NR_MREMAP: u64 = 25;
 const NR_MADVISE: u64 = 28;
 const NR_PROCESS_MADVISE: u64 = 440;
+const X32_SYSCALL_BIT: u64 = 0x4000_0000;
 
-/// Offsets in x86-64 `struct pt_regs` of the syscall number and arguments.
+/// i386 syscall numbers, for 32-bit processes (compat syscalls).
+const NR32_BRK: u64 = 45;
+const NR32_OLD_MMAP: u64 = 90;
+const NR32_MUNMAP: u64 = 91;
+const NR32_MREMAP: u64 = 163;
+const NR32_MMAP2: u64 = 192;
+const NR32_MADVISE: u64 = 219;
+
+/// Offsets in x86-64 `struct pt_regs` of the syscall number, the code
+/// segment, and the arguments of a 64-bit and of a 32-bit call.
 const PT_REGS_ORIG_AX: usize = 15 * 8;
+const PT_REGS_CS: usize = 17 * 8;
 const PT_REGS_ARGS: [usize; 6] = [14 * 8, 13 * 8, 12 * 8, 7 * 8, 9 * 8, 8 * 8];
+const PT_REGS_ARGS32: [usize; 6] = [5 * 8, 11 * 8, 12 * 8, 13 * 8, 14 * 8, 4 * 8];
+/// The user code segment of 32-bit code (`__USER32_CS`).
+const USER32_CS: u64 = 0x23;
 
 /// `-ERESTARTSYS` ..= `-ERESTART_RESTARTBLOCK`: the call is restarted and
 /// returns again later; only that final return counts.
 const RESTART_ERRORS: core::ops::RangeInclusive<i64> = -516..=-512;
 
-fn op_of(number: u64) -> Option<SyscallOp> {
-    Some(match number {
-        NR_MMAP => SyscallOp::Mmap,
-        NR_MUNMAP => SyscallOp::Munmap,
-        NR_BRK => SyscallOp::Brk,
-        NR_MREMAP => SyscallOp::Mremap,
-        NR_MADVISE => SyscallOp::Madvise,
-        NR_PROCESS_MADVISE => SyscallOp::ProcessMadvise,
+/// A memory syscall as the number says, before knowing the caller's ABI.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Call {
+    /// A 64-bit (or x32) call.
+    Native(SyscallOp),
+    /// A 32-bit call, valid only from 32-bit code; `old_mmap` passes its
+    /// arguments in memory.
+    Compat { op: SyscallOp, old_mmap: bool },
+}
+
+/// The call `number` may be, from the number alone: the cheapest rejection,
+/// since this runs for every syscall on the machine.
+fn call_of(number: u64) -> Option<Call> {
+    let native = match number & !X32_SYSCALL_BIT {
+        NR_MMAP => Some(SyscallOp::Mmap),
+        NR_MUNMAP => Some(SyscallOp::Munmap),
+        NR_BRK => Some(SyscallOp::Brk),
+        NR_MREMAP => Some(SyscallOp::Mremap),
+        NR_MADVISE => Some(SyscallOp::Madvise),
+        NR_PROCESS_MADVISE => Some(SyscallOp::ProcessMadvise),
+        _ => None,
+    };
+    if let Some(op) = native {
+        return Some(Call::Native(op));
+    }
+    let (op, old_mmap) = match number {
+        NR32_MMAP2 => (SyscallOp::Mmap, false),
+        NR32_OLD_MMAP => (SyscallOp::Mmap, true),
+        NR32_MUNMAP => (SyscallOp::Munmap, false),
+        NR32_BRK => (SyscallOp::Brk, false),
+        NR32_MREMAP => (SyscallOp::Mremap, false),
+        NR32_MADVISE => (SyscallOp::Madvise, false),
         _ => return None,
-    })
+    };
+    Some(Call::Compat { op, old_mmap })
 }
 
 #[btf_tracepoint(function = "sys_exit")]
 pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
-    let Some(current) = Current::target() else {
-        return 0;
-    };
     let regs: *const u8 = ctx.arg(0);
-    let ret: i64 = ctx.arg(1);
-    if regs.is_null() || RESTART_ERRORS.contains(&ret) {
+    if regs.is_null() {
         return 0;
     }
     // SAFETY: `regs` is the tracepoint's `struct pt_regs *`, which the
     // verifier knows; every offset is inside it.
     let read = |offset: usize| unsafe { core::ptr::read_volatile(regs.add(offset).cast::<u64>()) };
-    let Some(op) = op_of(read(PT_REGS_ORIG_AX)) else {
+    let Some(call) = call_of(read(PT_REGS_ORIG_AX)) else {
         return 0;
     };
-    let args = PT_REGS_ARGS.map(read);
+    let Some((current, stacks)) = Current::target() else {
+        return 0;
+    };
+    let ret: i64 = ctx.arg(1);
+    if RESTART_ERRORS.contains(&ret) {
+        return 0;
+    }
+    let compat = read(PT_REGS_CS) == USER32_CS;
+    // Held while user memory is read, so that a fault in those reads is not
+    // taken for the process's own (see `Exclusive`).
+    let running = Exclusive::take(current.tid);
+    let (op, args) = match (call, compat) {
+        // Calls numbered from 403 on have one number in both tables.
+        (Call::Native(SyscallOp::ProcessMadvise), true) => (
+            SyscallOp::ProcessMadvise,
+            PT_REGS_ARGS32.map(|offset| read(offset) & 0xffff_ffff),
+        ),
+        // Otherwise 32-bit code's numbers mean other calls in the 64-bit
+        // table, and the other way round.
+        (Call::Native(_), true) | (Call::Compat { .. }, false) => return 0,
+        (Call::Native(op), false) => (op, PT_REGS_ARGS.map(read)),
+        (Call::Compat { op, old_mmap }, true) => {
+            let Some(args) = compat_args(PT_REGS_ARGS32.map(read), op, old_mmap) else {
+                count(Counter::LostSyscalls);
+                return 0;
+            };
+            (op, args)
+        }
+    };
     let mut record_header =
         RecordHeader::new(RecordKind::Syscall, current.tgid, current.tid, op as u8);
-    record_header.stack = UserRegs::from_pt_regs(regs).map_or(memtrace_common::NO_STACK, |user| {
-        caller_stack(&user, current.tid, op)
-    });
+    record_header.stack = match (&running, UserRegs::from_pt_regs(regs)) {
+        (Ok(_), Some(user)) => StackRequest {
+            regs: user,
+            current,
+            source: stacks,
+            kind: EventKind::Syscall,
+            reuse: (StackMode::from_u32(stack_mode()) != Some(StackMode::All))
+                .then_some((&SYSCALL_SITES, op as u32)),
+        }
+        .stack(),
+        _ => NO_STACK,
+    };
     if op == SyscallOp::ProcessMadvise {
         record_header.kind = RecordKind::ProcessMadvise as u8;
-        send_process_madvise(record_header, ret, &args);
+        send_process_madvise(record_header, ret, &args, compat);
         return 0;
     }
     let record = SyscallRecord {
@@ -96,38 +168,42 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// The last stack walked for each syscall on this CPU (by [`SyscallOp`]):
-/// a program alternating mmap and munmap in a loop keeps both.
+/// A 32-bit call's arguments in the 64-bit call's order and units: 32-bit
+/// values, `mmap2`'s offset in pages made bytes, and the old `mmap`'s
+/// arguments read from the structure it points to.
+#[inline(always)]
+fn compat_args(raw: [u64; 6], op: SyscallOp, old_mmap: bool) -> Option<[u64; 6]> {
+    let mut args = raw.map(|arg| arg & 0xffff_ffff);
+    if op == SyscallOp::Mmap {
+        if old_mmap {
+            // SAFETY: user read checked by the helper.
+            let fields = unsafe { bpf_probe_read_user(args[0] as *const [u32; 6]) }.ok()?;
+            args = fields.map(u64::from);
+        } else {
+            args[5] <<= 12;
+        }
+        // The descriptor is a signed 32-bit number (-1 for anonymous).
+        args[4] = (args[4] as u32 as i32) as i64 as u64;
+    }
+    Some(args)
+}
+
+/// The last stack taken for each syscall on this CPU (by [`SyscallOp`]): a
+/// program alternating mmap and munmap in a loop keeps both.
 #[map]
 static SYSCALL_SITES: PerCpuArray<SiteCache> = PerCpuArray::with_max_entries(8, 0);
 
-/// The calling thread's stack. Syscalls always get one; unless every stack
-/// is to be walked, calls from the same site (the wrapper's instruction,
-/// frame pointer and return address) reuse the last walk for at most
-/// `STACK_PERIOD` calls, as faults do: an allocator calling mmap in a loop
-/// would otherwise walk its whole stack each time.
-fn caller_stack(regs: &UserRegs, tid: u32, op: SyscallOp) -> u64 {
-    if StackMode::from_u32(stack_mode()) == Some(StackMode::All) {
-        return syscall_stack(regs);
-    }
-    let site = Site {
-        tid,
-        ip: regs.ip,
-        bp: regs.bp,
-        caller: regs.top_of_stack(),
-    };
-    SiteCache::stack_at(&SYSCALL_SITES, op as u32, site, || syscall_stack(regs))
-}
-
 /// process_madvise(pidfd, iovec *vec, vlen, advice, flags): the ranges live in
-/// the caller's memory, so read the first `MAX_IOVECS` of them.
-fn send_process_madvise(record_header: RecordHeader, ret: i64, args: &[u64; 6]) {
+/// the caller's memory, so read the first `MAX_IOVECS` of them (32-bit
+/// callers' iovecs are two 32-bit words).
+#[inline(always)]
+fn send_process_madvise(record_header: RecordHeader, ret: i64, args: &[u64; 6], compat: bool) {
     let Some(mut entry) = EVENTS.reserve::<ProcessMadviseRecord>(0) else {
         count(Counter::LostSyscalls);
         return;
     };
     let record = entry.as_mut_ptr();
-    let vec = args[1] as *const IoVec;
+    let vec = args[1];
     let vlen = args[2];
     // SAFETY: `record` points into the reserved ring-buffer slot; the user
     // reads are checked by the helper.
@@ -138,10 +214,17 @@ fn send_process_madvise(record_header: RecordHeader, ret: i64, args: &[u64; 6]) 
         (*record).advice = args[3] as i32;
         (*record).vlen = vlen;
         for i in 0..MAX_IOVECS {
-            (*record).iov[i] = if (i as u64) < vlen {
-                bpf_probe_read_user(vec.add(i)).unwrap_or_default()
-            } else {
+            (*record).iov[i] = if (i as u64) >= vlen {
                 IoVec::default()
+            } else if compat {
+                bpf_probe_read_user((vec + 8 * i as u64) as *const [u32; 2])
+                    .map(|[base, len]| IoVec {
+                        base: base.into(),
+                        len: len.into(),
+                    })
+                    .unwrap_or_default()
+            } else {
+                bpf_probe_read_user((vec as *const IoVec).add(i)).unwrap_or_default()
             };
         }
     }

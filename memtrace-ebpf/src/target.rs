@@ -1,7 +1,7 @@
 //! Who is being traced.
 
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
-use memtrace_common::TargetState;
+use memtrace_common::{StackSource, TargetState};
 
 use crate::maps::{follow_forks, MMS, PRIMARY, TARGETS};
 
@@ -21,11 +21,15 @@ impl Current {
         }
     }
 
-    /// The caller if its process is traced. All threads of a target share its
-    /// tgid, so threads started after attaching are covered with no work.
-    pub(crate) fn target() -> Option<Self> {
+    /// The caller if its process is traced, and how its stacks are taken.
+    /// All threads of a target share its tgid, so threads started after
+    /// attaching are covered with no work.
+    pub(crate) fn target() -> Option<(Self, StackSource)> {
         let current = Self::get();
-        is_target(current.tgid).then_some(current)
+        let state = target_state(current.tgid)?;
+        // SAFETY: map value pointer, valid for this program run.
+        let stacks = StackSource::from_u32(unsafe { (*state).stacks }).unwrap_or(StackSource::Off);
+        Some((current, stacks))
     }
 }
 

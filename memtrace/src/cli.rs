@@ -3,7 +3,10 @@
 use std::{ffi::OsString, num::NonZeroU32, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use memtrace_common::StackMode;
+use memtrace_common::{
+    config::{MAX_STACK_COPY, STACK_COPY_PIECE},
+    StackMode,
+};
 
 /// Explains a live process's memory: where every resident byte came from,
 /// what was given back and how, and what RSS really holds.
@@ -107,6 +110,24 @@ pub struct TraceOptions {
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     pub stack_period: u32,
 
+    /// How stacks are taken: by frame pointers, by unwinding a copy of the
+    /// stack with the binaries' unwind tables (code built without frame
+    /// pointers), or `auto`: frame pointers only for statically linked Go
+    /// programs.
+    #[arg(long, value_enum, default_value_t = Unwind::Auto)]
+    pub unwind: Unwind,
+
+    /// Bytes of stack each unwound sample copies, above the stack pointer
+    /// (1K to 16K; deeper stacks are cut and said so).
+    #[arg(long, value_name = "BYTES", default_value = "8K", value_parser = parse_stack_bytes)]
+    pub stack_bytes: u32,
+
+    /// A directory of separate debug files (`.build-id/xx/yyyy.debug`, or
+    /// the files `.gnu_debuglink` names), searched before /usr/lib/debug.
+    /// Repeatable. debuginfod is asked too when DEBUGINFOD_URLS is set.
+    #[arg(long, value_name = "DIR")]
+    pub debug_dir: Vec<PathBuf>,
+
     /// Ring buffer size, a power of two (e.g. 16M).
     #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = parse_ring_size)]
     pub ring_size: u32,
@@ -139,6 +160,17 @@ pub enum Stacks {
     All,
     /// No stacks for faults (syscalls still get theirs).
     None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Unwind {
+    /// Frame pointers for statically linked Go programs, unwind tables for
+    /// everything else.
+    Auto,
+    /// Walk frame pointers in the kernel.
+    Fp,
+    /// Copy stacks and unwind them with `.eh_frame` / `.debug_frame`.
+    Dwarf,
 }
 
 impl From<Stacks> for StackMode {
@@ -182,6 +214,19 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{text}` is too large"))
 }
 
+fn parse_stack_bytes(text: &str) -> Result<u32, String> {
+    let bytes = parse_size(text)?;
+    let piece = STACK_COPY_PIECE as u64;
+    if !(piece..=MAX_STACK_COPY as u64).contains(&bytes) {
+        return Err(format!(
+            "`{text}`: the stack copy must be from 1K to {}K",
+            MAX_STACK_COPY / 1024
+        ));
+    }
+    // Whole pieces: the kernel copies in pieces.
+    Ok(bytes.div_ceil(piece) as u32 * STACK_COPY_PIECE as u32)
+}
+
 fn parse_ring_size(text: &str) -> Result<u32, String> {
     let bytes = parse_size(text)?;
     if !bytes.is_power_of_two() || !(4096..=1 << 30).contains(&bytes) {
@@ -204,6 +249,10 @@ mod tests {
         assert!(parse_size("12Q").is_err());
         assert!(parse_ring_size("3M").is_err());
         assert_eq!(parse_ring_size("8k"), Ok(8192));
+        assert_eq!(parse_stack_bytes("8K"), Ok(8192));
+        assert_eq!(parse_stack_bytes("1500"), Ok(2048));
+        assert!(parse_stack_bytes("32K").is_err());
+        assert!(parse_stack_bytes("100").is_err());
     }
 
     #[test]

@@ -54,7 +54,9 @@ impl From<&KernelError> for ExitCode {
             KernelError::NotPrivileged { .. } => Self::NotPrivileged,
             KernelError::NoBtf { .. } => Self::NoBtf,
             KernelError::NoTracefs { .. } => Self::NoTracefs,
-            KernelError::MissingTracepoint { .. } => Self::MissingTracepoint,
+            KernelError::MissingTracepoint { .. } | KernelError::TracepointFormat { .. } => {
+                Self::MissingTracepoint
+            }
             KernelError::Load { .. } | KernelError::Attach { .. } | KernelError::Map { .. } => {
                 Self::KernelRefused
             }

@@ -24,6 +24,7 @@
 pub mod attribution;
 pub mod cli;
 pub mod demo;
+pub mod elf;
 pub mod exit;
 pub mod export;
 pub mod gopprof;
@@ -36,3 +37,4 @@ pub mod runtime;
 pub mod safe_file;
 pub mod session;
 pub mod symbolize;
+pub mod unwind;

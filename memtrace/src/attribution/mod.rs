@@ -2,10 +2,12 @@
 //! stack, with the frames named. It sits between the model and what is made
 //! of it: the report's tables and the exported profiles both come from here.
 
+mod coverage;
 mod growth;
 mod holders;
 mod rows;
 
+pub use coverage::{coverage, gives_back, StackCoverage};
 pub use growth::{growth, growth_by_responsible, responsible, GOROUTINE_STACKS};
 pub use holders::{resident_by_holder, resident_under, Held, Holder};
 pub use rows::{

@@ -4,9 +4,12 @@
 
 use std::collections::HashMap;
 
-use super::holders::{resident_by_holder, Held, Holder};
+use super::{
+    coverage::gives_back,
+    holders::{resident_by_holder, Held, Holder},
+};
 use crate::{
-    intake::StackId,
+    intake::{StackEnd, StackId},
     model::{AddressSpace, Backing, Call, CreatedBy, Effect, PAGE_SIZE},
     symbolize::Namer,
 };
@@ -31,9 +34,10 @@ pub struct StackRow {
     pub frames: Vec<String>,
     pub in_use: u64,
     pub lazyfree: u64,
-    /// The module where the stack walk stopped early, when it did (code
-    /// without frame pointers).
-    pub cut_short_in: Option<String>,
+    /// How the stack ends (`None` for bytes no stack explains).
+    pub end: Option<StackEnd>,
+    /// Where a cut stack stops: the module of its outermost frame.
+    pub cut_in: Option<String>,
 }
 
 /// A stack whose resident bytes changed since the first snapshot.
@@ -73,11 +77,12 @@ pub fn top_stacks(namer: &mut Namer<'_>, count: usize) -> Vec<StackRow> {
     let mut rows: Vec<StackRow> = Vec::new();
     let mut by_frames: HashMap<Vec<String>, usize> = HashMap::new();
     for (holder, held) in held {
-        let cut_short_in = match holder {
-            Holder::Stack(stack) => crate::symbolize::cut_short_in(&namer.frames(Some(stack)))
-                .map(|module| module.path.clone()),
-            _ => None,
-        };
+        let named = namer.named(holder.stack());
+        let end = named.as_ref().map(|named| named.end);
+        let cut_in = named
+            .as_ref()
+            .and_then(|named| named.cut_in.as_ref())
+            .map(|module| module.path.clone());
         let frames = holder.names(namer);
         match by_frames.get(&frames) {
             Some(&row) => {
@@ -91,7 +96,8 @@ pub fn top_stacks(namer: &mut Namer<'_>, count: usize) -> Vec<StackRow> {
                     frames,
                     in_use: held.in_use,
                     lazyfree: held.lazyfree,
-                    cut_short_in,
+                    end,
+                    cut_in,
                 });
             }
         }
@@ -110,9 +116,8 @@ pub fn top_calls(namer: &mut Namer<'_>, count: usize) -> Vec<CallRow> {
         .calls_by_stack
         .iter()
         .filter(|((call, _), _)| match call {
-            Call::Munmap | Call::Mremap | Call::Brk => true,
             Call::Madvise(advice) => advice.effect() != Effect::None,
-            Call::Mmap => false,
+            other => gives_back(*other),
         })
         .map(|(&(call, stack), &stats)| (call, stack, stats))
         .collect();

@@ -5,13 +5,14 @@
 //! error the caller counts, never a panic.
 
 use memtrace_common::{
-    config::MAX_IOVECS, FaultRecord, LifecycleKind, LifecycleRecord, ProcessMadviseRecord,
-    ReclaimRecord, RecordHeader, RecordKind, SyscallOp, SyscallRecord,
+    config::{MAX_IOVECS, MAX_STACK_COPY, STACK_COPY_PIECE},
+    stack_key, FaultRecord, LifecycleKind, LifecycleRecord, ProcessMadviseRecord, ReclaimRecord,
+    RecordHeader, RecordKind, StackSampleRecord, SyscallOp, SyscallRecord, CLONE_VM,
 };
 
 use super::event::{
     syscall_result, Access, Event, EventKind, Fault, Madvise, Mmap, Mremap, OomKill,
-    ProcessMadvise, RssMember, StackId,
+    ProcessMadvise, RssMember, StackId, StackSample,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,6 +69,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
             }
         }
         RecordKind::Lifecycle => lifecycle(&read(bytes, "lifecycle record")?)?,
+        RecordKind::StackSample => stack_sample(bytes)?,
     };
     Ok(Decoded {
         tgid: header.tgid,
@@ -140,13 +142,42 @@ fn lifecycle(record: &LifecycleRecord) -> Result<EventKind, DecodeError> {
         LifecycleKind::Exit => EventKind::Exit,
         LifecycleKind::Fork => EventKind::Fork {
             child: record.other_pid,
+            shares_memory: record.flags & CLONE_VM != 0,
         },
+        LifecycleKind::ThreadExit => EventKind::ThreadExit,
         LifecycleKind::OomVictim => EventKind::OomVictim(OomKill {
             anon_bytes: anon.saturating_mul(1024),
             file_bytes: file.saturating_mul(1024),
             shmem_bytes: shmem.saturating_mul(1024),
         }),
     })
+}
+
+/// A stack sample: its fixed part, then the stack bytes it says it holds.
+fn stack_sample(bytes: &[u8]) -> Result<EventKind, DecodeError> {
+    let record: StackSampleRecord = read(bytes, "stack sample record")?;
+    let stack = &bytes[size_of::<StackSampleRecord>()..];
+    let len = record.len as usize;
+    if len > stack.len() || len > MAX_STACK_COPY + STACK_COPY_PIECE {
+        return Err(DecodeError::Truncated {
+            what: "stack sample's stack",
+            len: stack.len(),
+        });
+    }
+    if record.header.stack & stack_key::SAMPLE_BIT == 0 {
+        return Err(DecodeError::UnknownValue {
+            what: "stack sample id",
+            value: record.header.stack,
+        });
+    }
+    Ok(EventKind::StackSample(StackSample {
+        id: record.header.stack,
+        ip: record.ip,
+        sp: record.sp,
+        bp: record.bp,
+        start: record.sp & !(STACK_COPY_PIECE as u64 - 1),
+        bytes: stack[..len].to_vec(),
+    }))
 }
 
 /// Copies a plain-data record out of `bytes` (ring-buffer data is only

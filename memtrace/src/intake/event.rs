@@ -115,9 +115,18 @@ pub enum EventKind {
     },
     Exec,
     Exit,
+    /// A thread exited, on a kernel that does not say whether it was the
+    /// process's last: /proc says.
+    ThreadExit,
     Fork {
         child: u32,
+        /// The child shares the parent's memory until it calls exec (vfork,
+        /// posix_spawn): what it does meanwhile is the parent's memory.
+        shares_memory: bool,
     },
+    /// A copy of the thread's stack, for the agent to unwind (code without
+    /// frame pointers); later records name it by `id`.
+    StackSample(StackSample),
     /// The OOM killer chose the target.
     OomVictim(OomKill),
 }
@@ -129,6 +138,22 @@ pub struct OomKill {
     pub anon_bytes: u64,
     pub file_bytes: u64,
     pub shmem_bytes: u64,
+}
+
+/// A thread's registers and a copy of its stack at an event, as the kernel
+/// side took them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StackSample {
+    /// The id records of this place carry (with
+    /// `memtrace_common::stack_key::SAMPLE_BIT`).
+    pub id: u64,
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+    /// The stack's first address that `bytes` hold: the stack pointer
+    /// rounded down to the piece the kernel side copies in.
+    pub start: u64,
+    pub bytes: Vec<u8>,
 }
 
 /// A page fault on a user address.

@@ -9,7 +9,7 @@ mod stacks;
 pub use decode::{decode, DecodeError, Decoded};
 pub use event::{
     Access, Errno, Event, EventKind, Fault, Madvise, Mmap, Mremap, OomKill, ProcessMadvise,
-    RssMember, StackId, StackIdHasher, StackKeyed, SyscallResult,
+    RssMember, StackId, StackIdHasher, StackKeyed, StackSample, SyscallResult,
 };
 pub use ring::EventSource;
-pub use stacks::StackTable;
+pub use stacks::{CutReason, Frames, Stack, StackEnd, StackTable};

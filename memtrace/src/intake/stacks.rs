@@ -1,40 +1,140 @@
-//! User stacks, copied out of the kernel's `STACKS` map.
+//! User stacks: the return addresses records refer to, and whether each
+//! stack reached its thread's root or was cut, and why.
 //!
-//! The kernel stores each distinct stack once under a hash of its frames and
-//! records carry the hash. The agent copies stacks it has not seen and
-//! deletes every entry it has read, so the kernel map only holds stacks
-//! waiting to be read and never fills with old ones.
+//! Stacks come two ways. Walked by frame pointers in the kernel, they are
+//! stored once in the `STACKS` map under a hash of their frames; the agent
+//! copies stacks it has not seen and deletes every entry it has read, so the
+//! kernel map only holds stacks waiting to be read. Unwound by the agent from
+//! a stack sample, they are added here under the same kind of hash (the same
+//! frames get the same id either way), and the sample's id becomes an alias
+//! for it: records of the same place carry the sample id.
 
-use std::sync::Arc;
+use std::{collections::VecDeque, fmt, sync::Arc};
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
-use memtrace_common::StackFrames;
+use memtrace_common::{stack_key, StackFrames};
 
 use super::event::{StackId, StackKeyed};
 
-/// Return addresses of a user stack, innermost first.
+/// Return addresses of a user stack, innermost first (the first is the
+/// instruction of the event itself).
 pub type Frames = Arc<[u64]>;
+
+/// How a stack ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StackEnd {
+    /// At its thread's root (`_start`, `clone3`, `runtime.goexit`...): the
+    /// stack is whole.
+    Root,
+    Cut(CutReason),
+}
+
+/// Why a stack stops before its thread's root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CutReason {
+    /// A frame's code keeps no frame pointer, and the stack was walked by
+    /// frame pointers.
+    NoFramePointer,
+    /// A frame's code has no unwind information (`.eh_frame` or
+    /// `.debug_frame`) and no frame pointer either.
+    NoUnwindInfo,
+    /// JIT-compiled or generated code (an anonymous executable mapping).
+    JitCode,
+    /// The stack copy ended before the root: the stack is deeper than the
+    /// bytes a sample copies (`--stack-bytes`).
+    StackCopyTooSmall,
+    /// More frames than memtrace keeps.
+    DepthLimit,
+    /// The unwind information led somewhere that is not a stack frame.
+    BadUnwind,
+    /// No stack was taken (stacks off, a 32-bit process, or the sample or
+    /// walk was lost).
+    NotTaken,
+}
+
+impl CutReason {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::NoFramePointer => "code without frame pointers",
+            Self::NoUnwindInfo => "code with neither unwind tables nor frame pointers",
+            Self::JitCode => "JIT-compiled code",
+            Self::StackCopyTooSmall => "a stack deeper than the copied bytes",
+            Self::DepthLimit => "more frames than memtrace keeps",
+            Self::BadUnwind => "unwind tables that did not lead to a caller",
+            Self::NotTaken => "no stack taken",
+        }
+    }
+
+    /// The JSON and label name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::NoFramePointer => "no_frame_pointer",
+            Self::NoUnwindInfo => "no_unwind_info",
+            Self::JitCode => "jit_code",
+            Self::StackCopyTooSmall => "stack_copy_too_small",
+            Self::DepthLimit => "depth_limit",
+            Self::BadUnwind => "bad_unwind",
+            Self::NotTaken => "not_taken",
+        }
+    }
+}
+
+impl fmt::Display for StackEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Root => f.write_str("complete"),
+            Self::Cut(reason) => f.write_str(reason.name()),
+        }
+    }
+}
+
+/// A stack: its return addresses and, when the way it was taken says so,
+/// how it ends (for stacks walked by frame pointers in the kernel, only the
+/// names of its frames can tell: see `symbolize`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stack {
+    pub frames: Frames,
+    pub end: Option<StackEnd>,
+}
+
+/// Sample ids kept as aliases. The kernel side reuses only the newest sample
+/// of each of its per-CPU caches (nine per CPU), and a record is always
+/// behind its sample in the ring buffer, so a few thousand is ample.
+const ALIASES: usize = 4096;
 
 #[derive(Default)]
 pub struct StackTable {
-    frames: StackKeyed<StackId, Frames>,
+    stacks: StackKeyed<StackId, Stack>,
+    /// Stack samples unwound, by sample id, oldest first.
+    aliases: StackKeyed<StackId, StackId>,
+    alias_order: VecDeque<StackId>,
     /// Ids seen in records that the table does not have yet.
     wanted: usize,
 }
 
 impl StackTable {
-    pub fn get(&self, id: StackId) -> Option<&Frames> {
-        self.frames.get(&id)
+    pub fn get(&self, id: StackId) -> Option<&Stack> {
+        self.stacks.get(&id)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (StackId, &Frames)> + '_ {
-        self.frames.iter().map(|(&id, frames)| (id, frames))
+    pub fn iter(&self) -> impl Iterator<Item = (StackId, &Stack)> + '_ {
+        self.stacks.iter().map(|(&id, stack)| (id, stack))
+    }
+
+    /// The stack a record names: a sample's id is its unwound stack's, and
+    /// `None` when the sample was lost.
+    pub fn resolve(&self, id: Option<StackId>) -> Option<StackId> {
+        let id = id?;
+        if id.key() & stack_key::SAMPLE_BIT == 0 {
+            return Some(id);
+        }
+        self.aliases.get(&id).copied()
     }
 
     /// Notes a stack id seen in a record; cheap when it is known.
     pub fn saw(&mut self, id: Option<StackId>) {
         if let Some(id) = id {
-            if !self.frames.contains_key(&id) {
+            if !self.stacks.contains_key(&id) {
                 self.wanted += 1;
             }
         }
@@ -55,10 +155,13 @@ impl StackTable {
             let Some(id) = StackId::new(key) else {
                 continue;
             };
-            if let std::collections::hash_map::Entry::Vacant(entry) = self.frames.entry(id) {
+            if let std::collections::hash_map::Entry::Vacant(entry) = self.stacks.entry(id) {
                 if let Ok(stack) = kernel.get(&key, 0) {
                     let len = (stack.len as usize).min(stack.ips.len());
-                    entry.insert(stack.ips[..len].into());
+                    entry.insert(Stack {
+                        frames: stack.ips[..len].into(),
+                        end: None,
+                    });
                     added += 1;
                 }
             }
@@ -68,8 +171,86 @@ impl StackTable {
         added
     }
 
+    /// Adds the stack unwound from the sample `sample`, and returns its id.
+    pub fn add_unwound(
+        &mut self,
+        sample: StackId,
+        frames: &[u64],
+        end: Option<StackEnd>,
+    ) -> StackId {
+        let id = StackId::new(stack_key::of(frames)).expect("stack keys are never zero");
+        self.stacks.entry(id).or_insert_with(|| Stack {
+            frames: frames.into(),
+            end,
+        });
+        if self.aliases.insert(sample, id).is_none() {
+            self.alias_order.push_back(sample);
+            if self.alias_order.len() > ALIASES {
+                if let Some(oldest) = self.alias_order.pop_front() {
+                    self.aliases.remove(&oldest);
+                }
+            }
+        }
+        id
+    }
+
     /// Adds a stack directly (tests, and stacks read from elsewhere).
     pub fn insert(&mut self, id: StackId, frames: &[u64]) {
-        self.frames.insert(id, frames.into());
+        self.stacks.insert(
+            id,
+            Stack {
+                frames: frames.into(),
+                end: None,
+            },
+        );
+    }
+
+    /// Distinct stacks held, for the agent's own footprint.
+    pub fn len(&self) -> usize {
+        self.stacks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.stacks.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(key: u64) -> StackId {
+        StackId::new(key).unwrap()
+    }
+
+    #[test]
+    fn samples_resolve_to_their_unwound_stack_and_the_same_frames_share_one_id() {
+        let mut table = StackTable::default();
+        let first = id(stack_key::SAMPLE_BIT | 1);
+        let second = id(stack_key::SAMPLE_BIT | 2);
+        let frames = [0x1000, 0x2000, 0x3000];
+        let a = table.add_unwound(first, &frames, Some(StackEnd::Root));
+        let b = table.add_unwound(second, &frames, Some(StackEnd::Root));
+        assert_eq!(a, b);
+        assert_eq!(a.key(), stack_key::of(&frames));
+        assert_eq!(table.resolve(Some(first)), Some(a));
+        assert_eq!(table.resolve(Some(second)), Some(a));
+        assert_eq!(table.get(a).unwrap().end, Some(StackEnd::Root));
+        // A walked stack's id is its own; an unknown sample is no stack.
+        assert_eq!(table.resolve(Some(id(42))), Some(id(42)));
+        assert_eq!(table.resolve(Some(id(stack_key::SAMPLE_BIT | 3))), None);
+    }
+
+    #[test]
+    fn old_aliases_make_room_for_new_ones() {
+        let mut table = StackTable::default();
+        for n in 1..=(ALIASES as u64 + 10) {
+            table.add_unwound(id(stack_key::SAMPLE_BIT | n), &[n], Some(StackEnd::Root));
+        }
+        assert_eq!(table.resolve(Some(id(stack_key::SAMPLE_BIT | 1))), None);
+        assert!(table
+            .resolve(Some(id(stack_key::SAMPLE_BIT | ALIASES as u64 + 10)))
+            .is_some());
+        assert_eq!(table.aliases.len(), ALIASES);
     }
 }

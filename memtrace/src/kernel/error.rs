@@ -18,6 +18,9 @@ pub enum KernelError {
     #[error("this kernel has no tracepoint {category}:{name}, which memtrace needs")]
     MissingTracepoint { category: String, name: String },
 
+    #[error("tracepoint {tracepoint} is not laid out as memtrace expects: {detail}")]
+    TracepointFormat { tracepoint: String, detail: String },
+
     #[error("the kernel refused program {program}: {detail}")]
     Load { program: String, detail: String },
 

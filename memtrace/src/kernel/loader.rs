@@ -6,9 +6,11 @@ use aya::{
     programs::{BtfTracePoint, TracePoint},
     Btf, Ebpf, EbpfLoader,
 };
-use memtrace_common::{config, Counter, StackFrames, StackMode, TargetState};
+use memtrace_common::{
+    config, Counter, FrameHint, FrameHintKey, StackFrames, StackMode, StackSource, TargetState,
+};
 
-use super::{preflight, KernelError};
+use super::{preflight, tracefs, KernelError};
 
 /// The object built from `memtrace-ebpf` by build.rs.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/memtrace"));
@@ -17,7 +19,7 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 const CLASSIC: &[(&str, &str, &str)] = &[
     ("sched_process_exec", "sched", "sched_process_exec"),
     ("sched_process_exit", "sched", "sched_process_exit"),
-    ("sched_process_fork", "sched", "sched_process_fork"),
+    ("task_newtask", "task", "task_newtask"),
     ("mark_victim", "oom", "mark_victim"),
 ];
 
@@ -52,6 +54,9 @@ pub struct TracerOptions {
     pub stack_entries: u32,
     /// Bytes waiting in the ring buffer that wake the agent.
     pub wakeup_bytes: u32,
+    /// Bytes of user stack a stack sample copies (a multiple of
+    /// `STACK_COPY_PIECE`, at most `MAX_STACK_COPY`).
+    pub stack_bytes: u32,
     /// BTF file to use instead of /sys/kernel/btf/vmlinux.
     pub btf_path: Option<std::path::PathBuf>,
 }
@@ -65,6 +70,7 @@ impl Default for TracerOptions {
             ring_bytes: 8 * 1024 * 1024,
             stack_entries: config::DEFAULT_STACK_ENTRIES,
             wakeup_bytes: 1024 * 1024,
+            stack_bytes: config::DEFAULT_STACK_COPY,
             btf_path: None,
         }
     }
@@ -75,6 +81,8 @@ impl Default for TracerOptions {
 pub struct Maps {
     pub events: RingBuf<MapData>,
     pub stacks: HashMap<MapData, u64, StackFrames>,
+    pub hints: FrameHints,
+    pub targets: Targets,
     pub counters: KernelCounters,
 }
 
@@ -82,7 +90,6 @@ pub struct Maps {
 /// maps live until their last handle is dropped too.
 pub struct Tracer {
     ebpf: Ebpf,
-    primary: Array<MapData, TargetState>,
 }
 
 impl Tracer {
@@ -93,6 +100,7 @@ impl Tracer {
         let btf = preflight::load_btf(options.btf_path.as_deref())?;
         let tracefs = preflight::ensure_tracefs()?;
         preflight::check_tracepoints(tracefs, &required_tracepoints())?;
+        let fields = tracefs::tracepoint_fields(tracefs)?;
 
         let stack_mode = options.stack_mode as u32;
         let follow_forks = u32::from(options.follow_forks);
@@ -102,6 +110,8 @@ impl Tracer {
             .override_global(config::STACK_PERIOD_GLOBAL, &options.stack_period, true)
             .override_global(config::FOLLOW_FORKS_GLOBAL, &follow_forks, true)
             .override_global(config::WAKEUP_BYTES_GLOBAL, &options.wakeup_bytes, true)
+            .override_global(config::STACK_BYTES_GLOBAL, &options.stack_bytes, true)
+            .override_global(config::TRACEPOINT_FIELDS_GLOBAL, &fields, true)
             .map_max_entries("EVENTS", options.ring_bytes)
             .map_max_entries("STACKS", options.stack_entries)
             .load(EBPF_OBJECT)
@@ -111,27 +121,25 @@ impl Tracer {
             })?;
         load_programs(&mut ebpf, &btf)?;
 
-        let primary =
-            Array::try_from(take_map(&mut ebpf, "PRIMARY")?).map_err(map_err("PRIMARY"))?;
         let maps = Maps {
+            targets: Targets {
+                primary: Array::try_from(take_map(&mut ebpf, "PRIMARY")?)
+                    .map_err(map_err("PRIMARY"))?,
+                followed: HashMap::try_from(take_map(&mut ebpf, "TARGETS")?)
+                    .map_err(map_err("TARGETS"))?,
+            },
             events: RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?).map_err(map_err("EVENTS"))?,
             stacks: HashMap::try_from(take_map(&mut ebpf, "STACKS")?).map_err(map_err("STACKS"))?,
+            hints: FrameHints {
+                map: HashMap::try_from(take_map(&mut ebpf, "FRAME_HINTS")?)
+                    .map_err(map_err("FRAME_HINTS"))?,
+            },
             counters: KernelCounters {
                 map: PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)
                     .map_err(map_err("COUNTERS"))?,
             },
         };
-        Ok((Self { ebpf, primary }, maps))
-    }
-
-    /// Trace process `tgid` (all its threads, and with `follow_forks` the
-    /// children it forks from now on).
-    pub fn set_target(&mut self, tgid: u32) -> Result<(), KernelError> {
-        let state = TargetState {
-            tgid,
-            ..TargetState::default()
-        };
-        self.primary.set(0, state, 0).map_err(map_err("PRIMARY"))
+        Ok((Self { ebpf }, maps))
     }
 
     /// Attach every program. From here on events flow.
@@ -234,4 +242,108 @@ impl KernelCounters {
             .map(|values| values.iter().sum())
             .unwrap_or(0)
     }
+}
+
+/// The processes the kernel side traces: the target, and the children it
+/// follows.
+pub struct Targets {
+    primary: Array<MapData, TargetState>,
+    followed: HashMap<MapData, u32, TargetState>,
+}
+
+impl Targets {
+    /// Trace process `tgid` (all its threads, and with `follow_forks` the
+    /// children it forks from now on), taking its stacks from `stacks`.
+    pub fn set_primary(&mut self, tgid: u32, stacks: StackSource) -> Result<(), KernelError> {
+        let state = TargetState {
+            tgid,
+            stacks: stacks as u32,
+            ..TargetState::default()
+        };
+        self.primary.set(0, state, 0).map_err(map_err("PRIMARY"))
+    }
+
+    /// Takes the stacks of traced process `tgid` from `stacks` from now on
+    /// (its program changed with exec).
+    pub fn set_stacks(&mut self, tgid: u32, stacks: StackSource) -> Result<(), KernelError> {
+        let stacks = stacks as u32;
+        if let Ok(mut state) = self.primary.get(&0, 0) {
+            if state.tgid == tgid {
+                state.stacks = stacks;
+                return self.primary.set(0, state, 0).map_err(map_err("PRIMARY"));
+            }
+        }
+        match self.followed.get(&tgid, 0) {
+            Ok(mut state) => {
+                state.stacks = stacks;
+                self.followed
+                    .insert(tgid, state, 0)
+                    .map_err(map_err("TARGETS"))
+            }
+            // Gone already: nothing to change.
+            Err(_) => Ok(()),
+        }
+    }
+    /// Stops tracing `tgid`, which has exited: its PID may be reused.
+    pub fn forget(&mut self, tgid: u32) {
+        if self
+            .primary
+            .get(&0, 0)
+            .is_ok_and(|state| state.tgid == tgid)
+        {
+            let _ = self.primary.set(0, TargetState::default(), 0);
+        }
+        let _ = self.followed.remove(&tgid);
+    }
+}
+
+/// Where the return address is at instructions of traced processes, learnt
+/// by unwinding samples taken there (see `memtrace_common::FrameHint`).
+pub struct FrameHints {
+    map: HashMap<MapData, FrameHintKey, FrameHint>,
+}
+
+impl FrameHints {
+    /// At instruction `ip` of process `tgid`, the return address is at the
+    /// stack pointer plus `return_address_offset`. The map is an LRU: old
+    /// hints make room for new ones, which only costs samples.
+    pub fn insert(&mut self, tgid: u32, ip: u64, return_address_offset: u32) {
+        let key = FrameHintKey { tgid, _pad: 0, ip };
+        let hint = FrameHint {
+            return_address_offset,
+            _pad: 0,
+        };
+        // A failed insert only means more samples are taken there.
+        let _ = self.map.insert(key, hint, 0);
+    }
+
+    /// Forgets every hint of `tgid`, whose program was replaced by exec.
+    pub fn forget(&mut self, tgid: u32) {
+        let keys: Vec<FrameHintKey> = self
+            .map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|key| key.tgid == tgid)
+            .collect();
+        for key in keys {
+            let _ = self.map.remove(&key);
+        }
+    }
+}
+
+/// Bytes of kernel memory memtrace's maps take, as the kernel accounts them
+/// (the `memlock` of every BPF map this process holds).
+pub fn maps_memory() -> u64 {
+    let Ok(fds) = std::fs::read_dir("/proc/self/fdinfo") else {
+        return 0;
+    };
+    fds.filter_map(Result::ok)
+        .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
+        .filter(|info| info.lines().any(|line| line.starts_with("map_type:")))
+        .filter_map(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("memlock:"))
+                .and_then(|bytes| bytes.trim().parse::<u64>().ok())
+        })
+        .sum()
 }

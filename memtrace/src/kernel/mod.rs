@@ -5,6 +5,8 @@
 mod error;
 mod loader;
 pub mod preflight;
+mod tracefs;
 
 pub use error::KernelError;
-pub use loader::{KernelCounters, Maps, Tracer, TracerOptions};
+pub use loader::{maps_memory, FrameHints, KernelCounters, Maps, Targets, Tracer, TracerOptions};
+pub use tracefs::{find_field, Field};

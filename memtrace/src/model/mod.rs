@@ -126,6 +126,8 @@ impl AddressSpace {
             EventKind::ProcessMadvise(_)
             | EventKind::ForeignRssChange { .. }
             | EventKind::Exit
+            | EventKind::ThreadExit
+            | EventKind::StackSample(_)
             | EventKind::Fork { .. }
             | EventKind::OomVictim(_) => {}
         }

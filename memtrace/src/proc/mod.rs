@@ -73,6 +73,10 @@ impl ProcessView {
         Self { pid }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
     fn path(&self, name: &str) -> PathBuf {
         PathBuf::from(format!("/proc/{}/{name}", self.pid))
     }
@@ -152,10 +156,41 @@ impl ProcessView {
         Some(path.to_string_lossy().into_owned())
     }
 
+    /// A path to open the file the process knows as `path`: through its
+    /// root while it lives (which reaches files inside containers), as is
+    /// afterwards.
+    pub fn file(&self, path: &str) -> PathBuf {
+        let through_root = self.path("root").join(path.trim_start_matches('/'));
+        if through_root.exists() {
+            through_root
+        } else {
+            PathBuf::from(path)
+        }
+    }
+
+    /// The process's PID in its own PID namespace (a container's), the
+    /// last number of `NStgid` in its status.
+    pub fn namespace_pid(&self) -> Option<u32> {
+        let status = std::fs::read_to_string(self.path("status")).ok()?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("NStgid:"))?
+            .split_whitespace()
+            .last()?
+            .parse()
+            .ok()
+    }
+
     /// The command name the kernel shows.
     pub fn comm(&self) -> Option<String> {
         let bytes = self.read("comm").ok()?;
         Some(String::from_utf8_lossy(&bytes).trim_end().to_owned())
+    }
+
+    /// A path that opens the process's executable, wherever it lives (a
+    /// container's, a deleted one's).
+    pub fn exe_file(&self) -> PathBuf {
+        self.path("exe")
     }
 
     /// The executable, as the kernel shows it.

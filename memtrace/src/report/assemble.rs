@@ -10,7 +10,7 @@ use std::{
 
 use super::{
     history::{History, Trend},
-    snapshot::{FunctionMatch, GoHeapSide, Lost, Snapshot, TargetState},
+    snapshot::{Footprint, FunctionMatch, GoHeapSide, Lost, Snapshot, TargetState},
 };
 use crate::{
     attribution::{self, Held, Holder},
@@ -46,6 +46,7 @@ pub struct Facts<'a> {
     pub runtime: Option<RuntimeInfo>,
     /// The program's own heap profile, and where it came from.
     pub heap: Option<(String, &'a HeapProfile)>,
+    pub footprint: Footprint,
 }
 
 /// What a process's earlier snapshots leave for its later ones.
@@ -71,6 +72,7 @@ impl Past {
         let top_stacks = attribution::top_stacks(namer, TOP_ROWS);
         let top_calls = attribution::top_calls(namer, TOP_ROWS);
         let top_faults = attribution::top_faults(namer, TOP_ROWS);
+        let stack_coverage = attribution::coverage(namer);
         let go_heap = facts
             .heap
             .map(|(source, profile)| go_heap_side(source, profile, namer));
@@ -120,6 +122,8 @@ impl Past {
                 .sum(),
             go_heap,
             previous_rss: self.previous_rss,
+            stack_coverage,
+            footprint: facts.footprint,
         };
         if !facts.is_final {
             self.history.push(snapshot.point());

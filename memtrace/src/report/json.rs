@@ -10,10 +10,11 @@ use super::{
     snapshot::{GoHeapSide, Snapshot},
 };
 use crate::{
-    attribution::{CallRow, FaultRow, GrowthRow, StackRow},
+    attribution::{CallRow, FaultRow, GrowthRow, StackCoverage, StackRow},
     model::{Call, CallStats},
     proc::CgroupMemory,
     runtime::RuntimeInfo,
+    symbolize::Completeness,
 };
 
 pub const SCHEMA_VERSION: u32 = 1;
@@ -154,6 +155,14 @@ pub fn to_json(snapshot: &Snapshot) -> Value {
         .iter()
         .map(|(who, grown)| json!({"responsible": who, "grown_bytes": grown}))
         .collect::<Vec<_>>());
+    value["stacks"] = stack_coverage(&snapshot.stack_coverage);
+    let footprint = &snapshot.footprint;
+    value["memtrace"] = json!({
+        "rss_bytes": footprint.rss,
+        "unwind_table_bytes": footprint.unwind_tables,
+        "stacks_held": footprint.stacks,
+        "kernel_map_bytes": footprint.kernel_maps,
+    });
     value["runtime"] = json!(snapshot.runtime.as_ref().map(runtime));
     value["go_heap"] = json!(snapshot.go_heap.as_ref().map(go_heap));
     value
@@ -174,6 +183,24 @@ fn stack_row(row: &StackRow) -> Value {
         "frames": row.frames,
         "in_use_bytes": row.in_use,
         "lazyfree_bytes": row.lazyfree,
+        "end": row.end.map(|end| end.to_string()),
+        "cut_in": row.cut_in,
+    })
+}
+
+/// Bytes under whole and cut stacks, and the share that is whole (`null`
+/// when no bytes stand under any stack).
+fn stack_coverage(coverage: &StackCoverage) -> Value {
+    let side = |completeness: &Completeness| {
+        json!({
+            "complete_bytes": completeness.complete,
+            "cut_bytes": completeness.cut,
+            "complete_percent": completeness.percent_complete(),
+        })
+    };
+    json!({
+        "resident": side(&coverage.resident),
+        "released": side(&coverage.released),
     })
 }
 

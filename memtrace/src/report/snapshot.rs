@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::history::{Point, Trend};
 use crate::{
-    attribution::{CallRow, FaultRow, GrowthRow, RangeRow, StackRow},
+    attribution::{CallRow, FaultRow, GrowthRow, RangeRow, StackCoverage, StackRow},
     intake::OomKill,
     model::{reconcile::Outcome, Activity, Totals},
     proc::{CgroupMemory, KernelTotals},
@@ -72,6 +72,19 @@ pub struct FunctionMatch {
     pub kernel_resident: u64,
 }
 
+/// What memtrace itself takes, to trace.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Footprint {
+    /// memtrace's own resident memory.
+    pub rss: u64,
+    /// Unwind tables read from the traced programs' files.
+    pub unwind_tables: u64,
+    /// Distinct stacks held.
+    pub stacks: u64,
+    /// Kernel memory of memtrace's maps (ring buffer, stacks, scratch).
+    pub kernel_maps: u64,
+}
+
 #[derive(Clone, Debug)]
 pub struct Snapshot {
     pub seq: u64,
@@ -114,6 +127,9 @@ pub struct Snapshot {
     pub go_heap: Option<GoHeapSide>,
     /// RSS at the previous snapshot, for the change.
     pub previous_rss: Option<u64>,
+    /// How much of what is attributed stands under whole stacks.
+    pub stack_coverage: StackCoverage,
+    pub footprint: Footprint,
 }
 
 impl Snapshot {

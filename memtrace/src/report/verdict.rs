@@ -11,6 +11,7 @@ use super::{
 };
 use crate::{
     attribution::{self, GOROUTINE_STACKS},
+    intake::{CutReason, StackEnd},
     model::{Advice, Call, Release},
     runtime::Allocator,
 };
@@ -383,31 +384,76 @@ fn caveats(snapshot: &Snapshot) -> Option<String> {
 /// Resident bytes under stacks cut short that are worth a word.
 const CUT_SHORT_NOTABLE: f64 = 1.0;
 
-/// Notes for the end of the report: one per module whose missing frame
-/// pointers cut short the stacks of a notable part of RSS.
+/// Notes for the end of the report: one per module and reason that cut
+/// short the stacks of a notable part of RSS, with what would fix it.
 pub fn notices(snapshot: &Snapshot) -> Vec<String> {
-    let mut by_module: Vec<(String, u64, usize)> = Vec::new();
+    let mut by_cut: Vec<(String, CutReason, u64, usize)> = Vec::new();
     for row in &snapshot.top_stacks {
-        let Some(module) = &row.cut_short_in else {
+        let (Some(StackEnd::Cut(reason)), Some(module)) = (row.end, &row.cut_in) else {
             continue;
         };
         let bytes = row.in_use + row.lazyfree;
-        match by_module.iter_mut().find(|(known, _, _)| known == module) {
-            Some(entry) => entry.1 += bytes,
-            None => by_module.push((module.clone(), bytes, row.frames.len())),
+        match by_cut
+            .iter_mut()
+            .find(|(known, why, _, _)| known == module && *why == reason)
+        {
+            Some(entry) => entry.2 += bytes,
+            None => by_cut.push((module.clone(), reason, bytes, row.frames.len())),
         }
     }
-    by_module
+    by_cut
         .into_iter()
-        .filter(|(_, bytes, _)| percent(*bytes, snapshot.rss()) >= CUT_SHORT_NOTABLE)
-        .map(|(module, bytes, frames)| {
+        .filter(|(_, _, bytes, _)| percent(*bytes, snapshot.rss()) >= CUT_SHORT_NOTABLE)
+        .map(|(module, reason, bytes, frames)| {
             format!(
-                "stacks through {module} stop after {frames} frame{} ({} resident): it looks \
-                 built without frame pointers, so their callers are missing; rebuild it with \
-                 -fno-omit-frame-pointer for whole stacks",
+                "stacks through {module} stop after {frames} frame{} ({} resident): {}",
                 if frames == 1 { "" } else { "s" },
                 Bytes(bytes),
+                remedy(reason, &snapshot.command),
             )
         })
         .collect()
+}
+
+/// Why a stack stopped, and what would give the whole stack.
+fn remedy(reason: CutReason, command: &str) -> String {
+    match reason {
+        CutReason::NoFramePointer => "its code keeps no frame pointers, and they were walked \
+            (--unwind fp); --unwind dwarf unwinds it with its unwind tables, or rebuild it with \
+            -fno-omit-frame-pointer"
+            .to_owned(),
+        CutReason::NoUnwindInfo => "its code has neither unwind tables nor frame pointers; \
+            rebuild it with -fasynchronous-unwind-tables (gcc's default) or \
+            -fno-omit-frame-pointer"
+            .to_owned(),
+        CutReason::JitCode => {
+            let how = match command {
+                "node" | "nodejs" => "start node with --perf-basic-prof",
+                "java" => {
+                    "run jcmd PID Compiler.perfmap, or start java with \
+                    -XX:+UnlockDiagnosticVMOptions -XX:+DumpPerfMapAtExit"
+                }
+                "dotnet" => "set DOTNET_PerfMapEnabled=1",
+                name if name.starts_with("python") => "start python 3.12 with -X perf",
+                _ => {
+                    "have the runtime write /tmp/perf-PID.map (node --perf-basic-prof, \
+                    jcmd PID Compiler.perfmap, DOTNET_PerfMapEnabled=1, python -X perf)"
+                }
+            };
+            format!(
+                "they run through JIT-compiled code that keeps neither frame pointers nor \
+                 unwind tables; to name its functions, {how}"
+            )
+        }
+        CutReason::StackCopyTooSmall => format!(
+            "the stack is deeper than the bytes copied per sample; give --stack-bytes {}K",
+            memtrace_common::config::MAX_STACK_COPY / 1024
+        ),
+        CutReason::DepthLimit => format!(
+            "the stack has more than {} frames, which memtrace keeps",
+            memtrace_common::config::MAX_STACK_FRAMES
+        ),
+        CutReason::BadUnwind => "its unwind tables did not lead to a caller".to_owned(),
+        CutReason::NotTaken => "no stack was taken".to_owned(),
+    }
 }

@@ -20,6 +20,18 @@ use tokio::io::unix::AsyncFd;
 
 use crate::safe_file::Owner;
 
+/// The program file `command` runs, looked up on `PATH` as `execvp` does.
+pub fn resolve(command: &OsString) -> Option<std::path::PathBuf> {
+    let command = std::path::Path::new(command);
+    if command.as_os_str().as_bytes().contains(&b'/') {
+        return Some(command.to_owned());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(command))
+        .find(|candidate| candidate.is_file())
+}
+
 /// A forked command, waiting at the gate.
 pub struct Launched {
     pub pid: u32,

@@ -11,6 +11,7 @@ mod launch;
 mod outputs;
 mod process;
 mod signals;
+mod stacks;
 mod tracker;
 
 use std::{
@@ -28,20 +29,23 @@ pub use tracker::{Ending, Tracker};
 
 use crate::{
     cli::TraceOptions,
-    intake::{EventKind, EventSource, StackTable},
-    kernel::{KernelCounters, Maps, Tracer, TracerOptions},
+    intake::{EventKind, EventSource},
+    kernel::{maps_memory, KernelCounters, Maps, Targets, Tracer, TracerOptions},
     model::reconcile::FOLIO_BATCH_PAGES,
     proc::{zero_page_pfn, ProcError, ProcessView},
     report::{
         live,
-        snapshot::{Lost, Snapshot},
+        snapshot::{Footprint, Lost, Snapshot},
         verdict,
     },
     safe_file::{OutputPolicy, Owner},
+    symbolize::{DebugSources, Debuginfod},
+    unwind,
 };
 use outputs::Outputs;
 use process::{Process, ReadingRules, Shared};
 use signals::{Signals, Steer};
+use stacks::Stacks;
 use tracker::Follow;
 
 /// What to trace.
@@ -90,6 +94,7 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
         stack_period: options.stack_period,
         follow_forks: options.follow_forks,
         ring_bytes: options.ring_size,
+        stack_bytes: options.stack_bytes,
         btf_path: options.btf.clone(),
         ..TracerOptions::default()
     };
@@ -102,8 +107,15 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
     let Maps {
         events,
         stacks: kernel_stacks,
+        hints,
+        mut targets,
         counters,
     } = maps;
+    let stacks = Stacks::new(kernel_stacks, hints, options.unwind, options.stack_bytes);
+    let debug = DebugSources {
+        dirs: options.debug_dir.clone(),
+        debuginfod: Debuginfod::from_env(),
+    };
 
     let mut launched = None;
     let command_name = match &target {
@@ -123,20 +135,32 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
         }
     };
     let start_time = ProcessView::new(pid).start_time();
-    tracer.set_target(pid)?;
+    let program = match &target {
+        Target::Pid(_) => unwind::program_kind(&ProcessView::new(pid).exe_file()),
+        Target::Command(argv) => {
+            launch::resolve(&argv[0]).and_then(|path| unwind::program_kind(&path))
+        }
+    };
+    targets.set_primary(pid, stacks.source_for(program))?;
     tracer.attach()?;
 
     let mut processes = BTreeMap::new();
     processes.insert(
         pid,
-        Process::new(pid, Tracker::default(), u64::from(launched.is_some())),
+        Process::new(
+            pid,
+            Tracker::default(),
+            u64::from(launched.is_some()),
+            debug.clone(),
+        ),
     );
     let mut session = Session {
         primary: pid,
         processes,
         follow_forks: options.follow_forks,
-        stacks: StackTable::default(),
-        kernel_stacks,
+        stacks,
+        targets,
+        debug,
         counters,
         decode_errors: 0,
         lost_before: 0,
@@ -206,8 +230,10 @@ struct Session {
     processes: BTreeMap<u32, Process>,
     follow_forks: bool,
     /// Stacks are shared: the kernel keeps one map for every process.
-    stacks: StackTable,
-    kernel_stacks: aya::maps::HashMap<aya::maps::MapData, u64, memtrace_common::StackFrames>,
+    stacks: Stacks,
+    targets: Targets,
+    /// Where separate debug information is found, for every process.
+    debug: DebugSources,
     counters: KernelCounters,
     decode_errors: u64,
     /// Records lost as of the last reconciliation.
@@ -326,19 +352,31 @@ impl Session {
         let mut reconcile = false;
         let processes = &mut self.processes;
         let stacks = &mut self.stacks;
+        let targets = &mut self.targets;
         let decode_errors = &mut self.decode_errors;
         let follow_forks = self.follow_forks;
+        let debug = &self.debug;
         source.drain(|decoded| {
-            let Ok(decoded) = decoded else {
+            let Ok(mut decoded) = decoded else {
                 *decode_errors += 1;
                 return;
             };
             let Some(process) = processes.get_mut(&decoded.tgid) else {
                 return;
             };
-            stacks.saw(decoded.event.stack);
+            if let EventKind::StackSample(sample) = &decoded.event.kind {
+                stacks.unwind(process, sample);
+                return;
+            }
+            decoded.event.stack = stacks.resolve(decoded.event.stack);
             match process.tracker.ingest(&decoded) {
-                Follow::Exec => process.exec_happened(),
+                Follow::Exec => {
+                    process.exec_happened();
+                    stacks.forget(process.pid);
+                    // A failure leaves the stacks taken as for the old
+                    // program: shorter, never wrong.
+                    let _ = targets.set_stacks(process.pid, stacks.source_for(process.program()));
+                }
                 Follow::MappedFile { start, end } => process.learn_path(start, end),
                 Follow::Reclaim => reconcile = true,
                 Follow::ProcessMadvise => {
@@ -348,22 +386,33 @@ impl Session {
                         }
                     }
                 }
-                Follow::Forked(child) if follow_forks && ProcessView::new(child).is_process() => {
-                    let tracker = process.tracker.forked();
+                Follow::ThreadExit => {
+                    if !process.view.alive() {
+                        process.tracker.ending.get_or_insert(Ending::Exited);
+                        targets.forget(process.pid);
+                    }
+                }
+                Follow::Forked {
+                    child,
+                    shares_memory,
+                } if follow_forks && ProcessView::new(child).is_process() => {
+                    let tracker = if shares_memory {
+                        Tracker::sharing_parents_memory()
+                    } else {
+                        process.tracker.forked()
+                    };
                     let parent = process.pid;
-                    let child = Process::new(child, tracker, 0);
+                    let child = Process::new(child, tracker, 0, debug.clone());
                     eprintln!(
                         "memtrace: following pid {} ({}), forked by pid {parent}",
                         child.pid, child.command
                     );
                     processes.insert(child.pid, child);
                 }
-                Follow::Forked(_) | Follow::Nothing | Follow::Ended => {}
+                Follow::Forked { .. } | Follow::Nothing | Follow::Ended => {}
             }
         });
-        if self.stacks.wants_sync() {
-            self.stacks.sync(&mut self.kernel_stacks);
-        }
+        self.stacks.sync();
         reconcile
     }
 
@@ -410,7 +459,7 @@ impl Session {
                 }
             }
             let process = self.processes.get_mut(&pid).expect("listed above");
-            let mut namer = process.namer(&self.stacks);
+            let mut namer = process.namer(&self.stacks.table);
             outputs.interval(&snapshot, primary.then_some(&mut namer))?;
         }
         Ok(())
@@ -430,10 +479,18 @@ impl Session {
 
     fn snapshot(&mut self, pid: u32, is_final: bool) -> Snapshot {
         let shared = Shared {
-            stacks: &self.stacks,
+            stacks: &self.stacks.table,
             lost: self.lost(),
             elapsed: self.started.elapsed(),
             heap: self.heap.as_ref().filter(|_| pid == self.primary),
+            footprint: Footprint {
+                rss: ProcessView::new(std::process::id())
+                    .totals()
+                    .map_or(0, |totals| totals.status.rss),
+                unwind_tables: self.stacks.table_bytes() as u64,
+                stacks: self.stacks.table.len() as u64,
+                kernel_maps: maps_memory(),
+            },
         };
         let process = self
             .processes
@@ -472,7 +529,7 @@ impl Session {
         let snapshot = primary_snapshot.expect("the primary target is always reported");
         let process = self.processes.get_mut(&self.primary).expect("primary");
         let past = std::mem::take(&mut process.past);
-        let mut namer = process.namer(&self.stacks);
+        let mut namer = process.namer(&self.stacks.table);
         outputs.finish(&snapshot, past.history(), &mut namer, signals)
     }
 }

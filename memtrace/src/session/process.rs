@@ -9,7 +9,8 @@ use super::{
     SessionError,
 };
 use crate::{
-    intake::StackTable,
+    elf::ProgramKind,
+    intake::{StackSample, StackTable},
     model::{
         reconcile::{Busy, Moment, Outcome, Reading},
         Backing,
@@ -17,10 +18,11 @@ use crate::{
     proc::{cgroup_memory, KernelTotals, ProcessView},
     report::{
         assemble::{Facts, Past},
-        snapshot::{Lost, Snapshot, TargetState},
+        snapshot::{Footprint, Lost, Snapshot, TargetState},
     },
     runtime::RuntimeInfo,
-    symbolize::{Namer, Symbolizer},
+    symbolize::{DebugSources, Namer, Symbolizer},
+    unwind::{self, ProcessUnwinder, TableCache, Unwound},
 };
 
 /// How /proc is read for every process alike.
@@ -46,6 +48,7 @@ pub struct Shared<'a> {
     pub elapsed: Duration,
     /// The heap profile, for the process it belongs to.
     pub heap: Option<&'a HeapWatch>,
+    pub footprint: Footprint,
 }
 
 pub struct Process {
@@ -53,6 +56,7 @@ pub struct Process {
     pub view: ProcessView,
     pub tracker: Tracker,
     symbolizer: Symbolizer,
+    unwinder: ProcessUnwinder,
     last_kernel: Option<KernelTotals>,
     last_outcome: Outcome,
     /// What its earlier snapshots left: history, growth baseline.
@@ -65,14 +69,15 @@ pub struct Process {
 }
 
 impl Process {
-    pub fn new(pid: u32, tracker: Tracker, expected_execs: u64) -> Self {
+    pub fn new(pid: u32, tracker: Tracker, expected_execs: u64, debug: DebugSources) -> Self {
         let view = ProcessView::new(pid);
         Self {
             pid,
             command: view.comm().unwrap_or_default(),
             view,
             tracker,
-            symbolizer: Symbolizer::new(pid),
+            symbolizer: Symbolizer::new(pid, debug),
+            unwinder: ProcessUnwinder::default(),
             last_kernel: None,
             last_outcome: Outcome::default(),
             past: Past::default(),
@@ -106,6 +111,9 @@ impl Process {
     /// faults that follow are classified right.
     pub fn exec_happened(&mut self) {
         self.runtime = None;
+        // The same addresses now hold another program's code.
+        self.symbolizer.reset();
+        self.unwinder.reset();
         // The exec that starts a `-- CMD` is expected; any other replaces
         // what the user was looking at.
         if self.tracker.model.activity().execs > self.expected_execs {
@@ -120,6 +128,27 @@ impl Process {
                 .model
                 .sync_extents(&vmas, &Busy::default(), Moment::Interval);
         }
+    }
+
+    /// Unwinds one of the process's stack samples.
+    pub fn unwind(
+        &mut self,
+        tables: &mut TableCache,
+        sample: &StackSample,
+        stack_bytes: usize,
+    ) -> Unwound {
+        self.unwinder.unwind(
+            self.pid,
+            self.tracker.model.extents(),
+            tables,
+            sample,
+            stack_bytes,
+        )
+    }
+
+    /// The program the process runs now, as far as taking stacks goes.
+    pub fn program(&self) -> Option<ProgramKind> {
+        unwind::program_kind(&self.view.exe_file())
     }
 
     /// Names the file just mapped at `start..end` (an mmap only has its fd),
@@ -234,6 +263,7 @@ impl Process {
             heap: shared
                 .heap
                 .and_then(|heap| Some((heap.source(), heap.latest()?))),
+            footprint: shared.footprint,
         };
         let mut namer = Namer {
             stacks: shared.stacks,

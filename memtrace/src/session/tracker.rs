@@ -26,9 +26,14 @@ pub enum Follow {
     Reclaim,
     /// A `process_madvise` whose target must be looked up.
     ProcessMadvise,
-    /// The process forked this child (or started this thread: only /proc
-    /// can tell).
-    Forked(u32),
+    /// The process started this child process.
+    Forked {
+        child: u32,
+        shares_memory: bool,
+    },
+    /// One of its threads exited; whether the process did is for /proc to
+    /// say (kernels whose exit tracepoint does not say).
+    ThreadExit,
     /// A file was mapped at this range: its path is for /proc to tell, while
     /// the mapping exists.
     MappedFile {
@@ -48,6 +53,9 @@ pub struct Tracker {
     pub ending: Option<Ending>,
     /// Ranges touched while /proc was being read (see `model::reconcile`).
     busy: Option<Busy>,
+    /// A vfork child: until it calls exec, its memory is its parent's, and
+    /// what it does there is the parent's to count.
+    borrowing: bool,
 }
 
 impl Tracker {
@@ -55,6 +63,12 @@ impl Tracker {
     pub fn ingest(&mut self, decoded: &Decoded) -> Follow {
         let event = &decoded.event;
         self.records += 1;
+        if self.borrowing {
+            if !matches!(event.kind, EventKind::Exec) {
+                return self.follow(decoded);
+            }
+            self.borrowing = false;
+        }
         let Some(busy) = &mut self.busy else {
             self.model.apply(event);
             return self.follow(decoded);
@@ -92,10 +106,17 @@ impl Tracker {
                 self.ending = Some(Ending::OomKilled);
                 Follow::Nothing
             }
-            EventKind::Fork { child } => {
+            EventKind::Fork {
+                child,
+                shares_memory,
+            } => {
                 self.forks += 1;
-                Follow::Forked(*child)
+                Follow::Forked {
+                    child: *child,
+                    shares_memory: *shares_memory,
+                }
             }
+            EventKind::ThreadExit => Follow::ThreadExit,
             EventKind::ForeignRssChange { .. } => {
                 self.foreign_rss_changes += 1;
                 Follow::Reclaim
@@ -137,6 +158,15 @@ impl Tracker {
     pub fn forked(&self) -> Self {
         Self {
             model: self.model.forked(),
+            ..Self::default()
+        }
+    }
+
+    /// A tracker for a child that shares its parent's memory until it calls
+    /// exec (vfork, posix_spawn): it models nothing until then.
+    pub fn sharing_parents_memory() -> Self {
+        Self {
+            borrowing: true,
             ..Self::default()
         }
     }

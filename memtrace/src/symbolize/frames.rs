@@ -67,6 +67,19 @@ impl Frame {
         }
     }
 
+    /// JIT-compiled code in an anonymous mapping, named by the runtime's
+    /// perf map.
+    pub fn jit(address: u64, mapping: String, name: String) -> Self {
+        Self {
+            functions: vec![Function {
+                name,
+                file: None,
+                line: None,
+            }],
+            ..Self::in_anonymous(address, mapping)
+        }
+    }
+
     /// The names this frame stands for, innermost first: inlined functions
     /// each get their own, like separate frames; code without symbols is
     /// `module+0xoffset`.

@@ -1,14 +1,22 @@
-//! Turning stack addresses into function names, with blazesym.
+//! Turning stack addresses into function names, with blazesym, and saying
+//! whether each stack is whole.
 //!
-//! An address is resolved through the model's own mappings (extent →
-//! file and offset) rather than through the live /proc/PID/maps, so stacks
-//! can still be named after the process has exited, and code mapped after
+//! An address is resolved through the model's own mappings (extent → file
+//! and offset) rather than through the live /proc/PID/maps, so stacks can
+//! still be named after the process has exited, and code mapped after
 //! attaching is found like any other. Files are opened through
 //! /proc/PID/root while the process lives, which reaches binaries inside
-//! containers. Each address and each stack is resolved once.
+//! containers. Names come from the binaries' own symbols and DWARF, from
+//! their separate debug files (`.gnu_debuglink`, the build-id directories
+//! under `/usr/lib/debug` and `--debug-dir`), from debuginfod when
+//! `DEBUGINFOD_URLS` says so, and, for JIT-compiled code, from the perf map
+//! the runtime writes. Each address and each stack is resolved once.
 
+mod debuginfod;
+mod ends;
 mod frames;
 mod namer;
+mod perfmap;
 
 use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
@@ -17,65 +25,88 @@ use blazesym::symbolize::{
     Input, Symbolized,
 };
 
+pub use debuginfod::Debuginfod;
+pub use ends::{Completeness, STACK_ROOTS};
 pub use frames::{Frame, Function, Module};
 pub use namer::Namer;
+pub use perfmap::{parse_perf_map, PerfMap};
 
 use crate::{
-    intake::StackId,
+    elf::UnwindSections,
+    intake::{Stack, StackEnd, StackId},
     model::{Backing, Extents},
+    proc::ProcessView,
 };
 
-/// Functions a complete stack ends in: a stack whose outermost frame is
-/// none of these, and that has only a few frames, was cut short.
-const STACK_ROOTS: &[&str] = &[
-    "_start",
-    "__libc_start_main",
-    "__libc_start_call_main",
-    "start_thread",
-    "clone",
-    "clone3",
-    "runtime.goexit",
-    "runtime.goexit.abi0",
-    "runtime.rt0_go",
-    "runtime.rt0_go.abi0",
-    "runtime.mstart",
-    "runtime.mstart.abi0",
-    "runtime.morestack",
-    "runtime.morestack.abi0",
-    "runtime.systemstack",
-    "runtime.systemstack.abi0",
-    "runtime.mcall",
-];
+/// Where separate debug information is looked for, besides the binaries.
+#[derive(Clone, Debug, Default)]
+pub struct DebugSources {
+    /// Directories holding `.build-id/xx/yyyy.debug` trees and debuglink
+    /// targets, searched before the system's `/usr/lib/debug`.
+    pub dirs: Vec<PathBuf>,
+    /// debuginfod servers, when `DEBUGINFOD_URLS` names any.
+    pub debuginfod: Option<Debuginfod>,
+}
 
-/// Stacks this short that do not end in a root are taken to be cut short by
-/// code without frame pointers.
-const SHORT_STACK: usize = 3;
+/// The system's own debug directories, searched after `--debug-dir`.
+const SYSTEM_DEBUG_DIRS: [&str; 2] = ["/usr/lib/debug", "/lib/debug"];
+
+/// A stack with its frames named.
+#[derive(Clone, Debug)]
+pub struct NamedStack {
+    pub frames: Vec<Frame>,
+    pub end: StackEnd,
+    /// Where a cut stack stops: the module of its outermost frame.
+    pub cut_in: Option<Arc<Module>>,
+}
 
 pub struct Symbolizer {
     inner: blazesym::symbolize::Symbolizer,
-    pid: u32,
+    view: ProcessView,
+    debug: DebugSources,
     frames: HashMap<u64, Frame>,
-    stacks: HashMap<StackId, Arc<[Frame]>>,
+    stacks: HashMap<StackId, Arc<NamedStack>>,
     modules: HashMap<String, Arc<Module>>,
+    perf_map: PerfMap,
 }
 
 impl Symbolizer {
-    pub fn new(pid: u32) -> Self {
+    pub fn new(pid: u32, debug: DebugSources) -> Self {
+        let mut dirs = debug.dirs.clone();
+        dirs.extend(SYSTEM_DEBUG_DIRS.map(PathBuf::from));
         Self {
-            inner: blazesym::symbolize::Symbolizer::new(),
-            pid,
+            inner: blazesym::symbolize::Symbolizer::builder()
+                .set_debug_dirs(Some(dirs))
+                .build(),
+            view: ProcessView::new(pid),
+            debug,
             frames: HashMap::new(),
             stacks: HashMap::new(),
             modules: HashMap::new(),
+            perf_map: PerfMap::new(pid),
         }
     }
 
-    /// The frames of stack `id` (return addresses `ips`, innermost first).
-    pub fn stack(&mut self, id: StackId, ips: &[u64], extents: &Extents) -> Arc<[Frame]> {
-        if let Some(frames) = self.stacks.get(&id) {
-            return frames.clone();
+    /// Forgets every name: the process's program was replaced by exec, and
+    /// the same addresses now hold other code.
+    pub fn reset(&mut self) {
+        self.frames.clear();
+        self.stacks.clear();
+        self.modules.clear();
+        self.perf_map = PerfMap::new(self.view.pid());
+    }
+
+    /// Stack `id` (`stack`) with its frames named.
+    pub fn stack(&mut self, id: StackId, stack: &Stack, extents: &Extents) -> Arc<NamedStack> {
+        if self.debug_arrived() {
+            self.frames.clear();
+            self.stacks.clear();
         }
-        let ips = &ips[..plausible_depth(ips, extents)];
+        if let Some(named) = self.stacks.get(&id) {
+            return named.clone();
+        }
+        let ips = &stack.frames[..plausible_depth(&stack.frames, extents)];
+        let trimmed = ips.len() < stack.frames.len();
         let missing: Vec<u64> = ips
             .iter()
             .enumerate()
@@ -83,7 +114,7 @@ impl Symbolizer {
             .filter(|address| !self.frames.contains_key(address))
             .collect();
         self.resolve(&missing, extents);
-        let frames: Arc<[Frame]> = ips
+        let frames: Vec<Frame> = ips
             .iter()
             .enumerate()
             .map(|(depth, &ip)| {
@@ -94,8 +125,27 @@ impl Symbolizer {
                     .unwrap_or_else(|| Frame::unknown(address))
             })
             .collect();
-        self.stacks.insert(id, frames.clone());
-        frames
+        let end = ends::end_of(stack.end, &frames, trimmed, extents);
+        let cut_in = match end {
+            StackEnd::Root => None,
+            StackEnd::Cut(_) => frames.last().and_then(|frame| frame.module.clone()),
+        };
+        let named = Arc::new(NamedStack {
+            frames,
+            end,
+            cut_in,
+        });
+        self.stacks.insert(id, named.clone());
+        named
+    }
+
+    /// Whether debuginfod delivered a debug file since the last look: names
+    /// resolved before it may now have file and line.
+    fn debug_arrived(&mut self) -> bool {
+        self.debug
+            .debuginfod
+            .as_mut()
+            .is_some_and(Debuginfod::take_arrivals)
     }
 
     /// Resolves `addresses` not yet known, grouped by the file they are in.
@@ -111,10 +161,11 @@ impl Symbolizer {
                 offset,
             } = &extent.backing
             else {
-                self.frames.insert(
-                    address,
-                    Frame::in_anonymous(address, extent.backing.to_string()),
-                );
+                let frame = match self.perf_map.lookup(address) {
+                    Some(name) => Frame::jit(address, extent.backing.to_string(), name),
+                    None => Frame::in_anonymous(address, extent.backing.to_string()),
+                };
+                self.frames.insert(address, frame);
                 continue;
             };
             let module = self.module(path);
@@ -125,16 +176,8 @@ impl Symbolizer {
         }
         for (module, addresses) in by_file {
             let offsets: Vec<u64> = addresses.iter().map(|&(_, offset)| offset).collect();
-            let source = Source::Elf(Elf::new(self.readable_path(&module.path)));
-            let results = self
-                .inner
-                .symbolize(&source, Input::FileOffset(&offsets))
-                .unwrap_or_default();
-            for (index, &(address, file_offset)) in addresses.iter().enumerate() {
-                let functions = match results.get(index) {
-                    Some(Symbolized::Sym(sym)) => frames::functions(sym),
-                    _ => Vec::new(),
-                };
+            let results = self.symbolize_in(&module, &offsets);
+            for (&(address, file_offset), functions) in addresses.iter().zip(results) {
                 self.frames.insert(
                     address,
                     Frame {
@@ -148,6 +191,84 @@ impl Symbolizer {
         }
     }
 
+    /// The functions at `offsets` of `module`'s file: from the file itself
+    /// and its separate debug file, or from a debug file debuginfod has
+    /// delivered for its build id when the file has no line information.
+    fn symbolize_in(&mut self, module: &Module, offsets: &[u64]) -> Vec<Vec<Function>> {
+        let readable = self.view.file(&module.path);
+        let mut elf = Elf::new(&readable);
+        let own = match self
+            .inner
+            .symbolize(&Source::Elf(elf.clone()), Input::FileOffset(offsets))
+        {
+            Ok(results) => results,
+            // A debug file whose checksum does not match fails the whole
+            // call: fall back to the file's own symbols.
+            Err(_) => {
+                elf.debug_syms = false;
+                self.inner
+                    .symbolize(&Source::Elf(elf), Input::FileOffset(offsets))
+                    .unwrap_or_default()
+            }
+        };
+        let mut functions: Vec<Vec<Function>> = (0..offsets.len())
+            .map(|index| match own.get(index) {
+                Some(Symbolized::Sym(sym)) => frames::functions(sym),
+                _ => Vec::new(),
+            })
+            .collect();
+        let has_lines = functions
+            .iter()
+            .flatten()
+            .any(|function| function.line.is_some());
+        if !has_lines {
+            if let Some(improved) = self.from_debuginfod(module, &readable, offsets) {
+                for (slot, better) in functions.iter_mut().zip(improved) {
+                    if !better.is_empty() {
+                        *slot = better;
+                    }
+                }
+            }
+        }
+        functions
+    }
+
+    /// Names from the debug file debuginfod serves for `module`'s build id,
+    /// once it has been fetched (in the background: tracing never waits).
+    fn from_debuginfod(
+        &mut self,
+        module: &Module,
+        readable: &std::path::Path,
+        offsets: &[u64],
+    ) -> Option<Vec<Vec<Function>>> {
+        let build_id = module.build_id.as_deref()?;
+        let debug_file = self.debug.debuginfod.as_mut()?.debug_file(build_id)?;
+        // The debug file has the program's addresses but none of its code:
+        // look the offsets up by address, placed by the program's segments.
+        let data = std::fs::read(readable).ok()?;
+        let segments = UnwindSections::from_elf(&data).ok()?;
+        let addresses: Vec<u64> = offsets
+            .iter()
+            .map(|&offset| segments.address_of(offset).unwrap_or(u64::MAX))
+            .collect();
+        let results = self
+            .inner
+            .symbolize(
+                &Source::Elf(Elf::new(debug_file)),
+                Input::VirtOffset(&addresses),
+            )
+            .ok()?;
+        Some(
+            results
+                .iter()
+                .map(|result| match result {
+                    Symbolized::Sym(sym) => frames::functions(sym),
+                    _ => Vec::new(),
+                })
+                .collect(),
+        )
+    }
+
     /// The build id of the file at `path`, in hex.
     pub fn build_id(&mut self, path: &str) -> Option<String> {
         self.module(path).build_id.clone()
@@ -157,8 +278,7 @@ impl Symbolizer {
         if let Some(module) = self.modules.get(path) {
             return module.clone();
         }
-        let readable = self.readable_path(path);
-        let build_id = blazesym::helper::read_elf_build_id(&readable)
+        let build_id = blazesym::helper::read_elf_build_id(&self.view.file(path))
             .ok()
             .flatten()
             .map(|id| id.iter().map(|byte| format!("{byte:02x}")).collect());
@@ -170,31 +290,11 @@ impl Symbolizer {
         module
     }
 
-    /// A path to open `path` as the process sees it: through its root while
-    /// it lives (containers), as is afterwards.
-    fn readable_path(&self, path: &str) -> PathBuf {
-        let through_root = PathBuf::from(format!("/proc/{}/root{path}", self.pid));
-        if through_root.exists() {
-            through_root
-        } else {
-            PathBuf::from(path)
-        }
+    /// Whether the process's perf map names any JIT code (for the notice
+    /// about JIT frames).
+    pub fn has_perf_map(&mut self) -> bool {
+        self.perf_map.exists()
     }
-}
-
-/// The module where a walk stopped early: a stack this short whose
-/// outermost frame is not where threads start stopped in code that keeps no
-/// frame pointer.
-pub fn cut_short_in(frames: &[Frame]) -> Option<&Module> {
-    let outermost = frames.last()?;
-    if frames.len() > SHORT_STACK
-        || outermost
-            .outermost_function()
-            .is_some_and(|name| STACK_ROOTS.contains(&name))
-    {
-        return None;
-    }
-    outermost.module.as_deref()
 }
 
 /// How many of `ips` are real frames. Code without frame pointers uses the

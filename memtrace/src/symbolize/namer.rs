@@ -1,7 +1,9 @@
 //! Names for the stacks of one process: its stack table's addresses,
 //! resolved through its model's mappings.
 
-use super::{Frame, Symbolizer};
+use std::sync::Arc;
+
+use super::{Frame, NamedStack, Symbolizer};
 use crate::{
     intake::{StackId, StackTable},
     model::AddressSpace,
@@ -19,16 +21,17 @@ impl Namer<'_> {
     /// The symbolized frames of `stack`, innermost first; none when the
     /// stack is unknown.
     pub fn frames(&mut self, stack: Option<StackId>) -> Vec<Frame> {
-        let Some(stack) = stack else {
-            return Vec::new();
-        };
-        match self.stacks.get(stack) {
-            Some(ips) => self
-                .symbolizer
-                .stack(stack, ips, self.model.extents())
-                .to_vec(),
-            None => Vec::new(),
-        }
+        self.named(stack)
+            .map(|named| named.frames.clone())
+            .unwrap_or_default()
+    }
+
+    /// The stack with its frames named and its end known; `None` for no
+    /// stack, or one never read.
+    pub fn named(&mut self, stack: Option<StackId>) -> Option<Arc<NamedStack>> {
+        let id = stack?;
+        let stack = self.stacks.get(id)?;
+        Some(self.symbolizer.stack(id, stack, self.model.extents()))
     }
 
     /// The function names of `stack`, innermost first (inlined functions

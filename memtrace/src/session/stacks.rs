@@ -1,0 +1,94 @@
+//! The session's stacks: the table records name their stacks from, the
+//! kernel map frame-pointer walks arrive in, the unwind tables stack samples
+//! are unwound with, and the hints that let the kernel side reuse samples.
+
+use aya::maps::{HashMap as BpfHashMap, MapData};
+use memtrace_common::{StackFrames, StackSource};
+
+use super::process::Process;
+use crate::{
+    cli::Unwind,
+    elf::ProgramKind,
+    intake::{StackId, StackSample, StackTable},
+    kernel::FrameHints,
+    unwind::{self, TableCache},
+};
+
+pub struct Stacks {
+    pub table: StackTable,
+    kernel: BpfHashMap<MapData, u64, StackFrames>,
+    hints: FrameHints,
+    tables: TableCache,
+    choice: Unwind,
+    /// Bytes a sample copies at most.
+    stack_bytes: usize,
+}
+
+impl Stacks {
+    pub fn new(
+        kernel: BpfHashMap<MapData, u64, StackFrames>,
+        hints: FrameHints,
+        choice: Unwind,
+        stack_bytes: u32,
+    ) -> Self {
+        Self {
+            table: StackTable::default(),
+            kernel,
+            hints,
+            tables: TableCache::default(),
+            choice,
+            stack_bytes: stack_bytes as usize,
+        }
+    }
+
+    /// How the kernel side takes the stacks of `program` (unknown: not
+    /// readable), as `--unwind` says.
+    pub fn source_for(&self, program: Option<ProgramKind>) -> StackSource {
+        match (self.choice, program) {
+            (_, Some(program)) if program.bits32 => StackSource::Off,
+            (Unwind::Fp, _) => StackSource::FramePointers,
+            (Unwind::Dwarf, _) | (Unwind::Auto, None) => StackSource::Samples,
+            (Unwind::Auto, Some(program)) => unwind::stack_source(&program),
+        }
+    }
+
+    /// Unwinds a stack sample of `process`, and tells the kernel side where
+    /// the sampled instruction's return address is, so it can reuse the
+    /// sample for later events there.
+    pub fn unwind(&mut self, process: &mut Process, sample: &StackSample) {
+        let Some(id) = StackId::new(sample.id) else {
+            return;
+        };
+        let unwound = process.unwind(&mut self.tables, sample, self.stack_bytes);
+        self.table.add_unwound(id, &unwound.frames, unwound.end);
+        if let Some(offset) = unwound.return_address_offset {
+            self.hints.insert(process.pid, sample.ip, offset);
+        }
+    }
+
+    /// The stack a record names (a sample's id is its unwound stack's),
+    /// noting stacks the table has yet to copy from the kernel.
+    pub fn resolve(&mut self, id: Option<StackId>) -> Option<StackId> {
+        let id = self.table.resolve(id);
+        self.table.saw(id);
+        id
+    }
+
+    /// Copies the stacks the kernel walked since the last time, if records
+    /// named any the table lacks.
+    pub fn sync(&mut self) {
+        if self.table.wants_sync() {
+            self.table.sync(&mut self.kernel);
+        }
+    }
+
+    /// Forgets what was learnt of `tgid`'s code (it called exec).
+    pub fn forget(&mut self, tgid: u32) {
+        self.hints.forget(tgid);
+    }
+
+    /// Bytes of unwind tables held.
+    pub fn table_bytes(&self) -> usize {
+        self.tables.bytes()
+    }
+}
