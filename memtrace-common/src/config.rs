@@ -13,9 +13,9 @@ pub const WAKEUP_BYTES_GLOBAL: &str = "WAKEUP_BYTES";
 
 /// Name of the global with the bytes of user stack a stack sample copies.
 pub const STACK_BYTES_GLOBAL: &str = "STACK_BYTES";
-/// Name of the global with the field offsets of the classic tracepoints,
-/// read from their `format` files at load time ([`crate::TracepointFields`]).
-pub const TRACEPOINT_FIELDS_GLOBAL: &str = "TRACEPOINT_FIELDS";
+/// Name of the global with where the fields the programs read are on the
+/// running kernel ([`crate::KernelLayout`]).
+pub const KERNEL_LAYOUT_GLOBAL: &str = "KERNEL_LAYOUT";
 
 /// Most user stack one sample copies, and the piece it is copied in: pieces
 /// never cross a page boundary, so a copy stops cleanly at the end of the

@@ -293,12 +293,12 @@ pub struct FrameHint {
     pub _pad: u32,
 }
 
-/// Offsets of the fields the classic tracepoint programs read, from the
-/// tracepoints' `format` files on the running kernel; [`FIELD_ABSENT`] for a
-/// field this kernel's tracepoint does not have.
+/// Where the fields the programs read are on the running kernel: in the
+/// classic tracepoints' records (from their `format` files) and in kernel
+/// structures (from BTF); [`FIELD_ABSENT`] for a field this kernel lacks.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TracepointFields {
+pub struct KernelLayout {
     /// `sched:sched_process_exit`'s `group_dead` (newer kernels only).
     pub exit_group_dead: u32,
     /// `task:task_newtask`'s `pid` and `clone_flags`.
@@ -309,12 +309,14 @@ pub struct TracepointFields {
     pub oom_anon_rss: u32,
     pub oom_file_rss: u32,
     pub oom_shmem_rss: u32,
-    pub _pad: u32,
+    /// `task_struct.pagefault_disabled`: set while a fault must not map a
+    /// page (a tracer reading user memory).
+    pub task_pagefault_disabled: u32,
 }
 
 pub const FIELD_ABSENT: u32 = u32::MAX;
 
-impl TracepointFields {
+impl KernelLayout {
     /// Every field absent: the programs read nothing until the agent sets
     /// the real offsets.
     pub const ABSENT: Self = Self {
@@ -325,7 +327,7 @@ impl TracepointFields {
         oom_anon_rss: FIELD_ABSENT,
         oom_file_rss: FIELD_ABSENT,
         oom_shmem_rss: FIELD_ABSENT,
-        _pad: 0,
+        task_pagefault_disabled: FIELD_ABSENT,
     };
 }
 
@@ -403,5 +405,5 @@ mod pod {
     unsafe impl aya::Pod for super::StackSampleRecord {}
     unsafe impl aya::Pod for super::FrameHintKey {}
     unsafe impl aya::Pod for super::FrameHint {}
-    unsafe impl aya::Pod for super::TracepointFields {}
+    unsafe impl aya::Pod for super::KernelLayout {}
 }

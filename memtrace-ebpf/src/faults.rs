@@ -11,16 +11,17 @@
 //! user memory.
 
 use aya_ebpf::{
+    helpers::{bpf_probe_read_kernel, generated::bpf_get_current_task_btf},
     macros::{btf_tracepoint, map},
     maps::PerCpuArray,
     programs::BtfTracePointContext,
 };
 use memtrace_common::{
-    Counter, FaultRecord, RecordHeader, RecordKind, StackMode, StackSource, NO_STACK,
+    Counter, FaultRecord, RecordHeader, RecordKind, StackMode, StackSource, FIELD_ABSENT, NO_STACK,
 };
 
 use crate::{
-    maps::{count, stack_mode, wakeup_flags, Busy, Exclusive, EVENTS},
+    maps::{count, kernel_layout, stack_mode, wakeup_flags, Busy, Exclusive, EVENTS},
     stacks::{EventKind, SiteCache, StackRequest, UserRegs, USER_SPACE_END},
     target::Current,
 };
@@ -53,7 +54,7 @@ pub fn page_fault_kernel(ctx: BtfTracePointContext) -> i32 {
         return 0;
     };
     let address: u64 = ctx.arg(0);
-    if address >= USER_SPACE_END {
+    if address >= USER_SPACE_END || pagefault_disabled() {
         return 0;
     }
     let error_code: u64 = ctx.arg(2);
@@ -61,6 +62,23 @@ pub fn page_fault_kernel(ctx: BtfTracePointContext) -> i32 {
     // saved when the thread entered the kernel.
     fault(current, stacks, address, error_code, UserRegs::current());
     0
+}
+
+/// Whether the current task takes this fault with page faults disabled: a
+/// read that gives up rather than map the page, such as a tracer's copy of
+/// the task's stack (memtrace's own, another memtrace's, perf's). The
+/// process took no fault.
+fn pagefault_disabled() -> bool {
+    let offset = kernel_layout().task_pagefault_disabled;
+    if offset == FIELD_ABSENT {
+        return false;
+    }
+    // SAFETY: a helper with no arguments, and a kernel read the helper
+    // checks, at the member's offset from BTF.
+    unsafe {
+        let task = bpf_get_current_task_btf().cast::<u8>();
+        bpf_probe_read_kernel(task.add(offset as usize).cast::<i32>()).is_ok_and(|count| count != 0)
+    }
 }
 
 #[inline(always)]

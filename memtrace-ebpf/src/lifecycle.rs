@@ -5,7 +5,7 @@
 //! them on another (a fixed `comm[16]` or a `__data_loc` string before them,
 //! fields added over the years), so their offsets come from the running
 //! kernel's `format` files, read by the agent at load time
-//! ([`TracepointFields`]); a field this kernel lacks is not read.
+//! ([`KernelLayout`]); a field this kernel lacks is not read.
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use memtrace_common::{
@@ -14,7 +14,7 @@ use memtrace_common::{
 };
 
 use crate::{
-    maps::{count, follow_forks, immediate_wakeup, tracepoint_fields, EVENTS, TARGETS},
+    maps::{count, follow_forks, immediate_wakeup, kernel_layout, EVENTS, TARGETS},
     target::{forget_target, is_target, target_state, Current},
 };
 
@@ -68,7 +68,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     if !is_target(current.tgid) {
         return 0;
     }
-    match field::<u8>(&ctx, tracepoint_fields().exit_group_dead) {
+    match field::<u8>(&ctx, kernel_layout().exit_group_dead) {
         // The last thread: forget the process here, not in the agent, since
         // its pid may be reused at once, and the new process must not be
         // taken for the target.
@@ -99,7 +99,7 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
     let Some((current, stacks)) = Current::target() else {
         return 0;
     };
-    let fields = tracepoint_fields();
+    let fields = kernel_layout();
     let (Some(child), Some(flags)) = (
         field::<i32>(&ctx, fields.newtask_pid),
         field::<u64>(&ctx, fields.newtask_clone_flags),
@@ -134,7 +134,7 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "oom", name = "mark_victim")]
 pub fn mark_victim(ctx: TracePointContext) -> u32 {
-    let fields = tracepoint_fields();
+    let fields = kernel_layout();
     // The OOM killer runs in whichever task ran out of memory; the victim is
     // named in the record. Its pid is a thread id, normally the leader's.
     let Some(victim) = field::<i32>(&ctx, fields.oom_pid) else {

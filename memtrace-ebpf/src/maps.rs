@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use memtrace_common::{
     config::{DEFAULT_STACK_COPY, MAX_TARGETS},
-    Counter, StackMode, TargetState, TracepointFields,
+    Counter, KernelLayout, StackMode, TargetState,
 };
 
 /// A `StackMode` as u32; set by the agent.
@@ -28,7 +28,7 @@ static WAKEUP_BYTES: Global<u32> = Global::new(1024 * 1024);
 static STACK_BYTES: Global<u32> = Global::new(DEFAULT_STACK_COPY);
 /// Where the classic tracepoints' fields are on this kernel.
 #[unsafe(no_mangle)]
-static TRACEPOINT_FIELDS: Global<TracepointFields> = Global::new(TracepointFields::ABSENT);
+static KERNEL_LAYOUT: Global<KernelLayout> = Global::new(KernelLayout::ABSENT);
 
 pub(crate) fn stack_mode() -> u32 {
     STACK_MODE.load()
@@ -46,8 +46,8 @@ pub(crate) fn stack_bytes() -> u32 {
     STACK_BYTES.load()
 }
 
-pub(crate) fn tracepoint_fields() -> TracepointFields {
-    TRACEPOINT_FIELDS.load()
+pub(crate) fn kernel_layout() -> KernelLayout {
+    KERNEL_LAYOUT.load()
 }
 
 /// Every record goes here. The agent sets the real size at load time.

@@ -178,68 +178,64 @@ impl StackRequest<'_> {
     /// `NO_STACK`.
     #[inline(always)]
     pub(crate) fn stack(&self) -> u64 {
-        if self.regs.compat {
+        let regs = &self.regs;
+        if regs.compat || self.source == StackSource::Off {
             return NO_STACK;
         }
-        let regs = &self.regs;
-        let (caller, take) = match self.source {
-            StackSource::Off => return NO_STACK,
-            StackSource::FramePointers => (
-                Some(match self.kind {
-                    EventKind::Fault => regs.frame_pointer_caller(),
-                    EventKind::Syscall => regs.top_of_stack(),
-                }),
-                Take::Walk,
-            ),
-            StackSource::Samples => (
-                match self.kind {
-                    EventKind::Fault => hinted_caller(self.current.tgid, regs),
-                    EventKind::Syscall => Some(regs.top_of_stack()),
-                },
-                Take::Sample,
-            ),
-        };
-        let take = || match take {
-            Take::Walk => walk(regs, self.kind),
-            Take::Sample => sample(regs, self.current, self.kind),
-        };
-        match (self.reuse, caller) {
-            (Some((cache, slot)), Some(caller)) => {
-                let site = Site {
-                    tid: self.current.tid,
-                    ip: regs.ip,
-                    sp: regs.sp,
-                    caller,
-                };
-                SiteCache::stack_at(cache, slot, site, take)
+        if let Some((cache, slot)) = self.reuse {
+            if let Some(stack) = SiteCache::reuse(cache, slot, self.current.tid, regs) {
+                return stack;
             }
-            _ => take(),
+        }
+        let caller_at = match (self.source, self.kind) {
+            (_, EventKind::Syscall) => Some(CallerAt::TopOfStack),
+            (StackSource::FramePointers, EventKind::Fault) => Some(CallerAt::FramePointer),
+            // Known only once the agent has unwound a sample taken here.
+            _ => hint(self.current.tgid, regs.ip).map(CallerAt::Offset),
+        };
+        let stack = match self.source {
+            StackSource::FramePointers => walk(regs, self.kind),
+            _ => sample(regs, self.current, self.kind),
+        };
+        if let (Some((cache, slot)), Some(caller_at)) = (self.reuse, caller_at) {
+            SiteCache::store(cache, slot, self.current.tid, regs, caller_at, stack);
+        }
+        stack
+    }
+}
+
+/// Where the caller of the function an event happened in is found.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CallerAt {
+    /// Through the frame pointer (code that keeps them).
+    FramePointer,
+    /// On top of the stack (a syscall wrapper that keeps no frame).
+    TopOfStack,
+    /// This far above the stack pointer, as the agent learnt from the unwind
+    /// tables.
+    Offset(u32),
+}
+
+impl CallerAt {
+    fn read(self, regs: &UserRegs) -> u64 {
+        match self {
+            Self::FramePointer => regs.frame_pointer_caller(),
+            Self::TopOfStack => regs.top_of_stack(),
+            Self::Offset(offset) => read_user(regs.sp + u64::from(offset)),
         }
     }
 }
 
-enum Take {
-    Walk,
-    Sample,
-}
-
-/// The caller of the function at `regs.ip`, from where the agent said its
-/// return address is; `None` until the agent has said.
+/// Where the agent said the return address is at `ip` of process `tgid`.
 #[inline(always)]
-fn hinted_caller(tgid: u32, regs: &UserRegs) -> Option<u64> {
-    let key = FrameHintKey {
-        tgid,
-        _pad: 0,
-        ip: regs.ip,
-    };
+fn hint(tgid: u32, ip: u64) -> Option<u32> {
+    let key = FrameHintKey { tgid, _pad: 0, ip };
     // SAFETY: a map value, read at once.
-    let hint = unsafe { FRAME_HINTS.get(&key) }?;
-    Some(read_user(regs.sp + u64::from(hint.return_address_offset)))
+    unsafe { FRAME_HINTS.get(&key) }.map(|hint| hint.return_address_offset)
 }
 
 /// Walks the frame-pointer chain from `regs` and stores the stack; returns
 /// its key.
-#[inline(always)]
 fn walk(regs: &UserRegs, kind: EventKind) -> u64 {
     if kind == EventKind::Fault {
         count(Counter::FaultStackWalks);
@@ -250,11 +246,15 @@ fn walk(regs: &UserRegs, kind: EventKind) -> u64 {
     // SAFETY: this CPU's slot; memtrace's programs do not nest on a CPU (see
     // `maps::Exclusive`).
     let frames = unsafe { &mut *frames };
+    // The hash is taken as frames are found: a second loop over them would
+    // multiply the paths the verifier has to follow by the frame count.
     frames.ips[0] = regs.ip;
+    let mut hash = stack_key::add(stack_key::EMPTY, regs.ip);
     let mut len = 1;
     if kind == EventKind::Syscall {
         if let Some(caller) = wrapper_caller(regs) {
             frames.ips[1] = caller;
+            hash = stack_key::add(hash, caller);
             len = 2;
         }
     }
@@ -278,6 +278,7 @@ fn walk(regs: &UserRegs, kind: EventKind) -> u64 {
             break;
         }
         frames.ips[slot] = return_address;
+        hash = stack_key::add(hash, return_address);
         len = slot + 1;
         // Callers' frames sit above their callees'; anything else is not a
         // frame pointer.
@@ -287,13 +288,6 @@ fn walk(regs: &UserRegs, kind: EventKind) -> u64 {
         fp = next_fp;
     }
     frames.len = len as u32;
-    let mut hash = stack_key::EMPTY;
-    for i in 0..MAX_STACK_FRAMES {
-        if i >= len {
-            break;
-        }
-        hash = stack_key::add(hash, frames.ips[i]);
-    }
     let key = stack_key::finish(hash);
     if STACKS.get_ptr(key).is_none() && STACKS.insert(key, frames, BPF_NOEXIST.into()).is_err() {
         // Another CPU may have stored the same stack meanwhile.
@@ -320,7 +314,6 @@ fn wrapper_caller(regs: &UserRegs) -> Option<u64> {
 
 /// Copies the registers and the stack into a sample record for the agent to
 /// unwind; returns the sample's id.
-#[inline(always)]
 fn sample(regs: &UserRegs, current: Current, kind: EventKind) -> u64 {
     if kind == EventKind::Fault {
         count(Counter::FaultStackSamples);
@@ -379,18 +372,9 @@ fn frame_pointer_plausible(fp: u64, sp: u64) -> bool {
     fp != 0 && fp % 8 == 0 && fp >= sp && fp - sp <= MAX_STACK_SPAN
 }
 
-/// Where an event happened, as far as one can tell without walking: the
-/// thread, the instruction, the stack pointer, and the innermost caller.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Site {
-    tid: u32,
-    ip: u64,
-    sp: u64,
-    caller: u64,
-}
-
-/// The last stack taken on a CPU, and the site it was taken at: events at
-/// the same site reuse it, for at most `STACK_PERIOD` events.
+/// The last stack taken on a CPU, and the place it was taken at: events at
+/// the same place (thread, instruction, stack pointer, and the same caller
+/// where `caller_at` says) reuse it, for at most `STACK_PERIOD` events.
 #[repr(C)]
 pub(crate) struct SiteCache {
     tid: u32,
@@ -400,41 +384,51 @@ pub(crate) struct SiteCache {
     ip: u64,
     sp: u64,
     caller: u64,
+    caller_at: CallerAt,
 }
 
 impl SiteCache {
-    /// The stack for an event at `site`, using the cache's `slot`: the
-    /// cached stack while it lasts, otherwise a fresh `take()`, cached for
-    /// the events after it.
+    /// The cached stack, if this event is at the cached place and the
+    /// cached stack may still be reused.
     #[inline(always)]
-    fn stack_at(
+    fn reuse(cache: &PerCpuArray<SiteCache>, slot: u32, tid: u32, regs: &UserRegs) -> Option<u64> {
+        let state = cache.get_ptr_mut(slot)?;
+        // SAFETY: this CPU's slot; memtrace's programs do not nest on a CPU.
+        let state = unsafe { &mut *state };
+        if state.remaining == 0
+            || state.tid != tid
+            || state.ip != regs.ip
+            || state.sp != regs.sp
+            || state.stack == NO_STACK
+            || state.caller_at.read(regs) != state.caller
+        {
+            return None;
+        }
+        state.remaining -= 1;
+        Some(state.stack)
+    }
+
+    /// Remembers `stack` as the one taken at this place.
+    #[inline(always)]
+    fn store(
         cache: &PerCpuArray<SiteCache>,
         slot: u32,
-        site: Site,
-        take: impl FnOnce() -> u64,
-    ) -> u64 {
+        tid: u32,
+        regs: &UserRegs,
+        caller_at: CallerAt,
+        stack: u64,
+    ) {
         let Some(state) = cache.get_ptr_mut(slot) else {
-            return take();
+            return;
         };
         // SAFETY: this CPU's slot; memtrace's programs do not nest on a CPU.
         let state = unsafe { &mut *state };
-        if state.remaining > 0
-            && state.tid == site.tid
-            && state.ip == site.ip
-            && state.sp == site.sp
-            && state.caller == site.caller
-            && state.stack != NO_STACK
-        {
-            state.remaining -= 1;
-            return state.stack;
-        }
-        let stack = take();
-        state.tid = site.tid;
-        state.ip = site.ip;
-        state.sp = site.sp;
-        state.caller = site.caller;
+        state.tid = tid;
+        state.ip = regs.ip;
+        state.sp = regs.sp;
+        state.caller = caller_at.read(regs);
+        state.caller_at = caller_at;
         state.stack = stack;
         state.remaining = stack_period().saturating_sub(1);
-        stack
     }
 }

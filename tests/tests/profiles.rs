@@ -10,7 +10,7 @@ use std::{
 
 use memtrace_tests::{
     kernel::within,
-    memtrace::{bytes_at, last_running, number, run, Finished},
+    memtrace::{bytes_at, last_running, number, rows_with, run, Finished},
     workloads::ensure_built,
 };
 use serde_json::Value;
@@ -70,6 +70,11 @@ impl Traced {
 
 /// Traces `program ARGS` with every profile output written.
 fn trace(program: &Path, args: &[&str]) -> Traced {
+    trace_with(program, args, &[])
+}
+
+/// The same, with memtrace `options` besides the outputs.
+fn trace_with(program: &Path, args: &[&str], options: &[&str]) -> Traced {
     let dir = tempfile::tempdir().unwrap();
     let out = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
     let (pprof, folded, svg) = (out("heap.pb.gz"), out("heap.folded"), out("heap.svg"));
@@ -85,9 +90,9 @@ fn trace(program: &Path, args: &[&str]) -> Traced {
         &folded,
         "--flamegraph",
         &svg,
-        "--",
-        program.to_str().unwrap(),
     ];
+    argv.extend_from_slice(options);
+    argv.extend(["--", program.to_str().unwrap()]);
     argv.extend_from_slice(args);
     let finished = run(&argv, Duration::from_secs(120));
     finished.assert_code(0);
@@ -297,21 +302,59 @@ fn a_stripped_binary_keeps_every_frame_as_module_and_offset() {
 }
 
 #[test]
-fn stacks_cut_short_by_missing_frame_pointers_are_said_once() {
+fn frame_pointer_walks_cut_short_are_said_once_and_unwind_tables_give_whole_stacks() {
     let workloads = ensure_built().expect("workloads build");
-    let traced = trace(&workloads.alloc_sites_nofp, &["--hold", "0.8"]);
-    let notices: Vec<&str> = traced
+    let totals_and_rows = |options: &[&str]| {
+        let traced = trace_with(&workloads.alloc_sites_nofp, &["--hold", "0.8"], options);
+        let snapshot = last_running(&traced.finished.snapshots());
+        (traced, snapshot)
+    };
+    // Walking frame pointers through code that keeps none: cut, and said.
+    let (walked, snapshot) = totals_and_rows(&["--unwind", "fp"]);
+    let notices: Vec<&str> = walked
         .finished
         .stderr()
         .into_iter()
-        .filter(|line| line.contains("without frame pointers"))
+        .filter(|line| line.contains("keeps no frame pointers"))
         .collect();
     assert_eq!(notices.len(), 1, "{notices:?}");
     assert!(notices[0].contains("alloc_sites_nofp"), "{}", notices[0]);
     // Short, but nothing lost: every site still holds its bytes.
-    let snapshot = last_running(&traced.finished.snapshots());
-    let totals = alloc_sites_totals(&traced.finished);
+    let totals = alloc_sites_totals(&walked.finished);
     for site in SITES {
+        let in_use = bytes_at(&snapshot, "top_stacks", site, "in_use_bytes");
+        assert!(
+            within(in_use, totals[site].as_u64().unwrap(), 1.0),
+            "{site}: {in_use}"
+        );
+    }
+    // By default the same code is unwound with its .eh_frame: whole stacks
+    // down to main and the C library's start, and no notice.
+    let (unwound, snapshot) = totals_and_rows(&[]);
+    assert!(
+        !unwound
+            .finished
+            .stderr()
+            .iter()
+            .any(|line| line.contains("stop after")),
+        "{}",
+        unwound.finished.transcript()
+    );
+    let totals = alloc_sites_totals(&unwound.finished);
+    for site in SITES {
+        let rows: Vec<&Value> = rows_with(&snapshot, "top_stacks", site);
+        assert!(!rows.is_empty(), "{site}");
+        for row in &rows {
+            assert_eq!(row["end"], "complete", "{site}: {row}");
+            let frames: Vec<&str> = row["frames"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            assert!(frames.contains(&"main"), "{site}: {frames:?}");
+            assert_eq!(frames.last(), Some(&"_start"), "{site}: {frames:?}");
+        }
         let in_use = bytes_at(&snapshot, "top_stacks", site, "in_use_bytes");
         assert!(
             within(in_use, totals[site].as_u64().unwrap(), 1.0),
@@ -324,7 +367,8 @@ fn stacks_cut_short_by_missing_frame_pointers_are_said_once() {
 /// of tracing twin_paths with `stacks` options.
 fn twin_faults(options: &[&str]) -> (u64, u64, Vec<Value>) {
     let workloads = ensure_built().expect("workloads build");
-    let mut args = vec!["--json", "-", "-q"];
+    // twin_paths keeps frame pointers: this is about reusing their walks.
+    let mut args = vec!["--json", "-", "-q", "--unwind", "fp"];
     args.extend_from_slice(options);
     args.extend([
         "--",

@@ -20,8 +20,8 @@ const OUR_PROGRAMS: &[&str] = &[
     "rss_stat",
     "sched_process_exec",
     "sched_process_exit",
-    "sched_process_fork",
     "sys_exit",
+    "task_newtask",
 ];
 
 #[derive(Debug, Clone, Copy)]

@@ -249,7 +249,7 @@ mod tests {
         }
         assert_eq!(table.resolve(Some(id(stack_key::SAMPLE_BIT | 1))), None);
         assert!(table
-            .resolve(Some(id(stack_key::SAMPLE_BIT | ALIASES as u64 + 10)))
+            .resolve(Some(id(stack_key::SAMPLE_BIT | (ALIASES as u64 + 10))))
             .is_some());
         assert_eq!(table.aliases.len(), ALIASES);
     }

@@ -7,10 +7,11 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use memtrace_common::{
-    config, Counter, FrameHint, FrameHintKey, StackFrames, StackMode, StackSource, TargetState,
+    config, Counter, FrameHint, FrameHintKey, KernelLayout, StackFrames, StackMode, StackSource,
+    TargetState, FIELD_ABSENT,
 };
 
-use super::{preflight, tracefs, KernelError};
+use super::{btf, preflight, tracefs, KernelError};
 
 /// The object built from `memtrace-ebpf` by build.rs.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/memtrace"));
@@ -97,10 +98,22 @@ impl Tracer {
     /// is attached yet: add the targets first, then [`Tracer::attach`].
     pub fn load(options: &TracerOptions) -> Result<(Self, Maps), KernelError> {
         preflight::check_privileges()?;
-        let btf = preflight::load_btf(options.btf_path.as_deref())?;
+        let btf_path = options
+            .btf_path
+            .as_deref()
+            .unwrap_or(std::path::Path::new(preflight::SYSFS_BTF));
+        let btf = preflight::load_btf(btf_path)?;
         let tracefs = preflight::ensure_tracefs()?;
         preflight::check_tracepoints(tracefs, &required_tracepoints())?;
-        let fields = tracefs::tracepoint_fields(tracefs)?;
+        let layout = KernelLayout {
+            task_pagefault_disabled: btf::member_offset(
+                &std::fs::read(btf_path).unwrap_or_default(),
+                "task_struct",
+                "pagefault_disabled",
+            )
+            .unwrap_or(FIELD_ABSENT),
+            ..tracefs::tracepoint_layout(tracefs)?
+        };
 
         let stack_mode = options.stack_mode as u32;
         let follow_forks = u32::from(options.follow_forks);
@@ -111,7 +124,7 @@ impl Tracer {
             .override_global(config::FOLLOW_FORKS_GLOBAL, &follow_forks, true)
             .override_global(config::WAKEUP_BYTES_GLOBAL, &options.wakeup_bytes, true)
             .override_global(config::STACK_BYTES_GLOBAL, &options.stack_bytes, true)
-            .override_global(config::TRACEPOINT_FIELDS_GLOBAL, &fields, true)
+            .override_global(config::KERNEL_LAYOUT_GLOBAL, &layout, true)
             .map_max_entries("EVENTS", options.ring_bytes)
             .map_max_entries("STACKS", options.stack_entries)
             .load(EBPF_OBJECT)

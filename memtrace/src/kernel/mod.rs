@@ -2,6 +2,7 @@
 //! machine can run memtrace, loading and attaching the programs, and handing
 //! out the maps they share with the agent.
 
+mod btf;
 mod error;
 mod loader;
 pub mod preflight;

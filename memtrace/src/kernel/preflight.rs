@@ -51,10 +51,9 @@ pub fn check_privileges() -> Result<(), KernelError> {
     }
 }
 
-/// The kernel's BTF, needed by the BTF tracepoints; `path` overrides the
-/// sysfs location (for kernels whose BTF ships separately).
-pub fn load_btf(path: Option<&Path>) -> Result<Btf, KernelError> {
-    let path = path.unwrap_or(Path::new(SYSFS_BTF));
+/// The kernel's BTF at `path` (sysfs's, or a file for kernels whose BTF
+/// ships separately), needed by the BTF tracepoints.
+pub fn load_btf(path: &Path) -> Result<Btf, KernelError> {
     Btf::parse_file(path, aya::Endianness::default()).map_err(|_| KernelError::NoBtf {
         path: path.to_owned(),
     })

@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use memtrace_common::{TracepointFields, FIELD_ABSENT};
+use memtrace_common::{KernelLayout, FIELD_ABSENT};
 
 use super::KernelError;
 
@@ -22,7 +22,7 @@ pub struct Field {
 
 /// The field `name` in the text of a `format` file, if the tracepoint has
 /// one. Lines look like
-/// `field:pid_t pid;	offset:24;	size:4;	signed:1;`.
+/// `field:pid_t pid;<TAB>offset:24;<TAB>size:4;<TAB>signed:1;`.
 pub fn find_field(format: &str, name: &str) -> Option<Field> {
     format.lines().find_map(|line| {
         let mut parts = line.trim().split(';').map(str::trim);
@@ -46,11 +46,11 @@ pub fn find_field(format: &str, name: &str) -> Option<Field> {
     })
 }
 
-/// The fields the programs read, from the format files under `tracefs`.
-/// A field every kernel has is required (its absence means the tracepoint
-/// is not what memtrace expects); one that only newer kernels have may be
-/// absent.
-pub fn tracepoint_fields(tracefs: &Path) -> Result<TracepointFields, KernelError> {
+/// The tracepoint fields the programs read, from the format files under
+/// `tracefs` (the structure members are for BTF to say). A field every
+/// kernel has is required (its absence means the tracepoint is not what
+/// memtrace expects); one that only newer kernels have may be absent.
+pub fn tracepoint_layout(tracefs: &Path) -> Result<KernelLayout, KernelError> {
     let format = |category: &str, name: &str| -> Result<String, KernelError> {
         let path = tracefs
             .join("events")
@@ -82,7 +82,7 @@ pub fn tracepoint_fields(tracefs: &Path) -> Result<TracepointFields, KernelError
             .filter(|field| field.size == size)
             .map_or(FIELD_ABSENT, |field| field.offset)
     };
-    Ok(TracepointFields {
+    Ok(KernelLayout {
         exit_group_dead: optional(&exit, "group_dead", 1),
         newtask_pid: required(&newtask, "task:task_newtask", "pid", 4)?,
         newtask_clone_flags: required(&newtask, "task:task_newtask", "clone_flags", 8)?,
@@ -90,7 +90,7 @@ pub fn tracepoint_fields(tracefs: &Path) -> Result<TracepointFields, KernelError
         oom_anon_rss: optional(&oom, "anon_rss", 8),
         oom_file_rss: optional(&oom, "file_rss", 8),
         oom_shmem_rss: optional(&oom, "shmem_rss", 8),
-        _pad: 0,
+        task_pagefault_disabled: FIELD_ABSENT,
     })
 }
 
@@ -163,7 +163,7 @@ print fmt: \"comm=%s pid=%d prio=%d group_dead=%s\"";
         if !tracefs.join("events").is_dir() {
             super::super::preflight::ensure_tracefs().expect("tracefs");
         }
-        let fields = tracepoint_fields(tracefs).expect("this kernel's formats");
+        let fields = tracepoint_layout(tracefs).expect("this kernel's formats");
         assert_ne!(fields.newtask_pid, FIELD_ABSENT);
         assert_ne!(fields.newtask_clone_flags, FIELD_ABSENT);
         assert_ne!(fields.oom_pid, FIELD_ABSENT);

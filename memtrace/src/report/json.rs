@@ -121,6 +121,7 @@ pub fn to_json(snapshot: &Snapshot) -> Value {
                 "undecodable": lost.undecodable,
             },
             "stacks_not_stored": lost.stacks,
+            "stack_samples_lost": lost.stack_samples,
         },
         "approximate": snapshot.approximate,
         "reconcile": {

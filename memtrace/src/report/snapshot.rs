@@ -39,6 +39,9 @@ pub struct Lost {
     pub reclaim: u64,
     /// Stacks walked but not stored (the stack map was full).
     pub stacks: u64,
+    /// Stack samples the ring buffer had no room for: their events have no
+    /// stack.
+    pub stack_samples: u64,
     pub undecodable: u64,
 }
 

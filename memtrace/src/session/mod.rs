@@ -473,6 +473,7 @@ impl Session {
             lifecycle: read(Counter::LostLifecycle),
             reclaim: read(Counter::LostReclaim),
             stacks: read(Counter::StacksNotStored),
+            stack_samples: read(Counter::LostStackSamples),
             undecodable: self.decode_errors,
         }
     }

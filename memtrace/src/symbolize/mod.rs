@@ -222,7 +222,7 @@ impl Symbolizer {
             .flatten()
             .any(|function| function.line.is_some());
         if !has_lines {
-            if let Some(improved) = self.from_debuginfod(module, &readable, offsets) {
+            if let Some(improved) = self.debuginfod_functions(module, &readable, offsets) {
                 for (slot, better) in functions.iter_mut().zip(improved) {
                     if !better.is_empty() {
                         *slot = better;
@@ -235,7 +235,7 @@ impl Symbolizer {
 
     /// Names from the debug file debuginfod serves for `module`'s build id,
     /// once it has been fetched (in the background: tracing never waits).
-    fn from_debuginfod(
+    fn debuginfod_functions(
         &mut self,
         module: &Module,
         readable: &std::path::Path,
