@@ -22,10 +22,10 @@ use crate::workspace;
 /// memtrace's top-level modules from the bottom up. Modules in one layer
 /// are siblings and must not use each other.
 pub const LAYERS: &[&[&str]] = &[
-    &["cli", "safe_file", "kernel", "intake", "runtime", "gopprof"],
+    &["cli", "safe_file", "kernel", "intake", "runtime", "gopprof", "elf"],
     &["model"],
     &["proc"],
-    &["symbolize"],
+    &["symbolize", "unwind"],
     &["attribution"],
     &["report", "export"],
     &["session"],
