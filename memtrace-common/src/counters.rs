@@ -32,8 +32,12 @@ pub enum Counter {
     /// running on the same CPU: a fault taken by the kernel while a program
     /// read user memory, which is not the program's own fault.
     Nested = 10,
+    /// Stack samples not taken because the ring buffer was half full: the
+    /// frame pointers were walked instead, so that samples never crowd out
+    /// the records themselves.
+    StackSamplesSkipped = 11,
 }
 
 impl Counter {
-    pub const COUNT: u32 = 11;
+    pub const COUNT: u32 = 12;
 }

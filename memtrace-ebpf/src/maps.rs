@@ -1,7 +1,7 @@
 //! Maps shared with the agent, and the globals it sets before loading.
 
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
     macros::map,
     maps::{Array, HashMap, PerCpuArray, RingBuf},
     Global,
@@ -144,6 +144,12 @@ pub(crate) fn wakeup_flags() -> u64 {
     } else {
         BPF_RB_NO_WAKEUP.into()
     }
+}
+
+/// Whether the ring buffer is more than half full: the room left is for
+/// records, not for stack samples.
+pub(crate) fn ring_half_full() -> bool {
+    EVENTS.query(BPF_RB_AVAIL_DATA.into()) > EVENTS.query(BPF_RB_RING_SIZE.into()) / 2
 }
 
 /// Records that end something (exit, exec, OOM kill) wake the agent at once.

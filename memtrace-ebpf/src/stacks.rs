@@ -40,7 +40,7 @@ use memtrace_common::{
 };
 
 use crate::{
-    maps::{count, stack_bytes, stack_period, wakeup_flags, EVENTS},
+    maps::{count, ring_half_full, stack_bytes, stack_period, wakeup_flags, EVENTS},
     target::Current,
 };
 
@@ -195,6 +195,10 @@ impl StackRequest<'_> {
         };
         let stack = match self.source {
             StackSource::FramePointers => walk(regs, self.kind),
+            _ if ring_half_full() => {
+                count(Counter::StackSamplesSkipped);
+                walk(regs, self.kind)
+            }
             _ => sample(regs, self.current, self.kind),
         };
         if let (Some((cache, slot)), Some(caller_at)) = (self.reuse, caller_at) {

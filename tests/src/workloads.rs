@@ -32,6 +32,10 @@ use std::time::SystemTime;
 pub struct Workloads {
     /// Interpreter of memory-operation scripts (`map A 64M ; touch A 0 64M ; ...`).
     pub memops: PathBuf,
+    /// `memops` built as a 32-bit program (compat syscalls).
+    pub memops32: PathBuf,
+    /// Starts many threads, then forks a child that touches memory.
+    pub many_threads: PathBuf,
     /// Benchmark: map, fault in and unmap a region per round.
     pub fault_storm: PathBuf,
     /// Benchmark: many small MADV_FREE / MADV_DONTNEED calls.
@@ -60,6 +64,8 @@ impl Workloads {
     fn in_dir(dir: &Path) -> Self {
         Self {
             memops: dir.join("memops"),
+            memops32: dir.join("memops32"),
+            many_threads: dir.join("many_threads"),
             fault_storm: dir.join("fault_storm"),
             madvise_storm: dir.join("madvise_storm"),
             mmap_churn: dir.join("mmap_churn"),
@@ -179,6 +185,16 @@ const MEMOPS_FLAGS: &[&str] = &[
     "-mno-omit-leaf-frame-pointer",
     "-fno-optimize-sibling-calls",
 ];
+/// The same, as a 32-bit program.
+const MEMOPS32_FLAGS: &[&str] = &[
+    "-m32",
+    "-O1",
+    "-g",
+    "-fno-omit-frame-pointer",
+    "-mno-omit-leaf-frame-pointer",
+    "-fno-optimize-sibling-calls",
+];
+const THREADS_FLAGS: &[&str] = &["-O1", "-g", "-pthread"];
 const BENCH_FLAGS: &[&str] = &[
     "-O2",
     "-fno-omit-frame-pointer",
@@ -209,6 +225,20 @@ const C_PROGRAMS: &[CProgram] = &[
         main_source: "c/memops.c",
         headers: &[],
         flags: MEMOPS_FLAGS,
+        strip: false,
+    },
+    CProgram {
+        name: "memops32",
+        main_source: "c/memops.c",
+        headers: &[],
+        flags: MEMOPS32_FLAGS,
+        strip: false,
+    },
+    CProgram {
+        name: "many_threads",
+        main_source: "c/many_threads.c",
+        headers: &[],
+        flags: THREADS_FLAGS,
         strip: false,
     },
     CProgram {

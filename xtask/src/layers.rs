@@ -22,7 +22,15 @@ use crate::workspace;
 /// memtrace's top-level modules from the bottom up. Modules in one layer
 /// are siblings and must not use each other.
 pub const LAYERS: &[&[&str]] = &[
-    &["cli", "safe_file", "kernel", "intake", "runtime", "gopprof", "elf"],
+    &[
+        "cli",
+        "safe_file",
+        "kernel",
+        "intake",
+        "runtime",
+        "gopprof",
+        "elf",
+    ],
     &["model"],
     &["proc"],
     &["symbolize", "unwind"],

@@ -32,6 +32,7 @@ const APT_PACKAGES: &[&str] = &[
     "libzstd-dev",
     "zlib1g-dev",
     "gcc",
+    "gcc-multilib",
     "binutils",
     "golang-go",
     "bpftrace",

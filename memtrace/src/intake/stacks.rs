@@ -50,6 +50,9 @@ pub enum CutReason {
     /// No stack was taken (stacks off, a 32-bit process, or the sample or
     /// walk was lost).
     NotTaken,
+    /// The ring buffer was half full, so frame pointers were walked instead
+    /// of copying the stack for unwinding.
+    RingBufferBusy,
 }
 
 impl CutReason {
@@ -62,6 +65,7 @@ impl CutReason {
             Self::DepthLimit => "more frames than memtrace keeps",
             Self::BadUnwind => "unwind tables that did not lead to a caller",
             Self::NotTaken => "no stack taken",
+            Self::RingBufferBusy => "frame pointers walked while the ring buffer was busy",
         }
     }
 
@@ -75,6 +79,7 @@ impl CutReason {
             Self::DepthLimit => "depth_limit",
             Self::BadUnwind => "bad_unwind",
             Self::NotTaken => "not_taken",
+            Self::RingBufferBusy => "ring_buffer_busy",
         }
     }
 }
@@ -110,6 +115,9 @@ pub struct StackTable {
     alias_order: VecDeque<StackId>,
     /// Ids seen in records that the table does not have yet.
     wanted: usize,
+    /// Stacks walked by frame pointers for processes whose stacks are
+    /// unwound, because the ring buffer was busy; not read yet.
+    walked_instead: std::collections::HashSet<StackId>,
 }
 
 impl StackTable {
@@ -140,6 +148,22 @@ impl StackTable {
         }
     }
 
+    /// Notes that stack `id` was walked by frame pointers where the stack
+    /// would have been unwound, had the ring buffer had room: where it stops
+    /// short, that is why.
+    pub fn walked_instead(&mut self, id: StackId) {
+        match self.stacks.get_mut(&id) {
+            Some(stack) => {
+                stack
+                    .end
+                    .get_or_insert(StackEnd::Cut(CutReason::RingBufferBusy));
+            }
+            None => {
+                self.walked_instead.insert(id);
+            }
+        }
+    }
+
     /// Whether records named stacks the table lacks since the last sync.
     pub fn wants_sync(&self) -> bool {
         self.wanted > 0
@@ -158,9 +182,13 @@ impl StackTable {
             if let std::collections::hash_map::Entry::Vacant(entry) = self.stacks.entry(id) {
                 if let Ok(stack) = kernel.get(&key, 0) {
                     let len = (stack.len as usize).min(stack.ips.len());
+                    let end = self
+                        .walked_instead
+                        .remove(&id)
+                        .then_some(StackEnd::Cut(CutReason::RingBufferBusy));
                     entry.insert(Stack {
                         frames: stack.ips[..len].into(),
-                        end: None,
+                        end,
                     });
                     added += 1;
                 }

@@ -8,6 +8,8 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use memtrace_common::StackSource;
+
 use super::{
     history::{History, Trend},
     snapshot::{Footprint, FunctionMatch, GoHeapSide, Lost, Snapshot, TargetState},
@@ -47,6 +49,7 @@ pub struct Facts<'a> {
     /// The program's own heap profile, and where it came from.
     pub heap: Option<(String, &'a HeapProfile)>,
     pub footprint: Footprint,
+    pub stack_source: StackSource,
 }
 
 /// What a process's earlier snapshots leave for its later ones.
@@ -124,6 +127,7 @@ impl Past {
             previous_rss: self.previous_rss,
             stack_coverage,
             footprint: facts.footprint,
+            stack_source: facts.stack_source,
         };
         if !facts.is_final {
             self.history.push(snapshot.point());

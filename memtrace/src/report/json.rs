@@ -122,6 +122,7 @@ pub fn to_json(snapshot: &Snapshot) -> Value {
             },
             "stacks_not_stored": lost.stacks,
             "stack_samples_lost": lost.stack_samples,
+            "stack_samples_skipped": lost.stack_samples_skipped,
         },
         "approximate": snapshot.approximate,
         "reconcile": {

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use memtrace_common::StackSource;
+
 use super::history::{Point, Trend};
 use crate::{
     attribution::{CallRow, FaultRow, GrowthRow, RangeRow, StackCoverage, StackRow},
@@ -42,6 +44,9 @@ pub struct Lost {
     /// Stack samples the ring buffer had no room for: their events have no
     /// stack.
     pub stack_samples: u64,
+    /// Stack samples not taken because the ring buffer was half full (frame
+    /// pointers walked instead).
+    pub stack_samples_skipped: u64,
     pub undecodable: u64,
 }
 
@@ -133,6 +138,8 @@ pub struct Snapshot {
     /// How much of what is attributed stands under whole stacks.
     pub stack_coverage: StackCoverage,
     pub footprint: Footprint,
+    /// How the kernel side took the process's stacks.
+    pub stack_source: StackSource,
 }
 
 impl Snapshot {

@@ -4,6 +4,8 @@
 
 use std::fmt::Write as _;
 
+use memtrace_common::StackSource;
+
 use super::{
     format::{percent, Bytes, Delta},
     history::Trend,
@@ -387,6 +389,13 @@ const CUT_SHORT_NOTABLE: f64 = 1.0;
 /// Notes for the end of the report: one per module and reason that cut
 /// short the stacks of a notable part of RSS, with what would fix it.
 pub fn notices(snapshot: &Snapshot) -> Vec<String> {
+    if snapshot.stack_source == StackSource::Off {
+        return vec![format!(
+            "pid {} runs 32-bit code: memtrace follows its memory exactly, but takes no stacks \
+             (it unwinds 64-bit code only)",
+            snapshot.pid
+        )];
+    }
     let mut by_cut: Vec<(String, CutReason, u64, usize)> = Vec::new();
     for row in &snapshot.top_stacks {
         let (Some(StackEnd::Cut(reason)), Some(module)) = (row.end, &row.cut_in) else {
@@ -455,5 +464,8 @@ fn remedy(reason: CutReason, command: &str) -> String {
         ),
         CutReason::BadUnwind => "its unwind tables did not lead to a caller".to_owned(),
         CutReason::NotTaken => "no stack was taken".to_owned(),
+        CutReason::RingBufferBusy => "the ring buffer was busy when they were taken, so frame \
+            pointers were walked instead of unwinding; give a larger --ring-size"
+            .to_owned(),
     }
 }

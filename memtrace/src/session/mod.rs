@@ -141,7 +141,8 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
             launch::resolve(&argv[0]).and_then(|path| unwind::program_kind(&path))
         }
     };
-    targets.set_primary(pid, stacks.source_for(program))?;
+    let stack_source = stacks.source_for(program);
+    targets.set_primary(pid, stack_source)?;
     tracer.attach()?;
 
     let mut processes = BTreeMap::new();
@@ -154,6 +155,9 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
             debug.clone(),
         ),
     );
+    if let Some(process) = processes.get_mut(&pid) {
+        process.stack_source = stack_source;
+    }
     let mut session = Session {
         primary: pid,
         processes,
@@ -368,14 +372,17 @@ impl Session {
                 stacks.unwind(process, sample);
                 return;
             }
-            decoded.event.stack = stacks.resolve(decoded.event.stack);
+            decoded.event.stack = stacks.resolve(decoded.event.stack, process.stack_source);
             match process.tracker.ingest(&decoded) {
                 Follow::Exec => {
                     process.exec_happened();
                     stacks.forget(process.pid);
                     // A failure leaves the stacks taken as for the old
                     // program: shorter, never wrong.
-                    let _ = targets.set_stacks(process.pid, stacks.source_for(process.program()));
+                    let source = stacks.source_for(process.program());
+                    if targets.set_stacks(process.pid, source).is_ok() {
+                        process.stack_source = source;
+                    }
                 }
                 Follow::MappedFile { start, end } => process.learn_path(start, end),
                 Follow::Reclaim => reconcile = true,
@@ -402,7 +409,8 @@ impl Session {
                         process.tracker.forked()
                     };
                     let parent = process.pid;
-                    let child = Process::new(child, tracker, 0, debug.clone());
+                    let mut child = Process::new(child, tracker, 0, debug.clone());
+                    child.stack_source = process.stack_source;
                     eprintln!(
                         "memtrace: following pid {} ({}), forked by pid {parent}",
                         child.pid, child.command
@@ -474,6 +482,7 @@ impl Session {
             reclaim: read(Counter::LostReclaim),
             stacks: read(Counter::StacksNotStored),
             stack_samples: read(Counter::LostStackSamples),
+            stack_samples_skipped: read(Counter::StackSamplesSkipped),
             undecodable: self.decode_errors,
         }
     }

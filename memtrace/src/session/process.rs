@@ -8,6 +8,8 @@ use super::{
     tracker::{Ending, Tracker},
     SessionError,
 };
+use memtrace_common::StackSource;
+
 use crate::{
     elf::ProgramKind,
     intake::{StackSample, StackTable},
@@ -57,6 +59,8 @@ pub struct Process {
     pub tracker: Tracker,
     symbolizer: Symbolizer,
     unwinder: ProcessUnwinder,
+    /// How the kernel side takes its stacks.
+    pub stack_source: StackSource,
     last_kernel: Option<KernelTotals>,
     last_outcome: Outcome,
     /// What its earlier snapshots left: history, growth baseline.
@@ -78,6 +82,7 @@ impl Process {
             tracker,
             symbolizer: Symbolizer::new(pid, debug),
             unwinder: ProcessUnwinder::default(),
+            stack_source: StackSource::default(),
             last_kernel: None,
             last_outcome: Outcome::default(),
             past: Past::default(),
@@ -264,6 +269,7 @@ impl Process {
                 .heap
                 .and_then(|heap| Some((heap.source(), heap.latest()?))),
             footprint: shared.footprint,
+            stack_source: self.stack_source,
         };
         let mut namer = Namer {
             stacks: shared.stacks,

@@ -3,7 +3,7 @@
 //! are unwound with, and the hints that let the kernel side reuse samples.
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
-use memtrace_common::{StackFrames, StackSource};
+use memtrace_common::{stack_key, StackFrames, StackSource};
 
 use super::process::Process;
 use crate::{
@@ -66,12 +66,17 @@ impl Stacks {
         }
     }
 
-    /// The stack a record names (a sample's id is its unwound stack's),
-    /// noting stacks the table has yet to copy from the kernel.
-    pub fn resolve(&mut self, id: Option<StackId>) -> Option<StackId> {
-        let id = self.table.resolve(id);
-        self.table.saw(id);
-        id
+    /// The stack a record of a process taking its stacks from `source`
+    /// names (a sample's id is its unwound stack's), noting stacks the table
+    /// has yet to copy from the kernel.
+    pub fn resolve(&mut self, id: Option<StackId>, source: StackSource) -> Option<StackId> {
+        let sampled = id.is_some_and(|id| id.key() & stack_key::SAMPLE_BIT != 0);
+        let resolved = self.table.resolve(id);
+        if let (Some(walked), false, StackSource::Samples) = (resolved, sampled, source) {
+            self.table.walked_instead(walked);
+        }
+        self.table.saw(resolved);
+        resolved
     }
 
     /// Copies the stacks the kernel walked since the last time, if records
