@@ -33,12 +33,8 @@ impl Usage {
     }
 }
 
-fn context<'a>(err: &'a clap::Error, kind: ContextKind) -> Option<&'a ContextValue> {
-    err.get(kind)
-}
-
 fn text(err: &clap::Error, kind: ContextKind) -> Option<String> {
-    match context(err, kind)? {
+    match err.get(kind)? {
         ContextValue::String(text) => Some(text.clone()),
         ContextValue::Strings(texts) => Some(texts.join(", ")),
         ContextValue::StyledStr(styled) => Some(styled.to_string()),

@@ -372,3 +372,33 @@ impl std::fmt::Display for Kib {
         write!(f, "{} KiB", Count(self.0 / 1024))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_madvise_line_names_the_largest_few_and_counts_the_rest() {
+        let calls: Vec<(String, CallStats)> = (1..=23u64)
+            .map(|i| {
+                let stats = CallStats {
+                    calls: i,
+                    bytes: i << 20,
+                    ..CallStats::default()
+                };
+                (format!("MADV_{i}"), stats)
+            })
+            .collect();
+        let parts = advice_summary(&calls, SHOWN_ADVICE);
+        assert_eq!(parts.len(), SHOWN_ADVICE + 1);
+        assert!(
+            parts[0].starts_with("MADV_23 23 calls 23.0 MiB"),
+            "{parts:?}"
+        );
+        assert!(parts[3].starts_with("MADV_20 "), "{parts:?}");
+        assert_eq!(parts[4], "+19 more");
+        let line = parts.join(" · ");
+        assert!(line.len() < 200, "{line}");
+        assert_eq!(advice_summary(&calls[..2], SHOWN_ADVICE).len(), 2);
+    }
+}
