@@ -227,6 +227,80 @@ fn the_screen_at_200_by_50() {
     the_screen_at(200, 50);
 }
 
+/// The PID of memtrace started by the shell in `tmux`'s pane.
+fn memtrace_in(tmux: &Tmux) -> i32 {
+    let shell: i32 = tmux
+        .run(&["display-message", "-p", "#{pane_pid}"])
+        .trim()
+        .parse()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let found = std::fs::read_dir("/proc").unwrap().find_map(|entry| {
+            let pid: i32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let after = &stat[stat.rfind(')')? + 2..];
+            let parent: i32 = after.split(' ').nth(1)?.parse().ok()?;
+            (parent == shell && stat.contains("(memtrace)")).then_some(pid)
+        });
+        if let Some(pid) = found {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "no memtrace under pid {shell}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn assert_terminal_given_back(tmux: &Tmux, end: &str) {
+    assert_eq!(
+        tmux.run(&["display-message", "-p", "#{alternate_on}"])
+            .trim(),
+        "0",
+        "still on the alternate screen:\n{end}"
+    );
+}
+
+/// SIGTERM, Ctrl-C (a key in raw mode) and an error each give the terminal
+/// back: the normal screen, the final report (or the error) on it.
+#[test]
+fn every_way_out_gives_the_terminal_back() {
+    let workloads = ensure_built().expect("workloads build");
+    let hold = format!(
+        "{} -i 0.5 -- {} map A 8M \\; touch A 0 8M \\; hold 120; echo memtrace-exited-with=$?; sleep 600",
+        binary().display(),
+        workloads.memops.display()
+    );
+    for stop in ["SIGTERM", "Ctrl-C"] {
+        let tmux = Tmux::start(80, 24, &hold);
+        tmux.wait_for("the screen", |screen| screen.contains("op_touch"));
+        match stop {
+            // SAFETY: signalling the memtrace this test started.
+            "SIGTERM" => assert_eq!(unsafe { libc::kill(memtrace_in(&tmux), libc::SIGTERM) }, 0),
+            _ => tmux.keys("C-c"),
+        }
+        let end = tmux.wait_for("memtrace to exit", |screen| {
+            screen.contains("memtrace-exited-with=")
+        });
+        assert!(end.contains("memtrace-exited-with=0"), "{stop}: {end}");
+        assert!(end.contains("Verdict: RSS"), "{stop}: {end}");
+        assert_terminal_given_back(&tmux, &end);
+    }
+    let failing = format!(
+        "{} -- /nonexistent/program; echo memtrace-exited-with=$?; sleep 600",
+        binary().display()
+    );
+    let tmux = Tmux::start(80, 24, &failing);
+    let end = tmux.wait_for("memtrace to fail", |screen| {
+        screen.contains("memtrace-exited-with=")
+    });
+    assert!(end.contains("memtrace-exited-with=12"), "{end}");
+    assert!(
+        end.contains("memtrace: cannot start /nonexistent/program"),
+        "{end}"
+    );
+    assert_terminal_given_back(&tmux, &end);
+}
+
 /// The final report's `parts` line: each part in KiB, and RSS.
 fn parts(finished: &Finished) -> (Vec<(String, u64)>, u64) {
     // With `--json -` the report goes to standard error.

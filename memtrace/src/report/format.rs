@@ -255,8 +255,31 @@ fn fit(line: String, width: Option<usize>) -> String {
     }
 }
 
+/// The words of `line`, a size kept with its unit (`8.1 MiB`), so a line
+/// never ends in a number whose unit starts the next.
+fn tokens(line: &str) -> Vec<String> {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut tokens: Vec<String> = Vec::new();
+    for word in line.split(' ') {
+        let unit = word.trim_end_matches(|c: char| c.is_ascii_punctuation());
+        let after_number = tokens.last().is_some_and(|last| {
+            last.trim_start_matches(['+', '-', '('])
+                .starts_with(|c: char| c.is_ascii_digit())
+        });
+        match tokens.last_mut() {
+            Some(last) if UNITS.contains(&unit) && after_number => {
+                last.push(' ');
+                last.push_str(word);
+            }
+            _ => tokens.push(word.to_owned()),
+        }
+    }
+    tokens
+}
+
 /// `text` broken into lines of at most `width` characters at spaces, never
-/// inside a word; lines after the first start with `indent`. A word longer
+/// inside a word or between a size and its unit; lines after the first
+/// start with `indent`. A word longer
 /// than a whole line is cut with `…`. Without a width, `text` as it is.
 pub fn wrap(text: &str, width: Option<usize>, indent: &str) -> String {
     let Some(width) = width else {
@@ -273,7 +296,8 @@ pub fn wrap(text: &str, width: Option<usize>, indent: &str) -> String {
         let mut line = own_indent.to_owned();
         let mut line_width = width_of(own_indent);
         let mut first = true;
-        for word in words.split(' ') {
+        for word in tokens(words) {
+            let word = word.as_str();
             let word_width = width_of(word);
             if !first && line_width + 1 + word_width > width {
                 out.push_str(line.trim_end());
