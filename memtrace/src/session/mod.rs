@@ -118,12 +118,11 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
     {
         None
     } else {
-        Some(
-            Screen::open(&outputs.profiles_dir()).map_err(|source| SessionError::Io {
-                what: "cannot set up the terminal for the live screen (try --log)",
-                source,
-            })?,
-        )
+        Screen::open(&outputs.profiles_dir())
+            .inspect_err(|err| {
+                eprintln!("memtrace: no live screen on this terminal ({err}); printing lines");
+            })
+            .ok()
     };
     let mut launched = None;
     let command_name = match &target {

@@ -86,9 +86,9 @@ pub fn line_width(on_stderr: bool) -> Option<usize> {
 }
 
 /// Whether the screen can be used: standard output is a terminal (and so
-/// not a pipe, a file or `--json -`).
+/// not a pipe, a file or `--json -`) that can draw one.
 pub fn available() -> bool {
-    io::stdout().is_terminal()
+    io::stdout().is_terminal() && std::env::var_os("TERM").is_some_and(|term| term != "dumb")
 }
 
 impl Screen {
@@ -111,15 +111,16 @@ impl Screen {
         let mut writer = BufWriter::new(tty);
         let started = crossterm::execute!(writer, EnterAlternateScreen, cursor::Hide)
             .and_then(|()| Terminal::new(CrosstermBackend::new(writer)).map_err(io::Error::other));
-        let terminal = match started {
-            Ok(terminal) => terminal,
+        let closed = Arc::new(AtomicBool::new(false));
+        let started = started.and_then(|terminal| Ok((terminal, keys::start(closed.clone())?)));
+        let (terminal, keys) = match started {
+            Ok(started) => started,
             Err(err) => {
                 restore();
+                redirected.stop();
                 return Err(err);
             }
         };
-        let closed = Arc::new(AtomicBool::new(false));
-        let keys = keys::start(closed.clone())?;
         Ok(Self {
             terminal,
             keys,
