@@ -201,7 +201,16 @@ fn a_missing_pprof_dir_is_made_for_the_invoking_user() {
     let dir = tempfile::tempdir().unwrap();
     let profiles = dir.path().join("profiles/today");
     let output = Command::new(binary())
-        .args(["-q", "-d", "1", "--pprof-every", "0.3", "--pprof-dir"])
+        .args([
+            "-q",
+            "-i",
+            "0.2",
+            "-d",
+            "1.5",
+            "--pprof-every",
+            "0.3",
+            "--pprof-dir",
+        ])
         .arg(&profiles)
         .arg("demo")
         .env("SUDO_UID", "65534")
@@ -213,6 +222,7 @@ fn a_missing_pprof_dir_is_made_for_the_invoking_user() {
     let meta = std::fs::metadata(&profiles).unwrap();
     assert!(meta.is_dir());
     assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
+    // One along the way at least, and the final one.
     let written: Vec<_> = std::fs::read_dir(&profiles).unwrap().collect();
     assert!(written.len() >= 2, "{written:?}");
 }
