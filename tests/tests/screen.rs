@@ -398,28 +398,13 @@ fn the_parts_of_rss_add_up_for_a_go_program_and_its_folded_stacks_are_merged() {
     let workloads = ensure_built().expect("workloads build");
     let dir = tempfile::tempdir().unwrap();
     let folded = dir.path().join("go.folded");
-    let finished = run(
-        &[
-            "--json",
-            "-",
-            "-q",
-            "-i",
-            "0.3",
-            "-d",
-            "4",
-            "--folded",
-            folded.to_str().unwrap(),
-            "--",
-            "env",
-            "GODEBUG=madvdontneed=0",
-            workloads.goheap.to_str().unwrap(),
-            "-alloc-mib",
-            "128",
-            "-hold",
-            "30s",
-        ],
-        Duration::from_secs(120),
+    let args = format!(
+        "--json - -q -i 0.3 -d 4 --folded {} -- env GODEBUG=madvdontneed=0 {} -alloc-mib 128 \
+         -hold 30s",
+        folded.display(),
+        workloads.goheap.display()
     );
+    let finished = run(&words(&args), Duration::from_secs(120));
     let json = finished.snapshots();
     assert_parts_add_up(&finished, &json);
     let text = std::fs::read_to_string(&folded).unwrap();
