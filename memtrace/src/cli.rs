@@ -1,12 +1,18 @@
-//! The command line.
+//! The command line. Options go before or after `demo` alike (they are
+//! global); every value is bounded, and every mistake is one plain line
+//! (see [`usage`]).
 
-use std::{ffi::OsString, num::NonZeroU32, path::PathBuf, time::Duration};
+mod usage;
+
+use std::{ffi::OsString, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use memtrace_common::{
     config::{MAX_STACK_COPY, STACK_COPY_PIECE},
     StackMode,
 };
+
+pub use usage::Usage;
 
 /// Explains a live process's memory: where every resident byte came from,
 /// what was given back and how, and what RSS really holds.
@@ -15,16 +21,16 @@ use memtrace_common::{
     name = "memtrace",
     version,
     about,
-    after_help = "Examples:\n  sudo memtrace -p 1234\n  sudo memtrace --json out.jsonl --pprof heap.pb.gz -- ./server --port 8080\n  sudo memtrace demo",
-    args_conflicts_with_subcommands = true
+    after_help = "Examples:\n  sudo memtrace -p 1234\n  sudo memtrace --json out.jsonl --pprof heap.pb.gz -- ./server --port 8080\n  sudo memtrace demo\n\nOn a terminal memtrace shows a live screen (keys: q quit with the final report, t in use or\nlazily freed, p write a pprof profile now); with --log, or when output is not a terminal,\nit prints a block of lines every interval instead.",
+    disable_help_subcommand = true
 )]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
 
     /// Trace the running process PID.
-    #[arg(short, long, value_name = "PID", conflicts_with = "cmd")]
-    pub pid: Option<NonZeroU32>,
+    #[arg(short, long, value_name = "PID", value_parser = parse_pid, global = true)]
+    pub pid: Option<u32>,
 
     #[command(flatten)]
     pub options: TraceOptions,
@@ -39,10 +45,7 @@ pub struct Cli {
 pub enum Command {
     /// Trace a built-in workload that maps memory, touches it, and gives it
     /// back with MADV_FREE, MADV_DONTNEED and munmap.
-    Demo {
-        #[command(flatten)]
-        options: Box<TraceOptions>,
-    },
+    Demo,
     /// The demo's workload itself (what `memtrace demo` runs and traces).
     #[command(hide = true)]
     DemoWorkload {
@@ -54,99 +57,108 @@ pub enum Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct TraceOptions {
-    /// Seconds between live updates and reconciliations with /proc.
-    #[arg(short, long, value_name = "SECS", default_value = "1", value_parser = parse_seconds)]
+    /// Seconds between live updates and reconciliations with /proc, from
+    /// 0.01 to 3600.
+    #[arg(short, long, value_name = "SECS", default_value = "1", value_parser = parse_interval, global = true)]
     pub interval: Duration,
 
-    /// Stop after SECS (default: until Ctrl-C or the target exits).
-    #[arg(short, long, value_name = "SECS", value_parser = parse_seconds)]
+    /// Stop after SECS, at most a year (default: until Ctrl-C or the target
+    /// exits).
+    #[arg(short, long, value_name = "SECS", value_parser = parse_duration, global = true)]
     pub duration: Option<Duration>,
 
     /// Write one JSON object per interval and a final one to FILE (`-` for
-    /// standard output).
-    #[arg(long, value_name = "FILE")]
+    /// standard output); each line is in FILE as soon as it is written.
+    #[arg(long, value_name = "FILE", global = true)]
     pub json: Option<PathBuf>,
 
     /// Write the final profile (gzipped profile.proto, for `go tool pprof`).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     pub pprof: Option<PathBuf>,
 
-    /// Also write a profile every SECS into DIR (timestamped names), to diff
-    /// two moments with `go tool pprof -diff_base`.
-    #[arg(long, value_name = "SECS", value_parser = parse_seconds, requires = "pprof_dir")]
+    /// Also write a profile every SECS (0.01 to 86400) into --pprof-dir
+    /// (timestamped names), to diff two moments with `go tool pprof
+    /// -diff_base`.
+    #[arg(long, value_name = "SECS", value_parser = parse_pprof_every, requires = "pprof_dir", global = true)]
     pub pprof_every: Option<Duration>,
 
-    /// Directory for `--pprof-every` snapshots.
-    #[arg(long, value_name = "DIR", requires = "pprof_every")]
+    /// Directory for profiles written along the way (--pprof-every, the
+    /// screen's `p` key); created if missing.
+    #[arg(long, value_name = "DIR", global = true)]
     pub pprof_dir: Option<PathBuf>,
 
     /// Write resident bytes by fault stack in folded format (flame graphs).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     pub folded: Option<PathBuf>,
 
     /// Write a flame graph (SVG) of resident bytes by fault stack.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     pub flamegraph: Option<PathBuf>,
 
     /// Write the history of RSS and its parts, one CSV row per interval.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     pub history: Option<PathBuf>,
 
     /// The target's Go heap profile: a net/http/pprof URL
     /// (http://127.0.0.1:6060/debug/pprof/heap) or a saved profile file.
-    #[arg(long, value_name = "URL|FILE")]
+    #[arg(long, value_name = "URL|FILE", global = true)]
     pub go_pprof: Option<String>,
 
     /// Allow a --go-pprof URL on a host other than this one's loopback.
-    #[arg(long, requires = "go_pprof")]
+    #[arg(long, requires = "go_pprof", global = true)]
     pub go_pprof_remote: bool,
 
     /// How page faults get their stacks.
-    #[arg(long, value_enum, default_value_t = Stacks::Sampled)]
+    #[arg(long, value_enum, default_value_t = Stacks::Sampled, global = true)]
     pub stacks: Stacks,
 
     /// In sampled mode, the most faults from one site that reuse one walked
-    /// stack.
-    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    /// stack (1 to 65536).
+    #[arg(long, value_name = "N", default_value = "64", value_parser = parse_stack_period, global = true)]
     pub stack_period: u32,
 
     /// How stacks are taken: by frame pointers, by unwinding a copy of the
     /// stack with the binaries' unwind tables (code built without frame
     /// pointers), or `auto`: frame pointers only for statically linked Go
     /// programs.
-    #[arg(long, value_enum, default_value_t = Unwind::Auto)]
+    #[arg(long, value_enum, default_value_t = Unwind::Auto, global = true)]
     pub unwind: Unwind,
 
     /// Bytes of stack each unwound sample copies, above the stack pointer
     /// (1K to 16K; deeper stacks are cut and said so).
-    #[arg(long, value_name = "BYTES", default_value = "8K", value_parser = parse_stack_bytes)]
+    #[arg(long, value_name = "BYTES", default_value = "8K", value_parser = parse_stack_bytes, global = true)]
     pub stack_bytes: u32,
 
     /// A directory of separate debug files (`.build-id/xx/yyyy.debug`, or
     /// the files `.gnu_debuglink` names), searched before /usr/lib/debug.
     /// Repeatable. debuginfod is asked too when DEBUGINFOD_URLS is set.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", global = true)]
     pub debug_dir: Vec<PathBuf>,
 
-    /// Ring buffer size, a power of two (e.g. 16M).
-    #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = parse_ring_size)]
+    /// Ring buffer size, a power of two from 4K to 1G (e.g. 16M).
+    #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = parse_ring_size, global = true)]
     pub ring_size: u32,
 
     /// Also trace the children the target forks, each as its own address
     /// space.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub follow_forks: bool,
 
     /// Replace output files that already exist.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub force: bool,
 
     /// No live view; only the final report.
-    #[arg(short, long)]
+    #[arg(short, long, global = true)]
     pub quiet: bool,
 
+    /// Print the live view as lines every interval, even on a terminal (no
+    /// screen).
+    #[arg(long, global = true)]
+    pub log: bool,
+
     /// Kernel BTF file, when /sys/kernel/btf/vmlinux is missing.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     pub btf: Option<PathBuf>,
 }
 
@@ -183,14 +195,91 @@ impl From<Stacks> for StackMode {
     }
 }
 
-fn parse_seconds(text: &str) -> Result<Duration, String> {
+/// What to trace, as the command line says it.
+pub enum Invocation {
+    Pid(u32),
+    Command(Vec<OsString>),
+    Demo,
+    /// The demo's own workload, holding its memory for the seconds given.
+    DemoWorkload(f64),
+}
+
+impl Cli {
+    /// What the command line asks for, or why it makes no sense.
+    pub fn invocation(&self) -> Result<Invocation, Usage> {
+        match (&self.command, self.pid, self.cmd.is_empty()) {
+            (Some(Command::DemoWorkload { hold }), ..) => Ok(Invocation::DemoWorkload(*hold)),
+            (Some(Command::Demo), None, true) => Ok(Invocation::Demo),
+            (Some(Command::Demo), ..) => Err(Usage::Bad(
+                "`demo` traces its own workload: leave out -p and -- COMMAND".to_owned(),
+            )),
+            (None, Some(_), false) => Err(Usage::Bad(
+                "-p and -- COMMAND cannot go together: trace a running process or start a command"
+                    .to_owned(),
+            )),
+            (None, Some(pid), true) => Ok(Invocation::Pid(pid)),
+            (None, None, false) => Ok(Invocation::Command(self.cmd.clone())),
+            (None, None, true) => Err(Usage::Bad(
+                "say what to trace: -p PID, -- COMMAND [ARGS...], or `memtrace demo` (see --help)"
+                    .to_owned(),
+            )),
+        }
+    }
+}
+
+/// Parses `args` (the program name first) into a command line, or the one
+/// line that says what is wrong with it.
+pub fn parse<I, T>(args: I) -> Result<Cli, Usage>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    Cli::try_parse_from(args).map_err(|err| Usage::from_clap(&err))
+}
+
+fn parse_pid(text: &str) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(0) => Err("needs a process ID above 0".to_owned()),
+        Ok(pid) => Ok(pid),
+        Err(_) => Err(format!("needs a process ID (a whole number), not `{text}`")),
+    }
+}
+
+/// Seconds from `least` to `most` (`most_words` says the most in words).
+fn seconds_within(text: &str, least: f64, most: f64, most_words: &str) -> Result<Duration, String> {
+    let range = format!("from {least} to {most} ({most_words})");
     let seconds: f64 = text
         .parse()
-        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
-    if !(seconds > 0.0 && seconds.is_finite()) {
-        return Err(format!("`{text}` must be a positive number of seconds"));
+        .map_err(|_| format!("needs a number of seconds {range}, not `{text}`"))?;
+    if !(least..=most).contains(&seconds) {
+        return Err(format!("needs a number of seconds {range}, not {text}"));
     }
     Ok(Duration::from_secs_f64(seconds))
+}
+
+/// `--interval`: 10 ms (reading /proc more often would be most of the
+/// work) to an hour.
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    seconds_within(text, 0.01, 3600.0, "an hour")
+}
+
+/// `--duration`: up to a year.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    seconds_within(text, 0.01, 365.0 * 86400.0, "a year")
+}
+
+/// `--pprof-every`: up to a day.
+fn parse_pprof_every(text: &str) -> Result<Duration, String> {
+    seconds_within(text, 0.01, 86400.0, "a day")
+}
+
+fn parse_stack_period(text: &str) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(period @ 1..=65536) => Ok(period),
+        _ => Err(format!(
+            "needs a whole number from 1 to 65536, not `{text}`"
+        )),
+    }
 }
 
 /// Sizes like `16M`, `256K`, `1G` or plain bytes.
@@ -201,17 +290,17 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     };
     let value: u64 = digits
         .parse()
-        .map_err(|_| format!("`{text}` is not a size (e.g. 16M)"))?;
+        .map_err(|_| format!("needs a size such as 16M, not `{text}`"))?;
     let shift = match unit.to_ascii_uppercase().trim_end_matches(['B', 'I']) {
         "" => 0,
         "K" => 10,
         "M" => 20,
         "G" => 30,
-        _ => return Err(format!("`{text}`: unknown unit `{unit}` (use K, M or G)")),
+        _ => return Err(format!("needs a size in K, M or G, not `{text}`")),
     };
     value
         .checked_mul(1 << shift)
-        .ok_or_else(|| format!("`{text}` is too large"))
+        .ok_or_else(|| format!("needs a smaller size than {text}"))
 }
 
 fn parse_stack_bytes(text: &str) -> Result<u32, String> {
@@ -219,7 +308,7 @@ fn parse_stack_bytes(text: &str) -> Result<u32, String> {
     let piece = STACK_COPY_PIECE as u64;
     if !(piece..=MAX_STACK_COPY as u64).contains(&bytes) {
         return Err(format!(
-            "`{text}`: the stack copy must be from 1K to {}K",
+            "needs a size from 1K to {}K, not {text}",
             MAX_STACK_COPY / 1024
         ));
     }
@@ -230,9 +319,7 @@ fn parse_stack_bytes(text: &str) -> Result<u32, String> {
 fn parse_ring_size(text: &str) -> Result<u32, String> {
     let bytes = parse_size(text)?;
     if !bytes.is_power_of_two() || !(4096..=1 << 30).contains(&bytes) {
-        return Err(format!(
-            "`{text}`: the ring buffer size must be a power of two from 4K to 1G"
-        ));
+        return Err(format!("needs a power of two from 4K to 1G, not {text}"));
     }
     Ok(bytes as u32)
 }
@@ -256,17 +343,62 @@ mod tests {
     }
 
     #[test]
-    fn seconds() {
-        assert_eq!(parse_seconds("0.5"), Ok(Duration::from_millis(500)));
-        assert!(parse_seconds("-1").is_err());
-        assert!(parse_seconds("nan").is_err());
+    fn seconds_are_bounded() {
+        assert_eq!(parse_interval("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_interval("0.01"), Ok(Duration::from_millis(10)));
+        assert_eq!(parse_interval("3600"), Ok(Duration::from_secs(3600)));
+        for bad in ["-1", "nan", "inf", "0", "1e-10", "1e20", "3601", "x"] {
+            assert!(parse_interval(bad).is_err(), "{bad}");
+        }
+        assert!(parse_duration("1e19").is_err());
+        assert_eq!(
+            parse_duration("31536000"),
+            Ok(Duration::from_secs(31_536_000))
+        );
+        assert!(parse_pprof_every("86401").is_err());
+        assert_eq!(parse_stack_period("65536"), Ok(65536));
+        assert!(parse_stack_period("0").is_err());
+        assert!(parse_stack_period("65537").is_err());
+        assert_eq!(parse_pid("0"), Err("needs a process ID above 0".to_owned()));
     }
 
     #[test]
     fn pid_and_command_conflict() {
-        assert!(Cli::try_parse_from(["memtrace", "-p", "1", "--", "true"]).is_err());
-        let cli = Cli::try_parse_from(["memtrace", "--json", "-", "--", "ls", "-l"]).unwrap();
+        assert!(parse(["memtrace", "-p", "1", "--", "true"])
+            .unwrap()
+            .invocation()
+            .is_err());
+        let cli = parse(["memtrace", "--json", "-", "--", "ls", "-l"]).unwrap();
         assert_eq!(cli.cmd, vec![OsString::from("ls"), OsString::from("-l")]);
+    }
+
+    #[test]
+    fn options_go_before_or_after_demo() {
+        for args in [
+            &[
+                "memtrace", "-q", "-i", "0.5", "--folded", "d.folded", "demo",
+            ][..],
+            &[
+                "memtrace", "demo", "-q", "-i", "0.5", "--folded", "d.folded",
+            ][..],
+            &[
+                "memtrace", "-q", "demo", "-i", "0.5", "--folded", "d.folded",
+            ][..],
+        ] {
+            let cli = parse(args.iter().copied()).unwrap();
+            assert!(matches!(cli.invocation(), Ok(Invocation::Demo)), "{args:?}");
+            assert!(cli.options.quiet, "{args:?}");
+            assert_eq!(cli.options.interval, Duration::from_millis(500), "{args:?}");
+            assert_eq!(
+                cli.options.folded,
+                Some(PathBuf::from("d.folded")),
+                "{args:?}"
+            );
+        }
+        let cli = parse(["memtrace", "demo"]).unwrap();
+        assert_eq!(cli.options.interval, Duration::from_secs(1));
+        let cli = parse(["memtrace", "-p", "7", "demo"]).unwrap();
+        assert!(cli.invocation().is_err());
     }
 
     #[test]

@@ -24,8 +24,14 @@ pub fn command() -> Vec<OsString> {
     vec![exe, "demo-workload".into()]
 }
 
+/// What the demo's process calls itself, so reports (and `ps`) show what
+/// was run rather than the binary's name.
+const NAME: &std::ffi::CStr = c"memtrace demo";
+
 /// Runs the workload, holding the memory for `hold` seconds at the end.
 pub fn workload(hold: f64) -> ExitCode {
+    // SAFETY: PR_SET_NAME reads a NUL-terminated name of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, NAME.as_ptr()) };
     match run(hold) {
         Ok(()) => ExitCode::Success,
         Err(err) => {

@@ -9,8 +9,9 @@ pub enum ExitCode {
     Success = 0,
     /// An error not listed below.
     Failure = 1,
-    /// Bad command line (clap's own code).
+    /// Bad command line.
     Usage = 2,
+    /// No process with that PID, or it is a kernel thread (no user memory).
     NoSuchProcess = 3,
     /// The target exited before memtrace could attach.
     ExitedWhileAttaching = 4,
@@ -36,7 +37,9 @@ pub enum ExitCode {
 impl From<&SessionError> for ExitCode {
     fn from(error: &SessionError) -> Self {
         match error {
-            SessionError::NoSuchProcess { .. } => Self::NoSuchProcess,
+            SessionError::NoSuchProcess { .. } | SessionError::KernelThread { .. } => {
+                Self::NoSuchProcess
+            }
             SessionError::ExitedWhileAttaching { .. } => Self::ExitedWhileAttaching,
             SessionError::Kernel(kernel) => kernel.into(),
             SessionError::Launch { .. } => Self::CommandFailed,

@@ -1,28 +1,26 @@
 use std::process::ExitCode;
 
-use clap::Parser;
 use memtrace::{
-    cli::{Cli, Command},
+    cli::{self, Invocation, Usage},
     demo, exit,
     session::{self, Target},
 };
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let (target, options) = match cli.command {
-        Some(Command::DemoWorkload { hold }) => return demo::workload(hold).into(),
-        Some(Command::Demo { options }) => (Target::Command(demo::command()), *options),
-        None => match (cli.pid, cli.cmd.is_empty()) {
-            (Some(pid), _) => (Target::Pid(pid.get()), cli.options),
-            (None, false) => (Target::Command(cli.cmd), cli.options),
-            (None, true) => {
-                eprintln!(
-                    "memtrace: say what to trace: -p PID, -- COMMAND [ARGS...], or `memtrace demo` \
-                     (see --help)"
-                );
-                return exit::ExitCode::Usage.into();
-            }
-        },
+    let cli = cli::parse(std::env::args_os()).and_then(|cli| Ok((cli.invocation()?, cli)));
+    let (target, options) = match cli {
+        Ok((Invocation::DemoWorkload(hold), _)) => return demo::workload(hold).into(),
+        Ok((Invocation::Demo, cli)) => (Target::Command(demo::command()), cli.options),
+        Ok((Invocation::Pid(pid), cli)) => (Target::Pid(pid), cli.options),
+        Ok((Invocation::Command(argv), cli)) => (Target::Command(argv), cli.options),
+        Err(Usage::Show(text)) => {
+            print!("{text}");
+            return exit::ExitCode::Success.into();
+        }
+        Err(Usage::Bad(line)) => {
+            eprintln!("memtrace: {line}");
+            return exit::ExitCode::Usage.into();
+        }
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -1,11 +1,15 @@
 //! Output files written safely by a root process.
 //!
 //! memtrace usually runs under sudo, in directories other users can write
-//! to. So every output is written to a fresh temporary file next to its
-//! destination (created exclusively, never through a symlink) and renamed
-//! into place only when complete: a reader sees all of it or nothing. An
-//! existing file is replaced only with `--force`, a symlink at the
-//! destination never, and under sudo the file belongs to the invoking user.
+//! to. So every whole-file output (profiles, flame graphs, the history) is
+//! written to a fresh temporary file next to its destination (created
+//! exclusively, never through a symlink) and renamed into place only when
+//! complete: a reader sees all of it or nothing. The JSON lines are
+//! streamed instead ([`StreamFile`]), so `tail -f` sees each as it comes:
+//! that file is created exclusively at its own path, never through a
+//! symlink. An existing file is replaced only with `--force`, a symlink at
+//! the destination never, and under sudo files (and a `--pprof-dir` made
+//! for them) belong to the invoking user.
 
 use std::{
     ffi::CString,
@@ -25,6 +29,10 @@ pub enum OutputError {
     Exists { path: PathBuf },
     #[error("{path} is a symbolic link; memtrace does not write through links")]
     Symlink { path: PathBuf },
+    #[error("{path} is a directory; give a file name")]
+    Directory { path: PathBuf },
+    #[error("{path} is not a directory")]
+    NotDirectory { path: PathBuf },
     #[error("cannot write {path}: {source}")]
     Io {
         path: PathBuf,
@@ -65,6 +73,9 @@ impl OutputPolicy {
     pub fn check(&self, path: &Path) -> Result<(), OutputError> {
         match fs::symlink_metadata(path) {
             Ok(meta) if meta.file_type().is_symlink() => Err(OutputError::Symlink {
+                path: path.to_owned(),
+            }),
+            Ok(meta) if meta.is_dir() => Err(OutputError::Directory {
                 path: path.to_owned(),
             }),
             Ok(_) if !self.force => Err(OutputError::Exists {
@@ -121,12 +132,9 @@ impl OutputPolicy {
                     "cannot create a temporary file next to it",
                 ))
             })?;
-        if let Some(owner) = self.owner {
-            // SAFETY: a valid descriptor we own.
-            if unsafe { libc::fchown(file.as_raw_fd(), owner.uid, owner.gid) } != 0 {
-                let _ = fs::remove_file(&temp);
-                return Err(io_err(io::Error::last_os_error()));
-            }
+        if let Err(err) = self.give_to_owner(&file) {
+            let _ = fs::remove_file(&temp);
+            return Err(io_err(err));
         }
         // umask may have narrowed the mode; outputs are meant to be read.
         let _ = file.set_permissions(fs::Permissions::from_mode(0o644));
@@ -136,6 +144,84 @@ impl OutputPolicy {
             path: path.to_owned(),
             force: self.force,
         })
+    }
+
+    /// Makes sure `dir` is a directory, creating it (and its parents) if
+    /// missing, owned by the invoking user like the files put in it.
+    pub fn ensure_dir(&self, dir: &Path) -> Result<(), OutputError> {
+        let io_err = |source| OutputError::Io {
+            path: dir.to_owned(),
+            source,
+        };
+        match fs::metadata(dir) {
+            Ok(meta) if meta.is_dir() => return Ok(()),
+            Ok(_) => {
+                return Err(OutputError::NotDirectory {
+                    path: dir.to_owned(),
+                })
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => return Err(io_err(err)),
+        }
+        fs::create_dir_all(dir).map_err(io_err)?;
+        if let Some(owner) = self.owner {
+            std::os::unix::fs::lchown(dir, Some(owner.uid), Some(owner.gid)).map_err(io_err)?;
+        }
+        Ok(())
+    }
+
+    /// Creates `path` for lines written as they come ([`StreamFile`]):
+    /// exclusively, never through a symlink, owned by the invoking user. With
+    /// `--force` an existing regular file is removed first.
+    pub fn stream(&self, path: &Path) -> Result<StreamFile, OutputError> {
+        self.check(path)?;
+        let io_err = |source| OutputError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        if self.force {
+            match fs::remove_file(path) {
+                Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(io_err(err)),
+                _ => {}
+            }
+        }
+        // O_EXCL also refuses a symlink that appeared since the check.
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .mode(0o644)
+            .open(path)
+            .map_err(|err| match err.kind() {
+                io::ErrorKind::AlreadyExists => OutputError::Exists {
+                    path: path.to_owned(),
+                },
+                _ => io_err(err),
+            })?;
+        let stream = StreamFile {
+            file,
+            path: path.to_owned(),
+            lines: 0,
+        };
+        self.give_to_owner(&stream.file)
+            .and_then(|()| {
+                stream
+                    .file
+                    .set_permissions(fs::Permissions::from_mode(0o644))
+            })
+            .map_err(io_err)?;
+        Ok(stream)
+    }
+
+    /// Under sudo, makes `file` the invoking user's.
+    fn give_to_owner(&self, file: &File) -> io::Result<()> {
+        if let Some(owner) = self.owner {
+            // SAFETY: a valid descriptor we own.
+            if unsafe { libc::fchown(file.as_raw_fd(), owner.uid, owner.gid) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
     }
 
     /// Writes `bytes` to `path` in one go.
@@ -149,7 +235,8 @@ impl OutputPolicy {
     }
 }
 
-fn parent(path: &Path) -> &Path {
+/// The directory `path` is in (`.` for a bare name).
+pub fn parent(path: &Path) -> &Path {
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
@@ -231,6 +318,57 @@ impl Drop for PendingFile {
     }
 }
 
+/// A file written a line at a time, each line in the file (and seen by
+/// `tail -f`) as soon as it is written. A file left with no line, because
+/// memtrace failed before its first interval, is removed.
+pub struct StreamFile {
+    file: File,
+    path: PathBuf,
+    lines: u64,
+}
+
+impl StreamFile {
+    /// Appends `line` and a newline, in one write.
+    pub fn write_line(&mut self, line: &str) -> Result<(), OutputError> {
+        let mut bytes = Vec::with_capacity(line.len() + 1);
+        bytes.extend_from_slice(line.as_bytes());
+        bytes.push(b'\n');
+        self.file
+            .write_all(&bytes)
+            .map_err(|source| OutputError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+        self.lines += 1;
+        Ok(())
+    }
+
+    /// Syncs the file: every line is on disk.
+    pub fn finish(self) -> Result<(), OutputError> {
+        self.file.sync_all().map_err(|source| OutputError::Io {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+impl Drop for StreamFile {
+    fn drop(&mut self) {
+        if self.lines > 0 {
+            return;
+        }
+        // Only the file created here: not one put at the path meanwhile.
+        use std::os::unix::fs::MetadataExt;
+        let ours = self.file.metadata().ok();
+        let there = fs::symlink_metadata(&self.path).ok();
+        if let (Some(ours), Some(there)) = (ours, there) {
+            if ours.ino() == there.ino() && ours.dev() == there.dev() {
+                let _ = fs::remove_file(&self.path);
+            }
+        }
+    }
+}
+
 /// Renames `from` to `to`; without `replace`, fails if `to` exists, even if
 /// it appeared a moment ago (renameat2's RENAME_NOREPLACE).
 fn rename(from: &Path, to: &Path, replace: bool) -> io::Result<()> {
@@ -307,6 +445,73 @@ mod tests {
         fs::write(&path, b"someone else's").unwrap();
         assert!(matches!(file.commit(), Err(OutputError::Exists { .. })));
         assert_eq!(fs::read(&path).unwrap(), b"someone else's");
+    }
+
+    #[test]
+    fn streamed_lines_are_in_the_file_as_they_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let mut file = policy(false).stream(&path).unwrap();
+        file.write_line("{\"seq\":1}").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "{\"seq\":1}\n");
+        file.write_line("{\"seq\":2}").unwrap();
+        file.finish().unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap().lines().count(), 2);
+        assert!(matches!(
+            policy(false).stream(&path),
+            Err(OutputError::Exists { .. })
+        ));
+        let file = policy(true).stream(&path).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "");
+        // Nothing written: nothing left behind.
+        drop(file);
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_directory_is_not_an_output_file() {
+        let dir = tempfile::tempdir().unwrap();
+        for force in [false, true] {
+            assert!(matches!(
+                policy(force).check(dir.path()),
+                Err(OutputError::Directory { .. })
+            ));
+            assert!(matches!(
+                policy(force).stream(dir.path()),
+                Err(OutputError::Directory { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn a_missing_directory_is_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let profiles = dir.path().join("a/b");
+        policy(false).ensure_dir(&profiles).unwrap();
+        assert!(profiles.is_dir());
+        policy(false).ensure_dir(&profiles).unwrap();
+        let file = dir.path().join("file");
+        fs::write(&file, b"x").unwrap();
+        assert!(matches!(
+            policy(false).ensure_dir(&file),
+            Err(OutputError::NotDirectory { .. })
+        ));
+    }
+
+    #[test]
+    fn streams_are_never_written_through_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        fs::write(&target, b"precious").unwrap();
+        let link = dir.path().join("out.jsonl");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        for force in [false, true] {
+            assert!(matches!(
+                policy(force).stream(&link),
+                Err(OutputError::Symlink { .. })
+            ));
+        }
+        assert_eq!(fs::read(&target).unwrap(), b"precious");
     }
 
     #[test]

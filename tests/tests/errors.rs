@@ -41,10 +41,15 @@ fn assert_fails(output: &Output, code: i32, says: &str) {
         !stderr.contains("panicked") && !stderr.contains("backtrace"),
         "{stderr}"
     );
-    let error = lines.last().copied().unwrap_or_default();
+    assert_eq!(lines.len(), 1, "one line of error, got:\n{stderr}");
+    let error = lines[0];
     assert!(
         error.starts_with("memtrace: ") && error.contains(says),
         "expected an error saying {says:?}, got:\n{stderr}"
+    );
+    assert!(
+        !error.starts_with("memtrace: memtrace") && !error.contains("error:"),
+        "{error}"
     );
 }
 
@@ -81,7 +86,7 @@ fn a_pid_that_exits_while_memtrace_attaches() {
 fn without_root() {
     let output =
         shell("exec setpriv --reuid=65534 --regid=65534 --clear-groups \"$MEMTRACE\" -p 1");
-    assert_fails(&output, 5, "needs root");
+    assert_fails(&output, 5, "memtrace: needs root");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("CAP_BPF") && stderr.contains("CAP_PERFMON"),
@@ -160,6 +165,180 @@ fn an_output_that_exists() {
 #[test]
 fn nothing_to_trace() {
     assert_fails(&memtrace(&[]), 2, "say what to trace");
-    let output = memtrace(&["--no-such-flag"]);
-    assert_eq!(output.status.code(), Some(2));
+}
+
+#[test]
+fn a_kernel_thread() {
+    // PID 2 is kthreadd on every Linux system.
+    assert_fails(
+        &memtrace(&["-p", "2"]),
+        3,
+        "pid 2 is a kernel thread (kthreadd); memtrace traces user processes",
+    );
+}
+
+#[test]
+fn a_directory_as_an_output_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap();
+    for option in ["--json", "--pprof", "--folded", "--flamegraph", "--history"] {
+        for force in [&[][..], &["--force"][..]] {
+            let mut args = vec![option, path, "-p", "1"];
+            args.extend_from_slice(force);
+            assert_fails(
+                &memtrace(&args),
+                11,
+                &format!("{path} is a directory; give a file name"),
+            );
+        }
+    }
+    assert!(dir.path().is_dir());
+}
+
+#[test]
+fn a_missing_pprof_dir_is_made_for_the_invoking_user() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = dir.path().join("profiles/today");
+    let output = Command::new(binary())
+        .args([
+            "-q",
+            "-i",
+            "0.2",
+            "-d",
+            "1.5",
+            "--pprof-every",
+            "0.3",
+            "--pprof-dir",
+        ])
+        .arg(&profiles)
+        .arg("demo")
+        .env("SUDO_UID", "65534")
+        .env("SUDO_GID", "65534")
+        .output()
+        .expect("run memtrace");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let meta = std::fs::metadata(&profiles).unwrap();
+    assert!(meta.is_dir());
+    assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
+    // One along the way at least, and the final one.
+    let written: Vec<_> = std::fs::read_dir(&profiles).unwrap().collect();
+    assert!(written.len() >= 2, "{written:?}");
+}
+
+/// Every class of command-line mistake the parser finds: one plain line,
+/// exit 2.
+#[test]
+fn command_line_mistakes() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--no-such-flag"],
+            "memtrace: there is no option --no-such-flag",
+        ),
+        (
+            &["--jsn", "out", "demo"],
+            "memtrace: there is no option --jsn; did you mean --json?",
+        ),
+        (
+            &["demo", "--json"],
+            "memtrace: --json needs a value (FILE) after it",
+        ),
+        (&["-p"], "memtrace: -p needs a value (PID) after it"),
+        (&["-p", "0"], "memtrace: -p needs a process ID above 0"),
+        (
+            &["-p", "12ab"],
+            "memtrace: -p needs a process ID (a whole number), not `12ab`",
+        ),
+        (
+            &["-p", "1", "--", "true"],
+            "memtrace: -p and -- COMMAND cannot go together",
+        ),
+        (
+            &["-p", "1", "demo"],
+            "memtrace: `demo` traces its own workload",
+        ),
+        (
+            &["--stacks", "most", "demo"],
+            "memtrace: --stacks takes one of sampled, all, none",
+        ),
+        (
+            &["-i", "1e20", "demo"],
+            "memtrace: -i needs a number of seconds from 0.01 to 3600",
+        ),
+        (
+            &["-i", "1e-10", "demo"],
+            "memtrace: -i needs a number of seconds from 0.01 to 3600",
+        ),
+        (
+            &["-i", "0", "demo"],
+            "memtrace: -i needs a number of seconds",
+        ),
+        (
+            &["-d", "1e19", "demo"],
+            "memtrace: -d needs a number of seconds from 0.01 to 31536000",
+        ),
+        (
+            &["-d", "nan", "demo"],
+            "memtrace: -d needs a number of seconds",
+        ),
+        (
+            &["--pprof-every", "1e12", "--pprof-dir", "/tmp", "demo"],
+            "memtrace: --pprof-every needs a number of seconds from 0.01 to 86400",
+        ),
+        (
+            &["--pprof-every", "1", "demo"],
+            "memtrace: --pprof-every needs --pprof-dir DIR",
+        ),
+        (
+            &["--ring-size", "3M", "demo"],
+            "memtrace: --ring-size needs a power of two from 4K to 1G",
+        ),
+        (
+            &["--ring-size", "99999999999999999999", "demo"],
+            "memtrace: --ring-size needs a size",
+        ),
+        (
+            &["--stack-period", "0", "demo"],
+            "memtrace: --stack-period needs a whole number from 1 to 65536",
+        ),
+        (
+            &["--json", "a", "--json", "b", "demo"],
+            "memtrace: --json is given more than once",
+        ),
+        (&["--quiet=yes", "demo"], "memtrace: -q takes no value"),
+        (&["--force=yes", "demo"], "memtrace: --force takes no value"),
+        (
+            &["ls", "-l"],
+            "memtrace: unexpected `ls`: to trace a command, put it after --",
+        ),
+    ];
+    for (args, says) in cases {
+        let output = memtrace(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.stdout.is_empty(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        assert!(stderr.starts_with(says), "{args:?}: {stderr}");
+        assert_fails(&output, 2, says);
+    }
+}
+
+#[test]
+fn help_and_version_print_as_usual() {
+    for flag in ["--help", "-h"] {
+        let output = memtrace(&[flag]);
+        assert_eq!(output.status.code(), Some(0));
+        let help = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            help.contains("--interval <SECS>") && help.contains("3600"),
+            "{help}"
+        );
+        assert!(output.stderr.is_empty());
+    }
+    let output = memtrace(&["--version"]);
+    assert_eq!(output.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("memtrace "));
 }

@@ -44,10 +44,24 @@ pub fn growth(namer: &mut Namer<'_>, baseline: &HashMap<Holder, Held>) -> Vec<Gr
     rows
 }
 
+/// The Go runtime's functions that allocate goroutine stacks: a new
+/// goroutine's (`malg`, from `newproc1`) and a grown one's (`newstack`
+/// copies it into a larger one).
+const GOROUTINE_STACK_MAKERS: [&str; 5] = [
+    "runtime.malg",
+    "runtime.newproc1",
+    "runtime.newstack",
+    "runtime.copystack",
+    "runtime.stackalloc",
+];
+
 /// What a growing stack is put down to in a sentence: goroutine stacks, or
 /// the first function that is not the runtime's or the allocator's own.
 pub fn responsible(frames: &[String]) -> String {
-    if frames.iter().any(|frame| frame == "runtime.malg") {
+    if frames
+        .iter()
+        .any(|frame| GOROUTINE_STACK_MAKERS.contains(&frame.as_str()))
+    {
         return GOROUTINE_STACKS.to_owned();
     }
     // A Go program's own code is its main package; the standard library's
@@ -84,4 +98,23 @@ pub fn growth_by_responsible(rows: &[GrowthRow]) -> Vec<(String, i64)> {
     }
     totals.sort_by_key(|(_, grown)| std::cmp::Reverse(*grown));
     totals
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(names: &[&str]) -> Vec<String> {
+        names.iter().map(|name| (*name).to_owned()).collect()
+    }
+
+    #[test]
+    fn goroutine_stacks_are_named_as_such() {
+        for maker in GOROUTINE_STACK_MAKERS {
+            let stack = frames(&["runtime.memclrNoHeapPointers", maker, "main.worker"]);
+            assert_eq!(responsible(&stack), GOROUTINE_STACKS, "{maker}");
+        }
+        let stack = frames(&["runtime.mallocgc", "main.remember", "main.main"]);
+        assert_eq!(responsible(&stack), "main.remember");
+    }
 }

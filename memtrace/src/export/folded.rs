@@ -2,7 +2,11 @@
 //! per stack, frames outermost first, separated by `;`, then the bytes.
 //! Lazily freed bytes are a separate line whose innermost frame is
 //! `[lazily freed (MADV_FREE)]`, so flame graphs show them apart. The lines
-//! add up to the resident bytes of the model.
+//! add up to the resident bytes of the model, and no stack appears twice:
+//! holders whose frames read the same (one loop faulting from several
+//! instructions) are one line.
+
+use std::collections::BTreeMap;
 
 use crate::{attribution::resident_by_holder, symbolize::Namer};
 
@@ -11,7 +15,7 @@ pub const LAZYFREE_FRAME: &str = "[lazily freed (MADV_FREE)]";
 pub fn folded(namer: &mut Namer<'_>) -> Vec<String> {
     let mut held: Vec<_> = resident_by_holder(namer.model).into_iter().collect();
     held.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut lines = Vec::new();
+    let mut bytes_by_stack: BTreeMap<String, u64> = BTreeMap::new();
     for (holder, held) in held {
         let mut frames: Vec<String> = holder
             .names(namer)
@@ -20,14 +24,17 @@ pub fn folded(namer: &mut Namer<'_>) -> Vec<String> {
             .map(|name| sanitize(&name))
             .collect();
         if held.in_use > 0 {
-            lines.push(format!("{} {}", frames.join(";"), held.in_use));
+            *bytes_by_stack.entry(frames.join(";")).or_default() += held.in_use;
         }
         if held.lazyfree > 0 {
             frames.push(LAZYFREE_FRAME.into());
-            lines.push(format!("{} {}", frames.join(";"), held.lazyfree));
+            *bytes_by_stack.entry(frames.join(";")).or_default() += held.lazyfree;
         }
     }
-    lines
+    bytes_by_stack
+        .into_iter()
+        .map(|(stack, bytes)| format!("{stack} {bytes}"))
+        .collect()
 }
 
 /// Frame names must not contain the separators of the format.

@@ -4,9 +4,7 @@ use std::path::PathBuf;
 /// code (see `crate::exit`), so scripts can tell them apart.
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
-    #[error(
-        "memtrace needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE); missing: {missing}"
-    )]
+    #[error("needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE); missing: {missing}")]
     NotPrivileged { missing: String },
 
     #[error("no kernel BTF at {path}: this kernel was built without CONFIG_DEBUG_INFO_BTF, or pass --btf FILE")]

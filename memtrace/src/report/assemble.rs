@@ -11,14 +11,15 @@ use std::{
 use memtrace_common::StackSource;
 
 use super::{
-    history::{History, Trend},
+    history::{History, Point, Trend},
+    mappings,
     snapshot::{Footprint, FunctionMatch, GoHeapSide, Lost, Snapshot, TargetState},
 };
 use crate::{
     attribution::{self, Held, Holder},
     gopprof::HeapProfile,
     intake::OomKill,
-    model::reconcile::Outcome,
+    model::{reconcile::Outcome, AddressSpace, Cause, PageKind, PageUse},
     proc::{CgroupMemory, KernelTotals},
     runtime::RuntimeInfo,
     symbolize::Namer,
@@ -28,6 +29,12 @@ use crate::{
 pub const TOP_ROWS: usize = 10;
 /// Intervals shown in the live view's chart.
 const SPARKLINE_WIDTH: usize = 40;
+/// Intervals kept for the screen's chart (wider than any terminal).
+const RECENT_POINTS: usize = 512;
+/// Mappings looked at for grouping alike ones.
+const GROUPED_RANGES: usize = 512;
+/// Intervals looked ahead for when the trend will be known.
+const TREND_LOOKAHEAD: usize = 600;
 
 /// What the session knows about a process at the moment of a snapshot,
 /// besides its model (which the namer holds).
@@ -89,6 +96,7 @@ impl Past {
         if self.baseline.is_none() {
             self.baseline = Some(attribution::resident_by_holder(model));
         }
+        let ranges = attribution::top_ranges(model, GROUPED_RANGES);
         let mut snapshot = Snapshot {
             seq: self.seq,
             is_final: facts.is_final,
@@ -107,7 +115,9 @@ impl Past {
             approximate: facts.lost.records() > 0,
             lost: facts.lost,
             records: facts.records,
-            top_ranges: attribution::top_ranges(model, TOP_ROWS),
+            top_ranges: ranges.iter().take(TOP_ROWS).cloned().collect(),
+            mapping_groups: mappings::group(&ranges, TOP_ROWS),
+            anon_before_attach: anon_before_attach(model),
             top_stacks,
             top_calls,
             top_faults,
@@ -115,6 +125,8 @@ impl Past {
             growers,
             trend: Trend::Unknown,
             sparkline: String::new(),
+            trend_needs: 0,
+            recent: Vec::new(),
             cgroup: facts.cgroup,
             oom_kill: facts.oom_kill,
             runtime: facts.runtime,
@@ -135,8 +147,49 @@ impl Past {
         }
         snapshot.trend = self.history.trend();
         snapshot.sparkline = self.history.sparkline(SPARKLINE_WIDTH);
+        snapshot.trend_needs = intervals_until_trend(&self.history);
+        let points = self.history.points();
+        snapshot.recent = points[points.len().saturating_sub(RECENT_POINTS)..].to_vec();
         snapshot
     }
+}
+
+/// How many more intervals like the last one the history needs before it
+/// names a trend: found by asking it, so this follows whatever rule
+/// [`History::trend`] applies. 0 once it knows.
+fn intervals_until_trend(history: &History) -> usize {
+    if !matches!(history.trend(), Trend::Unknown) {
+        return 0;
+    }
+    let last: Point = history.last().copied().unwrap_or_default();
+    let step = match history.points() {
+        [.., before, last] => last.elapsed.saturating_sub(before.elapsed),
+        _ => Duration::from_secs(1),
+    };
+    let mut future = history.clone();
+    let mut point = last;
+    for needed in 1..=TREND_LOOKAHEAD {
+        point.elapsed += step;
+        future.push(point);
+        if !matches!(future.trend(), Trend::Unknown) {
+            return needed;
+        }
+    }
+    TREND_LOOKAHEAD
+}
+
+/// Anonymous in-use bytes resident since before memtrace attached.
+fn anon_before_attach(model: &AddressSpace) -> u64 {
+    model
+        .pages()
+        .runs()
+        .filter(|(_, state)| {
+            state.kind == PageKind::Anon
+                && state.page_use == PageUse::InUse
+                && state.origin.cause == Cause::BeforeAttach
+        })
+        .map(|(pages, _)| (pages.end - pages.start) * crate::model::PAGE_SIZE)
+        .sum()
 }
 
 /// The heap profile's largest holders beside what the kernel saw under them.

@@ -1,38 +1,88 @@
-//! The text shown every interval, and the body of the final report.
+//! The text shown every interval, and the body of the final report: the
+//! line view, for pipes, logs and `--log`. On a terminal its lines are
+//! fitted to the width: numbers wrap between words, stacks keep their
+//! innermost frames.
 
 use std::fmt::Write as _;
 
 use super::{
-    format::{percent, plural, Bytes, Count, Delta},
+    format::{percent, plural, stack_text, wrap, Bytes, Count, Delta},
     history::Trend,
+    mappings::created_by_phrase,
     snapshot::Snapshot,
+    verdict::Parts,
 };
-use crate::model::{Call, Release};
+use crate::model::{Call, CallStats, Release};
 
 /// Frames shown per stack in the text report; the JSON and the profiles
 /// have them all.
 const SHOWN_FRAMES: usize = 6;
+/// Advice kinds named on the madvise line; the rest are counted.
+const SHOWN_ADVICE: usize = 4;
+/// Continuation lines of the numbers start under their values.
+const NUMBERS_INDENT: &str = "          ";
 
-/// `a ← b ← c`, cut after [`SHOWN_FRAMES`].
-fn stack_line(frames: &[String]) -> String {
-    let mut line = frames
-        .iter()
-        .take(SHOWN_FRAMES)
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .join(" ← ");
-    if frames.len() > SHOWN_FRAMES {
-        line.push_str(" ← …");
-    }
-    line
+/// A table row: `prefix` then the stack, within `width`.
+fn stack_row(prefix: String, frames: &[String], width: Option<usize>) -> String {
+    let room = width.map(|width| width.saturating_sub(super::format::width_of(&prefix)));
+    format!("{prefix}{}", stack_text(frames, SHOWN_FRAMES, room))
 }
 
-/// The interval view: a few lines, numbers first.
-pub fn render(snapshot: &Snapshot) -> String {
-    let mut out = String::new();
-    let model = &snapshot.model;
-    let _ = writeln!(
-        out,
+/// The madvise line's entries: the advice kinds with the most bytes, and
+/// how many more there are.
+pub fn advice_summary(calls: &[(String, CallStats)], shown: usize) -> Vec<String> {
+    let mut calls: Vec<&(String, CallStats)> = calls.iter().collect();
+    calls.sort_by(|a, b| b.1.bytes.cmp(&a.1.bytes).then(a.0.cmp(&b.0)));
+    let mut parts: Vec<String> = calls
+        .iter()
+        .take(shown)
+        .map(|(advice, stats)| {
+            format!(
+                "{advice} {} {} ({} resident)",
+                plural(stats.calls, "call", "calls"),
+                Bytes(stats.bytes),
+                Bytes(stats.resident_bytes)
+            )
+        })
+        .collect();
+    if calls.len() > shown {
+        parts.push(format!("+{} more", calls.len() - shown));
+    }
+    parts
+}
+
+/// Every madvise advice seen, with its totals.
+pub fn advice_calls(snapshot: &Snapshot) -> Vec<(String, CallStats)> {
+    snapshot
+        .activity
+        .calls
+        .iter()
+        .filter_map(|(call, stats)| match call {
+            Call::Madvise(advice) => Some((advice.to_string(), *stats)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The trend in a few words, with how long until it is known.
+pub fn trend_words(snapshot: &Snapshot) -> String {
+    match snapshot.trend {
+        Trend::Growing { bytes_per_minute } => {
+            format!("growing {}/min", Delta(bytes_per_minute as i64))
+        }
+        Trend::Sawtooth { cycles } => format!("sawtooth ({cycles} cycles)"),
+        Trend::Unknown if snapshot.trend_needs > 0 => format!(
+            "needs {} more interval{}",
+            snapshot.trend_needs,
+            if snapshot.trend_needs == 1 { "" } else { "s" }
+        ),
+        other => other.name().to_owned(),
+    }
+}
+
+/// The header: who, how long, in what state.
+pub fn header(snapshot: &Snapshot) -> String {
+    format!(
         "── memtrace · pid {} ({}) · {:.1}s · {}{}",
         snapshot.pid,
         snapshot.command,
@@ -43,7 +93,15 @@ pub fn render(snapshot: &Snapshot) -> String {
         } else {
             ""
         }
-    );
+    )
+}
+
+/// The interval view: a few lines, numbers first.
+/// `width` is the terminal's, when the lines go to one.
+pub fn render(snapshot: &Snapshot, width: Option<usize>) -> String {
+    let mut out = String::new();
+    let model = &snapshot.model;
+    let _ = writeln!(out, "{}", header(snapshot));
     let change = snapshot
         .previous_rss
         .map(|previous| format!(" ({})", Delta(snapshot.rss() as i64 - previous as i64)))
@@ -112,19 +170,7 @@ pub fn render(snapshot: &Snapshot) -> String {
         Bytes(munmap.bytes),
         plural(munmap.calls, "call", "calls"),
     );
-    let advice: Vec<String> = activity
-        .calls
-        .iter()
-        .filter_map(|(call, stats)| match call {
-            Call::Madvise(advice) => Some(format!(
-                "{advice} {} {} ({} resident)",
-                plural(stats.calls, "call", "calls"),
-                Bytes(stats.bytes),
-                Bytes(stats.resident_bytes)
-            )),
-            _ => None,
-        })
-        .collect();
+    let advice = advice_summary(&advice_calls(snapshot), SHOWN_ADVICE);
     if !advice.is_empty() {
         let _ = writeln!(out, "madvise   {}", advice.join(" · "));
     }
@@ -147,14 +193,12 @@ pub fn render(snapshot: &Snapshot) -> String {
         let _ = writeln!(out, "released  {}", released.join(" · "));
     }
     if !snapshot.sparkline.is_empty() {
-        let trend = match snapshot.trend {
-            Trend::Growing { bytes_per_minute } => {
-                format!("growing {}/min", Delta(bytes_per_minute as i64))
-            }
-            Trend::Sawtooth { cycles } => format!("sawtooth ({cycles} cycles)"),
-            other => other.name().to_owned(),
-        };
-        let _ = writeln!(out, "trend     {} {trend}", snapshot.sparkline);
+        let _ = writeln!(
+            out,
+            "trend     {} {}",
+            snapshot.sparkline,
+            trend_words(snapshot)
+        );
     }
     if let Some(cgroup) = &snapshot.cgroup {
         let limit = |name: &str, value: Option<u64>| {
@@ -183,12 +227,12 @@ pub fn render(snapshot: &Snapshot) -> String {
             String::new()
         }
     );
-    out
+    wrap(&out, width, NUMBERS_INDENT)
 }
 
 /// One line for a followed child in the interval view.
-pub fn render_brief(snapshot: &Snapshot) -> String {
-    format!(
+pub fn render_brief(snapshot: &Snapshot, width: Option<usize>) -> String {
+    let line = format!(
         "   child pid {} ({}) · {} · RSS {} · LazyFree {} · unexplained {}\n",
         snapshot.pid,
         snapshot.command,
@@ -196,38 +240,71 @@ pub fn render_brief(snapshot: &Snapshot) -> String {
         Bytes(snapshot.rss()),
         Bytes(snapshot.lazyfree()),
         Bytes(snapshot.unexplained()),
-    )
+    );
+    wrap(&line, width, NUMBERS_INDENT)
 }
 
-/// The final report: the interval view, then what holds the memory and
-/// what gave it back.
-pub fn render_final(snapshot: &Snapshot) -> String {
-    let mut out = render(snapshot);
-    if !snapshot.top_ranges.is_empty() {
+/// The final report: the interval view, then what RSS is made of, what
+/// holds the memory and what gave it back.
+pub fn render_final(snapshot: &Snapshot, width: Option<usize>) -> String {
+    let mut out = render(snapshot, width);
+    let parts = Parts::of(snapshot);
+    let _ = writeln!(
+        out,
+        "{}",
+        wrap(
+            &format!(
+                "parts     {} = RSS {}",
+                parts
+                    .named()
+                    .iter()
+                    .map(|(name, bytes)| format!("{name} {}", Kib(*bytes)))
+                    .collect::<Vec<_>>()
+                    .join(" + "),
+                Kib(parts.total()),
+            ),
+            width,
+            NUMBERS_INDENT,
+        )
+    );
+    if !snapshot.mapping_groups.is_empty() {
         let _ = writeln!(out, "\nLargest resident mappings:");
-        for row in &snapshot.top_ranges {
-            let _ = writeln!(
-                out,
-                "  {:>10} {:>10} lazy  {:#x}-{:#x}  {} (created by {})",
-                Bytes(row.resident).to_string(),
-                Bytes(row.lazyfree).to_string(),
-                row.start,
-                row.end,
-                row.mapping,
-                row.created_by.name(),
-            );
+        for group in &snapshot.mapping_groups {
+            let line = if group.count == 1 {
+                format!(
+                    "  {:>10} {:>10} lazy  {:#x}-{:#x}  {} ({})",
+                    Bytes(group.resident).to_string(),
+                    Bytes(group.lazyfree).to_string(),
+                    group.start,
+                    group.end,
+                    group.mapping,
+                    created_by_phrase(group.created_by),
+                )
+            } else {
+                format!(
+                    "  {:>10} {:>10} lazy  {} × {} resident of {} each, {} ({}), the first at {:#x}",
+                    Bytes(group.total_resident()).to_string(),
+                    Bytes(group.lazyfree * group.count as u64).to_string(),
+                    group.count,
+                    Bytes(group.resident),
+                    Bytes(group.size),
+                    group.mapping,
+                    created_by_phrase(group.created_by),
+                    group.start,
+                )
+            };
+            let _ = writeln!(out, "{}", wrap(&line, width, "      "));
         }
     }
     if !snapshot.top_stacks.is_empty() {
         let _ = writeln!(out, "\nResident bytes by the stack that faulted them in:");
         for row in &snapshot.top_stacks {
-            let _ = writeln!(
-                out,
-                "  {:>10} in use {:>10} lazily freed  {}",
+            let prefix = format!(
+                "  {:>10} in use {:>10} lazily freed  ",
                 Bytes(row.in_use).to_string(),
                 Bytes(row.lazyfree).to_string(),
-                stack_line(&row.frames),
             );
+            let _ = writeln!(out, "{}", stack_row(prefix, &row.frames, width));
         }
     }
     let releases: Vec<_> = snapshot
@@ -238,14 +315,13 @@ pub fn render_final(snapshot: &Snapshot) -> String {
     if !releases.is_empty() {
         let _ = writeln!(out, "\nWho gave memory back (or marked it lazily freed):");
         for row in releases {
-            let _ = writeln!(
-                out,
-                "  {:>10} {:<16} {}  {}",
+            let prefix = format!(
+                "  {:>10} {:<16} {}  ",
                 Bytes(row.resident_bytes).to_string(),
                 row.call,
                 plural(row.calls, "call", "calls"),
-                stack_line(&row.frames),
             );
+            let _ = writeln!(out, "{}", stack_row(prefix, &row.frames, width));
         }
     }
     if let Some(heap) = &snapshot.go_heap {
@@ -260,19 +336,15 @@ pub fn render_final(snapshot: &Snapshot) -> String {
                 "  {:>10} pprof in use {:>10} resident under it  {}",
                 Bytes(function.pprof_inuse).to_string(),
                 Bytes(function.kernel_resident).to_string(),
-                function.function,
+                super::format::short_name(&function.function),
             );
         }
     }
     if !snapshot.growth.is_empty() {
         let _ = writeln!(out, "\nGrew the most since the first interval:");
         for row in &snapshot.growth {
-            let _ = writeln!(
-                out,
-                "  {:>10}  {}",
-                Delta(row.grown).to_string(),
-                stack_line(&row.frames),
-            );
+            let prefix = format!("  {:>10}  ", Delta(row.grown).to_string());
+            let _ = writeln!(out, "{}", stack_row(prefix, &row.frames, width));
         }
     }
     let reclaimed = snapshot
@@ -289,4 +361,44 @@ pub fn render_final(snapshot: &Snapshot) -> String {
         );
     }
     out
+}
+
+/// Bytes in KiB, exact for page-sized figures, the way `ps` and `top` give
+/// RSS: `44,748 KiB`.
+pub struct Kib(pub u64);
+
+impl std::fmt::Display for Kib {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} KiB", Count(self.0 / 1024))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_madvise_line_names_the_largest_few_and_counts_the_rest() {
+        let calls: Vec<(String, CallStats)> = (1..=23u64)
+            .map(|i| {
+                let stats = CallStats {
+                    calls: i,
+                    bytes: i << 20,
+                    ..CallStats::default()
+                };
+                (format!("MADV_{i}"), stats)
+            })
+            .collect();
+        let parts = advice_summary(&calls, SHOWN_ADVICE);
+        assert_eq!(parts.len(), SHOWN_ADVICE + 1);
+        assert!(
+            parts[0].starts_with("MADV_23 23 calls 23.0 MiB"),
+            "{parts:?}"
+        );
+        assert!(parts[3].starts_with("MADV_20 "), "{parts:?}");
+        assert_eq!(parts[4], "+19 more");
+        let line = parts.join(" · ");
+        assert!(line.len() < 200, "{line}");
+        assert_eq!(advice_summary(&calls[..2], SHOWN_ADVICE).len(), 2);
+    }
 }

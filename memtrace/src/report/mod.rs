@@ -6,5 +6,7 @@ pub mod format;
 pub mod history;
 pub mod json;
 pub mod live;
+pub mod mappings;
+pub mod screen;
 pub mod snapshot;
 pub mod verdict;

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use memtrace_common::StackSource;
 
-use super::history::{Point, Trend};
+use super::{
+    history::{Point, Trend},
+    mappings::MappingGroup,
+};
 use crate::{
     attribution::{CallRow, FaultRow, GrowthRow, RangeRow, StackCoverage, StackRow},
     intake::OomKill,
@@ -114,6 +117,11 @@ pub struct Snapshot {
     pub approximate: bool,
     pub records: u64,
     pub top_ranges: Vec<RangeRow>,
+    /// The largest mappings, alike ones counted once (for the text).
+    pub mapping_groups: Vec<MappingGroup>,
+    /// Anonymous bytes still in use that were resident before memtrace
+    /// attached (file pages before attach count as file-backed).
+    pub anon_before_attach: u64,
     pub top_stacks: Vec<StackRow>,
     pub top_calls: Vec<CallRow>,
     pub top_faults: Vec<FaultRow>,
@@ -125,6 +133,10 @@ pub struct Snapshot {
     pub trend: Trend,
     /// In-use RSS over the last intervals, as a line of bars.
     pub sparkline: String,
+    /// Intervals still needed before the trend is known (0 once it is).
+    pub trend_needs: usize,
+    /// The last intervals' numbers, oldest first, for the screen's chart.
+    pub recent: Vec<Point>,
     pub cgroup: Option<CgroupMemory>,
     /// The kernel's RSS of the process when the OOM killer chose it.
     pub oom_kill: Option<OomKill>,

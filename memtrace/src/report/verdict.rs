@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use memtrace_common::StackSource;
 
 use super::{
-    format::{percent, Bytes, Delta},
+    format::{percent, short_name, Bytes, Delta},
     history::Trend,
     snapshot::{Snapshot, TargetState},
 };
@@ -55,22 +55,130 @@ fn share(part: u64, whole: u64) -> String {
     format!("{} ({:.0}%)", Bytes(part), percent(part, whole))
 }
 
-/// "RSS 96 MiB: 32 MiB is lazily freed ...; 48 MiB is in use, faulted in by
-/// f."
+/// RSS split into parts that do not overlap and add up to it exactly.
+///
+/// Each part is taken, in this order, from what is left of RSS, so none can
+/// count a page another has counted, and the last takes the rest:
+/// 1. lazily freed: LazyFree (the kernel's figure while the process runs);
+/// 2. file-backed: RssFile + RssShmem (the kernel's), file and shared pages
+///    whoever faulted them in;
+/// 3. resident before attach: anonymous pages still in use that were
+///    resident when memtrace attached (the model's);
+/// 4. unexplained: what memtrace cannot account for (the snapshot's
+///    `unexplained`: pages found with no event, and what still differs from
+///    the kernel);
+/// 5. in use: the rest, anonymous memory faulted in since attaching and
+///    not given back.
+///
+/// A part is only cut short when the figures before it already exceed RSS
+/// (the kernel's counters and the model disagree for a moment).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Parts {
+    pub in_use: u64,
+    pub lazily_freed: u64,
+    pub file: u64,
+    pub before_attach: u64,
+    pub unexplained: u64,
+}
+
+impl Parts {
+    pub fn of(snapshot: &Snapshot) -> Self {
+        let file = match snapshot.kernel {
+            Some(kernel) => kernel.file + kernel.shmem,
+            None => snapshot.model.file + snapshot.model.shmem,
+        };
+        Self::split(
+            snapshot.rss(),
+            [
+                snapshot.lazyfree(),
+                file,
+                snapshot.anon_before_attach,
+                snapshot.unexplained(),
+            ],
+        )
+    }
+
+    /// `rss` split: lazily freed, file-backed, before attach and
+    /// unexplained, in this order, each from what is left; in use is the
+    /// rest.
+    fn split(rss: u64, [lazily_freed, file, before_attach, unexplained]: [u64; 4]) -> Self {
+        let mut left = rss;
+        let mut take = |bytes: u64| {
+            let taken = bytes.min(left);
+            left -= taken;
+            taken
+        };
+        let lazily_freed = take(lazily_freed);
+        let file = take(file);
+        let before_attach = take(before_attach);
+        let unexplained = take(unexplained);
+        Self {
+            in_use: left,
+            lazily_freed,
+            file,
+            before_attach,
+            unexplained,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.in_use + self.lazily_freed + self.file + self.before_attach + self.unexplained
+    }
+
+    /// The parts with their names, as the final report lists them.
+    pub fn named(&self) -> [(&'static str, u64); 5] {
+        [
+            ("in use", self.in_use),
+            ("lazily freed", self.lazily_freed),
+            ("file-backed", self.file),
+            ("resident before attach", self.before_attach),
+            ("unexplained", self.unexplained),
+        ]
+    }
+}
+
+/// Whole percentages of `parts` that add up to 100 (the largest remainders
+/// are rounded up), so the verdict's shares add up as its bytes do.
+fn shares(parts: &[u64]) -> Vec<u64> {
+    let whole: u64 = parts.iter().sum();
+    if whole == 0 {
+        return vec![0; parts.len()];
+    }
+    let exact: Vec<u128> = parts.iter().map(|&part| part as u128 * 100).collect();
+    let mut shares: Vec<u64> = exact.iter().map(|e| (e / whole as u128) as u64).collect();
+    let mut by_remainder: Vec<usize> = (0..parts.len()).collect();
+    by_remainder.sort_by_key(|&i| std::cmp::Reverse(exact[i] % whole as u128));
+    let short = 100 - shares.iter().sum::<u64>();
+    for &i in by_remainder.iter().take(short as usize) {
+        shares[i] += 1;
+    }
+    shares
+}
+
+/// "RSS 96 MiB: 32 MiB (33%) is lazily freed ...; 48 MiB (50%) is in use,
+/// faulted in by f; ..." Every non-zero part of [`Parts`] is named, so the
+/// shares add up to 100%.
 fn composition(snapshot: &Snapshot) -> String {
     let rss = snapshot.rss();
-    let lazyfree = snapshot.lazyfree();
-    let model = &snapshot.model;
-    let mut parts = Vec::new();
-    if percent(lazyfree, rss) >= NOTABLE {
-        parts.push(format!(
+    let parts = Parts::of(snapshot);
+    let bytes = [
+        parts.lazily_freed,
+        parts.in_use,
+        parts.file,
+        parts.before_attach,
+        parts.unexplained,
+    ];
+    let percents = shares(&bytes);
+    let share = |index: usize| format!("{} ({}%)", Bytes(bytes[index]), percents[index]);
+    let mut said = Vec::new();
+    if parts.lazily_freed > 0 {
+        said.push(format!(
             "{} is memory the program already gave back with MADV_FREE (LazyFree); the kernel \
              takes it back only under memory pressure, so it still counts in RSS",
-            share(lazyfree, rss)
+            share(0)
         ));
     }
-    let in_use = model.in_use.min(rss);
-    if in_use > 0 {
+    if parts.in_use > 0 {
         let holder = snapshot
             .top_stacks
             .iter()
@@ -82,26 +190,37 @@ fn composition(snapshot: &Snapshot) -> String {
                     format!(
                         ", the largest part ({}) faulted in by {}",
                         Bytes(row.in_use),
-                        attribution::responsible(&row.frames)
+                        short_name(&attribution::responsible(&row.frames))
                     )
                 } else {
                     format!(", the largest part ({}) under {frame}", Bytes(row.in_use))
                 }
             })
             .unwrap_or_default();
-        parts.push(format!("{} is in use{holder}", share(in_use, rss)));
+        said.push(format!("{} is in use{holder}", share(1)));
     }
-    if percent(model.file, rss) >= NOTABLE {
-        parts.push(format!(
+    if parts.file > 0 {
+        said.push(format!(
             "{} is file-backed (program code and mapped files, which the kernel can drop and \
-             read back)",
-            share(model.file, rss)
+             read back{})",
+            share(2),
+            if snapshot.kernel.map_or(snapshot.model.shmem, |k| k.shmem) > 0 {
+                ", and shared memory"
+            } else {
+                ""
+            }
         ));
     }
-    if percent(model.by_cause.before_attach, rss) >= NOTABLE {
-        parts.push(format!(
+    if parts.before_attach > 0 {
+        said.push(format!(
             "{} was already resident when memtrace attached",
-            share(model.by_cause.before_attach, rss)
+            share(3)
+        ));
+    }
+    if parts.unexplained > 0 {
+        said.push(format!(
+            "{} is unexplained: resident with no event memtrace saw",
+            share(4)
         ));
     }
     let what = if snapshot.state == TargetState::Running {
@@ -109,11 +228,29 @@ fn composition(snapshot: &Snapshot) -> String {
     } else {
         "At the end, RSS"
     };
-    if parts.is_empty() {
+    if said.is_empty() {
         format!("{what} {}.", Bytes(rss))
     } else {
-        format!("{what} {}: {}.", Bytes(rss), parts.join("; "))
+        format!("{what} {}: {}.", Bytes(rss), said.join("; "))
     }
+}
+
+/// How memory left RSS, in words for "… was given back …".
+fn release_phrase(how: Release, bytes: u64) -> Option<String> {
+    let bytes = Bytes(bytes);
+    Some(match how {
+        Release::Munmap => format!("{bytes} with munmap"),
+        Release::Madvise(advice) => format!("{bytes} with {advice}"),
+        Release::Replaced => format!("{bytes} by mapping over it (mmap with MAP_FIXED)"),
+        Release::Mremap => format!("{bytes} with mremap"),
+        Release::Brk => format!("{bytes} by shrinking the heap (brk)"),
+        Release::LazyFreeReclaimed => {
+            format!("{bytes} of the MADV_FREE memory was taken back by the kernel")
+        }
+        Release::Reclaimed => format!("{bytes} reclaimed by the kernel under memory pressure"),
+        Release::Exec => return None,
+        Release::Unobserved => format!("{bytes} went with no event memtrace saw"),
+    })
 }
 
 /// What would make RSS follow use, when lazily freed memory dominates.
@@ -245,18 +382,9 @@ fn given_back(snapshot: &Snapshot) -> Option<String> {
         ));
     }
     for (how, bytes) in &activity.released {
-        if *bytes == 0 {
-            continue;
+        if *bytes > 0 {
+            parts.extend(release_phrase(*how, *bytes));
         }
-        parts.push(match how {
-            Release::LazyFreeReclaimed => format!(
-                "{} of the MADV_FREE memory was taken back by the kernel",
-                Bytes(*bytes)
-            ),
-            Release::Exec => continue,
-            Release::Unobserved => format!("{} went with no event memtrace saw", Bytes(*bytes)),
-            other => format!("{} with {}", Bytes(*bytes), other.name()),
-        });
     }
     (!parts.is_empty()).then(|| format!("Given back since attaching: {}.", parts.join(", ")))
 }
@@ -267,7 +395,7 @@ fn trend(snapshot: &Snapshot) -> Option<String> {
     let named: Vec<String> = growers
         .iter()
         .take(3)
-        .map(|(who, grown)| format!("{who} ({})", Delta(*grown)))
+        .map(|(who, grown)| format!("{} ({})", short_name(who), Delta(*grown)))
         .collect();
     let mut text = match snapshot.trend {
         Trend::Growing { bytes_per_minute } => format!(
@@ -306,7 +434,13 @@ fn trend(snapshot: &Snapshot) -> Option<String> {
                 .iter()
                 .filter(|function| !function.function.starts_with("runtime."))
                 .take(3)
-                .map(|function| format!("{} ({})", function.function, Bytes(function.pprof_inuse)))
+                .map(|function| {
+                    format!(
+                        "{} ({})",
+                        short_name(&function.function),
+                        Bytes(function.pprof_inuse)
+                    )
+                })
                 .collect();
             if !held.is_empty() {
                 let _ = write!(
@@ -370,15 +504,6 @@ fn caveats(snapshot: &Snapshot) -> Option<String> {
              re-read /proc to correct them",
             snapshot.lost.records()
         ));
-    }
-    let unexplained = snapshot.unexplained();
-    if let Some(kernel) = snapshot.kernel {
-        if percent(unexplained, kernel.rss) >= 1.0 {
-            caveats.push(format!(
-                "{} of RSS is unexplained: resident with no event memtrace saw",
-                share(unexplained, kernel.rss)
-            ));
-        }
     }
     (!caveats.is_empty()).then(|| format!("Note: {}.", caveats.join("; ")))
 }
@@ -467,5 +592,40 @@ fn remedy(reason: CutReason, command: &str) -> String {
         CutReason::RingBufferBusy => "the ring buffer was busy when they were taken, so frame \
             pointers were walked instead of unwinding; give a larger --ring-size"
             .to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn parts_add_up_to_rss_whatever_the_figures() {
+        let parts = Parts::split(44 * MIB, [24 * MIB, 3 * MIB, 0, MIB]);
+        assert_eq!(parts.in_use, 16 * MIB);
+        assert_eq!(parts.total(), 44 * MIB);
+        // Counters that disagree for a moment cut the later parts short,
+        // never the sum.
+        let parts = Parts::split(10 * MIB, [8 * MIB, 4 * MIB, MIB, MIB]);
+        assert_eq!(
+            (
+                parts.lazily_freed,
+                parts.file,
+                parts.before_attach,
+                parts.in_use
+            ),
+            (8 * MIB, 2 * MIB, 0, 0)
+        );
+        assert_eq!(parts.total(), 10 * MIB);
+    }
+
+    #[test]
+    fn shares_add_up_to_a_hundred() {
+        assert_eq!(shares(&[1, 1, 1]), [34, 33, 33]);
+        assert_eq!(shares(&[24, 16, 3, 0, 0]).iter().sum::<u64>(), 100);
+        assert_eq!(shares(&[0, 0]), [0, 0]);
+        assert_eq!(shares(&[999, 1]), [100, 0]);
     }
 }

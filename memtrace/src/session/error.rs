@@ -7,6 +7,8 @@ use crate::{gopprof::GoPprofError, kernel::KernelError, proc::ProcError, safe_fi
 pub enum SessionError {
     #[error("no process with PID {pid}")]
     NoSuchProcess { pid: u32 },
+    #[error("pid {pid} is a kernel thread ({name}); memtrace traces user processes")]
+    KernelThread { pid: u32, name: String },
     #[error("process {pid} exited while memtrace was attaching")]
     ExitedWhileAttaching { pid: u32 },
     #[error(transparent)]

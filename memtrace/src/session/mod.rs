@@ -34,7 +34,9 @@ use crate::{
     model::reconcile::FOLIO_BATCH_PAGES,
     proc::{zero_page_pfn, ProcError, ProcessView},
     report::{
+        format::wrap,
         live,
+        screen::{self, Key, Screen},
         snapshot::{Footprint, Lost, Snapshot},
         verdict,
     },
@@ -65,6 +67,8 @@ pub enum Stop {
     Interrupt,
     /// SIGTERM or SIGHUP.
     Signal,
+    /// `q` (or Ctrl-C) on the live screen.
+    Quit,
 }
 
 /// How often the ring buffer is drained between kernel wake-ups.
@@ -87,6 +91,9 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
     if let Target::Pid(pid) = target {
         if !ProcessView::new(pid).alive() {
             return Err(SessionError::NoSuchProcess { pid });
+        }
+        if let Some(name) = kernel_thread(pid) {
+            return Err(SessionError::KernelThread { pid, name });
         }
     }
     let tracer_options = TracerOptions {
@@ -117,6 +124,18 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
         debuginfod: Debuginfod::from_env(),
     };
 
+    // The screen takes the terminal before the command starts, so that the
+    // command's output goes to the screen's pane, not across it.
+    let screen = if options.quiet || options.log || outputs.json_on_stdout() || !screen::available()
+    {
+        None
+    } else {
+        Screen::open(&outputs.profiles_dir())
+            .inspect_err(|err| {
+                eprintln!("memtrace: no live screen on this terminal ({err}); printing lines");
+            })
+            .ok()
+    };
     let mut launched = None;
     let command_name = match &target {
         Target::Command(argv) => argv[0].to_string_lossy().into_owned(),
@@ -178,6 +197,7 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
         heap,
         live_to_stderr: outputs.json_on_stdout(),
         quiet: options.quiet,
+        screen,
     };
 
     match launched.as_mut() {
@@ -215,6 +235,9 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
             launched.as_mut(),
         )
         .await?;
+    if let Some(screen) = session.screen.take() {
+        screen.close();
+    }
     signals.stopping(stop == Stop::Interrupt);
     session.drain(&mut source);
     if let Some(heap) = session.heap.as_mut() {
@@ -247,6 +270,8 @@ struct Session {
     heap: Option<heap::HeapWatch>,
     live_to_stderr: bool,
     quiet: bool,
+    /// The live screen, while it is up.
+    screen: Option<Screen>,
 }
 
 impl Session {
@@ -258,6 +283,11 @@ impl Session {
         self.processes
             .get_mut(&self.primary)
             .expect("the primary target is never removed")
+    }
+
+    /// The width the line view's text is fitted to (a terminal's).
+    fn width(&self) -> Option<usize> {
+        screen::line_width(self.live_to_stderr)
     }
 
     fn print(&self, text: &str) {
@@ -281,7 +311,12 @@ impl Session {
                     .join(" ")
             ),
         };
-        eprintln!("memtrace: {what}; Ctrl-C for the final report, SIGUSR1 for a verdict now");
+        let keys = if self.screen.is_some() {
+            "q or Ctrl-C"
+        } else {
+            "Ctrl-C"
+        };
+        eprintln!("memtrace: {what}; {keys} for the final report, SIGUSR1 for a verdict now");
     }
 
     async fn trace(
@@ -319,11 +354,13 @@ impl Session {
                 steer = signals.next() => match steer {
                     Steer::Stop { by_interrupt: true } => return Ok(Stop::Interrupt),
                     Steer::Stop { by_interrupt: false } => return Ok(Stop::Signal),
-                    Steer::ReportNow => {
-                        let snapshot = self.snapshot(self.primary, false);
-                        let verdict = verdict::verdict(&snapshot);
-                        self.print(&format!("{}\n{verdict}\n", live::render_final(&snapshot)));
-                    }
+                    Steer::ReportNow => self.report_now(),
+                },
+                key = next_key(&mut self.screen) => match key {
+                    Key::Quit => return Ok(Stop::Quit),
+                    Key::Toggle => self.screen_mut().toggle(),
+                    Key::Redraw => self.screen_mut().redraw(),
+                    Key::Pprof => self.profile_now(outputs),
                 },
                 _ = sleep_until_or_never(deadline) => return Ok(Stop::Duration),
                 _ = wait_child(&mut child) => {
@@ -341,6 +378,51 @@ impl Session {
                 return Ok(self.stop_for_ending());
             }
         }
+    }
+
+    fn screen_mut(&mut self) -> &mut Screen {
+        self.screen
+            .as_mut()
+            .expect("keys come only from the screen")
+    }
+
+    /// SIGUSR1: the full report and verdict now; on the screen, which
+    /// shows the same tables, a word on where the full report will be.
+    fn report_now(&mut self) {
+        if let Some(screen) = &mut self.screen {
+            screen.set_status(
+                "SIGUSR1: the full report and verdict are printed when memtrace stops (q)".into(),
+            );
+            return;
+        }
+        let snapshot = self.snapshot(self.primary, false);
+        let width = self.width();
+        let verdict = wrap(&verdict::verdict(&snapshot), width, "  ");
+        self.print(&format!(
+            "{}\n{verdict}\n",
+            live::render_final(&snapshot, width)
+        ));
+    }
+
+    /// The screen's `p` key: a profile of the model as it is now.
+    fn profile_now(&mut self, outputs: &mut Outputs) {
+        let Some(snapshot) = self.screen_mut().snapshot().cloned() else {
+            self.screen_mut()
+                .set_status("no profile yet: the first interval is not over".into());
+            return;
+        };
+        let elapsed = self.started.elapsed();
+        let process = self.processes.get_mut(&self.primary).expect("primary");
+        let mut namer = process.namer(&self.stacks.table);
+        let status = match outputs.profile_now(&snapshot, elapsed, &mut namer) {
+            Ok(path) => format!(
+                "wrote {} (go tool pprof -http=: {})",
+                path.display(),
+                path.display()
+            ),
+            Err(err) => format!("could not write the profile: {err}"),
+        };
+        self.screen_mut().set_status(status);
     }
 
     fn stop_for_ending(&self) -> Stop {
@@ -456,19 +538,32 @@ impl Session {
     ) -> Result<(), SessionError> {
         self.reconcile(source);
         let pids: Vec<u32> = self.processes.keys().copied().collect();
+        let width = self.width();
+        let mut on_screen = None;
+        let mut children = Vec::new();
         for pid in pids {
             let snapshot = self.snapshot(pid, false);
             let primary = pid == self.primary;
-            if !self.quiet {
+            if self.screen.is_some() {
+                if !primary {
+                    children.push(live::render_brief(&snapshot, None).trim().to_owned());
+                }
+            } else if !self.quiet {
                 if primary {
-                    self.print(&live::render(&snapshot));
+                    self.print(&live::render(&snapshot, width));
                 } else {
-                    self.print(&live::render_brief(&snapshot));
+                    self.print(&live::render_brief(&snapshot, width));
                 }
             }
             let process = self.processes.get_mut(&pid).expect("listed above");
             let mut namer = process.namer(&self.stacks.table);
             outputs.interval(&snapshot, primary.then_some(&mut namer))?;
+            if primary {
+                on_screen = Some(snapshot);
+            }
+        }
+        if let (Some(screen), Some(snapshot)) = (&mut self.screen, on_screen) {
+            screen.show(snapshot, children);
         }
         Ok(())
     }
@@ -519,14 +614,18 @@ impl Session {
         let mut pids: Vec<u32> = self.processes.keys().copied().collect();
         pids.sort_by_key(|&pid| pid != self.primary);
         let mut primary_snapshot = None;
+        let width = self.width();
         for pid in pids {
             signals.check()?;
             let snapshot = self.snapshot(pid, true);
             if pid != self.primary {
                 self.print(&format!("\n── child pid {pid} ──\n"));
             }
-            self.print(&live::render_final(&snapshot));
-            self.print(&format!("\n{}\n", verdict::verdict(&snapshot)));
+            self.print(&live::render_final(&snapshot, width));
+            self.print(&format!(
+                "\n{}\n",
+                wrap(&verdict::verdict(&snapshot), width, "  ")
+            ));
             for notice in verdict::notices(&snapshot) {
                 eprintln!("memtrace: note: {notice}");
             }
@@ -549,6 +648,25 @@ async fn sleep_until_or_never(deadline: Option<tokio::time::Instant>) {
         Some(deadline) => sleep_until(deadline).await,
         None => std::future::pending().await,
     }
+}
+
+/// The screen's next key; never, without a screen.
+async fn next_key(screen: &mut Option<Screen>) -> Key {
+    match screen {
+        Some(screen) => screen.key().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The name of `pid` when it is a kernel thread, which has no user address
+/// space to trace (PF_KTHREAD in its flags).
+fn kernel_thread(pid: u32) -> Option<String> {
+    const PF_KTHREAD: u32 = 0x0020_0000;
+    let stat = procfs::process::Process::new(pid as i32)
+        .ok()?
+        .stat()
+        .ok()?;
+    (stat.flags & PF_KTHREAD != 0).then_some(stat.comm)
 }
 
 async fn wait_child(child: &mut Option<&mut launch::Launched>) {

@@ -1,10 +1,11 @@
-//! The files a session writes: JSON lines as it goes, profiles at the end
-//! (and every `--pprof-every`), all through [`crate::safe_file`].
+//! The files a session writes: JSON lines as it goes (each in the file as
+//! soon as it is written), profiles at the end (and every `--pprof-every`,
+//! and on the screen's `p` key), all through [`crate::safe_file`].
 
 use std::{
     io::Write,
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use super::{signals::Signals, SessionError};
@@ -12,14 +13,14 @@ use crate::{
     cli::TraceOptions,
     export::{flamegraph, folded, pprof},
     report::{history::History, json, snapshot::Snapshot},
-    safe_file::{OutputError, OutputPolicy, PendingFile},
+    safe_file::{OutputError, OutputPolicy, StreamFile},
     symbolize::Namer,
 };
 
 /// Where JSON lines go.
 enum JsonSink {
     Stdout,
-    File(PendingFile),
+    File(StreamFile),
 }
 
 pub struct Outputs {
@@ -29,15 +30,15 @@ pub struct Outputs {
     folded: Option<PathBuf>,
     flamegraph: Option<PathBuf>,
     history: Option<PathBuf>,
+    /// `--pprof-dir`, made sure to exist.
+    pprof_dir: Option<PathBuf>,
     snapshots: Option<Snapshots>,
 }
 
-/// `--pprof-every`: a profile into a directory every period.
+/// `--pprof-every`: a profile into `--pprof-dir` every period.
 struct Snapshots {
     every: Duration,
-    dir: PathBuf,
     last: Instant,
-    written: Vec<PathBuf>,
 }
 
 impl Outputs {
@@ -55,32 +56,18 @@ impl Outputs {
         {
             policy.check(path)?;
         }
+        if let Some(dir) = &options.pprof_dir {
+            policy.ensure_dir(dir)?;
+        }
         let json = match &options.json {
             Some(path) if path == Path::new("-") => Some(JsonSink::Stdout),
-            Some(path) => Some(JsonSink::File(policy.create(path)?)),
+            Some(path) => Some(JsonSink::File(policy.stream(path)?)),
             None => None,
         };
-        let snapshots = match (&options.pprof_every, &options.pprof_dir) {
-            (Some(every), Some(dir)) => {
-                if !dir.is_dir() {
-                    return Err(OutputError::Io {
-                        path: dir.clone(),
-                        source: std::io::Error::new(
-                            std::io::ErrorKind::NotFound,
-                            "no such directory",
-                        ),
-                    }
-                    .into());
-                }
-                Some(Snapshots {
-                    every: *every,
-                    dir: dir.clone(),
-                    last: Instant::now(),
-                    written: Vec::new(),
-                })
-            }
-            _ => None,
-        };
+        let snapshots = options.pprof_every.map(|every| Snapshots {
+            every,
+            last: Instant::now(),
+        });
         Ok(Self {
             policy: policy.clone(),
             json,
@@ -88,8 +75,19 @@ impl Outputs {
             folded: options.folded.clone(),
             flamegraph: options.flamegraph.clone(),
             history: options.history.clone(),
+            pprof_dir: options.pprof_dir.clone(),
             snapshots,
         })
+    }
+
+    /// Where profiles written along the way go: `--pprof-dir`, else next to
+    /// `--pprof`, else the current directory.
+    pub fn profiles_dir(&self) -> PathBuf {
+        match (&self.pprof_dir, &self.pprof) {
+            (Some(dir), _) => dir.clone(),
+            (None, Some(file)) => crate::safe_file::parent(file).to_owned(),
+            (None, None) => PathBuf::from("."),
+        }
     }
 
     pub fn json_on_stdout(&self) -> bool {
@@ -134,13 +132,16 @@ impl Outputs {
         }
         signals.check()?;
         if let Some(JsonSink::File(file)) = self.json.take() {
-            file.commit()?;
+            file.finish()?;
         }
         if let Some(path) = &self.pprof {
             signals.check()?;
-            let profile = pprof::profile(namer, snapshot.elapsed, snapshot.executable.as_deref());
-            self.policy
-                .write_all(path, &memtrace_pprof::encode(&profile))?;
+            self.write_profile(
+                path,
+                snapshot.elapsed,
+                snapshot.executable.as_deref(),
+                namer,
+            )?;
         }
         if self.folded.is_some() || self.flamegraph.is_some() {
             signals.check()?;
@@ -177,11 +178,7 @@ impl Outputs {
                         source,
                     })
             }
-            Some(JsonSink::File(file)) => {
-                let path = file.path().to_owned();
-                writeln!(file, "{line}")
-                    .map_err(|source| SessionError::Output(OutputError::Io { path, source }))
-            }
+            Some(JsonSink::File(file)) => Ok(file.write_line(&line)?),
             None => Ok(()),
         }
     }
@@ -194,16 +191,48 @@ impl Outputs {
         let Some(snapshots) = &mut self.snapshots else {
             return Ok(());
         };
-        let profile = pprof::profile(namer, snapshot.elapsed, snapshot.executable.as_deref());
+        snapshots.last = Instant::now();
         let name = format!(
             "memtrace-{}-{}-{:04}.pb.gz",
             snapshot.pid, snapshot.unix_ms, snapshot.seq
         );
-        let path = snapshots.dir.join(name);
-        self.policy
-            .write_all(&path, &memtrace_pprof::encode(&profile))?;
-        snapshots.written.push(path);
-        snapshots.last = Instant::now();
-        Ok(())
+        let path = self.profiles_dir().join(name);
+        self.write_profile(
+            &path,
+            snapshot.elapsed,
+            snapshot.executable.as_deref(),
+            namer,
+        )
+    }
+
+    /// A profile now, into [`Self::profiles_dir`], named after `snapshot`'s
+    /// process and the time; returns its path.
+    pub fn profile_now(
+        &mut self,
+        snapshot: &Snapshot,
+        elapsed: Duration,
+        namer: &mut Namer<'_>,
+    ) -> Result<PathBuf, SessionError> {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis());
+        let path = self
+            .profiles_dir()
+            .join(format!("memtrace-{}-{now_ms}-now.pb.gz", snapshot.pid));
+        self.write_profile(&path, elapsed, snapshot.executable.as_deref(), namer)?;
+        Ok(path)
+    }
+
+    fn write_profile(
+        &self,
+        path: &Path,
+        elapsed: Duration,
+        executable: Option<&str>,
+        namer: &mut Namer<'_>,
+    ) -> Result<(), SessionError> {
+        let profile = pprof::profile(namer, elapsed, executable);
+        Ok(self
+            .policy
+            .write_all(path, &memtrace_pprof::encode(&profile))?)
     }
 }
