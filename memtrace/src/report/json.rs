@@ -120,6 +120,7 @@ pub fn to_json(snapshot: &Snapshot) -> Value {
                 "undecodable": lost.undecodable,
             },
             "stacks_not_stored": lost.stacks,
+            "stack_walks": snapshot.stack_walks,
         },
         "approximate": snapshot.approximate,
         "reconcile": {

@@ -92,6 +92,8 @@ pub struct Snapshot {
     /// Records were lost: the figures may be off until /proc catches up.
     pub approximate: bool,
     pub records: u64,
+    /// Stacks the kernel side walked for faults, over every traced process.
+    pub stack_walks: u64,
     pub top_ranges: Vec<RangeRow>,
     pub top_stacks: Vec<StackRow>,
     pub top_calls: Vec<CallRow>,

@@ -432,6 +432,7 @@ impl Session {
         let shared = Shared {
             stacks: &self.stacks,
             lost: self.lost(),
+            stack_walks: self.counters.read(Counter::FaultStackWalks),
             elapsed: self.started.elapsed(),
             heap: self.heap.as_ref().filter(|_| pid == self.primary),
         };
