@@ -5,7 +5,11 @@ use std::{
     io::{BufRead, BufReader, Write},
     path::{Path, PathBuf},
     process::{Child, ChildStdin, Command, ExitStatus, Stdio},
-    sync::mpsc::{self, Receiver},
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        mpsc::{self, Receiver},
+        Arc,
+    },
     thread,
     time::{Duration, Instant},
 };
@@ -124,6 +128,30 @@ impl Tracing {
         ) {
             Line::Stdout(line) | Line::Stderr(line) => line,
         }
+    }
+
+    /// Waits for a JSON snapshot on stdout (`--json -`) that `wanted`
+    /// accepts, and returns it.
+    pub fn wait_for_snapshot(&mut self, wanted: impl Fn(&Value) -> bool) -> Value {
+        let line = self.wait_for(Duration::from_secs(60), |line| {
+            matches!(line, Line::Stdout(text) if snapshots_in([text.as_str()]).iter().any(&wanted))
+        });
+        match line {
+            Line::Stdout(text) | Line::Stderr(text) => {
+                serde_json::from_str(&text).expect("a snapshot line")
+            }
+        }
+    }
+
+    /// Waits until memtrace has read /proc after the workload went quiet:
+    /// for a snapshot that `settled` accepts (it shows the workload's last
+    /// operation), then for the next one, whose reconciliation read /proc
+    /// after that. A fixed pause is not enough where memtrace runs slowly
+    /// (an emulated guest).
+    pub fn wait_until_settled(&mut self, settled: impl Fn(&Value) -> bool) {
+        let seq = |snapshot: &Value| number(snapshot, "/seq");
+        let shown = seq(&self.wait_for_snapshot(settled));
+        self.wait_for_snapshot(|snapshot| seq(snapshot) > shown);
     }
 
     /// Waits until memtrace says it attached (or started the command).
@@ -282,37 +310,137 @@ pub fn words(text: &str) -> Vec<&str> {
     text.split_whitespace().collect()
 }
 
-/// Reads a numeric field of a snapshot by JSON pointer (e.g.
-/// `/madvise/MADV_FREE/bytes`); missing counts as 0.
-pub fn number(snapshot: &Value, pointer: &str) -> u64 {
-    snapshot
-        .pointer(pointer)
-        .and_then(Value::as_u64)
-        .unwrap_or(0)
+/// A command line put together from runs of words written as one string
+/// (memtrace's options, a memops script) and single arguments that may hold
+/// spaces (paths, URLs), so every script reads as one line:
+///
+/// ```
+/// # use memtrace_tests::memtrace::Argv;
+/// let memops = "/target dir/workloads/memops";
+/// let args = Argv::new()
+///     .words("--json - -q --")
+///     .arg(memops)
+///     .words("map A 32M ; touch A 0 32M ; hold 1.2");
+/// assert_eq!(args[4], memops);
+/// assert_eq!(args.len(), 16);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Argv<'a>(Vec<&'a str>);
+
+impl<'a> Argv<'a> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the words of `text`, split on whitespace.
+    pub fn words(mut self, text: &'a str) -> Self {
+        self.0.extend(words(text));
+        self
+    }
+
+    /// Adds `arg` as one argument, whatever it holds.
+    pub fn arg(mut self, arg: &'a str) -> Self {
+        self.0.push(arg);
+        self
+    }
+
+    /// Adds `args` as they are.
+    pub fn args(mut self, args: &[&'a str]) -> Self {
+        self.0.extend_from_slice(args);
+        self
+    }
 }
 
-/// Rows of `list` (e.g. `top_faults`) whose frames include `function`.
+impl<'a> std::ops::Deref for Argv<'a> {
+    type Target = [&'a str];
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+/// Reads a whole-number field of a snapshot by JSON pointer (e.g.
+/// `/madvise/MADV_FREE/bytes`). A missing field fails the test, naming the
+/// pointer and the keys that are there: a renamed key must never read as 0.
+/// Where absence is the point, say so with [`assert_absent`].
+pub fn number(snapshot: &Value, pointer: &str) -> u64 {
+    let Some(value) = snapshot.pointer(pointer) else {
+        panic!(
+            "the snapshot has no {pointer}: {}",
+            nearest(snapshot, pointer)
+        );
+    };
+    value
+        .as_u64()
+        .unwrap_or_else(|| panic!("the snapshot's {pointer} is {value}, not a whole number"))
+}
+
+/// Fails unless the snapshot has nothing at `pointer`, while the object
+/// that would hold it is there: for entries that appear only once something
+/// happened (an advice under `madvise`, a kind under `released_bytes`).
+pub fn assert_absent(snapshot: &Value, pointer: &str) {
+    let (parent, _) = pointer
+        .rsplit_once('/')
+        .unwrap_or_else(|| panic!("{pointer:?} is not a JSON pointer"));
+    assert!(
+        snapshot.pointer(parent).is_some_and(Value::is_object),
+        "the snapshot has no object {parent}: {}",
+        nearest(snapshot, pointer)
+    );
+    if let Some(value) = snapshot.pointer(pointer) {
+        panic!("the snapshot's {pointer} is {value}, expected none");
+    }
+}
+
+/// What the snapshot has where `pointer` leads nowhere: the keys of the
+/// deepest object along it.
+fn nearest(snapshot: &Value, pointer: &str) -> String {
+    let deepest = pointer
+        .match_indices('/')
+        .map(|(at, _)| &pointer[..at])
+        .take_while(|prefix| snapshot.pointer(prefix).is_some())
+        .last()
+        .unwrap_or("");
+    match snapshot.pointer(deepest) {
+        Some(Value::Object(fields)) => format!(
+            "{} has keys {:?}",
+            if deepest.is_empty() { "it" } else { deepest },
+            fields.keys().collect::<Vec<_>>()
+        ),
+        Some(other) => format!("{deepest} is {other}"),
+        None => "it is empty".into(),
+    }
+}
+
+/// Rows of `list` (e.g. `top_faults`) whose frames include `function`. The
+/// list, and every row's frames, must be there.
 pub fn rows_with<'a>(snapshot: &'a Value, list: &str, function: &str) -> Vec<&'a Value> {
-    snapshot[list]
-        .as_array()
-        .map(|rows| {
-            rows.iter()
-                .filter(|row| {
-                    row["frames"].as_array().is_some_and(|frames| {
-                        frames.iter().any(|frame| frame.as_str() == Some(function))
-                    })
-                })
-                .collect()
+    let Some(rows) = snapshot[list].as_array() else {
+        panic!(
+            "the snapshot has no list {list}: {}",
+            nearest(snapshot, &format!("/{list}"))
+        );
+    };
+    rows.iter()
+        .filter(|row| {
+            let Some(frames) = row["frames"].as_array() else {
+                panic!("a row of {list} has no frames: {row}");
+            };
+            frames.iter().any(|frame| frame.as_str() == Some(function))
         })
-        .unwrap_or_default()
+        .collect()
 }
 
 /// The sum of `field` over the rows of `list` whose frames include
-/// `function`.
+/// `function` (0 when there are none); every such row must have the field.
 pub fn bytes_at(snapshot: &Value, list: &str, function: &str, field: &str) -> u64 {
     rows_with(snapshot, list, function)
         .iter()
-        .map(|row| row[field].as_u64().unwrap_or(0))
+        .map(|row| {
+            row[field]
+                .as_u64()
+                .unwrap_or_else(|| panic!("a row of {list} has no whole number {field}: {row}"))
+        })
         .sum()
 }
 
@@ -360,49 +488,72 @@ pub fn verdict(finished: &Finished) -> String {
 
 /// A stand-in for a broken heap-profile endpoint on loopback: it accepts
 /// connections and answers each with `reply` (or never answers, for
-/// `None`), until dropped.
+/// `None`), until dropped. It counts the connections it accepted, so a test
+/// can tell when memtrace has just started a fetch.
 pub struct FakeEndpoint {
     pub addr: std::net::SocketAddr,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<AtomicBool>,
+    connections: Arc<AtomicUsize>,
 }
 
 impl FakeEndpoint {
     pub fn start(reply: Option<Vec<u8>>) -> Self {
-        use std::sync::{atomic::AtomicBool, Arc};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         listener
             .set_nonblocking(true)
             .expect("nonblocking listener");
         let addr = listener.local_addr().expect("local address");
         let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (stopped, accepted) = (stop.clone(), connections.clone());
         thread::spawn(move || {
             let mut held = Vec::new();
-            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            while !stopped.load(Ordering::Relaxed) {
                 match listener.accept() {
-                    Ok((mut stream, _)) => match &reply {
-                        Some(bytes) => {
-                            let _ = stream.set_nonblocking(false);
-                            let _ = stream.write_all(bytes);
+                    Ok((mut stream, _)) => {
+                        accepted.fetch_add(1, Ordering::SeqCst);
+                        match &reply {
+                            Some(bytes) => {
+                                let _ = stream.set_nonblocking(false);
+                                let _ = stream.write_all(bytes);
+                            }
+                            // Keep it open, say nothing.
+                            None => held.push(stream),
                         }
-                        // Keep it open, say nothing.
-                        None => held.push(stream),
-                    },
+                    }
                     Err(_) => thread::sleep(Duration::from_millis(20)),
                 }
             }
         });
-        Self { addr, stop }
+        Self {
+            addr,
+            stop,
+            connections,
+        }
     }
 
     pub fn url(&self) -> String {
         format!("http://{}/debug/pprof/heap", self.addr)
     }
+
+    /// Waits until a connection comes after the ones accepted so far.
+    pub fn wait_for_next_connection(&self, timeout: Duration) {
+        let before = self.connections.load(Ordering::SeqCst);
+        let deadline = Instant::now() + timeout;
+        while self.connections.load(Ordering::SeqCst) == before {
+            assert!(
+                Instant::now() < deadline,
+                "no new connection to {} within {timeout:?}",
+                self.addr
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
 }
 
 impl Drop for FakeEndpoint {
     fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -430,5 +581,68 @@ mod tests {
         );
         assert_eq!(size_before(text, ": 256"), Some((270.9 * 1048576.0) as u64));
         assert_eq!(size_before(text, "nowhere"), None);
+    }
+
+    fn snapshot() -> Value {
+        serde_json::json!({
+            "madvise": {"MADV_FREE": {"calls": 1, "bytes": 4096}},
+            "top_faults": [
+                {"frames": ["op_touch", "main"], "count": 3},
+                {"frames": ["other"], "count": 5},
+            ],
+        })
+    }
+
+    #[test]
+    fn numbers_are_read_by_pointer() {
+        assert_eq!(number(&snapshot(), "/madvise/MADV_FREE/bytes"), 4096);
+    }
+
+    #[test]
+    #[should_panic(expected = "the snapshot has no /madvise/MADV_DONTNEED/bytes: \
+                               /madvise has keys [\"MADV_FREE\"]")]
+    fn a_missing_number_fails_naming_what_is_there() {
+        number(&snapshot(), "/madvise/MADV_DONTNEED/bytes");
+    }
+
+    #[test]
+    #[should_panic(expected = "it has keys [\"madvise\", \"top_faults\"]")]
+    fn a_missing_top_level_number_shows_the_top_level_keys() {
+        number(&snapshot(), "/records/lost_total");
+    }
+
+    #[test]
+    fn absence_is_asserted_explicitly() {
+        assert_absent(&snapshot(), "/madvise/MADV_DONTNEED");
+    }
+
+    #[test]
+    #[should_panic(expected = "expected none")]
+    fn an_entry_that_is_there_is_not_absent() {
+        assert_absent(&snapshot(), "/madvise/MADV_FREE");
+    }
+
+    #[test]
+    #[should_panic(expected = "the snapshot has no object /calls")]
+    fn absence_needs_the_object_that_would_hold_it() {
+        assert_absent(&snapshot(), "/calls/mmap");
+    }
+
+    #[test]
+    fn rows_are_summed_by_function() {
+        assert_eq!(bytes_at(&snapshot(), "top_faults", "op_touch", "count"), 3);
+        assert_eq!(bytes_at(&snapshot(), "top_faults", "nowhere", "count"), 0);
+    }
+
+    #[test]
+    #[should_panic(expected = "the snapshot has no list top_stacks")]
+    fn a_missing_list_fails() {
+        rows_with(&snapshot(), "top_stacks", "op_touch");
+    }
+
+    #[test]
+    #[should_panic(expected = "a row of top_faults has no whole number paged_in_bytes")]
+    fn a_row_without_the_field_fails() {
+        bytes_at(&snapshot(), "top_faults", "op_touch", "paged_in_bytes");
     }
 }

@@ -6,7 +6,7 @@ use std::{collections::HashMap, time::Duration};
 
 use memtrace_tests::{
     kernel::{smaps_rollup, within},
-    memtrace::{bytes_at, last_running, number, words, Tracing},
+    memtrace::{bytes_at, last_running, number, rows_with, words, Argv, Tracing},
     running::Running,
     workloads::ensure_built,
 };
@@ -63,17 +63,20 @@ fn traces_a_command_from_its_first_instruction_and_counts_exactly() {
     let workloads = ensure_built().expect("workloads build");
     let memops = workloads.memops.to_str().unwrap().to_owned();
     let script = format!("{SCRIPT} ; wait");
-    let mut args = vec!["--json", "-", "-q", "-i", "0.2", "--", &memops];
-    args.extend(words(&script));
-    let mut tracing = Tracing::start(&args);
+    let mut tracing = Tracing::start(
+        &Argv::new()
+            .words("--json - -q -i 0.2 --")
+            .arg(&memops)
+            .words(&script),
+    );
     let pid: u32 = tracing.wait_for_stdout("pid ")[4..].parse().unwrap();
     // `wait` prints its line once it is over: the unmap's line says the
     // workload is now waiting.
     tracing.wait_for_stdout("op 4 unmap");
     // The workload now waits on stdin: read the kernel's view, and let
-    // memtrace take a snapshot or two of the same state.
+    // memtrace take a snapshot of the same state.
     let kernel = smaps_rollup(pid);
-    std::thread::sleep(Duration::from_millis(700));
+    tracing.wait_until_settled(|snapshot| !rows_with(snapshot, "top_calls", "op_unmap").is_empty());
     tracing.send_line("go");
     let finished = tracing.finish(Duration::from_secs(60));
     finished.assert_code(0);
@@ -134,7 +137,8 @@ fn attaches_to_a_running_process_and_credits_what_was_there_before() {
     assert_matches_kernel(snapshot, &kernel);
     // The 64 MiB were touched before memtrace attached: no fault for them,
     // and what is left of them is credited to "resident before attach".
-    assert_eq!(bytes_at(snapshot, "top_faults", "op_touch", "count"), 0);
+    let faulted = rows_with(snapshot, "top_faults", "op_touch");
+    assert!(faulted.is_empty(), "faults by op_touch: {faulted:?}");
     let before = number(snapshot, "/model/by_cause/before_attach");
     assert!(
         before >= 32 * MIB && before <= kernel["Rss"],

@@ -6,7 +6,7 @@ use std::{os::unix::fs::MetadataExt, time::Duration};
 
 use memtrace_tests::{
     kernel::within,
-    memtrace::{bytes_at, last_running, number, run, verdict, Line, Tracing},
+    memtrace::{bytes_at, last_running, number, run, verdict, words, Argv, Line, Tracing},
     running::Running,
     workloads::ensure_built,
 };
@@ -22,27 +22,12 @@ fn a_full_ring_buffer_is_counted_shown_and_corrected_from_proc() {
     let json = dir.path().join("out.jsonl");
     // One 8 KiB ring buffer cannot hold a 256 MiB fault storm.
     let finished = run(
-        &[
-            "--ring-size",
-            "8K",
-            "-i",
-            "0.3",
-            "--json",
-            json.to_str().unwrap(),
-            "--",
-            workloads.memops.to_str().unwrap(),
-            "map",
-            "A",
-            "256M",
-            ";",
-            "touch",
-            "A",
-            "0",
-            "256M",
-            ";",
-            "hold",
-            "1.2",
-        ],
+        &Argv::new()
+            .words("--ring-size 8K -i 0.3 --json")
+            .arg(json.to_str().unwrap())
+            .words("--")
+            .arg(workloads.memops.to_str().unwrap())
+            .words("map A 256M ; touch A 0 256M ; hold 1.2"),
         MINUTE,
     );
     finished.assert_code(0);
@@ -70,10 +55,7 @@ fn two_memtraces_on_one_process_both_count_exactly() {
     let workloads = ensure_built().expect("workloads build");
     let mut workload = Running::start(
         &workloads.memops,
-        &[
-            "wait", ";", "map", "A", "32M", ";", "touch", "A", "0", "32M", ";", "free", "A", "0",
-            "16M", ";", "hold", "1.5",
-        ],
+        &words("wait ; map A 32M ; touch A 0 32M ; free A 0 16M ; hold 1.5"),
         &[],
     );
     let pid = workload.pid().to_string();
@@ -100,27 +82,11 @@ fn two_memtraces_on_one_process_both_count_exactly() {
 fn forked_children_are_followed_only_when_asked() {
     let workloads = ensure_built().expect("workloads build");
     let memops = workloads.memops.to_str().unwrap();
-    let script = [
-        memops,
-        "map",
-        "A",
-        "32M",
-        ";",
-        "touch",
-        "A",
-        "0",
-        "32M",
-        ";",
-        "fork_touch",
-        "A",
-        "0",
-        "16M",
-        ";",
-        "hold",
-        "0.6",
-    ];
-    let mut args = vec!["--json", "-", "-q", "-i", "0.3", "--"];
-    args.extend(script);
+    let script = "map A 32M ; touch A 0 32M ; fork_touch A 0 16M ; hold 0.6";
+    let args = Argv::new()
+        .words("--json - -q -i 0.3 --")
+        .arg(memops)
+        .words(script);
     let alone = run(&args, MINUTE);
     alone.assert_code(0);
     let parent_pid = alone.snapshots()[0]["pid"].as_u64().unwrap();
@@ -135,8 +101,10 @@ fn forked_children_are_followed_only_when_asked() {
         "parent protection faults {parent_faults}"
     );
 
-    let mut args = vec!["--follow-forks", "--json", "-", "-q", "-i", "0.3", "--"];
-    args.extend(script);
+    let args = Argv::new()
+        .words("--follow-forks --json - -q -i 0.3 --")
+        .arg(memops)
+        .words(script);
     let followed = run(&args, MINUTE);
     followed.assert_code(0);
     let parent_pid = followed.snapshots()[0]["pid"].as_u64().unwrap();
@@ -168,15 +136,11 @@ fn under_sudo_outputs_and_the_command_belong_to_the_user() {
     .unwrap();
     let json = dir.path().join("out.jsonl");
     let finished = Tracing::start_with_env(
-        &[
-            "--json",
-            json.to_str().unwrap(),
-            "-q",
-            "--",
-            "sh",
-            "-c",
-            "id -u; id -g; sleep 0.5",
-        ],
+        &Argv::new()
+            .words("--json")
+            .arg(json.to_str().unwrap())
+            .words("-q -- sh -c")
+            .arg("id -u; id -g; sleep 0.5"),
         &[("SUDO_UID", "65534"), ("SUDO_GID", "65534")],
     )
     .finish(MINUTE);
@@ -200,19 +164,10 @@ fn only_the_go_settings_are_read_from_the_environment() {
     let workloads = ensure_built().expect("workloads build");
     // The command inherits memtrace's environment, secret included.
     let finished = Tracing::start_with_env(
-        &[
-            "--json",
-            "-",
-            "-q",
-            "-i",
-            "0.3",
-            "--",
-            workloads.goheap.to_str().unwrap(),
-            "-alloc-mib",
-            "16",
-            "-hold",
-            "1s",
-        ],
+        &Argv::new()
+            .words("--json - -q -i 0.3 --")
+            .arg(workloads.goheap.to_str().unwrap())
+            .words("-alloc-mib 16 -hold 1s"),
         &[
             ("API_TOKEN", "hunter2-secret"),
             ("GOGC", "150"),
@@ -235,11 +190,12 @@ fn an_exec_replaces_the_model_and_says_so() {
     let workloads = ensure_built().expect("workloads build");
     let memops = workloads.memops.to_str().unwrap();
     let finished = run(
-        &[
-            "--json", "-", "-q", "-i", "0.3", "--", memops, "map", "A", "24M", ";", "touch", "A",
-            "0", "24M", ";", "hold", "0.5", ";", "exec", memops, "map", "B", "8M", ";", "touch",
-            "B", "0", "8M", ";", "hold", "0.8",
-        ],
+        &Argv::new()
+            .words("--json - -q -i 0.3 --")
+            .arg(memops)
+            .words("map A 24M ; touch A 0 24M ; hold 0.5 ; exec")
+            .arg(memops)
+            .words("map B 8M ; touch B 0 8M ; hold 0.8"),
         MINUTE,
     );
     finished.assert_code(0);

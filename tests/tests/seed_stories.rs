@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use memtrace_tests::{
     kernel::{within, MemoryCgroup},
-    memtrace::{http_ok, number, run, size_before, verdict, FakeEndpoint, Finished, Tracing},
+    memtrace::{
+        http_ok, number, run, size_before, verdict, words, Argv, FakeEndpoint, Finished, Tracing,
+    },
     running::Running,
     workloads::ensure_built,
 };
@@ -33,17 +35,14 @@ fn attach_with_heap_profile(mut workload: Running, done: &str) -> Finished {
     workload.wait_event("ready", MINUTE);
     let pid = workload.pid().to_string();
     let url = format!("http://{address}/debug/pprof/heap");
-    let mut tracing = Tracing::start(&[
-        "-p",
-        &pid,
-        "--go-pprof",
-        &url,
-        "--json",
-        "-",
-        "-q",
-        "-i",
-        "0.4",
-    ]);
+    let mut tracing = Tracing::start(
+        &Argv::new()
+            .words("-p")
+            .arg(&pid)
+            .words("--go-pprof")
+            .arg(&url)
+            .words("--json - -q -i 0.4"),
+    );
     tracing.wait_attached();
     workload.send_line("go");
     workload.wait_event(done, MINUTE);
@@ -66,15 +65,7 @@ fn pprof_says_little_top_says_a_lot() {
     let workloads = ensure_built().expect("workloads build");
     let workload = Running::start(
         &workloads.goheap,
-        &[
-            "-alloc-mib",
-            "256",
-            "-pprof",
-            "127.0.0.1:0",
-            "-wait",
-            "-hold",
-            "60s",
-        ],
+        &words("-alloc-mib 256 -pprof 127.0.0.1:0 -wait -hold 60s"),
         &[("GODEBUG", "madvdontneed=0")],
     );
     let finished = attach_with_heap_profile(workload, "released");
@@ -99,21 +90,10 @@ fn pprof_says_little_top_says_a_lot() {
 fn the_address_space_that_never_shrinks() {
     let workloads = ensure_built().expect("workloads build");
     let finished = run(
-        &[
-            "--json",
-            "-",
-            "-q",
-            "-i",
-            "0.3",
-            "--",
-            "env",
-            "GODEBUG=madvdontneed=1",
-            workloads.goheap.to_str().unwrap(),
-            "-alloc-mib",
-            "512",
-            "-hold",
-            "1.5s",
-        ],
+        &Argv::new()
+            .words("--json - -q -i 0.3 -- env GODEBUG=madvdontneed=1")
+            .arg(workloads.goheap.to_str().unwrap())
+            .words("-alloc-mib 512 -hold 1.5s"),
         MINUTE,
     );
     finished.assert_code(0);
@@ -155,17 +135,7 @@ fn a_goroutine_leak() {
     let workloads = ensure_built().expect("workloads build");
     let workload = Running::start(
         &workloads.tickerleak,
-        &[
-            "-requests",
-            "4000",
-            "-concurrency",
-            "4",
-            "-interval",
-            "1ms",
-            "-wait",
-            "-hold",
-            "60s",
-        ],
+        &words("-requests 4000 -concurrency 4 -interval 1ms -wait -hold 60s"),
         &[],
     );
     let finished = attach_with_heap_profile(workload, "requests_done");
@@ -193,25 +163,12 @@ fn a_request_driven_leak() {
     let dir = tempfile::tempdir().unwrap();
     let history = dir.path().join("history.csv");
     let finished = run(
-        &[
-            "--json",
-            "-",
-            "-q",
-            "-i",
-            "0.4",
-            "--history",
-            history.to_str().unwrap(),
-            "--",
-            workloads.reqleak.to_str().unwrap(),
-            "-requests",
-            "1500",
-            "-rate",
-            "250",
-            "-body-kib",
-            "64",
-            "-hold",
-            "1s",
-        ],
+        &Argv::new()
+            .words("--json - -q -i 0.4 --history")
+            .arg(history.to_str().unwrap())
+            .words("--")
+            .arg(workloads.reqleak.to_str().unwrap())
+            .words("-requests 1500 -rate 250 -body-kib 64 -hold 1s"),
         MINUTE,
     );
     finished.assert_code(0);
@@ -240,19 +197,13 @@ fn the_oom_kill_it_ends_in_is_caught() {
         workloads.reqleak.display()
     );
     let finished = run(
-        &[
-            "--json",
-            json.to_str().unwrap(),
-            "--pprof",
-            profile.to_str().unwrap(),
-            "-q",
-            "-i",
-            "0.4",
-            "--",
-            "sh",
-            "-c",
-            &script,
-        ],
+        &Argv::new()
+            .words("--json")
+            .arg(json.to_str().unwrap())
+            .words("--pprof")
+            .arg(profile.to_str().unwrap())
+            .words("-q -i 0.4 -- sh -c")
+            .arg(&script),
         Duration::from_secs(120),
     );
     finished.assert_code(0);
@@ -297,28 +248,12 @@ fn a_misbehaving_heap_endpoint_is_said_and_tracing_goes_on() {
     ];
     for (url, says) in cases {
         let finished = run(
-            &[
-                "--go-pprof",
-                &url,
-                "--json",
-                "-",
-                "-q",
-                "-i",
-                "0.3",
-                "--",
-                memops,
-                "map",
-                "A",
-                "8M",
-                ";",
-                "touch",
-                "A",
-                "0",
-                "8M",
-                ";",
-                "hold",
-                "7",
-            ],
+            &Argv::new()
+                .words("--go-pprof")
+                .arg(&url)
+                .words("--json - -q -i 0.3 --")
+                .arg(memops)
+                .words("map A 8M ; touch A 0 8M ; hold 7"),
             MINUTE,
         );
         finished.assert_code(0);
@@ -340,7 +275,7 @@ fn a_misbehaving_heap_endpoint_is_said_and_tracing_goes_on() {
         );
         let last = finished.snapshots().last().cloned().unwrap();
         assert_eq!(last["type"], "final");
-        assert!(last["go_heap"].is_null());
+        assert_eq!(last.get("go_heap"), Some(&Value::Null), "{last}");
         assert!(number(&last, "/faults/count") >= 2048);
     }
 }

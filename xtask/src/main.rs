@@ -14,6 +14,7 @@ mod process;
 mod setup;
 mod snapshot;
 mod soak;
+mod test_kernel;
 mod test_suite;
 mod text;
 mod workspace;
@@ -40,9 +41,10 @@ struct Cli {
 enum Task {
     /// Install what building and running memtrace needs, only what is missing.
     ///
-    /// Steps: apt packages (LLVM 22, Go, bpftrace, perf, bpftool, ...), the
-    /// nightly toolchain with rust-src, bpf-linker built against LLVM 22,
-    /// cargo-fuzz, tracefs mounted. Safe to run again.
+    /// Steps: apt packages (LLVM 22, Go, bpftrace, perf, bpftool, Debian
+    /// 12's kernel and qemu, ...), the nightly toolchain with rust-src,
+    /// bpf-linker built against LLVM 22, cargo-fuzz, virtme-ng, tracefs
+    /// mounted. Safe to run again.
     Setup {
         /// Only report what is missing; exit non-zero if anything is.
         #[arg(long)]
@@ -66,6 +68,10 @@ enum Task {
     },
     /// Run every test and check, in the order CI runs them (needs root).
     Test,
+    /// Boot Debian 12's Linux 6.1 in an emulated guest over this machine's
+    /// filesystem and run the foundation and attribution integration tests
+    /// there (needs root).
+    TestKernel,
     /// Check that memtrace's modules import only downward along the data
     /// flow (the layers are listed in xtask/src/layers.rs), with no circles.
     Layers,
@@ -116,6 +122,7 @@ fn run_task(task: Task) -> Result<()> {
         Task::Build => build(),
         Task::Run { args } => run(&args),
         Task::Test => test_suite::run(),
+        Task::TestKernel => test_kernel::run(),
         Task::Layers => layers::run(),
         Task::Bench(options) => bench::run(&options),
         Task::Soak(options) => soak::run(&options),

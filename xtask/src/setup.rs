@@ -8,7 +8,7 @@
 use std::{
     env,
     io::{self, Write as _},
-    path::Path,
+    path::{Path, PathBuf},
     process::Command,
 };
 
@@ -25,7 +25,10 @@ const LLVM_BIN_DIR: &str = "/usr/lib/llvm-22/bin";
 /// LLVM 22 and the libraries bpf-linker links against; gcc and binutils for
 /// the C test workloads; Go for the Go workloads and `go tool pprof`;
 /// bpftrace and perf as the peers memtrace is compared with; bpftool to
-/// inspect loaded programs; tmux to drive the live screen in its tests.
+/// inspect loaded programs; tmux to drive the live screen in its tests; for
+/// `cargo xtask test-kernel`, the distribution's kernel (Debian 12's is 6.1,
+/// with BTF), qemu to boot it, a static busybox for virtme-ng's guest, and
+/// Python's venv to install virtme-ng in.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -39,6 +42,10 @@ const APT_PACKAGES: &[&str] = &[
     "linux-perf",
     "bpftool",
     "tmux",
+    "linux-image-amd64",
+    "qemu-system-x86",
+    "busybox-static",
+    "python3-venv",
 ];
 
 /// `cargo install` arguments for bpf-linker built against LLVM 22; `--force`
@@ -57,6 +64,12 @@ const BPF_LINKER_INSTALL: &[&str] = &[
 /// on the nightly toolchain.
 const CARGO_FUZZ_INSTALL: &[&str] = &["install", "cargo-fuzz", "--version", "0.13.2", "--locked"];
 const TRACEFS: &str = "/sys/kernel/tracing";
+/// virtme-ng boots a kernel in qemu over this machine's own filesystem, for
+/// `cargo xtask test-kernel`. It comes from PyPI, into its own virtual
+/// environment in the target directory (Debian's Python refuses `pip
+/// install` outside one).
+const VIRTME_NG_VERSION: &str = "1.42";
+const VIRTME_NG_DIR: &str = "virtme-ng";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -120,6 +133,12 @@ fn steps() -> Vec<Step> {
             check: check_cargo_fuzz,
             install: install_cargo_fuzz,
             how: "installing with cargo install (about a minute)",
+        },
+        Step {
+            name: format!("virtme-ng {VIRTME_NG_VERSION} (PyPI)"),
+            check: check_virtme_ng,
+            install: install_virtme_ng,
+            how: "installing with pip into a virtual environment",
         },
         Step {
             name: "tracefs".into(),
@@ -205,6 +224,8 @@ fn failure_help(step: &str) -> String {
          \x20   rustup toolchain install nightly && rustup component add rust-src --toolchain nightly\n\
          \x20   PATH={LLVM_BIN_DIR}:$PATH cargo {bpf_linker} --locked\n\
          \x20   cargo {cargo_fuzz}\n\
+         \x20   python3 -m venv target/{VIRTME_NG_DIR} && \
+         target/{VIRTME_NG_DIR}/bin/pip install virtme-ng=={VIRTME_NG_VERSION}\n\
          \x20   mount -t tracefs nodev {TRACEFS}\n\
          and make sure ~/.cargo/bin is on PATH",
         packages = APT_PACKAGES.join(" "),
@@ -462,6 +483,43 @@ fn install_cargo_fuzz(_: Privilege) -> Result<()> {
     Ok(())
 }
 
+/// Where virtme-ng's programs are (`vng`, and the `virtme-run` it calls).
+pub fn virtme_ng_bin() -> Result<PathBuf> {
+    Ok(workspace::target_dir()?.join(VIRTME_NG_DIR).join("bin"))
+}
+
+fn check_virtme_ng(_: Privilege) -> Result<State> {
+    let vng = virtme_ng_bin()?.join("vng");
+    Ok(
+        match process::probe(Command::new(&vng).arg("--version")).as_deref() {
+            Some(version) if is_virtme_ng(version) => State::Ready(vng.display().to_string()),
+            Some(other) => State::Missing(format!("{} is {}", vng.display(), other.trim())),
+            None => State::Missing(format!("no {}", vng.display())),
+        },
+    )
+}
+
+/// Whether `vng --version` says it is the version set-up installs.
+fn is_virtme_ng(version: &str) -> bool {
+    version.trim() == format!("virtme-ng {VIRTME_NG_VERSION}")
+}
+
+fn install_virtme_ng(_: Privilege) -> Result<()> {
+    let bin = virtme_ng_bin()?;
+    let environment = bin.parent().context("virtme-ng's directory")?;
+    process::captured(
+        Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(environment),
+    )?;
+    process::captured(Command::new(bin.join("pip")).args([
+        "install",
+        "--quiet",
+        &format!("virtme-ng=={VIRTME_NG_VERSION}"),
+    ]))?;
+    Ok(())
+}
+
 /// Classic tracepoints attach through tracefs. memtrace mounts it itself when
 /// run as root, so without root this is advice, not a failure.
 fn check_tracefs(privilege: Privilege) -> Result<State> {
@@ -555,6 +613,13 @@ mod tests {
     }
 
     #[test]
+    fn virtme_ng_is_the_pinned_version() {
+        assert!(is_virtme_ng("virtme-ng 1.42\n"));
+        assert!(!is_virtme_ng("virtme-ng 1.41\n"));
+        assert!(!is_virtme_ng(""));
+    }
+
+    #[test]
     fn tracefs_is_mounted_by_root_and_left_as_advice_otherwise() {
         assert!(matches!(
             tracefs_state(true, Privilege::Sudo),
@@ -595,5 +660,9 @@ mod tests {
         ));
         assert!(help.contains("mount -t tracefs nodev /sys/kernel/tracing"));
         assert!(help.contains("cargo install cargo-fuzz --version 0.13.2 --locked"));
+        assert!(help.contains(
+            "python3 -m venv target/virtme-ng && target/virtme-ng/bin/pip install virtme-ng==1.42"
+        ));
+        assert!(help.contains("linux-image-amd64 qemu-system-x86 busybox-static python3-venv"));
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::{bench, fuzz, layers, privilege, process, setup, soak, workspace};
+use crate::{bench, fuzz, layers, privilege, process, setup, soak, test_kernel, workspace};
 
 /// One step of the suite: a title for its header line, and what it does.
 struct Step {
@@ -41,6 +41,10 @@ fn steps() -> Vec<Step> {
         Step {
             title: "cargo test --release",
             run: test,
+        },
+        Step {
+            title: "cargo xtask test-kernel",
+            run: test_kernel::run,
         },
         Step {
             title: "cargo xtask bench --quick",
@@ -132,6 +136,7 @@ mod tests {
         let position = |title: &str| titles.iter().position(|&t| t == title).unwrap();
         assert_eq!(titles[0], "setup");
         assert!(position("cargo build --release -p memtrace") < position("cargo test --release"));
+        assert!(position("cargo test --release") < position("cargo xtask test-kernel"));
     }
 
     #[test]

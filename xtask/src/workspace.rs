@@ -30,14 +30,17 @@ pub fn build_memtrace() -> Result<PathBuf> {
     memtrace_binary()
 }
 
-/// The release memtrace binary, wherever the target directory is
-/// (CARGO_TARGET_DIR, `build.target-dir`): cargo metadata resolves both.
+/// The release memtrace binary, in the target directory.
 pub fn memtrace_binary() -> Result<PathBuf> {
+    Ok(target_dir()?.join("release").join("memtrace"))
+}
+
+/// The target directory, wherever it is (CARGO_TARGET_DIR,
+/// `build.target-dir`): cargo metadata resolves both.
+pub fn target_dir() -> Result<PathBuf> {
     let metadata =
         process::captured(cargo().args(["metadata", "--format-version", "1", "--no-deps"]))?;
-    Ok(target_directory(&metadata)?
-        .join("release")
-        .join("memtrace"))
+    target_directory(&metadata)
 }
 
 fn target_directory(metadata: &str) -> Result<PathBuf> {

@@ -123,6 +123,7 @@ pub fn to_json(snapshot: &Snapshot) -> Value {
             "stacks_not_stored": lost.stacks,
             "stack_samples_lost": lost.stack_samples,
             "stack_samples_skipped": lost.stack_samples_skipped,
+            "stack_walks": snapshot.stack_walks,
         },
         "approximate": snapshot.approximate,
         "reconcile": {

@@ -116,6 +116,8 @@ pub struct Snapshot {
     /// Records were lost: the figures may be off until /proc catches up.
     pub approximate: bool,
     pub records: u64,
+    /// Stacks the kernel side walked for faults, over every traced process.
+    pub stack_walks: u64,
     pub top_ranges: Vec<RangeRow>,
     /// The largest mappings, alike ones counted once (for the text).
     pub mapping_groups: Vec<MappingGroup>,

@@ -586,6 +586,8 @@ impl Session {
         let shared = Shared {
             stacks: &self.stacks.table,
             lost: self.lost(),
+            stack_walks: self.counters.read(Counter::FaultStackWalks)
+                + self.counters.read(Counter::FaultStackSamples),
             elapsed: self.started.elapsed(),
             heap: self.heap.as_ref().filter(|_| pid == self.primary),
             footprint: Footprint {

@@ -47,6 +47,8 @@ pub struct ProcReading {
 pub struct Shared<'a> {
     pub stacks: &'a StackTable,
     pub lost: Lost,
+    /// Stacks walked for faults (the kernel counts them for every target).
+    pub stack_walks: u64,
     pub elapsed: Duration,
     /// The heap profile, for the process it belongs to.
     pub heap: Option<&'a HeapWatch>,
@@ -262,6 +264,7 @@ impl Process {
             reconcile: self.last_outcome,
             lost: shared.lost,
             records: self.tracker.records,
+            stack_walks: shared.stack_walks,
             cgroup: if alive { cgroup_memory(self.pid) } else { None },
             oom_kill: self.tracker.oom_kill,
             runtime: self.runtime.clone(),

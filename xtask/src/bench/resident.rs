@@ -7,6 +7,7 @@ use std::{path::Path, process::Command, time::Duration};
 use anyhow::Result;
 use serde_json::{json, Value};
 
+use super::checks::{faults_through, Tally};
 use crate::{
     child::{Line, Sample, Started},
     snapshot,
@@ -14,10 +15,10 @@ use crate::{
 };
 
 /// The memops script: map and write 4 GiB, then hold it for 20 s.
-const SCRIPT: &[&str] = &[
-    "map", "A", "4G", ";", "touch", "A", "0", "4G", ";", "hold", "20",
-];
+const SCRIPT: &str = "map A 4G ; touch A 0 4G ; hold 20";
 const TOUCHED_BYTES: u64 = 4 << 30;
+/// memops writes one byte per 4 KiB page, faulting each in once.
+const TOUCHED_PAGES: u64 = TOUCHED_BYTES / 4096;
 /// memops prints this when the 4 GiB are written and the hold begins.
 const TOUCH_DONE: &str = "op 1 touch ";
 /// The issue's goal for memtrace's own RSS.
@@ -110,7 +111,7 @@ pub fn measure(memtrace: &Path, memops: &Path, scratch: &Path) -> Result<(Reside
         .arg(&json)
         .arg("--")
         .arg(memops)
-        .args(SCRIPT);
+        .args(SCRIPT.split_whitespace());
     let mut started = Started::spawn(&mut command)?;
     started.sample_memory(SAMPLE_PERIOD);
     started.wait_for(
@@ -121,7 +122,7 @@ pub fn measure(memtrace: &Path, memops: &Path, scratch: &Path) -> Result<(Reside
     let touched_at = std::time::Instant::now();
     let finished = started.finish(HOLD_TIMEOUT)?;
     let resident = Resident {
-        command: format!("memtrace -q --json FILE -- memops {}", SCRIPT.join(" ")),
+        command: format!("memtrace -q --json FILE -- memops {SCRIPT}"),
         hold_start: hold_start(&finished.samples, touched_at),
         samples: finished
             .samples
@@ -137,10 +138,12 @@ pub fn measure(memtrace: &Path, memops: &Path, scratch: &Path) -> Result<(Reside
     };
     let final_snapshot = snapshot::final_snapshot(&json)?;
     let mut problems = snapshot::lost_records(&final_snapshot);
-    let faulted = snapshot::number(&final_snapshot, "/faults/bytes");
-    if faulted < TOUCHED_BYTES {
+    let faulted = faults_through(&final_snapshot, &["op_touch"])?;
+    let touched = Tally::of(TOUCHED_PAGES, TOUCHED_BYTES / TOUCHED_PAGES);
+    if faulted != touched {
         problems.push(format!(
-            "faults.bytes is {faulted}, expected at least {TOUCHED_BYTES} (memops wrote 4 GiB)"
+            "faults in op_touch: {faulted}, expected {touched}: memops wrote 4 GiB, one fault \
+             per page"
         ));
     }
     Ok((resident, problems))

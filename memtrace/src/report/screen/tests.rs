@@ -61,6 +61,7 @@ fn snapshot() -> Snapshot {
         top_ranges: Vec::new(),
         mapping_groups: Vec::new(),
         anon_before_attach: 0,
+        stack_walks: 0,
         stack_coverage: StackCoverage::default(),
         footprint: Footprint::default(),
         stack_source: StackSource::default(),

@@ -9,14 +9,17 @@
 // {"event":"ready"} after the warm-up and waits for a line on stdin.
 //
 // Last line: {"benchmark":"gochurn","seconds":S,"operations":ALLOCS,
-// "bytes":B,"num_gc":N} where num_gc counts collections during the
-// measured part.
+// "bytes":B,"num_gc":N,"page_faults":F} where num_gc counts collections
+// during the measured part, and page_faults is every page fault of the
+// process since it started, as the kernel counts them (getrusage), read
+// just before the line is printed.
 package main
 
 import (
 	"flag"
 	"fmt"
 	"runtime"
+	"syscall"
 	"time"
 
 	"memtrace.test/workloads/internal/workload"
@@ -34,6 +37,7 @@ type result struct {
 	Operations uint64  `json:"operations"`
 	Bytes      uint64  `json:"bytes"`
 	NumGC      uint32  `json:"num_gc"`
+	PageFaults int64   `json:"page_faults"`
 }
 
 func main() {
@@ -68,7 +72,12 @@ func main() {
 	}
 	elapsed := time.Since(start).Seconds()
 	runtime.ReadMemStats(&after)
-	workload.Emit(result{"gochurn", elapsed, ops, bytes, after.NumGC - before.NumGC})
+	var usage syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &usage); err != nil {
+		workload.Fatal(fmt.Errorf("getrusage: %w", err))
+	}
+	workload.Emit(result{"gochurn", elapsed, ops, bytes, after.NumGC - before.NumGC,
+		usage.Minflt + usage.Majflt})
 }
 
 // churn makes count allocations, continuing the size pattern from allocation
