@@ -9,6 +9,7 @@ use std::{process::Command, time::Duration};
 use memtrace_tests::{
     kernel::{smaps_rollup, within},
     memtrace::{binary, last_running, number, require_root, words, Tracing},
+    running::Running,
     workloads::ensure_built,
 };
 
@@ -108,4 +109,28 @@ fn a_tracepoint_laid_out_otherwise_is_refused_by_name() {
         ),
         "{stderr}"
     );
+}
+
+#[test]
+fn attached_by_pid_it_stops_when_the_process_exits() {
+    // On kernels whose exit tracepoint does not say which thread is the
+    // last (6.1), memtrace asks /proc at each thread's exit; the process is
+    // a zombie then (this test is its parent and reaps it only at the end).
+    let workloads = ensure_built().expect("workloads build");
+    let minute = Duration::from_secs(60);
+    let mut workload = Running::start(
+        &workloads.memops,
+        &words("map A 8M ; touch A 0 8M ; wait ; hold 0.3"),
+        &[],
+    );
+    workload.wait_for("op 1 touch", minute);
+    let pid = workload.pid().to_string();
+    let mut tracing = Tracing::start(&["-p", &pid, "--json", "-", "-q", "-i", "0.2"]);
+    tracing.wait_attached();
+    workload.send_line("go");
+    let finished = tracing.finish(minute);
+    finished.assert_code(0);
+    let last = finished.snapshots().pop().expect("a final snapshot");
+    assert_eq!(last["type"], "final");
+    assert_eq!(last["state"], "exited");
 }

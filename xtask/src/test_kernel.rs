@@ -1,5 +1,5 @@
-//! `cargo xtask test-kernel`: the foundation and attribution integration
-//! tests on a second kernel, the long-term one production hosts run rather
+//! `cargo xtask test-kernel`: the foundation, attribution and kernel-layout
+//! integration tests on a second kernel, the long-term one production hosts run rather
 //! than this machine's.
 //!
 //! Debian 12's kernel (6.1, with BTF; `cargo xtask setup` installs it) boots
@@ -25,8 +25,11 @@ use crate::{privilege, process, setup, workspace};
 
 /// The kernel series under test: Debian 12's, from `linux-image-amd64`.
 const KERNEL_SERIES: &str = "6.1";
-/// The integration tests (tests/tests/NAME.rs) run in the guest.
-const TESTS: &[&str] = &["foundation", "attribution"];
+/// The integration tests (tests/tests/NAME.rs) run in the guest: the
+/// foundation and attribution tests, and those about what differs between
+/// kernels (tracepoint layouts, 32-bit programs, a process's exit, the
+/// children it forks).
+const TESTS: &[&str] = &["foundation", "attribution", "kernels", "forks"];
 /// Enough for the tests' largest workload (512 MiB of Go heap) beside
 /// memtrace, and a CPU for each.
 const GUEST_MEMORY: &str = "2G";

@@ -198,8 +198,16 @@ impl ProcessView {
         std::fs::read_link(self.path("exe")).ok()
     }
 
+    /// Whether the process still runs: its /proc entry is there and it is
+    /// not a zombie (exited, waiting for its parent to reap it).
     pub fn alive(&self) -> bool {
-        self.path("stat").exists()
+        std::fs::read_to_string(self.path("stat")).is_ok_and(|stat| {
+            // The state follows the command name, which may hold spaces and
+            // parentheses: look after the last ')'.
+            stat.rfind(')')
+                .and_then(|end| stat[end + 1..].split_whitespace().next())
+                .is_some_and(|state| !matches!(state, "Z" | "X"))
+        })
     }
 
     /// The kernel's start time of the process (ticks since boot), which
