@@ -13,6 +13,9 @@ pub const WAKEUP_BYTES_GLOBAL: &str = "WAKEUP_BYTES";
 
 /// Name of the global with the bytes of user stack a stack sample copies.
 pub const STACK_BYTES_GLOBAL: &str = "STACK_BYTES";
+/// Name of the global that makes every program return at once (the
+/// benchmark's floor).
+pub const FLOOR_GLOBAL: &str = "FLOOR";
 /// Name of the global with where the fields the programs read are on the
 /// running kernel ([`crate::KernelLayout`]).
 pub const KERNEL_LAYOUT_GLOBAL: &str = "KERNEL_LAYOUT";

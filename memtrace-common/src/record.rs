@@ -312,6 +312,9 @@ pub struct KernelLayout {
     /// `task_struct.pagefault_disabled`: set while a fault must not map a
     /// page (a tracer reading user memory).
     pub task_pagefault_disabled: u32,
+    /// `syscalls:sys_exit_*`'s `ret`.
+    pub syscall_exit_ret: u32,
+    pub _pad: u32,
 }
 
 pub const FIELD_ABSENT: u32 = u32::MAX;
@@ -328,6 +331,8 @@ impl KernelLayout {
         oom_file_rss: FIELD_ABSENT,
         oom_shmem_rss: FIELD_ABSENT,
         task_pagefault_disabled: FIELD_ABSENT,
+        syscall_exit_ret: FIELD_ABSENT,
+        _pad: 0,
     };
 }
 

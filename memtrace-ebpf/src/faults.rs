@@ -21,7 +21,7 @@ use memtrace_common::{
 };
 
 use crate::{
-    maps::{count, kernel_layout, stack_mode, wakeup_flags, Busy, Exclusive, EVENTS},
+    maps::{count, floor, kernel_layout, stack_mode, wakeup_flags, Busy, Exclusive, EVENTS},
     stacks::{EventKind, SiteCache, StackRequest, UserRegs, USER_SPACE_END},
     target::Current,
 };
@@ -32,6 +32,9 @@ static FAULT_SITES: PerCpuArray<SiteCache> = PerCpuArray::with_max_entries(1, 0)
 
 #[btf_tracepoint(function = "page_fault_user")]
 pub fn page_fault_user(ctx: BtfTracePointContext) -> i32 {
+    if floor() {
+        return 0;
+    }
     let Some((current, stacks)) = Current::target() else {
         return 0;
     };
@@ -50,6 +53,9 @@ pub fn page_fault_user(ctx: BtfTracePointContext) -> i32 {
 
 #[btf_tracepoint(function = "page_fault_kernel")]
 pub fn page_fault_kernel(ctx: BtfTracePointContext) -> i32 {
+    if floor() {
+        return 0;
+    }
     let Some((current, stacks)) = Current::target() else {
         return 0;
     };

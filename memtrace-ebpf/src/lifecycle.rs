@@ -14,7 +14,7 @@ use memtrace_common::{
 };
 
 use crate::{
-    maps::{count, follow_forks, immediate_wakeup, kernel_layout, EVENTS, TARGETS},
+    maps::{count, floor, follow_forks, immediate_wakeup, kernel_layout, EVENTS, TARGETS},
     target::{forget_target, is_target, target_state, Current},
 };
 
@@ -50,6 +50,9 @@ fn field<T>(ctx: &TracePointContext, offset: u32) -> Option<T> {
 
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+    if floor() {
+        return 0;
+    }
     let Some((current, _)) = Current::target() else {
         return 0;
     };
@@ -64,6 +67,9 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "sched", name = "sched_process_exit")]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+    if floor() {
+        return 0;
+    }
     let current = Current::get();
     if !is_target(current.tgid) {
         return 0;
@@ -96,6 +102,9 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
 /// the clone flags, which tell the two apart.
 #[tracepoint(category = "task", name = "task_newtask")]
 pub fn task_newtask(ctx: TracePointContext) -> u32 {
+    if floor() {
+        return 0;
+    }
     let Some((current, stacks)) = Current::target() else {
         return 0;
     };
@@ -134,6 +143,9 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "oom", name = "mark_victim")]
 pub fn mark_victim(ctx: TracePointContext) -> u32 {
+    if floor() {
+        return 0;
+    }
     let fields = kernel_layout();
     // The OOM killer runs in whichever task ran out of memory; the victim is
     // named in the record. Its pid is a thread id, normally the leader's.

@@ -26,6 +26,10 @@ static WAKEUP_BYTES: Global<u32> = Global::new(1024 * 1024);
 /// Bytes of user stack a stack sample copies above the stack pointer.
 #[unsafe(no_mangle)]
 static STACK_BYTES: Global<u32> = Global::new(DEFAULT_STACK_COPY);
+/// Non-zero: every program returns at once (`cargo xtask bench`'s floor:
+/// what any tracer on these tracepoints pays before doing anything).
+#[unsafe(no_mangle)]
+static FLOOR: Global<u32> = Global::new(0);
 /// Where the classic tracepoints' fields are on this kernel.
 #[unsafe(no_mangle)]
 static KERNEL_LAYOUT: Global<KernelLayout> = Global::new(KernelLayout::ABSENT);
@@ -40,6 +44,10 @@ pub(crate) fn stack_period() -> u32 {
 
 pub(crate) fn follow_forks() -> bool {
     FOLLOW_FORKS.load() != 0
+}
+
+pub(crate) fn floor() -> bool {
+    FLOOR.load() != 0
 }
 
 pub(crate) fn stack_bytes() -> u32 {

@@ -12,12 +12,15 @@ use memtrace_common::{
 };
 
 use crate::{
-    maps::{count, follow_forks, wakeup_flags, EVENTS, MMS},
+    maps::{count, floor, follow_forks, wakeup_flags, EVENTS, MMS},
     target::{owner_of_mm, target_state, Current},
 };
 
 #[btf_tracepoint(function = "rss_stat")]
 pub fn rss_stat(ctx: BtfTracePointContext) -> i32 {
+    if floor() {
+        return 0;
+    }
     let mm: u64 = ctx.arg(0);
     let member: i32 = ctx.arg(1);
     let current = Current::get();
@@ -69,6 +72,9 @@ pub fn rss_stat(ctx: BtfTracePointContext) -> i32 {
 /// be reused for another process's.
 #[btf_tracepoint(function = "exit_mmap")]
 pub fn exit_mmap(ctx: BtfTracePointContext) -> i32 {
+    if floor() {
+        return 0;
+    }
     let mm: u64 = ctx.arg(0);
     if let Some(owner) = owner_of_mm(mm) {
         // SAFETY: map value pointer, valid for this program run.

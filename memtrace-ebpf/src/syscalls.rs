@@ -11,10 +11,13 @@
 //! calls, which are the ones that must be cheap.
 
 use aya_ebpf::{
-    helpers::bpf_probe_read_user,
-    macros::{btf_tracepoint, map},
+    helpers::{
+        bpf_probe_read_user,
+        generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
+    },
+    macros::{btf_tracepoint, map, tracepoint},
     maps::PerCpuArray,
-    programs::BtfTracePointContext,
+    programs::{BtfTracePointContext, TracePointContext},
 };
 use memtrace_common::{
     config::MAX_IOVECS, Counter, IoVec, ProcessMadviseRecord, RecordHeader, RecordKind, StackMode,
@@ -22,7 +25,7 @@ use memtrace_common::{
 };
 
 use crate::{
-    maps::{count, stack_mode, wakeup_flags, Exclusive, EVENTS},
+    maps::{count, floor, kernel_layout, stack_mode, wakeup_flags, Exclusive, EVENTS},
     stacks::{EventKind, SiteCache, StackRequest, UserRegs},
     target::Current,
 };
@@ -96,22 +99,63 @@ fn call_of(number: u64) -> Option<Call> {
 
 #[btf_tracepoint(function = "sys_exit")]
 pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
-    let regs: *const u8 = ctx.arg(0);
-    if regs.is_null() {
+    if floor() {
         return 0;
     }
-    // SAFETY: `regs` is the tracepoint's `struct pt_regs *`, which the
-    // verifier knows; every offset is inside it.
+    syscall_exit(ctx.arg(0), || ctx.arg(1));
+    0
+}
+
+/// The same, hooked per syscall (`--syscall-hook per-call`): the kernel runs
+/// these only for the six calls, so other processes' syscalls run no
+/// program; the registers are the task's saved user registers.
+macro_rules! per_call {
+    ($($name:ident => $event:literal),+) => {$(
+        #[tracepoint(category = "syscalls", name = $event)]
+        pub fn $name(ctx: TracePointContext) -> u32 {
+            if floor() {
+                return 0;
+            }
+            // SAFETY: helpers with the current task from the kernel.
+            let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) };
+            syscall_exit(regs as *const u8, || {
+                // SAFETY: the offset is `ret`'s, from the format file.
+                unsafe { ctx.read_at::<i64>(kernel_layout().syscall_exit_ret as usize) }
+                    .unwrap_or(0)
+            });
+            0
+        }
+    )+};
+}
+
+per_call!(
+    sys_exit_mmap => "sys_exit_mmap",
+    sys_exit_munmap => "sys_exit_munmap",
+    sys_exit_mremap => "sys_exit_mremap",
+    sys_exit_brk => "sys_exit_brk",
+    sys_exit_madvise => "sys_exit_madvise",
+    sys_exit_process_madvise => "sys_exit_process_madvise"
+);
+
+/// Records a returning memory syscall of a target from its saved user
+/// registers `regs` and its result (asked for only when the call is one).
+#[inline(always)]
+fn syscall_exit(regs: *const u8, ret: impl FnOnce() -> i64) {
+    if regs.is_null() {
+        return;
+    }
+    // SAFETY: `regs` is a `struct pt_regs *` the verifier knows as such (the
+    // tracepoint's, or the task's); every offset is inside it.
     let read = |offset: usize| unsafe { core::ptr::read_volatile(regs.add(offset).cast::<u64>()) };
     let Some(call) = call_of(read(PT_REGS_ORIG_AX)) else {
-        return 0;
+        return;
     };
     let Some((current, stacks)) = Current::target() else {
-        return 0;
+        return;
     };
-    let ret: i64 = ctx.arg(1);
+    let ret = ret();
     if RESTART_ERRORS.contains(&ret) {
-        return 0;
+        return;
     }
     let compat = read(PT_REGS_CS) == USER32_CS;
     // Held while user memory is read, so that a fault in those reads is not
@@ -125,12 +169,12 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
         ),
         // Otherwise 32-bit code's numbers mean other calls in the 64-bit
         // table, and the other way round.
-        (Call::Native(_), true) | (Call::Compat { .. }, false) => return 0,
+        (Call::Native(_), true) | (Call::Compat { .. }, false) => return,
         (Call::Native(op), false) => (op, PT_REGS_ARGS.map(read)),
         (Call::Compat { op, old_mmap }, true) => {
             let Some(args) = compat_args(PT_REGS_ARGS32.map(read), op, old_mmap) else {
                 count(Counter::LostSyscalls);
-                return 0;
+                return;
             };
             (op, args)
         }
@@ -152,7 +196,7 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
     if op == SyscallOp::ProcessMadvise {
         record_header.kind = RecordKind::ProcessMadvise as u8;
         send_process_madvise(record_header, ret, &args, compat);
-        return 0;
+        return;
     }
     let record = SyscallRecord {
         header: record_header,
@@ -165,7 +209,6 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
     {
         count(Counter::LostSyscalls);
     }
-    0
 }
 
 /// A 32-bit call's arguments in the 64-bit call's order and units: 32-bit

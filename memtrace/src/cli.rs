@@ -135,6 +135,18 @@ pub struct TraceOptions {
     #[arg(long, value_name = "DIR", global = true)]
     pub debug_dir: Vec<PathBuf>,
 
+    /// Where the memory syscalls are seen: `raw`, one program on every
+    /// syscall's return that gives up at once on all but six calls (32-bit
+    /// programs' calls are seen too), or `per-call`, where the kernel runs a
+    /// program only for those six (other processes' syscalls run none).
+    #[arg(long, value_enum, default_value_t = Hook::Raw, global = true)]
+    pub syscall_hook: Hook,
+
+    /// Benchmarks: load the programs on the same tracepoints, returning at
+    /// once (what any tracer there pays before doing anything).
+    #[arg(long, hide = true, global = true)]
+    pub floor: bool,
+
     /// Ring buffer size, a power of two from 4K to 1G (e.g. 16M).
     #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = parse_ring_size, global = true)]
     pub ring_size: u32,
@@ -172,6 +184,12 @@ pub enum Stacks {
     All,
     /// No stacks for faults (syscalls still get theirs).
     None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Hook {
+    Raw,
+    PerCall,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

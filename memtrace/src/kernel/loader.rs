@@ -16,29 +16,83 @@ use super::{btf, preflight, tracefs, KernelError};
 /// The object built from `memtrace-ebpf` by build.rs.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/memtrace"));
 
-/// Classic tracepoints: (program, category, tracepoint).
-const CLASSIC: &[(&str, &str, &str)] = &[
+/// A program and the tracepoint it attaches to: (program, category, name).
+type Hook = (&'static str, &'static str, &'static str);
+
+/// Classic tracepoints, always attached.
+const CLASSIC: &[Hook] = &[
     ("sched_process_exec", "sched", "sched_process_exec"),
     ("sched_process_exit", "sched", "sched_process_exit"),
     ("task_newtask", "task", "task_newtask"),
     ("mark_victim", "oom", "mark_victim"),
 ];
 
-/// BTF tracepoints: (program, category, tracepoint). The category is only
-/// used to check that the tracepoint exists.
-const BTF: &[(&str, &str, &str)] = &[
+/// BTF tracepoints, always attached. The category is only used to check
+/// that the tracepoint exists.
+const BTF: &[Hook] = &[
     ("page_fault_user", "exceptions", "page_fault_user"),
     ("page_fault_kernel", "exceptions", "page_fault_kernel"),
-    ("sys_exit", "raw_syscalls", "sys_exit"),
     ("rss_stat", "kmem", "rss_stat"),
     ("exit_mmap", "mmap", "exit_mmap"),
 ];
 
-/// Every tracepoint memtrace attaches to, as (category, name).
-pub fn required_tracepoints() -> Vec<(&'static str, &'static str)> {
-    CLASSIC
+/// The memory syscalls, seen on the raw `sys_exit` (a BTF tracepoint).
+const SYSCALLS_RAW: &[Hook] = &[("sys_exit", "raw_syscalls", "sys_exit")];
+
+/// The memory syscalls, one classic tracepoint each.
+const SYSCALLS_PER_CALL: &[Hook] = &[
+    ("sys_exit_mmap", "syscalls", "sys_exit_mmap"),
+    ("sys_exit_munmap", "syscalls", "sys_exit_munmap"),
+    ("sys_exit_mremap", "syscalls", "sys_exit_mremap"),
+    ("sys_exit_brk", "syscalls", "sys_exit_brk"),
+    ("sys_exit_madvise", "syscalls", "sys_exit_madvise"),
+    (
+        "sys_exit_process_madvise",
+        "syscalls",
+        "sys_exit_process_madvise",
+    ),
+];
+
+/// Where the memory syscalls are seen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SyscallHook {
+    /// One BTF program on `raw_syscalls:sys_exit`: it runs for every
+    /// syscall on the machine and returns at once for all but six numbers;
+    /// 32-bit processes' calls are seen too.
+    #[default]
+    Raw,
+    /// One classic program per call on `syscalls:sys_exit_*`: the kernel
+    /// runs them only for those calls, at the cost of a trace record each;
+    /// 32-bit processes' calls are not traced there.
+    PerCall,
+}
+
+impl SyscallHook {
+    fn hooks(self) -> &'static [Hook] {
+        match self {
+            Self::Raw => SYSCALLS_RAW,
+            Self::PerCall => SYSCALLS_PER_CALL,
+        }
+    }
+}
+
+/// The classic and BTF tracepoints memtrace attaches to with `hook`.
+fn hooks(hook: SyscallHook) -> (Vec<Hook>, Vec<Hook>) {
+    let mut classic = CLASSIC.to_vec();
+    let mut btf = BTF.to_vec();
+    match hook {
+        SyscallHook::Raw => btf.extend_from_slice(hook.hooks()),
+        SyscallHook::PerCall => classic.extend_from_slice(hook.hooks()),
+    }
+    (classic, btf)
+}
+
+/// Every tracepoint memtrace attaches to with `hook`, as (category, name).
+pub fn required_tracepoints(hook: SyscallHook) -> Vec<(&'static str, &'static str)> {
+    let (classic, btf) = hooks(hook);
+    classic
         .iter()
-        .chain(BTF)
+        .chain(&btf)
         .map(|&(_, category, name)| (category, name))
         .collect()
 }
@@ -60,6 +114,9 @@ pub struct TracerOptions {
     pub stack_bytes: u32,
     /// BTF file to use instead of /sys/kernel/btf/vmlinux.
     pub btf_path: Option<std::path::PathBuf>,
+    pub syscall_hook: SyscallHook,
+    /// Every program returns at once (the benchmark's floor).
+    pub floor: bool,
 }
 
 impl Default for TracerOptions {
@@ -73,6 +130,8 @@ impl Default for TracerOptions {
             wakeup_bytes: 1024 * 1024,
             stack_bytes: config::DEFAULT_STACK_COPY,
             btf_path: None,
+            syscall_hook: SyscallHook::default(),
+            floor: false,
         }
     }
 }
@@ -91,6 +150,8 @@ pub struct Maps {
 /// maps live until their last handle is dropped too.
 pub struct Tracer {
     ebpf: Ebpf,
+    classic: Vec<Hook>,
+    btf: Vec<Hook>,
 }
 
 impl Tracer {
@@ -104,7 +165,7 @@ impl Tracer {
             .unwrap_or(std::path::Path::new(preflight::SYSFS_BTF));
         let btf = preflight::load_btf(btf_path)?;
         let tracefs = preflight::ensure_tracefs()?;
-        preflight::check_tracepoints(tracefs, &required_tracepoints())?;
+        preflight::check_tracepoints(tracefs, &required_tracepoints(options.syscall_hook))?;
         let layout = KernelLayout {
             task_pagefault_disabled: btf::member_offset(
                 &std::fs::read(btf_path).unwrap_or_default(),
@@ -114,9 +175,17 @@ impl Tracer {
             .unwrap_or(FIELD_ABSENT),
             ..tracefs::tracepoint_layout(tracefs)?
         };
+        if options.syscall_hook == SyscallHook::PerCall && layout.syscall_exit_ret == FIELD_ABSENT {
+            return Err(KernelError::TracepointFormat {
+                tracepoint: "syscalls:sys_exit_mmap".into(),
+                detail: "it has no field ret".into(),
+            });
+        }
+        let (classic, btf_hooks) = hooks(options.syscall_hook);
 
         let stack_mode = options.stack_mode as u32;
         let follow_forks = u32::from(options.follow_forks);
+        let floor = u32::from(options.floor);
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
             .override_global(config::STACK_MODE_GLOBAL, &stack_mode, true)
@@ -125,6 +194,7 @@ impl Tracer {
             .override_global(config::WAKEUP_BYTES_GLOBAL, &options.wakeup_bytes, true)
             .override_global(config::STACK_BYTES_GLOBAL, &options.stack_bytes, true)
             .override_global(config::KERNEL_LAYOUT_GLOBAL, &layout, true)
+            .override_global(config::FLOOR_GLOBAL, &floor, true)
             .map_max_entries("EVENTS", options.ring_bytes)
             .map_max_entries("STACKS", options.stack_entries)
             .load(EBPF_OBJECT)
@@ -132,7 +202,7 @@ impl Tracer {
                 program: "memtrace".into(),
                 detail: err.to_string(),
             })?;
-        load_programs(&mut ebpf, &btf)?;
+        load_programs(&mut ebpf, &btf, &classic, &btf_hooks)?;
 
         let maps = Maps {
             targets: Targets {
@@ -152,18 +222,25 @@ impl Tracer {
                     .map_err(map_err("COUNTERS"))?,
             },
         };
-        Ok((Self { ebpf }, maps))
+        Ok((
+            Self {
+                ebpf,
+                classic,
+                btf: btf_hooks,
+            },
+            maps,
+        ))
     }
 
     /// Attach every program. From here on events flow.
     pub fn attach(&mut self) -> Result<(), KernelError> {
-        for &(program, category, name) in CLASSIC {
+        for &(program, category, name) in &self.classic {
             let tracepoint: &mut TracePoint = program_mut(&mut self.ebpf, program)?;
             tracepoint
                 .attach(category, name)
                 .map_err(|err| attach_err(program, &err))?;
         }
-        for &(program, _, _) in BTF {
+        for &(program, _, _) in &self.btf {
             let tracepoint: &mut BtfTracePoint = program_mut(&mut self.ebpf, program)?;
             tracepoint
                 .attach()
@@ -173,12 +250,17 @@ impl Tracer {
     }
 }
 
-fn load_programs(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), KernelError> {
-    for &(program, _, _) in CLASSIC {
+fn load_programs(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    classic: &[Hook],
+    btf_hooks: &[Hook],
+) -> Result<(), KernelError> {
+    for &(program, _, _) in classic {
         let tracepoint: &mut TracePoint = program_mut(ebpf, program)?;
         tracepoint.load().map_err(|err| load_err(program, &err))?;
     }
-    for &(program, _, name) in BTF {
+    for &(program, _, name) in btf_hooks {
         let tracepoint: &mut BtfTracePoint = program_mut(ebpf, program)?;
         tracepoint
             .load(name, btf)

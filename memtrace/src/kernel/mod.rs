@@ -9,5 +9,7 @@ pub mod preflight;
 mod tracefs;
 
 pub use error::KernelError;
-pub use loader::{maps_memory, FrameHints, KernelCounters, Maps, Targets, Tracer, TracerOptions};
+pub use loader::{
+    maps_memory, FrameHints, KernelCounters, Maps, SyscallHook, Targets, Tracer, TracerOptions,
+};
 pub use tracefs::{find_field, Field};

@@ -65,6 +65,8 @@ pub fn tracepoint_layout(tracefs: &Path) -> Result<KernelLayout, KernelError> {
     let exit = format("sched", "sched_process_exit")?;
     let newtask = format("task", "task_newtask")?;
     let oom = format("oom", "mark_victim")?;
+    // Only the per-syscall hook reads it, and only that hook needs it.
+    let syscall_exit = format("syscalls", "sys_exit_mmap").unwrap_or_default();
     let required =
         |text: &str, tracepoint: &str, name: &str, size: u32| match find_field(text, name) {
             Some(field) if field.size == size => Ok(field.offset),
@@ -91,6 +93,8 @@ pub fn tracepoint_layout(tracefs: &Path) -> Result<KernelLayout, KernelError> {
         oom_file_rss: optional(&oom, "file_rss", 8),
         oom_shmem_rss: optional(&oom, "shmem_rss", 8),
         task_pagefault_disabled: FIELD_ABSENT,
+        syscall_exit_ret: optional(&syscall_exit, "ret", 8),
+        _pad: 0,
     })
 }
 

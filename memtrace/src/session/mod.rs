@@ -28,9 +28,9 @@ pub use error::SessionError;
 pub use tracker::{Ending, Tracker};
 
 use crate::{
-    cli::TraceOptions,
+    cli::{Hook, TraceOptions},
     intake::{EventKind, EventSource},
-    kernel::{maps_memory, KernelCounters, Maps, Targets, Tracer, TracerOptions},
+    kernel::{maps_memory, KernelCounters, Maps, SyscallHook, Targets, Tracer, TracerOptions},
     model::reconcile::FOLIO_BATCH_PAGES,
     proc::{zero_page_pfn, ProcError, ProcessView},
     report::{
@@ -103,6 +103,11 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
         ring_bytes: options.ring_size,
         stack_bytes: options.stack_bytes,
         btf_path: options.btf.clone(),
+        syscall_hook: match options.syscall_hook {
+            Hook::Raw => SyscallHook::Raw,
+            Hook::PerCall => SyscallHook::PerCall,
+        },
+        floor: options.floor,
         ..TracerOptions::default()
     };
     let (mut tracer, maps) = Tracer::load(&tracer_options)?;

@@ -1,0 +1,92 @@
+//! Knowing when a traced process exits, whatever the tracepoints say.
+//!
+//! The exit tracepoint's record can be lost in a full ring buffer, and on
+//! kernels before `group_dead` (6.1) it does not say which thread's exit is
+//! the process's. A pidfd says it for certain: it becomes readable when the
+//! process exits. Each watched process gets a task that waits on its pidfd
+//! and sends its pid.
+
+use std::{
+    io,
+    os::fd::{FromRawFd, OwnedFd},
+};
+
+use tokio::{io::unix::AsyncFd, sync::mpsc};
+
+pub struct Exits {
+    sender: mpsc::UnboundedSender<u32>,
+    receiver: mpsc::UnboundedReceiver<u32>,
+}
+
+impl Exits {
+    pub fn new() -> Self {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        Self { sender, receiver }
+    }
+
+    /// Watches process `pid` (it must still exist, or the watch reports it
+    /// gone at once).
+    pub fn watch(&self, pid: u32) -> io::Result<()> {
+        let pidfd = pidfd_open(pid)?;
+        let fd = AsyncFd::new(pidfd)?;
+        let sender = self.sender.clone();
+        tokio::spawn(async move {
+            // Readable once the process has exited (and on errors, which
+            // say nothing more).
+            let _ = fd.readable().await;
+            let _ = sender.send(pid);
+        });
+        Ok(())
+    }
+
+    /// The next watched process that exited.
+    pub async fn next(&mut self) -> u32 {
+        match self.receiver.recv().await {
+            Some(pid) => pid,
+            // The session holds a sender: never closed while it runs.
+            None => std::future::pending().await,
+        }
+    }
+}
+
+fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: a plain syscall with no pointers.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor the kernel just gave us, owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_watched_process_that_exits_is_said() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("0.2")
+            .spawn()
+            .unwrap();
+        let mut exits = Exits::new();
+        exits.watch(child.id()).unwrap();
+        let said = tokio::time::timeout(std::time::Duration::from_secs(5), exits.next())
+            .await
+            .expect("said within 5 s");
+        assert_eq!(said, child.id());
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn no_such_process_cannot_be_watched() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            // PIDs above the kernel's pid_max (4194304 at most) never exist.
+            assert!(Exits::new().watch(5_000_000).is_err());
+        });
+    }
+}
