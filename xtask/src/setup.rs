@@ -25,7 +25,8 @@ const LLVM_BIN_DIR: &str = "/usr/lib/llvm-22/bin";
 /// LLVM 22 and the libraries bpf-linker links against; gcc and binutils for
 /// the C test workloads; Go for the Go workloads and `go tool pprof`;
 /// bpftrace and perf as the peers memtrace is compared with; bpftool to
-/// inspect loaded programs.
+/// inspect loaded programs; debuginfod, and servers nobody here wrote (with
+/// their load generators), for the whole-stack tests.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -37,6 +38,11 @@ const APT_PACKAGES: &[&str] = &[
     "bpftrace",
     "linux-perf",
     "bpftool",
+    "debuginfod",
+    "nginx",
+    "apache2-utils",
+    "postgresql",
+    "redis-server",
 ];
 
 /// `cargo install` arguments for bpf-linker built against LLVM 22; `--force`
