@@ -5,9 +5,11 @@
 //! - [`memtrace`] runs the memtrace binary and reads its JSON output;
 //! - [`kernel`] reads what the kernel says, to hold memtrace's numbers
 //!   against;
-//! - [`running`] starts a workload for `memtrace -p` to attach to.
+//! - [`running`] starts a workload for `memtrace -p` to attach to;
+//! - [`stacks`] reads stacks out of memtrace's JSON and profiles.
 
 pub mod kernel;
 pub mod memtrace;
 pub mod running;
+pub mod stacks;
 pub mod workloads;

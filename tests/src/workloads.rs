@@ -58,6 +58,32 @@ pub struct Workloads {
     pub reqleak: PathBuf,
     /// Go allocation-churn benchmark.
     pub gochurn: PathBuf,
+    /// Three call chains through one allocating function, `-O2` without
+    /// frame pointers or debug info.
+    pub nofp_chains: PathBuf,
+    /// Threads that allocate, `-O2` without frame pointers.
+    pub nofp_threads: PathBuf,
+    /// One non-leaf faulting function called from three callers at the same
+    /// depth, `-O2` without frame pointers.
+    pub shared_fault: PathBuf,
+    /// `shared_fault` with every symbol stripped.
+    pub shared_fault_stripped: PathBuf,
+    /// A program allocating inside `libsplit.so`, whose debug info is split
+    /// off into [`Workloads::split_debug_dir`].
+    pub split_user: PathBuf,
+    /// `libsplit.so` itself: symbols, no debug info, a `.gnu_debuglink`.
+    pub libsplit: PathBuf,
+    /// A debug directory holding only `.build-id/xx/yyyy.debug` for
+    /// `libsplit.so`.
+    pub split_debug_dir: PathBuf,
+    /// A Rust release build (no frame pointers) allocating through Vec and Box.
+    pub rust_chains: PathBuf,
+    /// The class path holding `Hot`, a Java program whose JIT-compiled
+    /// method allocates (`java -cp java_classes Hot`).
+    pub java_classes: PathBuf,
+    /// `hot.js`, a JavaScript program whose JIT-compiled function allocates
+    /// (run from the sources: nothing to build).
+    pub node_hot: PathBuf,
 }
 
 impl Workloads {
@@ -77,6 +103,16 @@ impl Workloads {
             tickerleak: dir.join("tickerleak"),
             reqleak: dir.join("reqleak"),
             gochurn: dir.join("gochurn"),
+            nofp_chains: dir.join("nofp_chains"),
+            nofp_threads: dir.join("nofp_threads"),
+            shared_fault: dir.join("shared_fault"),
+            shared_fault_stripped: dir.join("shared_fault_stripped"),
+            split_user: dir.join("split/split_user"),
+            libsplit: dir.join("split/libsplit.so"),
+            split_debug_dir: dir.join("split/debug"),
+            rust_chains: dir.join("rust_chains"),
+            java_classes: dir.join("java"),
+            node_hot: source_dir().join("js/hot.js"),
         }
     }
 }
@@ -290,6 +326,34 @@ const C_PROGRAMS: &[CProgram] = &[
         flags: NO_FRAME_POINTER_FLAGS,
         strip: false,
     },
+    CProgram {
+        name: "nofp_chains",
+        main_source: "c/nofp_chains.c",
+        headers: &["c/stacks.h"],
+        flags: NO_FRAME_POINTER_FLAGS,
+        strip: false,
+    },
+    CProgram {
+        name: "nofp_threads",
+        main_source: "c/nofp_threads.c",
+        headers: &["c/stacks.h"],
+        flags: NO_FRAME_POINTER_FLAGS,
+        strip: false,
+    },
+    CProgram {
+        name: "shared_fault",
+        main_source: "c/shared_fault.c",
+        headers: &["c/stacks.h"],
+        flags: NO_FRAME_POINTER_FLAGS,
+        strip: false,
+    },
+    CProgram {
+        name: "shared_fault_stripped",
+        main_source: "c/shared_fault.c",
+        headers: &["c/stacks.h"],
+        flags: NO_FRAME_POINTER_FLAGS,
+        strip: true,
+    },
 ];
 
 /// The Go programs: one `package main` per directory of the Go module.
@@ -308,6 +372,9 @@ fn build_all(sources: &Path, out: &Path) -> Result<Workloads, BuildError> {
         build_c(sources, out, program)?;
     }
     build_go(&sources.join("go"), out)?;
+    build_split_debug(sources, out)?;
+    build_rust(&sources.join("rust"), out)?;
+    build_java(&sources.join("java"), out)?;
     Ok(Workloads::in_dir(out))
 }
 
@@ -381,6 +448,171 @@ fn build_go(module: &Path, out: &Path) -> Result<(), BuildError> {
     for name in GO_PROGRAMS {
         rename(&partial_dir.join(name), &out.join(name))?;
     }
+    step.mark_done()
+}
+
+/// The split-debug library: debug info, to be split off; no frame pointers.
+const SPLIT_LIBRARY_FLAGS: &[&str] = &[
+    "-O2",
+    "-g",
+    "-fomit-frame-pointer",
+    "-fPIC",
+    "-shared",
+    "-Wl,--build-id",
+];
+
+/// `libsplit.so` with its debug info split off the way distributions ship
+/// it, and `split_user` linked against it, all in `out/split/`:
+/// `objcopy --only-keep-debug` copies the debug info into a file of its own,
+/// `strip --strip-debug` takes it out of the library (its symbol table
+/// stays), and `objcopy --add-gnu-debuglink` records the debug file's name
+/// and checksum. The debug file then goes to `debug/.build-id/xx/yyyy.debug`
+/// and nowhere else, so nothing finds it by the debuglink's name next to the
+/// library: only a debug directory (or a debuginfod server) gives it.
+fn build_split_debug(sources: &Path, out: &Path) -> Result<(), BuildError> {
+    let partial = out.join("split.partial");
+    let library = partial.join("libsplit.so");
+    let debug_file = partial.join("libsplit.debug");
+
+    let mut gcc_library = Command::new("gcc");
+    gcc_library
+        .args(SPLIT_LIBRARY_FLAGS)
+        .args(WARNINGS)
+        .arg("-o")
+        .arg(&library)
+        .arg(sources.join("c/splitlib.c"));
+    let mut keep_debug = Command::new("objcopy");
+    keep_debug
+        .arg("--only-keep-debug")
+        .arg(&library)
+        .arg(&debug_file);
+    let mut strip_debug = Command::new("strip");
+    strip_debug.arg("--strip-debug").arg(&library);
+    let mut debuglink = Command::new("objcopy");
+    debuglink
+        .arg(format!("--add-gnu-debuglink={}", debug_file.display()))
+        .arg(&library);
+    let mut gcc_user = Command::new("gcc");
+    gcc_user
+        .args(NO_FRAME_POINTER_FLAGS)
+        .args(WARNINGS)
+        .arg("-o")
+        .arg(partial.join("split_user"))
+        .arg(sources.join("c/split_user.c"))
+        .arg("-L")
+        .arg(&partial)
+        .args(["-lsplit", "-Wl,-rpath,$ORIGIN"]);
+    let mut commands = [gcc_library, keep_debug, strip_debug, debuglink, gcc_user];
+
+    let step = Step {
+        stamp: out.join("split.stamp"),
+        recipe: recipe(&commands),
+        sources: ["c/splitlib.c", "c/split_user.c", "c/stacks.h"]
+            .iter()
+            .map(|source| sources.join(source))
+            .collect(),
+    };
+    if step.is_fresh()? {
+        return Ok(());
+    }
+    remove_dir(&partial)?;
+    fs::create_dir_all(&partial).map_err(io_error(format!("creating {}", partial.display())))?;
+    for command in &mut commands {
+        run(command)?;
+    }
+    let build_id = build_id(&library)?;
+    let in_debug_dir = partial
+        .join("debug/.build-id")
+        .join(&build_id[..2])
+        .join(format!("{}.debug", &build_id[2..]));
+    let parent = in_debug_dir.parent().expect("a file in a directory");
+    fs::create_dir_all(parent).map_err(io_error(format!("creating {}", parent.display())))?;
+    rename(&debug_file, &in_debug_dir)?;
+    let done = out.join("split");
+    remove_dir(&done)?;
+    rename(&partial, &done)?;
+    step.mark_done()
+}
+
+/// The GNU build id of an ELF file, in hex, as `readelf -n` prints it.
+fn build_id(file: &Path) -> Result<String, BuildError> {
+    let mut readelf = Command::new("readelf");
+    readelf.arg("-n").arg(file);
+    let notes = run(&mut readelf)?;
+    notes
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("Build ID: "))
+        .filter(|id| id.len() > 2 && id.bytes().all(|byte| byte.is_ascii_hexdigit()))
+        .map(str::to_owned)
+        .ok_or_else(|| BuildError::Io {
+            action: format!("reading the build id of {}", file.display()),
+            source: io::Error::new(io::ErrorKind::InvalidData, "readelf -n shows none"),
+        })
+}
+
+/// Removes a directory and everything in it, if it is there.
+fn remove_dir(dir: &Path) -> Result<(), BuildError> {
+    match fs::remove_dir_all(dir) {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => {
+            Err(io_error(format!("removing {}", dir.display()))(error))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The Rust workload, built as `cargo build --release` builds any crate:
+/// offline, from its own lock file (it has no dependencies), and without the
+/// frame pointers this workspace's `.cargo/config.toml` asks for in its own
+/// code (an empty `CARGO_ENCODED_RUSTFLAGS` takes precedence over it).
+fn build_rust(krate: &Path, out: &Path) -> Result<(), BuildError> {
+    let target = out.join("rust-target");
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo
+        .args(["build", "--release", "--offline", "--locked", "--quiet"])
+        .arg("--manifest-path")
+        .arg(krate.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target)
+        .env("CARGO_ENCODED_RUSTFLAGS", "");
+
+    let step = Step {
+        stamp: out.join("rust_chains.stamp"),
+        recipe: recipe(std::slice::from_ref(&cargo)),
+        sources: files_under(krate)?,
+    };
+    if step.is_fresh()? {
+        return Ok(());
+    }
+    run(&mut cargo)?;
+    let partial = out.join("rust_chains.partial");
+    let built = target.join("release/rust_chains");
+    fs::copy(&built, &partial).map_err(io_error(format!(
+        "copying {} to {}",
+        built.display(),
+        partial.display()
+    )))?;
+    rename(&partial, &out.join("rust_chains"))?;
+    step.mark_done()
+}
+
+/// The Java workload's classes, into `out/java/`.
+fn build_java(sources: &Path, out: &Path) -> Result<(), BuildError> {
+    let partial = out.join("java.partial");
+    let mut javac = Command::new("javac");
+    javac.arg("-d").arg(&partial).arg(sources.join("Hot.java"));
+    let step = Step {
+        stamp: out.join("java.stamp"),
+        recipe: recipe(std::slice::from_ref(&javac)),
+        sources: files_under(sources)?,
+    };
+    if step.is_fresh()? {
+        return Ok(());
+    }
+    remove_dir(&partial)?;
+    run(&mut javac)?;
+    let done = out.join("java");
+    remove_dir(&done)?;
+    rename(&partial, &done)?;
     step.mark_done()
 }
 
@@ -478,9 +710,17 @@ fn describe(command: &Command) -> String {
 }
 
 /// The build tools, each with the Debian package that provides it.
-const TOOLS: &[(&str, &str)] = &[("gcc", "gcc"), ("strip", "binutils"), ("go", "golang-go")];
+const TOOLS: &[(&str, &str)] = &[
+    ("gcc", "gcc"),
+    ("strip", "binutils"),
+    ("go", "golang-go"),
+    ("objcopy", "binutils"),
+    ("readelf", "binutils"),
+    ("javac", "openjdk-17-jdk-headless"),
+];
 
-fn run(command: &mut Command) -> Result<(), BuildError> {
+/// Runs a build command; returns what it printed on stdout.
+fn run(command: &mut Command) -> Result<String, BuildError> {
     let output = command.output().map_err(|source| {
         let program = command.get_program();
         match TOOLS.iter().find(|(tool, _)| program == *tool) {
@@ -494,7 +734,7 @@ fn run(command: &mut Command) -> Result<(), BuildError> {
         }
     })?;
     if output.status.success() {
-        Ok(())
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
         Err(BuildError::CommandFailed {
             command: describe(command),
@@ -937,5 +1177,153 @@ mod tests {
         let last = lines.last().unwrap();
         assert_eq!(json_number(last, "operations"), 10000.0);
         assert!(json_number(last, "seconds") > 0.0);
+    }
+
+    #[test]
+    fn whole_stack_workloads_report_exact_totals() {
+        let w = workloads();
+        const MIB: f64 = (1 << 20) as f64;
+        let lines = run_ok(&w.nofp_chains, &["--hold", "0"]);
+        assert_eq!(lines[1], "ready", "{lines:#?}");
+        let chains: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        for (chain, faulted, released) in [
+            ("load_cache", 24, 4),
+            ("warm_index", 16, 2),
+            ("rebuild", 8, 1),
+        ] {
+            let bytes = |key: &str| chains[chain][key].as_f64().unwrap();
+            assert_eq!(bytes("faulted"), faulted as f64 * MIB, "{chain}");
+            assert_eq!(bytes("released"), released as f64 * MIB, "{chain}");
+            assert_eq!(bytes("resident"), (faulted - released) as f64 * MIB);
+        }
+        let lines = run_ok(&w.nofp_threads, &["--hold", "0"]);
+        assert_eq!(json_number(&lines[0], "reader_main"), 8.0 * MIB);
+        assert_eq!(json_number(&lines[0], "writer_main"), 12.0 * MIB);
+        for program in [&w.shared_fault, &w.shared_fault_stripped] {
+            let lines = run_ok(program, &["--hold", "0"]);
+            assert_eq!(json_number(&lines[0], "pages"), 12288.0);
+            for caller in ["from_parser", "from_loader", "from_cache"] {
+                assert_eq!(json_number(&lines[0], caller), 4096.0, "{caller}");
+            }
+        }
+        let lines = run_ok(&w.split_user, &["--hold", "0"]);
+        assert_eq!(json_number(&lines[0], "split_fill"), 32.0 * MIB);
+        let lines = run_ok(&w.rust_chains, &["--hold", "0"]);
+        assert_eq!(json_number(&lines[0], "load_catalog"), 24.0 * MIB);
+        assert_eq!(json_number(&lines[0], "build_index"), 16.0 * MIB);
+        assert_eq!(lines[1], "ready");
+        for program in [&w.nofp_chains, &w.rust_chains] {
+            assert_eq!(
+                run_program(program, &["--hold", "soon"]).status.code(),
+                Some(2)
+            );
+        }
+    }
+
+    /// `--wait` holds the allocation back until a line arrives.
+    #[test]
+    fn whole_stack_workloads_wait_for_a_line_before_allocating() {
+        let mut child = Command::new(&workloads().nofp_chains)
+            .args(["--wait", "--hold", "0"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        assert_eq!(read_line(&mut stdout), "waiting\n");
+        let before = smaps_rollup_kib(child.id(), "Rss");
+        child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        assert!(read_line(&mut stdout).starts_with("{\"pid\":"));
+        assert!(child.wait().unwrap().success());
+        assert!(
+            before < 8 << 10,
+            "allocated before the line: Rss {before} kB"
+        );
+    }
+
+    /// The names of an ELF file's sections, from `readelf -SW`.
+    fn sections(file: &Path) -> Vec<String> {
+        let output = Command::new("readelf")
+            .arg("-SW")
+            .arg(file)
+            .output()
+            .unwrap();
+        String::from_utf8(output.stdout)
+            .unwrap()
+            .lines()
+            .filter_map(|line| {
+                Some(
+                    line.split(']')
+                        .nth(1)?
+                        .split_whitespace()
+                        .next()?
+                        .to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_split_library_has_symbols_and_its_debug_info_only_in_the_build_id_directory() {
+        let w = workloads();
+        let library = sections(&w.libsplit);
+        for wanted in [
+            ".symtab",
+            ".gnu_debuglink",
+            ".eh_frame",
+            ".note.gnu.build-id",
+        ] {
+            assert!(
+                library.iter().any(|name| name == wanted),
+                "{wanted}: {library:?}"
+            );
+        }
+        assert!(
+            !library.iter().any(|name| name.starts_with(".debug_")),
+            "{library:?}"
+        );
+        let id = build_id(&w.libsplit).unwrap();
+        let debug_file = w
+            .split_debug_dir
+            .join(".build-id")
+            .join(&id[..2])
+            .join(format!("{}.debug", &id[2..]));
+        let debug = sections(&debug_file);
+        assert!(debug.iter().any(|name| name == ".debug_line"), "{debug:?}");
+        assert_eq!(build_id(&debug_file).unwrap(), id);
+        // Nowhere to be found by the debuglink's own name.
+        let split_dir = w.libsplit.parent().unwrap();
+        assert!(!split_dir.join("libsplit.debug").exists());
+        assert!(!w.split_debug_dir.join("libsplit.debug").exists());
+    }
+
+    /// Whether `function`'s code in `program` starts by setting up a frame
+    /// pointer (`push %rbp; mov %rsp,%rbp`).
+    fn keeps_frame_pointer(program: &Path, function: &str) -> bool {
+        let output = Command::new("objdump")
+            .args(["-d", "--no-show-raw-insn", "-C"])
+            .arg(program)
+            .output()
+            .unwrap();
+        let text = String::from_utf8(output.stdout).unwrap();
+        let start = text
+            .find(&format!("<{function}>:"))
+            .unwrap_or_else(|| panic!("no {function} in {}", program.display()));
+        let body: Vec<&str> = text[start..].lines().skip(1).take(3).collect();
+        body.iter().any(|line| line.ends_with("push   %rbp"))
+            && body.iter().any(|line| line.ends_with("mov    %rsp,%rbp"))
+    }
+
+    #[test]
+    fn the_whole_stack_workloads_keep_no_frame_pointers() {
+        let w = workloads();
+        assert!(!keeps_frame_pointer(&w.nofp_chains, "make_buffer"));
+        assert!(!keeps_frame_pointer(&w.shared_fault, "touch_page"));
+        assert!(!keeps_frame_pointer(
+            &w.rust_chains,
+            "rust_chains::load_catalog"
+        ));
+        // The check itself: alloc_sites is built with frame pointers.
+        assert!(keeps_frame_pointer(&w.alloc_sites, "load_catalog"));
     }
 }

@@ -28,7 +28,8 @@ const LLVM_BIN_DIR: &str = "/usr/lib/llvm-22/bin";
 /// inspect loaded programs; tmux to drive the live screen in its tests; for
 /// `cargo xtask test-kernel`, the distribution's kernel (Debian 12's is 6.1,
 /// with BTF), qemu to boot it, a static busybox for virtme-ng's guest, and
-/// Python's venv to install virtme-ng in.
+/// Python's venv to install virtme-ng in; debuginfod, and servers nobody here
+/// wrote (with their load generators), for the whole-stack tests.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -46,6 +47,11 @@ const APT_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
     "python3-venv",
+    "debuginfod",
+    "nginx",
+    "apache2-utils",
+    "postgresql",
+    "redis-server",
 ];
 
 /// `cargo install` arguments for bpf-linker built against LLVM 22; `--force`

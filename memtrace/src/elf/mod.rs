@@ -123,9 +123,12 @@ impl UnwindSections {
     pub fn load_bias(&self, start: u64, offset: u64) -> Option<u64> {
         let page = 4096;
         let &(segment_offset, _, address) =
-            self.segments.iter().find(|&&(file_offset, size, _)| {
-                offset >= file_offset & !(page - 1) && offset < file_offset + size
-            })?;
+            self.segments
+                .iter()
+                .rev()
+                .find(|&&(file_offset, size, _)| {
+                    offset >= file_offset & !(page - 1) && offset < file_offset + size
+                })?;
         Some(
             start
                 .wrapping_sub(offset)

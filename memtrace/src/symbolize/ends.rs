@@ -15,6 +15,7 @@ pub const STACK_ROOTS: &[&str] = &[
     "_start",
     "__libc_start_main",
     "__libc_start_call_main",
+    "_dl_start_user",
     "start_thread",
     "clone",
     "clone3",

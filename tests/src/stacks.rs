@@ -1,0 +1,99 @@
+//! Reading stacks out of memtrace's JSON and profiles, for the whole-stack
+//! tests (`tests/stacks.rs`, `tests/servers.rs`), and small helpers those
+//! tests share for the peers they start.
+
+use std::{
+    net::TcpListener,
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// A row's frames (`top_stacks`, `top_calls`, `top_faults`), innermost first.
+pub fn frames(row: &Value) -> Vec<&str> {
+    row["frames"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no frames in {row}"))
+        .iter()
+        .map(|frame| frame.as_str().expect("frames are names"))
+        .collect()
+}
+
+/// Whether `frames` holds `run`, frame after frame.
+pub fn has_run(frames: &[&str], run: &[&str]) -> bool {
+    frames.windows(run.len()).any(|window| window == run)
+}
+
+/// The sum of a numeric field over rows; a row without it is a failure.
+pub fn sum(rows: &[&Value], field: &str) -> u64 {
+    rows.iter()
+        .map(|row| {
+            row[field]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no {field} in {row}"))
+        })
+        .sum()
+}
+
+/// A number memtrace reported, at a JSON pointer; missing is a failure.
+pub fn field(snapshot: &Value, pointer: &str) -> u64 {
+    snapshot
+        .pointer(pointer)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("no {pointer} in the snapshot"))
+}
+
+/// The share of `side` ("resident" or "released") bytes whose stacks are
+/// whole, as memtrace reports it.
+pub fn complete_percent(snapshot: &Value, side: &str) -> f64 {
+    snapshot["stacks"][side]["complete_percent"]
+        .as_f64()
+        .unwrap_or_else(|| {
+            panic!(
+                "no stacks.{side}.complete_percent in {}",
+                snapshot["stacks"]
+            )
+        })
+}
+
+/// Runs `go tool pprof ARGS` and returns what it printed; it must succeed.
+pub fn go_pprof(args: &[&str]) -> String {
+    let home = tempfile::tempdir().unwrap();
+    let output = Command::new("go")
+        .args(["tool", "pprof"])
+        .args(args)
+        .env("HOME", home.path())
+        .env("PPROF_TMPDIR", home.path())
+        .env("PPROF_BINARY_PATH", home.path())
+        .env("GOTOOLCHAIN", "local")
+        .output()
+        .expect("`go` is needed to read pprof output; run `cargo xtask setup`");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "go tool pprof {args:?} failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// A loopback port nobody uses now, for a server the test starts a moment
+/// later.
+pub fn free_loopback_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// Polls `ready` every 100 ms until it holds; panics with `what` after
+/// `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ready() {
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
