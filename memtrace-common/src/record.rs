@@ -272,11 +272,12 @@ pub struct StackSampleRecord {
     pub _pad: u32,
 }
 
-/// What the agent learnt about an instruction of a traced process from
-/// unwinding a sample taken there: where the return address of the
-/// function it is in sits. With it, the kernel can tell the function's
-/// caller at the next fault there without a sample, so that samples are
-/// reused only at the same instruction, frame and caller.
+/// What the agent learnt about an address of a traced process's code from
+/// unwinding a sample through it (the instruction an event happened at, or
+/// a return address): where the return address of the function it is in
+/// sits. With it, the kernel can tell the function's caller, and its
+/// caller's caller, at the next event there without a sample, so that
+/// samples are reused only at the same instruction, frame and callers.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FrameHintKey {
@@ -288,9 +289,11 @@ pub struct FrameHintKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FrameHint {
-    /// The return address is at `sp + return_address_offset`.
+    /// The return address is at `sp + return_address_offset`...
     pub return_address_offset: u32,
-    pub _pad: u32,
+    /// ...or, when non-zero, found through the frame pointer (code with no
+    /// unwind tables that keeps frame pointers, such as JIT code).
+    pub frame_pointer: u32,
 }
 
 /// Where the fields the programs read are on the running kernel: in the

@@ -134,16 +134,6 @@ impl UserRegs {
     pub(crate) fn top_of_stack(&self) -> u64 {
         read_user(self.sp)
     }
-
-    /// The return address of the innermost frame (its caller), read through
-    /// the frame pointer; zero when the frame pointer is not usable.
-    fn frame_pointer_caller(&self) -> u64 {
-        if frame_pointer_plausible(self.bp, self.sp) {
-            read_user(self.bp + 8)
-        } else {
-            0
-        }
-    }
 }
 
 fn read_user(address: u64) -> u64 {
@@ -187,11 +177,12 @@ impl StackRequest<'_> {
                 return stack;
             }
         }
+        let tgid = self.current.tgid;
         let caller_at = match (self.source, self.kind) {
             (_, EventKind::Syscall) => Some(CallerAt::TopOfStack),
             (StackSource::FramePointers, EventKind::Fault) => Some(CallerAt::FramePointer),
             // Known only once the agent has unwound a sample taken here.
-            _ => hint(self.current.tgid, regs.ip).map(CallerAt::Offset),
+            _ => hint(tgid, regs.ip),
         };
         let stack = match self.source {
             StackSource::FramePointers => walk(regs, self.kind),
@@ -202,7 +193,17 @@ impl StackRequest<'_> {
             _ => sample(regs, self.current, self.kind),
         };
         if let (Some((cache, slot)), Some(caller_at)) = (self.reuse, caller_at) {
-            SiteCache::store(cache, slot, self.current.tid, regs, caller_at, stack);
+            let frame = caller_at.frame(regs);
+            // The caller's caller: through the frame pointers of code that
+            // keeps them, else where the agent said it is.
+            let outer_at = match self.source {
+                StackSource::FramePointers => Some(CallerAt::FramePointer),
+                _ => frame.and_then(|frame| hint(tgid, read_user(frame.return_address_at))),
+            };
+            let outer = frame
+                .zip(outer_at)
+                .and_then(|(frame, at)| at.frame(&frame.caller));
+            SiteCache::store(cache, slot, self.current.tid, regs, caller_at, outer, stack);
         }
         stack
     }
@@ -220,22 +221,60 @@ pub(crate) enum CallerAt {
     Offset(u32),
 }
 
+/// A frame's return address, and the registers its caller resumes with.
+#[derive(Clone, Copy)]
+struct CallerFrame {
+    return_address_at: u64,
+    caller: UserRegs,
+}
+
 impl CallerAt {
-    fn read(self, regs: &UserRegs) -> u64 {
+    /// Where the return address is, from the registers alone.
+    fn address(self, regs: &UserRegs) -> Option<u64> {
         match self {
-            Self::FramePointer => regs.frame_pointer_caller(),
-            Self::TopOfStack => regs.top_of_stack(),
-            Self::Offset(offset) => read_user(regs.sp + u64::from(offset)),
+            Self::FramePointer => frame_pointer_plausible(regs.bp, regs.sp).then_some(regs.bp + 8),
+            Self::TopOfStack => Some(regs.sp),
+            Self::Offset(offset) => Some(regs.sp + u64::from(offset)),
         }
+    }
+
+    fn read(self, regs: &UserRegs) -> u64 {
+        self.address(regs).map_or(0, read_user)
+    }
+
+    /// The return address's place and the caller's registers: its stack
+    /// pointer just above the return address, and its frame pointer (the
+    /// saved one in a frame-pointer frame; otherwise unchanged, as code
+    /// without frame pointers leaves it).
+    fn frame(self, regs: &UserRegs) -> Option<CallerFrame> {
+        let at = self.address(regs)?;
+        let bp = match self {
+            Self::FramePointer => read_user(regs.bp),
+            _ => regs.bp,
+        };
+        Some(CallerFrame {
+            return_address_at: at,
+            caller: UserRegs {
+                ip: read_user(at),
+                sp: at + 8,
+                bp,
+                compat: false,
+            },
+        })
     }
 }
 
 /// Where the agent said the return address is at `ip` of process `tgid`.
 #[inline(always)]
-fn hint(tgid: u32, ip: u64) -> Option<u32> {
+fn hint(tgid: u32, ip: u64) -> Option<CallerAt> {
     let key = FrameHintKey { tgid, _pad: 0, ip };
     // SAFETY: a map value, read at once.
-    unsafe { FRAME_HINTS.get(&key) }.map(|hint| hint.return_address_offset)
+    let hint = unsafe { FRAME_HINTS.get(&key) }?;
+    Some(if hint.frame_pointer != 0 {
+        CallerAt::FramePointer
+    } else {
+        CallerAt::Offset(hint.return_address_offset)
+    })
 }
 
 /// Walks the frame-pointer chain from `regs` and stores the stack; returns
@@ -377,8 +416,9 @@ fn frame_pointer_plausible(fp: u64, sp: u64) -> bool {
 }
 
 /// The last stack taken on a CPU, and the place it was taken at: events at
-/// the same place (thread, instruction, stack pointer, and the same caller
-/// where `caller_at` says) reuse it, for at most `STACK_PERIOD` events.
+/// the same place (thread, instruction, stack pointer, the same caller and,
+/// where it can be found, the same caller's caller) reuse it, for at most
+/// `STACK_PERIOD` events.
 #[repr(C)]
 pub(crate) struct SiteCache {
     tid: u32,
@@ -389,6 +429,11 @@ pub(crate) struct SiteCache {
     sp: u64,
     caller: u64,
     caller_at: CallerAt,
+    /// Where the caller's return address was (0: not found), and what it
+    /// was: at the same instruction and stack pointer, the caller's frame is
+    /// at the same place.
+    outer_at: u64,
+    outer: u64,
 }
 
 impl SiteCache {
@@ -405,6 +450,7 @@ impl SiteCache {
             || state.sp != regs.sp
             || state.stack == NO_STACK
             || state.caller_at.read(regs) != state.caller
+            || (state.outer_at != 0 && read_user(state.outer_at) != state.outer)
         {
             return None;
         }
@@ -420,6 +466,7 @@ impl SiteCache {
         tid: u32,
         regs: &UserRegs,
         caller_at: CallerAt,
+        outer: Option<CallerFrame>,
         stack: u64,
     ) {
         let Some(state) = cache.get_ptr_mut(slot) else {
@@ -432,6 +479,8 @@ impl SiteCache {
         state.sp = regs.sp;
         state.caller = caller_at.read(regs);
         state.caller_at = caller_at;
+        (state.outer_at, state.outer) =
+            outer.map_or((0, 0), |frame| (frame.return_address_at, frame.caller.ip));
         state.stack = stack;
         state.remaining = stack_period().saturating_sub(1);
     }

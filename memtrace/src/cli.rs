@@ -125,8 +125,8 @@ pub struct TraceOptions {
     pub unwind: Unwind,
 
     /// Bytes of stack each unwound sample copies, above the stack pointer
-    /// (1K to 16K; deeper stacks are cut and said so).
-    #[arg(long, value_name = "BYTES", default_value = "8K", value_parser = parse_stack_bytes, global = true)]
+    /// (1K to 30K; deeper stacks are cut and said so).
+    #[arg(long, value_name = "BYTES", default_value = "16K", value_parser = parse_stack_bytes, global = true)]
     pub stack_bytes: u32,
 
     /// A directory of separate debug files (`.build-id/xx/yyyy.debug`, or
@@ -356,7 +356,8 @@ mod tests {
         assert_eq!(parse_ring_size("8k"), Ok(8192));
         assert_eq!(parse_stack_bytes("8K"), Ok(8192));
         assert_eq!(parse_stack_bytes("1500"), Ok(2048));
-        assert!(parse_stack_bytes("32K").is_err());
+        assert!(parse_stack_bytes("31K").is_err());
+        assert_eq!(parse_stack_bytes("30K"), Ok(30 * 1024));
         assert!(parse_stack_bytes("100").is_err());
     }
 

@@ -38,6 +38,8 @@ pub struct StackRow {
     pub end: Option<StackEnd>,
     /// Where a cut stack stops: the module of its outermost frame.
     pub cut_in: Option<String>,
+    /// The stack runs through JIT code no perf map names.
+    pub unnamed_jit: bool,
 }
 
 /// A stack whose resident bytes changed since the first snapshot.
@@ -83,6 +85,7 @@ pub fn top_stacks(namer: &mut Namer<'_>, count: usize) -> Vec<StackRow> {
             .as_ref()
             .and_then(|named| named.cut_in.as_ref())
             .map(|module| module.path.clone());
+        let unnamed_jit = named.as_ref().is_some_and(|named| named.unnamed_jit > 0);
         let frames = holder.names(namer);
         match by_frames.get(&frames) {
             Some(&row) => {
@@ -98,6 +101,7 @@ pub fn top_stacks(namer: &mut Namer<'_>, count: usize) -> Vec<StackRow> {
                     lazyfree: held.lazyfree,
                     end,
                     cut_in,
+                    unnamed_jit,
                 });
             }
         }

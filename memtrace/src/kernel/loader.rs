@@ -399,15 +399,11 @@ pub struct FrameHints {
 }
 
 impl FrameHints {
-    /// At instruction `ip` of process `tgid`, the return address is at the
-    /// stack pointer plus `return_address_offset`. The map is an LRU: old
-    /// hints make room for new ones, which only costs samples.
-    pub fn insert(&mut self, tgid: u32, ip: u64, return_address_offset: u32) {
+    /// Where the return address is at code address `ip` of process `tgid`.
+    /// The map is an LRU: old hints make room for new ones, which only costs
+    /// samples.
+    pub fn insert(&mut self, tgid: u32, ip: u64, hint: FrameHint) {
         let key = FrameHintKey { tgid, _pad: 0, ip };
-        let hint = FrameHint {
-            return_address_offset,
-            _pad: 0,
-        };
         // A failed insert only means more samples are taken there.
         let _ = self.map.insert(key, hint, 0);
     }

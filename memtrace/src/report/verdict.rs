@@ -521,6 +521,21 @@ pub fn notices(snapshot: &Snapshot) -> Vec<String> {
             snapshot.pid
         )];
     }
+    let mut notices = Vec::new();
+    let unnamed_jit: u64 = snapshot
+        .top_stacks
+        .iter()
+        .filter(|row| row.unnamed_jit)
+        .map(|row| row.in_use + row.lazyfree)
+        .sum();
+    if percent(unnamed_jit, snapshot.rss()) >= CUT_SHORT_NOTABLE {
+        notices.push(format!(
+            "{} resident was faulted in through JIT-compiled code that has no names; to name \
+             it, {}",
+            Bytes(unnamed_jit),
+            perf_map_advice(&snapshot.command)
+        ));
+    }
     let mut by_cut: Vec<(String, CutReason, u64, usize)> = Vec::new();
     for row in &snapshot.top_stacks {
         let (Some(StackEnd::Cut(reason)), Some(module)) = (row.end, &row.cut_in) else {
@@ -535,18 +550,38 @@ pub fn notices(snapshot: &Snapshot) -> Vec<String> {
             None => by_cut.push((module.clone(), reason, bytes, row.frames.len())),
         }
     }
-    by_cut
-        .into_iter()
-        .filter(|(_, _, bytes, _)| percent(*bytes, snapshot.rss()) >= CUT_SHORT_NOTABLE)
-        .map(|(module, reason, bytes, frames)| {
-            format!(
-                "stacks through {module} stop after {frames} frame{} ({} resident): {}",
-                if frames == 1 { "" } else { "s" },
-                Bytes(bytes),
-                remedy(reason, &snapshot.command),
-            )
-        })
-        .collect()
+    notices.extend(
+        by_cut
+            .into_iter()
+            .filter(|(_, _, bytes, _)| percent(*bytes, snapshot.rss()) >= CUT_SHORT_NOTABLE)
+            .map(|(module, reason, bytes, frames)| {
+                format!(
+                    "stacks through {module} stop after {frames} frame{} ({} resident): {}",
+                    if frames == 1 { "" } else { "s" },
+                    Bytes(bytes),
+                    remedy(reason, &snapshot.command),
+                )
+            }),
+    );
+    notices
+}
+
+/// How the runtime `command` is made to write the perf map that names its
+/// JIT code (`/tmp/perf-PID.map`).
+fn perf_map_advice(command: &str) -> &'static str {
+    match command {
+        "node" | "nodejs" => "start node with --perf-basic-prof",
+        "java" => {
+            "run jcmd PID Compiler.perfmap (or start java with \
+            -XX:+UnlockDiagnosticVMOptions -XX:+DumpPerfMapAtExit)"
+        }
+        "dotnet" => "set DOTNET_PerfMapEnabled=1",
+        name if name.starts_with("python") => "start python 3.12 with -X perf",
+        _ => {
+            "have the runtime write /tmp/perf-PID.map (node --perf-basic-prof, jcmd PID \
+            Compiler.perfmap, DOTNET_PerfMapEnabled=1, python -X perf)"
+        }
+    }
 }
 
 /// Why a stack stopped, and what would give the whole stack.
@@ -560,25 +595,14 @@ fn remedy(reason: CutReason, command: &str) -> String {
             rebuild it with -fasynchronous-unwind-tables (gcc's default) or \
             -fno-omit-frame-pointer"
             .to_owned(),
-        CutReason::JitCode => {
-            let how = match command {
-                "node" | "nodejs" => "start node with --perf-basic-prof",
-                "java" => {
-                    "run jcmd PID Compiler.perfmap, or start java with \
-                    -XX:+UnlockDiagnosticVMOptions -XX:+DumpPerfMapAtExit"
-                }
-                "dotnet" => "set DOTNET_PerfMapEnabled=1",
-                name if name.starts_with("python") => "start python 3.12 with -X perf",
-                _ => {
-                    "have the runtime write /tmp/perf-PID.map (node --perf-basic-prof, \
-                    jcmd PID Compiler.perfmap, DOTNET_PerfMapEnabled=1, python -X perf)"
-                }
-            };
-            format!(
-                "they run through JIT-compiled code that keeps neither frame pointers nor \
-                 unwind tables; to name its functions, {how}"
-            )
-        }
+        CutReason::JitCode => match command {
+            "java" => "they run through JIT-compiled code that keeps no frame pointers; start \
+                java with -XX:+PreserveFramePointer"
+                .to_owned(),
+            _ => "they run through JIT-compiled code that keeps neither frame pointers nor \
+                unwind tables; start the runtime with frame pointers kept, where it can"
+                .to_owned(),
+        },
         CutReason::StackCopyTooSmall => format!(
             "the stack is deeper than the bytes copied per sample; give --stack-bytes {}K",
             memtrace_common::config::MAX_STACK_COPY / 1024

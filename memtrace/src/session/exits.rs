@@ -27,8 +27,7 @@ impl Exits {
     /// Watches process `pid` (it must still exist, or the watch reports it
     /// gone at once).
     pub fn watch(&self, pid: u32) -> io::Result<()> {
-        let pidfd = pidfd_open(pid)?;
-        let fd = AsyncFd::new(pidfd)?;
+        let fd = exit_notice(pid)?;
         let sender = self.sender.clone();
         tokio::spawn(async move {
             // Readable once the process has exited (and on errors, which
@@ -49,14 +48,19 @@ impl Exits {
     }
 }
 
-fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+/// A pidfd of process `pid`, registered with tokio: readable once the
+/// process has exited.
+pub(super) fn exit_notice(pid: u32) -> io::Result<AsyncFd<OwnedFd>> {
     // SAFETY: a plain syscall with no pointers.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: a descriptor the kernel just gave us, owned by nothing else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // SAFETY: the AsyncFd owns the pidfd, so it stays open while registered.
+    unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
+        .map_err(|err| err.into_parts().1)
 }
 
 #[cfg(test)]

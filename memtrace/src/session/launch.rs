@@ -18,6 +18,7 @@ use std::{
 
 use tokio::io::unix::AsyncFd;
 
+use super::exits::exit_notice;
 use crate::safe_file::Owner;
 
 /// The program file `command` runs, looked up on `PATH` as `execvp` does.
@@ -127,10 +128,7 @@ pub fn launch(argv: &[OsString], owner: Option<Owner>) -> io::Result<Launched> {
     drop(gate_read);
     drop(status_write);
     let pid = pid as u32;
-    // SAFETY: the AsyncFd owns the pidfd, so it stays open while registered.
-    let exit =
-        unsafe { AsyncFd::register_with_interest(pidfd_open(pid)?, tokio::io::Interest::READABLE) }
-            .map_err(|err| err.into_parts().1)?;
+    let exit = exit_notice(pid)?;
     Ok(Launched {
         pid,
         gate: Some(File::from(gate_write)),
@@ -177,14 +175,4 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     }
     // SAFETY: both descriptors were just created and are owned here.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
-    // SAFETY: a plain syscall; the result is a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a descriptor just returned by the kernel, owned here.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }

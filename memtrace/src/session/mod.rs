@@ -6,6 +6,7 @@
 //! [`crate::export`].
 
 mod error;
+mod exits;
 mod heap;
 mod launch;
 mod outputs;
@@ -44,6 +45,7 @@ use crate::{
     symbolize::{DebugSources, Debuginfod},
     unwind,
 };
+use exits::Exits;
 use outputs::Outputs;
 use process::{Process, ReadingRules, Shared};
 use signals::{Signals, Steer};
@@ -188,6 +190,7 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
         follow_forks: options.follow_forks,
         stacks,
         targets,
+        exits: Exits::new(),
         debug,
         counters,
         decode_errors: 0,
@@ -222,6 +225,10 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
                 }
                 other => other,
             })?;
+            session
+                .exits
+                .watch(pid)
+                .map_err(|_| SessionError::ExitedWhileAttaching { pid })?;
         }
     }
     session.announce(&target);
@@ -264,6 +271,8 @@ struct Session {
     /// Stacks are shared: the kernel keeps one map for every process.
     stacks: Stacks,
     targets: Targets,
+    /// Processes whose exit a pidfd tells (see `exits`).
+    exits: Exits,
     /// Where separate debug information is found, for every process.
     debug: DebugSources,
     counters: KernelCounters,
@@ -372,6 +381,14 @@ impl Session {
                     self.drain(source);
                     return Ok(self.stop_for_ending());
                 }
+                pid = self.exits.next() => {
+                    // Its last events first (an OOM kill says why it ended).
+                    self.drain(source);
+                    if let Some(process) = self.processes.get_mut(&pid) {
+                        process.tracker.ending.get_or_insert(Ending::Exited);
+                    }
+                    self.targets.forget(pid);
+                }
             }
             if reconcile_soon {
                 // Another task changed a target's RSS (reclaim): look now,
@@ -447,6 +464,7 @@ impl Session {
         let decode_errors = &mut self.decode_errors;
         let follow_forks = self.follow_forks;
         let debug = &self.debug;
+        let exits = &self.exits;
         source.drain(|decoded| {
             let Ok(mut decoded) = decoded else {
                 *decode_errors += 1;
@@ -496,6 +514,8 @@ impl Session {
                         process.tracker.forked()
                     };
                     let parent = process.pid;
+                    // Gone already if this fails: its exit record says so.
+                    let _ = exits.watch(child);
                     let mut child = Process::new(child, tracker, 0, debug.clone());
                     child.stack_source = process.stack_source;
                     eprintln!(

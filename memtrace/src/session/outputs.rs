@@ -3,6 +3,7 @@
 //! and on the screen's `p` key), all through [`crate::safe_file`].
 
 use std::{
+    io,
     io::Write,
     path::{Path, PathBuf},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -170,13 +171,10 @@ impl Outputs {
         let line = json::to_json(snapshot).to_string();
         match &mut self.json {
             Some(JsonSink::Stdout) => {
-                let mut stdout = std::io::stdout().lock();
-                writeln!(stdout, "{line}")
-                    .and_then(|()| stdout.flush())
-                    .map_err(|source| SessionError::Io {
-                        what: "cannot write JSON to standard output",
-                        source,
-                    })
+                write_stdout(format!("{line}\n").as_bytes()).map_err(|source| SessionError::Io {
+                    what: "cannot write JSON to standard output",
+                    source,
+                })
             }
             Some(JsonSink::File(file)) => Ok(file.write_line(&line)?),
             None => Ok(()),
@@ -235,4 +233,36 @@ impl Outputs {
             .policy
             .write_all(path, &memtrace_pprof::encode(&profile))?)
     }
+}
+
+/// Writes `bytes` to standard output whole, waiting while the pipe is full.
+/// The traced command shares standard output and may have made it
+/// non-blocking (Node does), which makes a plain write fail with EAGAIN.
+fn write_stdout(mut bytes: &[u8]) -> io::Result<()> {
+    // Whatever std has buffered goes first.
+    std::io::stdout().flush()?;
+    while !bytes.is_empty() {
+        // SAFETY: writing from a live buffer of the given length.
+        let written =
+            unsafe { libc::write(libc::STDOUT_FILENO, bytes.as_ptr().cast(), bytes.len()) };
+        if written >= 0 {
+            bytes = &bytes[written as usize..];
+            continue;
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::Interrupted => {}
+            io::ErrorKind::WouldBlock => {
+                let mut ready = libc::pollfd {
+                    fd: libc::STDOUT_FILENO,
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd; waits until the pipe has room.
+                unsafe { libc::poll(&mut ready, 1, -1) };
+            }
+            _ => return Err(err),
+        }
+    }
+    Ok(())
 }

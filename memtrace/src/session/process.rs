@@ -247,6 +247,7 @@ impl Process {
         if alive {
             self.look(is_final);
         }
+        self.symbolizer.refresh();
         let state = match self.tracker.ending {
             Some(Ending::OomKilled) => TargetState::OomKilled,
             Some(Ending::Exited) => TargetState::Exited,

@@ -61,8 +61,8 @@ impl Stacks {
         };
         let unwound = process.unwind(&mut self.tables, sample, self.stack_bytes);
         self.table.add_unwound(id, &unwound.frames, unwound.end);
-        if let Some(offset) = unwound.return_address_offset {
-            self.hints.insert(process.pid, sample.ip, offset);
+        for (address, hint) in unwound.hints {
+            self.hints.insert(process.pid, address, hint);
         }
     }
 

@@ -50,11 +50,13 @@ impl Frame {
         }
     }
 
-    /// Code in anonymous memory (JIT, trampolines), named after its mapping.
-    pub fn in_anonymous(address: u64, mapping: String) -> Self {
+    /// Code in anonymous memory (JIT, trampolines), named after its mapping
+    /// and the offset in it (`[anonymous]+0x1a40`), so that distinct
+    /// functions stay apart.
+    pub fn in_anonymous(address: u64, mapping_start: u64, mapping: String) -> Self {
         Self {
             address,
-            file_offset: 0,
+            file_offset: address - mapping_start,
             module: Some(Arc::new(Module {
                 path: if mapping.starts_with('[') {
                     mapping
@@ -69,15 +71,25 @@ impl Frame {
 
     /// JIT-compiled code in an anonymous mapping, named by the runtime's
     /// perf map.
-    pub fn jit(address: u64, mapping: String, name: String) -> Self {
+    pub fn jit(address: u64, mapping_start: u64, mapping: String, name: String) -> Self {
         Self {
             functions: vec![Function {
                 name,
                 file: None,
                 line: None,
             }],
-            ..Self::in_anonymous(address, mapping)
+            ..Self::in_anonymous(address, mapping_start, mapping)
         }
+    }
+
+    /// Code in an anonymous mapping with no name: JIT code whose runtime
+    /// wrote no perf map.
+    pub fn is_unnamed_jit(&self) -> bool {
+        self.functions.is_empty()
+            && self
+                .module
+                .as_ref()
+                .is_some_and(|module| module.path.starts_with('['))
     }
 
     /// The names this frame stands for, innermost first: inlined functions

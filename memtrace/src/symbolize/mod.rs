@@ -55,6 +55,8 @@ const SYSTEM_DEBUG_DIRS: [&str; 2] = ["/usr/lib/debug", "/lib/debug"];
 #[derive(Clone, Debug)]
 pub struct NamedStack {
     pub frames: Vec<Frame>,
+    /// Frames in JIT code that no perf map names.
+    pub unnamed_jit: usize,
     pub end: StackEnd,
     /// Where a cut stack stops: the module of its outermost frame.
     pub cut_in: Option<Arc<Module>>,
@@ -96,12 +98,18 @@ impl Symbolizer {
         self.perf_map = PerfMap::new(self.view.pid());
     }
 
-    /// Stack `id` (`stack`) with its frames named.
-    pub fn stack(&mut self, id: StackId, stack: &Stack, extents: &Extents) -> Arc<NamedStack> {
-        if self.debug_arrived() {
+    /// Names learnt since the last look (a debug file debuginfod delivered,
+    /// a perf map the runtime wrote or grew) replace those resolved before:
+    /// called before each snapshot.
+    pub fn refresh(&mut self) {
+        if self.debug_arrived() || self.perf_map.changed() {
             self.frames.clear();
             self.stacks.clear();
         }
+    }
+
+    /// Stack `id` (`stack`) with its frames named.
+    pub fn stack(&mut self, id: StackId, stack: &Stack, extents: &Extents) -> Arc<NamedStack> {
         if let Some(named) = self.stacks.get(&id) {
             return named.clone();
         }
@@ -130,7 +138,9 @@ impl Symbolizer {
             StackEnd::Root => None,
             StackEnd::Cut(_) => frames.last().and_then(|frame| frame.module.clone()),
         };
+        let unnamed_jit = frames.iter().filter(|frame| frame.is_unnamed_jit()).count();
         let named = Arc::new(NamedStack {
+            unnamed_jit,
             frames,
             end,
             cut_in,
@@ -161,9 +171,10 @@ impl Symbolizer {
                 offset,
             } = &extent.backing
             else {
+                let mapping = extent.backing.to_string();
                 let frame = match self.perf_map.lookup(address) {
-                    Some(name) => Frame::jit(address, extent.backing.to_string(), name),
-                    None => Frame::in_anonymous(address, extent.backing.to_string()),
+                    Some(name) => Frame::jit(address, start, mapping, name),
+                    None => Frame::in_anonymous(address, start, mapping),
                 };
                 self.frames.insert(address, frame);
                 continue;
@@ -288,12 +299,6 @@ impl Symbolizer {
         });
         self.modules.insert(path.to_owned(), module.clone());
         module
-    }
-
-    /// Whether the process's perf map names any JIT code (for the notice
-    /// about JIT frames).
-    pub fn has_perf_map(&mut self) -> bool {
-        self.perf_map.exists()
     }
 }
 

@@ -60,15 +60,20 @@ impl PerfMap {
         }
     }
 
-    /// Whether the process has written a perf map.
-    pub fn exists(&mut self) -> bool {
+    /// Whether the map changed since the last look (written, or grown as
+    /// the runtime compiled more code).
+    pub fn changed(&mut self) -> bool {
+        let before = self.read_at;
         self.refresh();
-        self.read_at.is_some()
+        self.read_at != before
     }
 
-    /// The name of the JIT code at `address`, if the map has it.
+    /// The name of the JIT code at `address`, if the map had it when last
+    /// read.
     pub fn lookup(&mut self, address: u64) -> Option<String> {
-        self.refresh();
+        if self.read_at.is_none() {
+            self.refresh();
+        }
         let index = self
             .entries
             .partition_point(|entry| entry.start <= address)

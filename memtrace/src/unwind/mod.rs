@@ -21,7 +21,7 @@ use framehop::{
     x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64},
     Error, ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder,
 };
-use memtrace_common::{config::MAX_STACK_FRAMES, StackSource};
+use memtrace_common::{config::MAX_STACK_FRAMES, FrameHint, StackSource};
 
 use crate::{
     elf::{Bytes, ProgramKind, UnwindSections},
@@ -110,10 +110,15 @@ pub struct Unwound {
     /// How the stack ends, when unwinding can tell; `None` when the frame
     /// pointers ran out (only the names of the frames can tell then).
     pub end: Option<StackEnd>,
-    /// Where the innermost function's return address was, above the stack
-    /// pointer, when its unwind tables said so.
-    pub return_address_offset: Option<u32>,
+    /// For the first frames, where the function's return address was: by
+    /// the code address (the instruction, then the return addresses) it
+    /// holds for, as the kernel side looks it up.
+    pub hints: Vec<(u64, FrameHint)>,
 }
+
+/// Frames whose return address's place is told to the kernel side: the
+/// innermost function's, for its caller, and its caller's, for theirs.
+const HINTED_FRAMES: usize = 2;
 
 /// One executable mapping registered with framehop.
 struct Mapped {
@@ -165,21 +170,36 @@ impl ProcessUnwinder {
         let mut regs = UnwindRegsX86_64::new(sample.ip, sample.sp, sample.bp);
         let mut frames = vec![sample.ip];
         let mut address = FrameAddress::from_instruction_pointer(sample.ip);
-        let mut return_address_offset = None;
+        let mut hints = Vec::with_capacity(HINTED_FRAMES);
         let end = loop {
             if frames.len() >= MAX_STACK_FRAMES {
                 break Some(StackEnd::Cut(CutReason::DepthLimit));
             }
             let pc = address.address_for_lookup();
+            let frame_sp = regs.sp();
             match framehop.unwind_frame(address, &mut regs, cache, &mut read) {
                 Ok(Some(return_address)) => {
-                    if frames.len() == 1 && has_tables_at(mapped, pc) {
+                    if hints.len() < HINTED_FRAMES {
+                        let at = *frames.last().expect("frames start with the instruction");
                         // The caller's stack pointer is the canonical frame
                         // address; the return address sits just below it.
-                        return_address_offset = regs
-                            .sp()
-                            .checked_sub(8 + sample.sp)
-                            .and_then(|offset| u32::try_from(offset).ok());
+                        let hint = if has_tables_at(mapped, pc) {
+                            regs.sp()
+                                .checked_sub(8 + frame_sp)
+                                .and_then(|offset| u32::try_from(offset).ok())
+                                .map(|offset| FrameHint {
+                                    return_address_offset: offset,
+                                    frame_pointer: 0,
+                                })
+                        } else {
+                            // Crossed by frame pointers: code without unwind
+                            // tables (JIT code) that keeps them.
+                            Some(FrameHint {
+                                return_address_offset: 0,
+                                frame_pointer: 1,
+                            })
+                        };
+                        hints.extend(hint.map(|hint| (at, hint)));
                     }
                     frames.push(return_address);
                     match FrameAddress::from_return_address(return_address) {
@@ -198,11 +218,7 @@ impl ProcessUnwinder {
                 Err(_) => break Some(StackEnd::Cut(why_stuck(mapped, pc, extents))),
             }
         };
-        Unwound {
-            frames,
-            end,
-            return_address_offset,
-        }
+        Unwound { frames, end, hints }
     }
 
     /// Registers the executable file mappings of `extents` that framehop

@@ -73,6 +73,7 @@ fn snapshot() -> Snapshot {
                 lazyfree: 0,
                 end: None,
                 cut_in: None,
+                unnamed_jit: false,
             },
             StackRow {
                 stack: None,
@@ -81,6 +82,7 @@ fn snapshot() -> Snapshot {
                 lazyfree: 24 * MIB,
                 end: None,
                 cut_in: None,
+                unnamed_jit: false,
             },
         ],
         top_calls: vec![CallRow {
