@@ -28,7 +28,7 @@ pub const LAYERS: &[&[&str]] = &[
     &["symbolize"],
     &["attribution"],
     &["report", "export"],
-    &["session"],
+    &["session", "agent"],
     &["exit"],
     &["demo"],
     &["main"],

@@ -25,7 +25,7 @@ const LLVM_BIN_DIR: &str = "/usr/lib/llvm-22/bin";
 /// LLVM 22 and the libraries bpf-linker links against; gcc and binutils for
 /// the C test workloads; Go for the Go workloads and `go tool pprof`;
 /// bpftrace and perf as the peers memtrace is compared with; bpftool to
-/// inspect loaded programs.
+/// inspect loaded programs; Prometheus, which the metrics tests scrape with.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -37,6 +37,7 @@ const APT_PACKAGES: &[&str] = &[
     "bpftrace",
     "linux-perf",
     "bpftool",
+    "prometheus",
 ];
 
 /// `cargo install` arguments for bpf-linker built against LLVM 22; `--force`
