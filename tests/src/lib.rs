@@ -5,9 +5,14 @@
 //! - [`memtrace`] runs the memtrace binary and reads its JSON output;
 //! - [`kernel`] reads what the kernel says, to hold memtrace's numbers
 //!   against;
-//! - [`running`] starts a workload for `memtrace -p` to attach to.
+//! - [`running`] starts a workload for `memtrace -p` to attach to;
+//! - [`receivers`] stands in for Pyroscope and Parca, taking profile
+//!   pushes and refusing what they refuse;
+//! - [`gotool`] runs `go tool pprof` on profiles.
 
+pub mod gotool;
 pub mod kernel;
 pub mod memtrace;
+pub mod receivers;
 pub mod running;
 pub mod workloads;
