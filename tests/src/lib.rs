@@ -8,11 +8,13 @@
 //! - [`running`] starts a workload for `memtrace -p` to attach to;
 //! - [`receivers`] stands in for Pyroscope and Parca, taking profile
 //!   pushes and refusing what they refuse;
-//! - [`gotool`] runs `go tool pprof` on profiles.
+//! - [`gotool`] runs `go tool pprof` on profiles;
+//! - [`prometheus`] runs the real Prometheus against a metrics endpoint.
 
 pub mod gotool;
 pub mod kernel;
 pub mod memtrace;
+pub mod prometheus;
 pub mod receivers;
 pub mod running;
 pub mod workloads;

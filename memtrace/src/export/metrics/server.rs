@@ -169,11 +169,14 @@ fn read_head(stream: &mut TcpStream) -> io::Result<Option<String>> {
             break;
         }
         head.extend_from_slice(&buffer[..read]);
-        if head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n") {
-            break;
-        }
-        if head.len() > MAX_HEAD {
-            return Ok(None);
+        let end = [&b"\r\n\r\n"[..], b"\n\n"]
+            .iter()
+            .filter_map(|blank| head.windows(blank.len()).position(|w| w == *blank))
+            .min();
+        match end {
+            Some(end) if end <= MAX_HEAD => break,
+            _ if head.len() > MAX_HEAD => return Ok(None),
+            _ => {}
         }
     }
     Ok(Some(String::from_utf8_lossy(&head).into_owned()))
