@@ -246,6 +246,11 @@ fn prometheus_scrapes_every_series_as_served() {
         r#"sum without (part) (memtrace_rss_bytes{target="api"}) - ignoring (part) memtrace_rss_bytes{part="lazily_freed",target="api"}"#,
     );
     assert_eq!(rss_minus_lazyfree[0].value, real_usage[0].value);
+    let lazily_freed_share = prometheus.query(
+        r#"memtrace_rss_bytes{part="lazily_freed",target="api"} / ignoring (part) sum without (part) (memtrace_rss_bytes{target="api"})"#,
+    );
+    let rss = (40 * MIB + 24 * MIB + 3 * MIB + 4096 + 8192) as f64;
+    assert_eq!(lazily_freed_share[0].value, (24 * MIB) as f64 / rss);
     let headroom = prometheus.query(r#"memtrace_cgroup_usage_bytes / memtrace_cgroup_limit_bytes"#);
     assert_eq!(
         headroom.len(),
