@@ -312,6 +312,44 @@ fn label_pairs(accepted: &receivers::Accepted) -> Vec<(&str, &str)> {
     pairs
 }
 
+/// The labels every pushed series carries, sorted, besides `__delta__`.
+const SERIES_LABELS: [(&str, &str); 7] = [
+    ("__name__", "memory"),
+    ("cgroup", "/system.slice/checkout.service"),
+    ("command", "checkout-api"),
+    ("env", "test"),
+    ("host", "node-7"),
+    ("pid", "4242"),
+    ("service_name", "checkout"),
+];
+
+/// Pushes [`two_windows`] to `endpoint`, checks they were delivered, each
+/// accepted by `api` with the workload's numbers, and returns the requests
+/// with the windows' spans (from, until, in seconds).
+fn deliver_two_windows(
+    receiver: &Receiver,
+    endpoint: Endpoint,
+    api: Api,
+) -> Vec<(Exchange, (u64, u64))> {
+    let windows = two_windows();
+    let seconds = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+    let spans: Vec<(u64, u64)> = windows
+        .iter()
+        .map(|w| (seconds(w.start), seconds(w.end)))
+        .collect();
+    let counts = push_all(HttpDestination::new(endpoint), quick_retries(0), windows);
+    assert_eq!((counts.sent, counts.dropped_total()), (2, 0), "{counts:?}");
+    let exchanges = receiver.exchanges();
+    for exchange in &exchanges {
+        assert_eq!((exchange.api, exchange.status), (api, 200), "{exchange:?}");
+        assert!(exchange
+            .header("user-agent")
+            .is_some_and(|agent| agent.starts_with("memtrace/")));
+    }
+    check_workload_profiles(&exchanges);
+    exchanges.into_iter().zip(spans).collect()
+}
+
 #[test]
 fn pyroscope_push_api_takes_every_window() {
     let receiver = Receiver::start(
@@ -329,66 +367,22 @@ fn pyroscope_push_api_takes_every_window() {
         tenant: Some("team-a".into()),
         ..endpoint(&receiver, Protocol::Pyroscope)
     };
-    let counts = push_all(
-        HttpDestination::new(endpoint),
-        quick_retries(0),
-        two_windows(),
-    );
-    assert_eq!((counts.sent, counts.dropped_total()), (2, 0), "{counts:?}");
-
-    let exchanges = receiver.exchanges();
-    for exchange in &exchanges {
-        assert_eq!(
-            (exchange.api, exchange.status),
-            (Api::PyroscopePush, 200),
-            "{exchange:?}"
-        );
+    for (exchange, _) in deliver_two_windows(&receiver, endpoint, Api::PyroscopePush) {
         assert_eq!(exchange.header("content-type"), Some("application/proto"));
         assert_eq!(exchange.header("connect-protocol-version"), Some("1"));
         assert_eq!(exchange.header("x-scope-orgid"), Some("team-a"));
-        assert!(exchange
-            .header("user-agent")
-            .is_some_and(|agent| agent.starts_with("memtrace/")));
-        assert_eq!(
-            label_pairs(&exchange.accepted[0]),
-            [
-                ("__delta__", "false"),
-                ("__name__", "memory"),
-                ("cgroup", "/system.slice/checkout.service"),
-                ("command", "checkout-api"),
-                ("env", "test"),
-                ("host", "node-7"),
-                ("pid", "4242"),
-                ("service_name", "checkout"),
-            ]
-        );
+        let mut expected = vec![("__delta__", "false")];
+        expected.extend(SERIES_LABELS);
+        assert_eq!(label_pairs(&exchange.accepted[0]), expected);
     }
-    check_workload_profiles(&exchanges);
 }
 
 #[test]
 fn pyroscope_legacy_ingest_takes_every_window() {
     let receiver = Receiver::start(Requirements::default(), vec![]);
-    let windows = two_windows();
-    let spans: Vec<(u64, u64)> = windows
-        .iter()
-        .map(|w| {
-            let seconds =
-                |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
-            (seconds(w.start), seconds(w.end))
-        })
-        .collect();
-    let destination = HttpDestination::new(endpoint(&receiver, Protocol::PyroscopeIngest));
-    let counts = push_all(destination, quick_retries(0), windows);
-    assert_eq!((counts.sent, counts.dropped_total()), (2, 0), "{counts:?}");
-
-    let exchanges = receiver.exchanges();
-    for (exchange, (from, until)) in exchanges.iter().zip(spans) {
-        assert_eq!(
-            (exchange.api, exchange.status),
-            (Api::PyroscopeIngest, 200),
-            "{exchange:?}"
-        );
+    let endpoint = endpoint(&receiver, Protocol::PyroscopeIngest);
+    for (exchange, (from, until)) in deliver_two_windows(&receiver, endpoint, Api::PyroscopeIngest)
+    {
         let query: Vec<(&str, &str)> = exchange
             .query
             .iter()
@@ -407,17 +401,14 @@ fn pyroscope_legacy_ingest_takes_every_window() {
                 ("spyName", "memtrace"),
             ]
         );
+        let mut expected = vec![("__delta__", "false")];
+        expected.extend(SERIES_LABELS);
         assert_eq!(
-            label_pairs(&exchange.accepted[0])[..3],
-            [
-                ("__delta__", "false"),
-                ("__name__", "memory"),
-                ("cgroup", "/system.slice/checkout.service")
-            ],
+            label_pairs(&exchange.accepted[0]),
+            expected,
             "the server names the profile memory from its inuse_space sample type"
         );
     }
-    check_workload_profiles(&exchanges);
 }
 
 #[test]
@@ -433,35 +424,10 @@ fn parca_writeraw_takes_every_window() {
         auth: Some(Auth::Bearer("parca-token".into())),
         ..endpoint(&receiver, Protocol::Parca)
     };
-    let counts = push_all(
-        HttpDestination::new(endpoint),
-        quick_retries(0),
-        two_windows(),
-    );
-    assert_eq!((counts.sent, counts.dropped_total()), (2, 0), "{counts:?}");
-
-    let exchanges = receiver.exchanges();
-    for exchange in &exchanges {
-        assert_eq!(
-            (exchange.api, exchange.status),
-            (Api::ParcaWriteRaw, 200),
-            "{exchange:?}"
-        );
+    for (exchange, _) in deliver_two_windows(&receiver, endpoint, Api::ParcaWriteRaw) {
         assert_eq!(exchange.header("content-type"), Some("application/json"));
-        assert_eq!(
-            label_pairs(&exchange.accepted[0]),
-            [
-                ("__name__", "memory"),
-                ("cgroup", "/system.slice/checkout.service"),
-                ("command", "checkout-api"),
-                ("env", "test"),
-                ("host", "node-7"),
-                ("pid", "4242"),
-                ("service_name", "checkout"),
-            ]
-        );
+        assert_eq!(label_pairs(&exchange.accepted[0]), SERIES_LABELS);
     }
-    check_workload_profiles(&exchanges);
 }
 
 /// A POST of `body` to the receiver, and the answer's status and body.

@@ -190,11 +190,7 @@ fn gauges<'a>(
     unit: Option<&Unit>,
     series: impl Iterator<Item = (Labels<'a>, u64)>,
 ) -> Result<(), std::fmt::Error> {
-    let mut family = encoder.encode_descriptor(name, help, unit, MetricType::Gauge)?;
-    for (labels, value) in series {
-        ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
-    }
-    Ok(())
+    family(encoder, name, help, unit, MetricType::Gauge, series)
 }
 
 fn counters<'a>(
@@ -204,9 +200,25 @@ fn counters<'a>(
     unit: Option<&Unit>,
     series: impl Iterator<Item = (Labels<'a>, u64)>,
 ) -> Result<(), std::fmt::Error> {
-    let mut family = encoder.encode_descriptor(name, help, unit, MetricType::Counter)?;
+    family(encoder, name, help, unit, MetricType::Counter, series)
+}
+
+/// One family of `kind` (gauge or counter) with its series.
+fn family<'a>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    kind: MetricType,
+    series: impl Iterator<Item = (Labels<'a>, u64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, unit, kind)?;
     for (labels, value) in series {
-        ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+        let metric = family.encode_family(&labels)?;
+        match kind {
+            MetricType::Counter => ConstCounter::new(value).encode(metric)?,
+            _ => ConstGauge::new(value).encode(metric)?,
+        }
     }
     Ok(())
 }
