@@ -123,6 +123,8 @@ fn value_of(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f
         .map(|s| s.value)
 }
 
+type Labels<'a> = Vec<(&'a str, &'a str)>;
+
 const ALL: &str = r#"{__name__=~"memtrace_.*",job="memtrace"}"#;
 
 #[test]
@@ -162,7 +164,7 @@ fn prometheus_scrapes_every_series_as_served() {
         labels.push(extra);
         labels
     };
-    let checks: [(&str, Vec<(&str, &str)>, f64); 8] = [
+    let checks: [(&str, Labels, f64); 8] = [
         (
             "memtrace_rss_bytes",
             with(("part", "in_use")),
