@@ -46,8 +46,8 @@ fn unit() -> String {
 /// The value of `key=` in the unit (the last one, as systemd takes it).
 fn unit_setting(unit: &str, key: &str) -> Option<String> {
     unit.lines()
-        .filter_map(|line| line.strip_prefix(&format!("{key}=")))
-        .last()
+        .rev()
+        .find_map(|line| line.strip_prefix(&format!("{key}=")))
         .map(str::to_owned)
 }
 
