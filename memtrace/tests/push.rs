@@ -870,10 +870,13 @@ fn tracing_goes_on_while_the_server_holds_a_request() {
     // twenty times; from the first, the server sits on the request.
     let mut workload = Workload::attach();
     let mut windower = Windower::new(labels(), workload.attached);
+    let mut ends = Vec::new();
     for step in 0..20 {
         workload.touch(ALLOCATE, step, 1);
         let window = windower.window(&workload.profile(), SystemTime::now());
-        pusher.push(window.unwrap());
+        let window = window.unwrap();
+        ends.push(memtrace::export::push::unix_nanos(window.end));
+        pusher.push(window);
         if step == 0 {
             let deadline = Instant::now() + Duration::from_secs(60);
             while receiver.connections() == 0 {
@@ -903,6 +906,12 @@ fn tracing_goes_on_while_the_server_holds_a_request() {
         "every window accounted for: {counts:?}"
     );
     assert_eq!(counts.sent, 4, "the four queued went through: {counts:?}");
+    let delivered: Vec<i64> = receiver
+        .exchanges()
+        .iter()
+        .map(|exchange| exchange.accepted[0].profile.time_nanos)
+        .collect();
+    assert_eq!(delivered, ends[16..], "the newest four windows, in order");
 }
 
 #[test]

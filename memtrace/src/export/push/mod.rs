@@ -37,4 +37,4 @@ pub use retry::RetryPolicy;
 pub use sender::{PushOptions, Pusher};
 pub use spool::{PprofDir, PprofDirError};
 pub use stats::{DestinationCounts, DropReason};
-pub use window::{Window, WindowError, Windower, MAX_SAMPLES, SAMPLE_TYPES};
+pub use window::{unix_nanos, Window, WindowError, Windower, MAX_SAMPLES, SAMPLE_TYPES};
