@@ -41,12 +41,13 @@ impl Collector for Families {
         };
 
         let bytes = Unit::Bytes;
-        gauges(
+        write_family(
             &mut encoder,
             "memtrace_rss",
             "Resident memory by part: in_use, lazily_freed (given back with MADV_FREE, \
              still counted in RSS), file and shmem; the parts add up to RSS",
             Some(&bytes),
+            MetricType::Gauge,
             targets.iter().enumerate().flat_map(|(n, target)| {
                 target
                     .rss
@@ -54,22 +55,24 @@ impl Collector for Families {
                     .map(|(part, value)| (with(target_labels(n), "part", part), value))
             }),
         )?;
-        gauges(
+        write_family(
             &mut encoder,
             "memtrace_unexplained",
             "Resident bytes memtrace cannot say where they came from",
             Some(&bytes),
+            MetricType::Gauge,
             targets
                 .iter()
                 .enumerate()
                 .map(|(n, t)| (target_labels(n), t.unexplained_bytes)),
         )?;
 
-        counters(
+        write_family(
             &mut encoder,
             "memtrace_released",
             "Bytes taken out of RSS since attaching, by how (munmap, MADV_DONTNEED, ...)",
             Some(&bytes),
+            MetricType::Counter,
             targets.iter().enumerate().flat_map(|(n, target)| {
                 target
                     .released_bytes
@@ -78,11 +81,12 @@ impl Collector for Families {
             }),
         )?;
 
-        counters(
+        write_family(
             &mut encoder,
             "memtrace_page_faults",
             "Page faults of the target since attaching",
             None,
+            MetricType::Counter,
             targets
                 .iter()
                 .enumerate()
@@ -102,26 +106,29 @@ impl Collector for Families {
             }
         }
 
-        gauges(
+        write_family(
             &mut encoder,
             "memtrace_cgroup_usage",
             "Memory use of the target's cgroup (memory.current)",
             Some(&bytes),
+            MetricType::Gauge,
             cgroup_values(targets, &target_labels, |cgroup| Some(cgroup.usage_bytes)),
         )?;
-        gauges(
+        write_family(
             &mut encoder,
             "memtrace_cgroup_limit",
             "Memory limit of the target's cgroup (memory.max); absent when unlimited",
             Some(&bytes),
+            MetricType::Gauge,
             cgroup_values(targets, &target_labels, |cgroup| cgroup.limit_bytes),
         )?;
 
-        counters(
+        write_family(
             &mut encoder,
             "memtrace_lost_records",
             "Records the kernel side could not deliver since attaching (the model may be off)",
             None,
+            MetricType::Counter,
             targets
                 .iter()
                 .enumerate()
@@ -129,27 +136,30 @@ impl Collector for Families {
         )?;
 
         let push = &state.push;
-        counters(
+        write_family(
             &mut encoder,
             "memtrace_push_sent_windows",
             "Profile windows delivered, by destination",
             None,
+            MetricType::Counter,
             push.iter()
                 .map(|d| (vec![("destination", d.destination.as_str())], d.sent)),
         )?;
-        counters(
+        write_family(
             &mut encoder,
             "memtrace_push_retries",
             "Push attempts repeated after a failure, by destination",
             None,
+            MetricType::Counter,
             push.iter()
                 .map(|d| (vec![("destination", d.destination.as_str())], d.retries)),
         )?;
-        counters(
+        write_family(
             &mut encoder,
             "memtrace_push_dropped_windows",
             "Profile windows never delivered, by destination and reason",
             None,
+            MetricType::Counter,
             push.iter().flat_map(|d| {
                 d.dropped.iter().map(|(reason, count)| {
                     (
@@ -183,28 +193,8 @@ fn cgroup_values<'a>(
     })
 }
 
-fn gauges<'a>(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    unit: Option<&Unit>,
-    series: impl Iterator<Item = (Labels<'a>, u64)>,
-) -> Result<(), std::fmt::Error> {
-    family(encoder, name, help, unit, MetricType::Gauge, series)
-}
-
-fn counters<'a>(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    unit: Option<&Unit>,
-    series: impl Iterator<Item = (Labels<'a>, u64)>,
-) -> Result<(), std::fmt::Error> {
-    family(encoder, name, help, unit, MetricType::Counter, series)
-}
-
 /// One family of `kind` (gauge or counter) with its series.
-fn family<'a>(
+fn write_family<'a>(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -212,9 +202,9 @@ fn family<'a>(
     kind: MetricType,
     series: impl Iterator<Item = (Labels<'a>, u64)>,
 ) -> Result<(), std::fmt::Error> {
-    let mut family = encoder.encode_descriptor(name, help, unit, kind)?;
+    let mut descriptor = encoder.encode_descriptor(name, help, unit, kind)?;
     for (labels, value) in series {
-        let metric = family.encode_family(&labels)?;
+        let metric = descriptor.encode_family(&labels)?;
         match kind {
             MetricType::Counter => ConstCounter::new(value).encode(metric)?,
             _ => ConstGauge::new(value).encode(metric)?,
