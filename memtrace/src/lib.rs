@@ -19,8 +19,10 @@
 //! - [`gopprof`]: a Go program's own heap profile, from its net/http/pprof
 //!   endpoint or a saved file, shown beside RSS;
 //! - [`session`]: runs it all for one target, and [`exit`] turns how it
-//!   ended into an exit code; [`safe_file`] writes files safely as root.
+//!   ended into an exit code; [`safe_file`] writes files safely as root;
+//! - [`agent`]: the always-on mode for a host (its configuration, for now).
 
+pub mod agent;
 pub mod attribution;
 pub mod cli;
 pub mod demo;

@@ -6,10 +6,17 @@
 //! - [`kernel`] reads what the kernel says, to hold memtrace's numbers
 //!   against;
 //! - [`running`] starts a workload for `memtrace -p` to attach to;
-//! - [`stacks`] reads stacks out of memtrace's JSON and profiles.
+//! - [`stacks`] reads stacks out of memtrace's JSON and profiles;
+//! - [`receivers`] stands in for Pyroscope and Parca, taking profile
+//!   pushes and refusing what they refuse;
+//! - [`gotool`] runs `go tool pprof` on profiles;
+//! - [`prometheus`] runs the real Prometheus against a metrics endpoint.
 
+pub mod gotool;
 pub mod kernel;
 pub mod memtrace;
+pub mod prometheus;
+pub mod receivers;
 pub mod running;
 pub mod stacks;
 pub mod workloads;

@@ -4,7 +4,6 @@
 
 use std::{
     net::TcpListener,
-    process::Command,
     thread,
     time::{Duration, Instant},
 };
@@ -37,14 +36,6 @@ pub fn sum(rows: &[&Value], field: &str) -> u64 {
         .sum()
 }
 
-/// A number memtrace reported, at a JSON pointer; missing is a failure.
-pub fn field(snapshot: &Value, pointer: &str) -> u64 {
-    snapshot
-        .pointer(pointer)
-        .and_then(Value::as_u64)
-        .unwrap_or_else(|| panic!("no {pointer} in the snapshot"))
-}
-
 /// The share of `side` ("resident" or "released") bytes whose stacks are
 /// whole, as memtrace reports it.
 pub fn complete_percent(snapshot: &Value, side: &str) -> f64 {
@@ -56,27 +47,6 @@ pub fn complete_percent(snapshot: &Value, side: &str) -> f64 {
                 snapshot["stacks"]
             )
         })
-}
-
-/// Runs `go tool pprof ARGS` and returns what it printed; it must succeed.
-pub fn go_pprof(args: &[&str]) -> String {
-    let home = tempfile::tempdir().unwrap();
-    let output = Command::new("go")
-        .args(["tool", "pprof"])
-        .args(args)
-        .env("HOME", home.path())
-        .env("PPROF_TMPDIR", home.path())
-        .env("PPROF_BINARY_PATH", home.path())
-        .env("GOTOOLCHAIN", "local")
-        .output()
-        .expect("`go` is needed to read pprof output; run `cargo xtask setup`");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "go tool pprof {args:?} failed: {}\n{stdout}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
 }
 
 /// A loopback port nobody uses now, for a server the test starts a moment

@@ -9,6 +9,7 @@ use std::{
 };
 
 use memtrace_tests::{
+    gotool::{pprof, top_row},
     kernel::within,
     memtrace::{bytes_at, last_running, number, rows_with, run, words, Argv, Finished},
     workloads::ensure_built,
@@ -16,46 +17,6 @@ use memtrace_tests::{
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
-
-/// Runs `go tool pprof ARGS`, failing the test if it fails or complains.
-fn pprof(args: &[&str]) -> String {
-    let home = tempfile::tempdir().unwrap();
-    let output = Command::new("go")
-        .args(["tool", "pprof"])
-        .args(args)
-        .env("HOME", home.path())
-        .env("PPROF_TMPDIR", home.path())
-        .env("PPROF_BINARY_PATH", home.path())
-        .env("GOTOOLCHAIN", "local")
-        .output()
-        .expect("`go` is needed to check pprof output; run `cargo xtask setup`");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "go tool pprof {args:?} failed: {stderr}\n{stdout}"
-    );
-    stdout
-}
-
-/// The flat and cumulative bytes `go tool pprof -top -unit=B` gives
-/// `function`.
-fn top_row(top: &str, function: &str) -> Option<(u64, u64)> {
-    top.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.len() < 6 || fields[5..].join(" ") != function {
-            return None;
-        }
-        let bytes = |field: &str| {
-            field
-                .trim_end_matches('B')
-                .parse::<f64>()
-                .ok()
-                .map(|b| b as u64)
-        };
-        Some((bytes(fields[0])?, bytes(fields[3])?))
-    })
-}
 
 struct Traced {
     finished: Finished,

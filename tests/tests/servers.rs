@@ -23,9 +23,10 @@ use std::{
 };
 
 use memtrace_tests::{
+    gotool,
     kernel::within,
-    memtrace::{Finished, Tracing},
-    stacks::{complete_percent, field, frames, free_loopback_port, go_pprof, wait_until},
+    memtrace::{number, Finished, Tracing},
+    stacks::{complete_percent, frames, free_loopback_port, wait_until},
 };
 use serde_json::Value;
 
@@ -76,8 +77,8 @@ fn completeness<'a>(snapshots: impl IntoIterator<Item = &'a Value>, side: &str) 
         .into_iter()
         .fold((0, 0), |(complete, cut), snapshot| {
             (
-                complete + field(snapshot, &format!("/stacks/{side}/complete_bytes")),
-                cut + field(snapshot, &format!("/stacks/{side}/cut_bytes")),
+                complete + number(snapshot, &format!("/stacks/{side}/complete_bytes")),
+                cut + number(snapshot, &format!("/stacks/{side}/cut_bytes")),
             )
         })
 }
@@ -190,7 +191,7 @@ fn nginx_under_load_has_whole_stacks_through_its_own_functions() {
     let finished = trace_during(nginx.child.id(), &[], || nginx.load());
     let snapshots = finished.snapshots();
     let last = snapshots.last().expect("a final snapshot");
-    assert_eq!(field(last, "/records/lost_total"), 0, "{}", last["records"]);
+    assert_eq!(number(last, "/records/lost_total"), 0, "{}", last["records"]);
     for side in ["resident", "released"] {
         let percent = complete_percent(last, side);
         assert!(percent >= 95.0, "{side}: {percent}% under whole stacks");
@@ -331,7 +332,7 @@ fn postgres_backends_under_pgbench_have_whole_stacks_through_its_own_functions()
     let by_pid = last_by_pid(&finished);
     let lost: Vec<u64> = by_pid
         .values()
-        .map(|snapshot| field(snapshot, "/records/lost_total"))
+        .map(|snapshot| number(snapshot, "/records/lost_total"))
         .collect();
     assert!(lost.iter().all(|&lost| lost == 0), "records lost: {lost:?}");
     // The backend of `pgbench -i`, and one for each of the four clients.
@@ -478,7 +479,7 @@ impl FaultingFunctions {
 /// Faults by the function of their innermost frame, from `go tool pprof
 /// -top` on memtrace's profile ("flat" faults).
 fn faults_by_innermost_function(profile: &Path) -> HashMap<String, u64> {
-    let top = go_pprof(&[
+    let top = gotool::pprof(&[
         "-top",
         "-nodecount=1000",
         "-sample_index=faults",
@@ -515,7 +516,7 @@ fn redis_faults_are_credited_to_the_functions_that_faulted_as_bpftrace_sees_them
         .cloned()
         .expect("a final snapshot");
     assert_eq!(
-        field(&last, "/records/lost_total"),
+        number(&last, "/records/lost_total"),
         0,
         "{}",
         last["records"]

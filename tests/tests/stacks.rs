@@ -21,12 +21,11 @@ use std::{
 };
 
 use memtrace_tests::{
+    gotool,
     kernel::within,
-    memtrace::{last_running, rows_with, snapshots_in, Finished, Tracing},
+    memtrace::{last_running, number, rows_with, snapshots_in, Finished, Tracing},
     running::Running,
-    stacks::{
-        complete_percent, field, frames, free_loopback_port, go_pprof, has_run, sum, wait_until,
-    },
+    stacks::{complete_percent, frames, free_loopback_port, has_run, sum, wait_until},
     workloads::{ensure_built, Workloads},
 };
 use serde_json::Value;
@@ -321,7 +320,7 @@ fn split_fill_as_pprof_names_it(hold: &str, options: &[&str], env: &[(&str, &str
     let expected = reported(&report, "/split_fill");
     assert!(within(in_use, expected, 1.0), "{in_use} of {expected}");
 
-    let traces = go_pprof(&[
+    let traces = gotool::pprof(&[
         "-traces",
         "-lines",
         "-sample_index=resident_space",
@@ -582,7 +581,7 @@ fn on_a_stripped_binary_each_fault_is_credited_to_its_own_function_and_caller() 
         let mut options = options.to_vec();
         options.extend(["--ring-size", "256M"]);
         let (by_caller, report, last) = faults_by_caller("12288", &options);
-        assert_eq!(field(&last, "/records/lost_total"), 0, "{options:?}");
+        assert_eq!(number(&last, "/records/lost_total"), 0, "{options:?}");
         let expected: HashMap<String, u64> = ["from_parser", "from_loader", "from_cache"]
             .iter()
             .map(|caller| (caller.to_string(), reported(&report, &format!("/{caller}"))))
@@ -600,7 +599,7 @@ fn on_a_stripped_binary_each_fault_is_credited_to_its_own_function_and_caller() 
 fn stack_samples_lose_no_records_at_the_default_ring_size() {
     let (by_caller, report, last) = faults_by_caller("65536", &[]);
     assert_eq!(
-        field(&last, "/records/lost_total"),
+        number(&last, "/records/lost_total"),
         0,
         "records: {}",
         last["records"]

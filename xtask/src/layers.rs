@@ -36,7 +36,7 @@ pub const LAYERS: &[&[&str]] = &[
     &["symbolize", "unwind"],
     &["attribution"],
     &["report", "export"],
-    &["session"],
+    &["session", "agent"],
     &["exit"],
     &["demo"],
     &["main"],

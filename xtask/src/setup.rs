@@ -29,7 +29,8 @@ const LLVM_BIN_DIR: &str = "/usr/lib/llvm-22/bin";
 /// `cargo xtask test-kernel`, the distribution's kernel (Debian 12's is 6.1,
 /// with BTF), qemu to boot it, a static busybox for virtme-ng's guest, and
 /// Python's venv to install virtme-ng in; debuginfod, and servers nobody here
-/// wrote (with their load generators), for the whole-stack tests.
+/// wrote (with their load generators), for the whole-stack tests; Prometheus,
+/// which the metrics tests scrape with.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -52,6 +53,7 @@ const APT_PACKAGES: &[&str] = &[
     "apache2-utils",
     "postgresql",
     "redis-server",
+    "prometheus",
 ];
 
 /// `cargo install` arguments for bpf-linker built against LLVM 22; `--force`
