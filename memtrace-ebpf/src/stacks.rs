@@ -179,8 +179,8 @@ impl StackRequest<'_> {
         }
         let tgid = self.current.tgid;
         let caller_at = match (self.source, self.kind) {
-            (_, EventKind::Syscall) => Some(CallerAt::TopOfStack),
-            (StackSource::FramePointers, EventKind::Fault) => Some(CallerAt::FramePointer),
+            (_, EventKind::Syscall) => CallerAt::TOP_OF_STACK,
+            (StackSource::FramePointers, EventKind::Fault) => CallerAt::FRAME_POINTER,
             // Known only once the agent has unwound a sample taken here.
             _ => hint(tgid, regs.ip),
         };
@@ -192,67 +192,131 @@ impl StackRequest<'_> {
             }
             _ => sample(regs, self.current, self.kind),
         };
-        if let (Some((cache, slot)), Some(caller_at)) = (self.reuse, caller_at) {
+        if let Some((cache, slot)) = self.reuse {
             let frame = caller_at.frame(regs);
-            // The caller's caller: through the frame pointers of code that
-            // keeps them, else where the agent said it is.
-            let outer_at = match self.source {
-                StackSource::FramePointers => Some(CallerAt::FramePointer),
-                _ => frame.and_then(|frame| hint(tgid, read_user(frame.return_address_at))),
-            };
-            let outer = frame
-                .zip(outer_at)
-                .and_then(|(frame, at)| at.frame(&frame.caller));
-            SiteCache::store(cache, slot, self.current.tid, regs, caller_at, outer, stack);
+            if frame.found() {
+                // The caller's caller: through the frame pointers of code
+                // that keeps them, else where the agent said it is.
+                let outer_at = match self.source {
+                    StackSource::FramePointers => CallerAt::FRAME_POINTER,
+                    _ => hint(tgid, frame.caller.ip),
+                };
+                let outer = outer_at.frame(&frame.caller);
+                SiteCache::store(
+                    cache,
+                    slot,
+                    self.current.tid,
+                    regs,
+                    caller_at,
+                    &outer,
+                    stack,
+                );
+            }
         }
         stack
     }
 }
 
 /// Where the caller of the function an event happened in is found.
+///
+/// A kind and an offset that is always set, rather than an enum with a
+/// payload: LLVM leaves the payload of the other variants undefined, and the
+/// verifier refuses a program that copies an undefined register.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub(crate) struct CallerAt {
+    how: Found,
+    /// Above the stack pointer, for `Found::Offset`; 0 otherwise.
+    offset: u32,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum CallerAt {
+#[repr(u32)]
+enum Found {
+    /// Not known here: the agent has not unwound a sample at this address.
+    Unknown,
     /// Through the frame pointer (code that keeps them).
     FramePointer,
     /// On top of the stack (a syscall wrapper that keeps no frame).
     TopOfStack,
-    /// This far above the stack pointer, as the agent learnt from the unwind
-    /// tables.
-    Offset(u32),
+    /// `offset` above the stack pointer, as the agent learnt from the
+    /// unwind tables.
+    Offset,
 }
 
-/// A frame's return address, and the registers its caller resumes with.
+/// A frame's return address, and the registers its caller resumes with;
+/// all zeros when it was not found. (Zeros, not an `Option`, for the same
+/// reason as `CallerAt`'s offset.)
 #[derive(Clone, Copy)]
 struct CallerFrame {
     return_address_at: u64,
     caller: UserRegs,
 }
 
+impl CallerFrame {
+    const NOT_FOUND: Self = Self {
+        return_address_at: 0,
+        caller: UserRegs {
+            ip: 0,
+            sp: 0,
+            bp: 0,
+            compat: false,
+        },
+    };
+
+    fn found(&self) -> bool {
+        self.return_address_at != 0
+    }
+}
+
 impl CallerAt {
-    /// Where the return address is, from the registers alone.
-    fn address(self, regs: &UserRegs) -> Option<u64> {
-        match self {
-            Self::FramePointer => frame_pointer_plausible(regs.bp, regs.sp).then_some(regs.bp + 8),
-            Self::TopOfStack => Some(regs.sp),
-            Self::Offset(offset) => Some(regs.sp + u64::from(offset)),
+    const UNKNOWN: Self = Self::of(Found::Unknown);
+    const FRAME_POINTER: Self = Self::of(Found::FramePointer);
+    const TOP_OF_STACK: Self = Self::of(Found::TopOfStack);
+
+    const fn of(how: Found) -> Self {
+        Self { how, offset: 0 }
+    }
+
+    const fn offset(offset: u32) -> Self {
+        Self {
+            how: Found::Offset,
+            offset,
+        }
+    }
+
+    /// Where the return address is, from the registers alone (0: not
+    /// found).
+    fn address(self, regs: &UserRegs) -> u64 {
+        match self.how {
+            Found::FramePointer if frame_pointer_plausible(regs.bp, regs.sp) => regs.bp + 8,
+            Found::TopOfStack => regs.sp,
+            Found::Offset => regs.sp + u64::from(self.offset),
+            Found::FramePointer | Found::Unknown => 0,
         }
     }
 
     fn read(self, regs: &UserRegs) -> u64 {
-        self.address(regs).map_or(0, read_user)
+        match self.address(regs) {
+            0 => 0,
+            at => read_user(at),
+        }
     }
 
     /// The return address's place and the caller's registers: its stack
     /// pointer just above the return address, and its frame pointer (the
     /// saved one in a frame-pointer frame; otherwise unchanged, as code
     /// without frame pointers leaves it).
-    fn frame(self, regs: &UserRegs) -> Option<CallerFrame> {
-        let at = self.address(regs)?;
-        let bp = match self {
-            Self::FramePointer => read_user(regs.bp),
+    fn frame(self, regs: &UserRegs) -> CallerFrame {
+        let at = self.address(regs);
+        if at == 0 {
+            return CallerFrame::NOT_FOUND;
+        }
+        let bp = match self.how {
+            Found::FramePointer => read_user(regs.bp),
             _ => regs.bp,
         };
-        Some(CallerFrame {
+        CallerFrame {
             return_address_at: at,
             caller: UserRegs {
                 ip: read_user(at),
@@ -260,21 +324,20 @@ impl CallerAt {
                 bp,
                 compat: false,
             },
-        })
+        }
     }
 }
 
 /// Where the agent said the return address is at `ip` of process `tgid`.
 #[inline(always)]
-fn hint(tgid: u32, ip: u64) -> Option<CallerAt> {
+fn hint(tgid: u32, ip: u64) -> CallerAt {
     let key = FrameHintKey { tgid, _pad: 0, ip };
     // SAFETY: a map value, read at once.
-    let hint = unsafe { FRAME_HINTS.get(&key) }?;
-    Some(if hint.frame_pointer != 0 {
-        CallerAt::FramePointer
-    } else {
-        CallerAt::Offset(hint.return_address_offset)
-    })
+    match unsafe { FRAME_HINTS.get(&key) } {
+        None => CallerAt::UNKNOWN,
+        Some(hint) if hint.frame_pointer != 0 => CallerAt::FRAME_POINTER,
+        Some(hint) => CallerAt::offset(hint.return_address_offset),
+    }
 }
 
 /// Walks the frame-pointer chain from `regs` and stores the stack; returns
@@ -466,7 +529,7 @@ impl SiteCache {
         tid: u32,
         regs: &UserRegs,
         caller_at: CallerAt,
-        outer: Option<CallerFrame>,
+        outer: &CallerFrame,
         stack: u64,
     ) {
         let Some(state) = cache.get_ptr_mut(slot) else {
@@ -479,8 +542,8 @@ impl SiteCache {
         state.sp = regs.sp;
         state.caller = caller_at.read(regs);
         state.caller_at = caller_at;
-        (state.outer_at, state.outer) =
-            outer.map_or((0, 0), |frame| (frame.return_address_at, frame.caller.ip));
+        state.outer_at = outer.return_address_at;
+        state.outer = outer.caller.ip;
         state.stack = stack;
         state.remaining = stack_period().saturating_sub(1);
     }
