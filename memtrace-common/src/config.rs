@@ -7,6 +7,12 @@ pub const STACK_MODE_GLOBAL: &str = "STACK_MODE";
 pub const STACK_PERIOD_GLOBAL: &str = "STACK_PERIOD";
 /// Name of the global that makes the kernel add forked children to the targets.
 pub const FOLLOW_FORKS_GLOBAL: &str = "FOLLOW_FORKS";
+/// Name of the global that traces every process under the cgroup in the
+/// `CGROUP` map.
+pub const CGROUP_MODE_GLOBAL: &str = "CGROUP_MODE";
+/// Name of the global with how the stacks of processes found in the cgroup
+/// are taken at first (a `StackSource`).
+pub const CGROUP_STACKS_GLOBAL: &str = "CGROUP_STACKS";
 /// Name of the global with the number of bytes waiting in the ring buffer
 /// that make a record wake the agent (below it, records wait for its tick).
 pub const WAKEUP_BYTES_GLOBAL: &str = "WAKEUP_BYTES";

@@ -222,6 +222,9 @@ pub enum LifecycleKind {
     /// A thread of the target exited, on a kernel whose exit tracepoint
     /// does not say whether it was the last one: /proc tells.
     ThreadExit = 5,
+    /// A process of the traced cgroup, seen for the first time: from now on
+    /// it is traced.
+    Found = 6,
 }
 
 impl LifecycleKind {
@@ -232,6 +235,7 @@ impl LifecycleKind {
             3 => Some(Self::Fork),
             4 => Some(Self::OomVictim),
             5 => Some(Self::ThreadExit),
+            6 => Some(Self::Found),
             _ => None,
         }
     }

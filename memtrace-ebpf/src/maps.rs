@@ -3,12 +3,12 @@
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, CgroupArray, HashMap, PerCpuArray, RingBuf},
     Global,
 };
 use memtrace_common::{
     config::{DEFAULT_STACK_COPY, MAX_TARGETS},
-    Counter, KernelLayout, StackMode, TargetState,
+    Counter, KernelLayout, StackMode, StackSource, TargetState,
 };
 
 /// A `StackMode` as u32; set by the agent.
@@ -20,6 +20,14 @@ static STACK_PERIOD: Global<u32> = Global::new(64);
 /// Non-zero: children forked by a target become targets themselves.
 #[unsafe(no_mangle)]
 static FOLLOW_FORKS: Global<u32> = Global::new(0);
+/// Non-zero: every process under the cgroup in `CGROUP` is traced, found
+/// at its first event (implies following forks).
+#[unsafe(no_mangle)]
+static CGROUP_MODE: Global<u32> = Global::new(0);
+/// A `StackSource` as u32: how the stacks of processes found in the cgroup
+/// are taken until the agent says otherwise.
+#[unsafe(no_mangle)]
+static CGROUP_STACKS: Global<u32> = Global::new(StackSource::Samples as u32);
 /// Bytes waiting in the ring buffer that make a record wake the agent.
 #[unsafe(no_mangle)]
 static WAKEUP_BYTES: Global<u32> = Global::new(1024 * 1024);
@@ -43,7 +51,15 @@ pub(crate) fn stack_period() -> u32 {
 }
 
 pub(crate) fn follow_forks() -> bool {
-    FOLLOW_FORKS.load() != 0
+    FOLLOW_FORKS.load() != 0 || cgroup_mode()
+}
+
+pub(crate) fn cgroup_mode() -> bool {
+    CGROUP_MODE.load() != 0
+}
+
+pub(crate) fn cgroup_stacks() -> u32 {
+    CGROUP_STACKS.load()
 }
 
 pub(crate) fn floor() -> bool {
@@ -68,7 +84,13 @@ pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 #[map]
 pub(crate) static PRIMARY: Array<TargetState> = Array::with_max_entries(1, 0);
 
-/// Children followed with `--follow-forks`, by tgid. Only consulted then.
+/// The cgroup traced with `--cgroup` / `--container` (slot 0): a cgroup v2
+/// directory; its descendants are traced too.
+#[map]
+pub(crate) static CGROUP: CgroupArray = CgroupArray::with_max_entries(1, 0);
+
+/// Children followed with `--follow-forks`, and the processes found in the
+/// cgroup, by tgid. Only consulted in those modes.
 #[map]
 pub(crate) static TARGETS: HashMap<u32, TargetState> = HashMap::with_max_entries(MAX_TARGETS, 0);
 

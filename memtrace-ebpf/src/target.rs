@@ -1,9 +1,15 @@
 //! Who is being traced.
 
+use aya_ebpf::bindings::BPF_NOEXIST;
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
-use memtrace_common::{StackSource, TargetState};
+use memtrace_common::{
+    Counter, LifecycleKind, LifecycleRecord, RecordHeader, RecordKind, StackSource, TargetState,
+};
 
-use crate::maps::{follow_forks, MMS, PRIMARY, TARGETS};
+use crate::maps::{
+    cgroup_mode, cgroup_stacks, count, follow_forks, immediate_wakeup, CGROUP, EVENTS, MMS,
+    PRIMARY, TARGETS,
+};
 
 /// The calling thread, split into process and thread ids.
 #[derive(Clone, Copy)]
@@ -26,7 +32,11 @@ impl Current {
     /// attaching are covered with no work.
     pub(crate) fn target() -> Option<(Self, StackSource)> {
         let current = Self::get();
-        let state = target_state(current.tgid)?;
+        let state = match target_state(current.tgid) {
+            Some(state) => state,
+            None if cgroup_mode() => discover(current)?,
+            None => return None,
+        };
         // SAFETY: map value pointer, valid for this program run.
         let stacks = StackSource::from_u32(unsafe { (*state).stacks }).unwrap_or(StackSource::Off);
         Some((current, stacks))
@@ -35,6 +45,46 @@ impl Current {
 
 pub(crate) fn is_target(tgid: u32) -> bool {
     target_state(tgid).is_some()
+}
+
+/// The current process, if it is under the traced cgroup: from now on a
+/// target, and the agent is told so. Every process of the host not yet
+/// traced comes here in cgroup mode, so the cheap test comes first.
+fn discover(current: Current) -> Option<*mut TargetState> {
+    if !CGROUP.current_task_under_cgroup(0).unwrap_or(false) {
+        return None;
+    }
+    let state = TargetState {
+        tgid: current.tgid,
+        stacks: cgroup_stacks(),
+        ..TargetState::default()
+    };
+    if TARGETS
+        .insert(current.tgid, state, BPF_NOEXIST.into())
+        .is_err()
+        && TARGETS.get_ptr(current.tgid).is_none()
+    {
+        count(Counter::LostTargets);
+        return None;
+    }
+    let record = LifecycleRecord {
+        header: RecordHeader::new(
+            RecordKind::Lifecycle,
+            current.tgid,
+            current.tid,
+            LifecycleKind::Found as u8,
+        ),
+        other_pid: 0,
+        flags: 0,
+        rss_kib: [0; 3],
+    };
+    if EVENTS
+        .output::<LifecycleRecord>(&record, immediate_wakeup())
+        .is_err()
+    {
+        count(Counter::LostLifecycle);
+    }
+    TARGETS.get_ptr_mut(current.tgid)
 }
 
 /// The kernel's state for traced process `tgid`, if it is traced.

@@ -22,6 +22,7 @@ fn main() -> ExitCode {
             return exit::ExitCode::Usage.into();
         }
     };
+    raise_open_files_limit();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -38,6 +39,25 @@ fn main() -> ExitCode {
             // Every message already names its cause, so only the top one.
             eprintln!("memtrace: {err}");
             exit::ExitCode::from(&err).into()
+        }
+    }
+}
+
+/// memtrace holds each traced program's code files open (so they can be
+/// read after the program is gone): take the open-file limit up to what
+/// the hard limit allows. If this fails, files past the limit are read by
+/// path, as before.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain system calls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
     }
 }

@@ -191,7 +191,12 @@ fn nginx_under_load_has_whole_stacks_through_its_own_functions() {
     let finished = trace_during(nginx.child.id(), &[], || nginx.load());
     let snapshots = finished.snapshots();
     let last = snapshots.last().expect("a final snapshot");
-    assert_eq!(number(last, "/records/lost_total"), 0, "{}", last["records"]);
+    assert_eq!(
+        number(last, "/records/lost_total"),
+        0,
+        "{}",
+        last["records"]
+    );
     for side in ["resident", "released"] {
         let percent = complete_percent(last, side);
         assert!(percent >= 95.0, "{side}: {percent}% under whole stacks");

@@ -145,6 +145,7 @@ fn lifecycle(record: &LifecycleRecord) -> Result<EventKind, DecodeError> {
             shares_memory: record.flags & CLONE_VM != 0,
         },
         LifecycleKind::ThreadExit => EventKind::ThreadExit,
+        LifecycleKind::Found => EventKind::Found,
         LifecycleKind::OomVictim => EventKind::OomVictim(OomKill {
             anon_bytes: anon.saturating_mul(1024),
             file_bytes: file.saturating_mul(1024),

@@ -118,6 +118,9 @@ pub enum EventKind {
     /// A thread exited, on a kernel that does not say whether it was the
     /// process's last: /proc says.
     ThreadExit,
+    /// A process of the traced cgroup, traced from this event on: what it
+    /// mapped before is for /proc to tell.
+    Found,
     Fork {
         child: u32,
         /// The child shares the parent's memory until it calls exec (vfork,

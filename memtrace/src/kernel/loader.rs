@@ -2,7 +2,7 @@
 //! the agent reads.
 
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, CgroupArray, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, TracePoint},
     Btf, Ebpf, EbpfLoader,
 };
@@ -117,6 +117,20 @@ pub struct TracerOptions {
     pub syscall_hook: SyscallHook,
     /// Every program returns at once (the benchmark's floor).
     pub floor: bool,
+    /// Trace every process under this cgroup, found by the kernel side at
+    /// its first event.
+    pub cgroup: Option<CgroupFilter>,
+}
+
+/// `--cgroup`/`--container` in the kernel: processes are tested against a
+/// cgroup v2 directory (there is one on hybrid hosts too).
+#[derive(Clone, Debug)]
+pub struct CgroupFilter {
+    /// The cgroup's directory in the v2 hierarchy.
+    pub dir: std::path::PathBuf,
+    /// How the stacks of processes found there are taken until the agent
+    /// has looked at their program.
+    pub stacks: StackSource,
 }
 
 impl Default for TracerOptions {
@@ -132,6 +146,7 @@ impl Default for TracerOptions {
             btf_path: None,
             syscall_hook: SyscallHook::default(),
             floor: false,
+            cgroup: None,
         }
     }
 }
@@ -186,6 +201,11 @@ impl Tracer {
         let stack_mode = options.stack_mode as u32;
         let follow_forks = u32::from(options.follow_forks);
         let floor = u32::from(options.floor);
+        let cgroup_mode = u32::from(options.cgroup.is_some());
+        let cgroup_stacks = options
+            .cgroup
+            .as_ref()
+            .map_or(StackSource::Off, |cgroup| cgroup.stacks) as u32;
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
             .override_global(config::STACK_MODE_GLOBAL, &stack_mode, true)
@@ -195,6 +215,8 @@ impl Tracer {
             .override_global(config::STACK_BYTES_GLOBAL, &options.stack_bytes, true)
             .override_global(config::KERNEL_LAYOUT_GLOBAL, &layout, true)
             .override_global(config::FLOOR_GLOBAL, &floor, true)
+            .override_global(config::CGROUP_MODE_GLOBAL, &cgroup_mode, true)
+            .override_global(config::CGROUP_STACKS_GLOBAL, &cgroup_stacks, true)
             .map_max_entries("EVENTS", options.ring_bytes)
             .map_max_entries("STACKS", options.stack_entries)
             .load(EBPF_OBJECT)
@@ -203,6 +225,9 @@ impl Tracer {
                 detail: err.to_string(),
             })?;
         load_programs(&mut ebpf, &btf, &classic, &btf_hooks)?;
+        if let Some(cgroup) = &options.cgroup {
+            set_cgroup(&mut ebpf, &cgroup.dir)?;
+        }
 
         let maps = Maps {
             targets: Targets {
@@ -339,6 +364,22 @@ impl KernelCounters {
     }
 }
 
+/// Puts the cgroup at `dir` in slot 0 of the `CGROUP` map.
+fn set_cgroup(ebpf: &mut Ebpf, dir: &std::path::Path) -> Result<(), KernelError> {
+    let refused = |detail: String| KernelError::Map {
+        map: "CGROUP",
+        detail: format!("{}: {detail}", dir.display()),
+    };
+    let file = std::fs::File::open(dir).map_err(|err| refused(err.to_string()))?;
+    let map = ebpf
+        .map_mut("CGROUP")
+        .ok_or_else(|| refused("no such map in the object".into()))?;
+    let mut cgroups = CgroupArray::try_from(map).map_err(|err| refused(err.to_string()))?;
+    cgroups
+        .set(0, file, 0)
+        .map_err(|err| refused(err.to_string()))
+}
+
 /// The processes the kernel side traces: the target, and the children it
 /// follows.
 pub struct Targets {
@@ -356,6 +397,19 @@ impl Targets {
             ..TargetState::default()
         };
         self.primary.set(0, state, 0).map_err(map_err("PRIMARY"))
+    }
+
+    /// Trace process `tgid` too (one found in the traced cgroup, or
+    /// selected by the agent), taking its stacks from `stacks`.
+    pub fn follow(&mut self, tgid: u32, stacks: StackSource) -> Result<(), KernelError> {
+        let state = TargetState {
+            tgid,
+            stacks: stacks as u32,
+            ..TargetState::default()
+        };
+        self.followed
+            .insert(tgid, state, 0)
+            .map_err(map_err("TARGETS"))
     }
 
     /// Takes the stacks of traced process `tgid` from `stacks` from now on

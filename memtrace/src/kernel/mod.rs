@@ -10,6 +10,7 @@ mod tracefs;
 
 pub use error::KernelError;
 pub use loader::{
-    maps_memory, FrameHints, KernelCounters, Maps, SyscallHook, Targets, Tracer, TracerOptions,
+    maps_memory, CgroupFilter, FrameHints, KernelCounters, Maps, SyscallHook, Targets, Tracer,
+    TracerOptions,
 };
 pub use tracefs::{find_field, Field};

@@ -127,6 +127,7 @@ impl AddressSpace {
             | EventKind::ForeignRssChange { .. }
             | EventKind::Exit
             | EventKind::ThreadExit
+            | EventKind::Found
             | EventKind::StackSample(_)
             | EventKind::Fork { .. }
             | EventKind::OomVictim(_) => {}

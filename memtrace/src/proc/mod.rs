@@ -7,7 +7,10 @@ mod smaps;
 
 use std::{fs::File, io, os::unix::fs::FileExt, path::PathBuf};
 
-pub use cgroup::{memory_of as cgroup_memory, CgroupMemory};
+pub use cgroup::{
+    memory_of as cgroup_memory, resolve_container, Cgroup, CgroupError, CgroupMemory, Container,
+    MemoryStat, Version as CgroupVersion,
+};
 pub use pagemap::{decode_pagemap, zero_page_pfn};
 pub use smaps::{parse_rollup, parse_smaps, parse_status};
 

@@ -111,7 +111,23 @@ impl Process {
             .model
             .reconcile(reading, |vma| view.pagemap(vma).ok());
         self.last_kernel = Some(self.view.totals()?);
+        self.keep_code_files();
         Ok(())
+    }
+
+    /// Opens every code file mapped now, so its names can be read after
+    /// the process is gone (see `symbolize::Binaries`).
+    fn keep_code_files(&mut self) {
+        for (_, extent) in self.tracker.model.extents().iter() {
+            if let Backing::File {
+                path: Some(path), ..
+            } = &extent.backing
+            {
+                if extent.prot & libc::PROT_EXEC as u32 != 0 {
+                    self.symbolizer.keep_file(path);
+                }
+            }
+        }
     }
 
     /// The exec replaced the address space: learn its mappings now, so the
@@ -135,6 +151,7 @@ impl Process {
                 .model
                 .sync_extents(&vmas, &Busy::default(), Moment::Interval);
         }
+        self.keep_code_files();
     }
 
     /// Unwinds one of the process's stack samples.
@@ -163,6 +180,15 @@ impl Process {
     /// next reading of /proc.
     pub fn learn_path(&mut self, start: u64, end: u64) {
         if let Some(path) = self.view.mapped_file(start, end) {
+            let code = self
+                .tracker
+                .model
+                .extents()
+                .find(start)
+                .is_some_and(|(_, extent)| extent.prot & libc::PROT_EXEC as u32 != 0);
+            if code {
+                self.symbolizer.keep_file(&path);
+            }
             self.tracker.model.name_file(start, path);
         }
     }

@@ -12,6 +12,7 @@
 //! `DEBUGINFOD_URLS` says so, and, for JIT-compiled code, from the perf map
 //! the runtime writes. Each address and each stack is resolved once.
 
+mod binaries;
 mod debuginfod;
 mod ends;
 mod frames;
@@ -64,7 +65,8 @@ pub struct NamedStack {
 
 pub struct Symbolizer {
     inner: blazesym::symbolize::Symbolizer,
-    view: ProcessView,
+    pid: u32,
+    binaries: binaries::Binaries,
     debug: DebugSources,
     frames: HashMap<u64, Frame>,
     stacks: HashMap<StackId, Arc<NamedStack>>,
@@ -80,7 +82,8 @@ impl Symbolizer {
             inner: blazesym::symbolize::Symbolizer::builder()
                 .set_debug_dirs(Some(dirs))
                 .build(),
-            view: ProcessView::new(pid),
+            pid,
+            binaries: binaries::Binaries::new(ProcessView::new(pid)),
             debug,
             frames: HashMap::new(),
             stacks: HashMap::new(),
@@ -95,7 +98,14 @@ impl Symbolizer {
         self.frames.clear();
         self.stacks.clear();
         self.modules.clear();
-        self.perf_map = PerfMap::new(self.view.pid());
+        self.binaries.clear();
+        self.perf_map = PerfMap::new(self.pid);
+    }
+
+    /// Keeps the code file the process knows as `path` readable after the
+    /// process is gone; called while it lives, as code is mapped.
+    pub fn keep_file(&mut self, path: &str) {
+        self.binaries.keep(path);
     }
 
     /// Names learnt since the last look (a debug file debuginfod delivered,
@@ -206,7 +216,7 @@ impl Symbolizer {
     /// and its separate debug file, or from a debug file debuginfod has
     /// delivered for its build id when the file has no line information.
     fn symbolize_in(&mut self, module: &Module, offsets: &[u64]) -> Vec<Vec<Function>> {
-        let readable = self.view.file(&module.path);
+        let readable = self.binaries.readable(&module.path);
         let mut elf = Elf::new(&readable);
         let own = match self
             .inner
@@ -289,7 +299,7 @@ impl Symbolizer {
         if let Some(module) = self.modules.get(path) {
             return module.clone();
         }
-        let build_id = blazesym::helper::read_elf_build_id(&self.view.file(path))
+        let build_id = blazesym::helper::read_elf_build_id(&self.binaries.readable(path))
             .ok()
             .flatten()
             .map(|id| id.iter().map(|byte| format!("{byte:02x}")).collect());
