@@ -30,6 +30,9 @@ impl Current {
     /// The caller if its process is traced, and how its stacks are taken.
     /// All threads of a target share its tgid, so threads started after
     /// attaching are covered with no work.
+    // Inlined: a function returning an `Option` gets a BTF union the
+    // kernel's BTF loader refuses.
+    #[inline(always)]
     pub(crate) fn target() -> Option<(Self, StackSource)> {
         let current = Self::get();
         let state = match target_state(current.tgid) {
@@ -50,6 +53,7 @@ pub(crate) fn is_target(tgid: u32) -> bool {
 /// The current process, if it is under the traced cgroup: from now on a
 /// target, and the agent is told so. Every process of the host not yet
 /// traced comes here in cgroup mode, so the cheap test comes first.
+#[inline(always)]
 fn discover(current: Current) -> Option<*mut TargetState> {
     if !CGROUP.current_task_under_cgroup(0).unwrap_or(false) {
         return None;
@@ -88,6 +92,7 @@ fn discover(current: Current) -> Option<*mut TargetState> {
 }
 
 /// The kernel's state for traced process `tgid`, if it is traced.
+#[inline(always)]
 pub(crate) fn target_state(tgid: u32) -> Option<*mut TargetState> {
     if let Some(primary) = PRIMARY.get_ptr_mut(0) {
         // SAFETY: array value pointer, valid for this program run.
