@@ -17,6 +17,7 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use memtrace_common::{
+    config::{MAX_STACK_COPY, STACK_COPY_PIECE},
     Counter, FaultRecord, RecordHeader, RecordKind, StackMode, StackSource, FIELD_ABSENT, NO_STACK,
 };
 
@@ -60,20 +61,33 @@ pub fn page_fault_kernel(ctx: BtfTracePointContext) -> i32 {
         return 0;
     };
     let address: u64 = ctx.arg(0);
-    if address >= USER_SPACE_END || pagefault_disabled() {
+    if address >= USER_SPACE_END {
+        return 0;
+    }
+    // The fault's own registers are the kernel's; the user stack is the one
+    // saved when the thread entered the kernel.
+    let regs = UserRegs::current();
+    if pagefault_disabled() && regs.is_some_and(|regs| in_stack_copy(address, &regs)) {
         return 0;
     }
     let error_code: u64 = ctx.arg(2);
-    // The fault's own registers are the kernel's; the user stack is the one
-    // saved when the thread entered the kernel.
-    fault(current, stacks, address, error_code, UserRegs::current());
+    fault(current, stacks, address, error_code, regs);
     0
 }
 
-/// Whether the current task takes this fault with page faults disabled: a
-/// read that gives up rather than map the page, such as a tracer's copy of
-/// the task's stack (memtrace's own, another memtrace's, perf's). The
-/// process took no fault.
+/// Whether a fault taken with page faults disabled is a tracer's copy of
+/// the task's stack (another memtrace's, perf's; memtrace's own are told
+/// by `Exclusive`): such a read gives up rather than map the page, so the
+/// process took no fault. Other faults with page faults disabled are the
+/// kernel's own copies to user memory (`read(2)` into a fresh buffer on
+/// recent kernels), which map the page right after through
+/// `fault_in_writeable`, with no fault of their own to see.
+#[inline(always)]
+fn in_stack_copy(address: u64, regs: &UserRegs) -> bool {
+    address >= regs.sp && address - regs.sp < (MAX_STACK_COPY + STACK_COPY_PIECE) as u64
+}
+
+/// Whether the current task takes this fault with page faults disabled.
 fn pagefault_disabled() -> bool {
     let offset = kernel_layout().task_pagefault_disabled;
     if offset == FIELD_ABSENT {

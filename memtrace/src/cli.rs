@@ -32,6 +32,17 @@ pub struct Cli {
     #[arg(short, long, value_name = "PID", value_parser = parse_pid, global = true)]
     pub pid: Option<u32>,
 
+    /// Trace every process in the cgroup at PATH (a directory under
+    /// /sys/fs/cgroup, v1 or v2) and its descendants, those that start
+    /// later too.
+    #[arg(long, value_name = "PATH", global = true)]
+    pub cgroup: Option<PathBuf>,
+
+    /// Trace every process of a container, by its id (or the start of it)
+    /// or its name (podman, docker, nerdctl, crictl).
+    #[arg(long, value_name = "ID|NAME", global = true)]
+    pub container: Option<String>,
+
     #[command(flatten)]
     pub options: TraceOptions,
 
@@ -217,6 +228,8 @@ impl From<Stacks> for StackMode {
 pub enum Invocation {
     Pid(u32),
     Command(Vec<OsString>),
+    Cgroup(PathBuf),
+    Container(String),
     Demo,
     /// The demo's own workload, holding its memory for the seconds given.
     DemoWorkload(f64),
@@ -225,22 +238,40 @@ pub enum Invocation {
 impl Cli {
     /// What the command line asks for, or why it makes no sense.
     pub fn invocation(&self) -> Result<Invocation, Usage> {
-        match (&self.command, self.pid, self.cmd.is_empty()) {
-            (Some(Command::DemoWorkload { hold }), ..) => Ok(Invocation::DemoWorkload(*hold)),
-            (Some(Command::Demo), None, true) => Ok(Invocation::Demo),
-            (Some(Command::Demo), ..) => Err(Usage::Bad(
-                "`demo` traces its own workload: leave out -p and -- COMMAND".to_owned(),
-            )),
-            (None, Some(_), false) => Err(Usage::Bad(
-                "-p and -- COMMAND cannot go together: trace a running process or start a command"
+        let mut targets = Vec::new();
+        if let Some(pid) = self.pid {
+            targets.push(("-p", Invocation::Pid(pid)));
+        }
+        if let Some(path) = &self.cgroup {
+            targets.push(("--cgroup", Invocation::Cgroup(path.clone())));
+        }
+        if let Some(container) = &self.container {
+            targets.push(("--container", Invocation::Container(container.clone())));
+        }
+        if !self.cmd.is_empty() {
+            targets.push(("-- COMMAND", Invocation::Command(self.cmd.clone())));
+        }
+        match (&self.command, targets.len()) {
+            (Some(Command::DemoWorkload { hold }), _) => Ok(Invocation::DemoWorkload(*hold)),
+            (Some(Command::Demo), 0) => Ok(Invocation::Demo),
+            (Some(Command::Demo), _) => Err(Usage::Bad(
+                "`demo` traces its own workload: leave out -p, --cgroup, --container and -- COMMAND"
                     .to_owned(),
             )),
-            (None, Some(pid), true) => Ok(Invocation::Pid(pid)),
-            (None, None, false) => Ok(Invocation::Command(self.cmd.clone())),
-            (None, None, true) => Err(Usage::Bad(
-                "say what to trace: -p PID, -- COMMAND [ARGS...], or `memtrace demo` (see --help)"
+            (None, 0) => Err(Usage::Bad(
+                "say what to trace: -p PID, --cgroup PATH, --container ID|NAME, -- COMMAND [ARGS...], \
+                 or `memtrace demo` (see --help)"
                     .to_owned(),
             )),
+            (None, 1) => Ok(targets.remove(0).1),
+            (None, _) => Err(Usage::Bad(format!(
+                "{} cannot go together: trace one process, cgroup, container or command",
+                targets
+                    .iter()
+                    .map(|(name, _)| *name)
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            ))),
         }
     }
 }

@@ -11,7 +11,8 @@ pub enum ExitCode {
     Failure = 1,
     /// Bad command line.
     Usage = 2,
-    /// No process with that PID, or it is a kernel thread (no user memory).
+    /// No process with that PID, or it is a kernel thread (no user memory);
+    /// no such cgroup or running container.
     NoSuchProcess = 3,
     /// The target exited before memtrace could attach.
     ExitedWhileAttaching = 4,
@@ -37,9 +38,9 @@ pub enum ExitCode {
 impl From<&SessionError> for ExitCode {
     fn from(error: &SessionError) -> Self {
         match error {
-            SessionError::NoSuchProcess { .. } | SessionError::KernelThread { .. } => {
-                Self::NoSuchProcess
-            }
+            SessionError::NoSuchProcess { .. }
+            | SessionError::KernelThread { .. }
+            | SessionError::Cgroup(_) => Self::NoSuchProcess,
             SessionError::ExitedWhileAttaching { .. } => Self::ExitedWhileAttaching,
             SessionError::Kernel(kernel) => kernel.into(),
             SessionError::Launch { .. } => Self::CommandFailed,

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use memtrace::{
     cli::{self, Invocation, Usage},
     demo, exit,
-    session::{self, Target},
+    session::{self, CgroupTarget, Target},
 };
 
 fn main() -> ExitCode {
@@ -13,6 +13,12 @@ fn main() -> ExitCode {
         Ok((Invocation::Demo, cli)) => (Target::Command(demo::command()), cli.options),
         Ok((Invocation::Pid(pid), cli)) => (Target::Pid(pid), cli.options),
         Ok((Invocation::Command(argv), cli)) => (Target::Command(argv), cli.options),
+        Ok((Invocation::Cgroup(path), cli)) => {
+            (Target::Cgroup(CgroupTarget::Path(path)), cli.options)
+        }
+        Ok((Invocation::Container(name), cli)) => {
+            (Target::Cgroup(CgroupTarget::Container(name)), cli.options)
+        }
         Err(Usage::Show(text)) => {
             print!("{text}");
             return exit::ExitCode::Success.into();

@@ -716,7 +716,7 @@ mod tests {
             ),
             ("[push]\nqueue = 0\n", "push.queue: must hold at least 1 window"),
             ("[push]\nmin_backoff = 10\nmax_backoff = 5\n", "push.min_backoff: is longer than push.max_backoff"),
-            ("[pprof_dir]\npath = \"/x\"\nmax_size = \"12Q\"\n", "pprof_dir.max_size: `12Q`: unknown unit"),
+            ("[pprof_dir]\npath = \"/x\"\nmax_size = \"12Q\"\n", "pprof_dir.max_size: needs a size in K, M or G, not `12Q`"),
             ("[pprof_dir]\npath = \"/x\"\nmax_size = 0\n", "pprof_dir.max_size: must be more than 0"),
         ];
         for (text, expected) in server_cases {

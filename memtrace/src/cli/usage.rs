@@ -225,7 +225,7 @@ mod tests {
         let cli = parse(["memtrace", "-p", "1", "--", "ls"]).unwrap();
         assert!(matches!(
             cli.invocation(),
-            Err(Usage::Bad(line)) if line == "-p and -- COMMAND cannot go together: trace a running process or start a command"
+            Err(Usage::Bad(line)) if line == "-p and -- COMMAND cannot go together: trace one process, cgroup, container or command"
         ));
     }
 

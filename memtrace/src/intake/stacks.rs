@@ -53,6 +53,9 @@ pub enum CutReason {
     /// The ring buffer was half full, so frame pointers were walked instead
     /// of copying the stack for unwinding.
     RingBufferBusy,
+    /// The outermost frame walked is in a file memtrace could not read, so
+    /// whether it is the thread's first function is not known.
+    UnreadableCode,
 }
 
 impl CutReason {
@@ -66,6 +69,7 @@ impl CutReason {
             Self::BadUnwind => "unwind tables that did not lead to a caller",
             Self::NotTaken => "no stack taken",
             Self::RingBufferBusy => "frame pointers walked while the ring buffer was busy",
+            Self::UnreadableCode => "code in a file memtrace could not read",
         }
     }
 
@@ -80,6 +84,7 @@ impl CutReason {
             Self::BadUnwind => "bad_unwind",
             Self::NotTaken => "not_taken",
             Self::RingBufferBusy => "ring_buffer_busy",
+            Self::UnreadableCode => "unreadable_code",
         }
     }
 }

@@ -616,6 +616,9 @@ fn remedy(reason: CutReason, command: &str) -> String {
         CutReason::RingBufferBusy => "the ring buffer was busy when they were taken, so frame \
             pointers were walked instead of unwinding; give a larger --ring-size"
             .to_owned(),
+        CutReason::UnreadableCode => "the file their outermost frame is in could not be read \
+            (the process and its files were gone before memtrace opened them)"
+            .to_owned(),
     }
 }
 

@@ -1,7 +1,12 @@
 //! Why a session ended in failure. `main` turns each variant into its own
 //! exit code (see [`crate::exit`]), so scripts can tell them apart.
 
-use crate::{gopprof::GoPprofError, kernel::KernelError, proc::ProcError, safe_file::OutputError};
+use crate::{
+    gopprof::GoPprofError,
+    kernel::KernelError,
+    proc::{CgroupError, ProcError},
+    safe_file::OutputError,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -11,6 +16,9 @@ pub enum SessionError {
     KernelThread { pid: u32, name: String },
     #[error("process {pid} exited while memtrace was attaching")]
     ExitedWhileAttaching { pid: u32 },
+    /// `--cgroup` or `--container` names nothing that can be traced.
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
     #[error(transparent)]
     Kernel(#[from] KernelError),
     #[error("cannot start {command}: {source}")]

@@ -11,52 +11,48 @@ mod heap;
 mod launch;
 mod outputs;
 mod process;
+mod scope;
 mod signals;
 mod stacks;
+mod traced;
 mod tracker;
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    ffi::OsString,
-    io::Write as _,
-    time::{Duration, Instant},
-};
+use std::{ffi::OsString, io::Write as _, time::Duration};
 
-use memtrace_common::Counter;
 use tokio::time::{interval, sleep_until, MissedTickBehavior};
 
 pub use error::SessionError;
+pub use scope::CgroupTarget;
 pub use tracker::{Ending, Tracker};
 
 use crate::{
     cli::{Hook, TraceOptions},
-    intake::{EventKind, EventSource},
-    kernel::{maps_memory, KernelCounters, Maps, SyscallHook, Targets, Tracer, TracerOptions},
-    model::reconcile::FOLIO_BATCH_PAGES,
-    proc::{zero_page_pfn, ProcError, ProcessView},
+    intake::EventSource,
+    kernel::{SyscallHook, Tracer, TracerOptions},
+    proc::{ProcError, ProcessView},
     report::{
         format::wrap,
         live,
         screen::{self, Key, Screen},
-        snapshot::{Footprint, Lost, Snapshot},
+        snapshot::Snapshot,
         verdict,
     },
     safe_file::{OutputPolicy, Owner},
     symbolize::{DebugSources, Debuginfod},
     unwind,
 };
-use exits::Exits;
 use outputs::Outputs;
-use process::{Process, ReadingRules, Shared};
+use scope::CgroupScope;
 use signals::{Signals, Steer};
 use stacks::Stacks;
-use tracker::Follow;
+use traced::{Joining, Traced};
 
 /// What to trace.
 #[derive(Debug, Clone)]
 pub enum Target {
     Pid(u32),
     Command(Vec<OsString>),
+    Cgroup(CgroupTarget),
 }
 
 /// How a session ended.
@@ -64,6 +60,8 @@ pub enum Target {
 pub enum Stop {
     TargetExited,
     TargetOomKilled,
+    /// The traced cgroup was removed (its container stopped).
+    CgroupRemoved,
     Duration,
     /// Ctrl-C.
     Interrupt,
@@ -71,6 +69,15 @@ pub enum Stop {
     Signal,
     /// `q` (or Ctrl-C) on the live screen.
     Quit,
+}
+
+/// What the session looks at.
+enum Scope {
+    /// One process, and with `--follow-forks` the children it forks.
+    Process {
+        primary: u32,
+    },
+    Cgroup(Box<CgroupScope>),
 }
 
 /// How often the ring buffer is drained between kernel wake-ups.
@@ -98,10 +105,16 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
             return Err(SessionError::KernelThread { pid, name });
         }
     }
+    let cgroup = match &target {
+        Target::Cgroup(which) => Some(CgroupScope::open(which)?),
+        _ => None,
+    };
     let tracer_options = TracerOptions {
         stack_mode: options.stacks.into(),
         stack_period: options.stack_period,
-        follow_forks: options.follow_forks,
+        // Without the kernel's cgroup test, a cgroup's new processes are
+        // its processes' children, or found by reading the cgroup.
+        follow_forks: options.follow_forks || cgroup.is_some(),
         ring_bytes: options.ring_size,
         stack_bytes: options.stack_bytes,
         btf_path: options.btf.clone(),
@@ -110,6 +123,10 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
             Hook::PerCall => SyscallHook::PerCall,
         },
         floor: options.floor,
+        cgroup: cgroup.as_ref().and_then(|cgroup| {
+            // Until the agent has read a found process's program.
+            cgroup.kernel_filter(Stacks::source_before_reading(options.unwind))
+        }),
         ..TracerOptions::default()
     };
     let (mut tracer, maps) = Tracer::load(&tracer_options)?;
@@ -118,18 +135,21 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
     // whole trace.
     // SAFETY: malloc_trim has no preconditions.
     unsafe { libc::malloc_trim(0) };
-    let Maps {
-        events,
-        stacks: kernel_stacks,
-        hints,
-        mut targets,
-        counters,
-    } = maps;
-    let stacks = Stacks::new(kernel_stacks, hints, options.unwind, options.stack_bytes);
+    let stacks = Stacks::new(maps.stacks, maps.hints, options.unwind, options.stack_bytes);
     let debug = DebugSources {
         dirs: options.debug_dir.clone(),
         debuginfod: Debuginfod::from_env(),
     };
+    let mut traced = Traced::new(
+        stacks,
+        maps.targets,
+        maps.counters,
+        debug,
+        Joining {
+            forks: tracer_options.follow_forks,
+            found: tracer_options.cgroup.is_some(),
+        },
+    );
 
     // The screen takes the terminal before the command starts, so that the
     // command's output goes to the screen's pane, not across it.
@@ -144,96 +164,59 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
             .ok()
     };
     let mut launched = None;
-    let command_name = match &target {
-        Target::Command(argv) => argv[0].to_string_lossy().into_owned(),
-        Target::Pid(_) => String::new(),
-    };
-    let pid = match &target {
-        Target::Pid(pid) => *pid,
-        Target::Command(argv) => {
-            let child = launch::launch(argv, owner).map_err(|source| SessionError::Launch {
-                command: command_name.clone(),
-                source,
-            })?;
-            let pid = child.pid;
-            launched = Some(child);
-            pid
+    let scope = match (&target, cgroup) {
+        (_, Some(cgroup)) => {
+            let pids = cgroup.add_all(&mut traced)?;
+            tracer.attach()?;
+            CgroupScope::seed_all(&mut traced, &pids)?;
+            Scope::Cgroup(Box::new(cgroup))
         }
-    };
-    let start_time = ProcessView::new(pid).start_time();
-    let program = match &target {
-        Target::Pid(_) => unwind::program_kind(&ProcessView::new(pid).exe_file()),
-        Target::Command(argv) => {
-            launch::resolve(&argv[0]).and_then(|path| unwind::program_kind(&path))
-        }
-    };
-    let stack_source = stacks.source_for(program);
-    targets.set_primary(pid, stack_source)?;
-    tracer.attach()?;
-
-    let mut processes = BTreeMap::new();
-    processes.insert(
-        pid,
-        Process::new(
-            pid,
-            Tracker::default(),
-            u64::from(launched.is_some()),
-            debug.clone(),
-        ),
-    );
-    if let Some(process) = processes.get_mut(&pid) {
-        process.stack_source = stack_source;
-    }
-    let mut session = Session {
-        primary: pid,
-        processes,
-        follow_forks: options.follow_forks,
-        stacks,
-        targets,
-        exits: Exits::new(),
-        debug,
-        counters,
-        decode_errors: 0,
-        lost_before: 0,
-        rules: ReadingRules {
-            zero_pfn: zero_page_pfn(),
-            lazyfree_slack: FOLIO_BATCH_PAGES
-                * crate::model::PAGE_SIZE
-                * std::thread::available_parallelism().map_or(1, |cpus| cpus.get() as u64),
-        },
-        started: Instant::now(),
-        heap,
-        live_to_stderr: outputs.json_on_stdout(),
-        quiet: options.quiet,
-        screen,
-    };
-
-    match launched.as_mut() {
-        Some(child) => child.release().map_err(|source| SessionError::Launch {
-            command: command_name,
-            source,
-        })?,
-        None => {
+        (Target::Pid(pid), None) => {
+            let pid = *pid;
+            let start_time = ProcessView::new(pid).start_time();
+            let program = unwind::program_kind(&ProcessView::new(pid).exe_file());
+            traced.add_primary(pid, false, traced.stacks.source_for(program))?;
+            tracer.attach()?;
             // The PID must still be the process we were asked for.
             if ProcessView::new(pid).start_time() != start_time || start_time.is_none() {
                 return Err(SessionError::ExitedWhileAttaching { pid });
             }
-            let rules = session.rules;
-            session.primary_mut().seed(rules).map_err(|err| match err {
+            traced.seed(pid).map_err(|err| match err {
                 SessionError::Proc(ProcError::Gone { .. }) => {
                     SessionError::ExitedWhileAttaching { pid }
                 }
                 other => other,
             })?;
-            session
-                .exits
-                .watch(pid)
-                .map_err(|_| SessionError::ExitedWhileAttaching { pid })?;
+            Scope::Process { primary: pid }
         }
-    }
+        (Target::Command(argv), None) => {
+            let command = argv[0].to_string_lossy().into_owned();
+            let launch_error = |source| SessionError::Launch {
+                command: command.clone(),
+                source,
+            };
+            let mut child = launch::launch(argv, owner).map_err(launch_error)?;
+            let program = launch::resolve(&argv[0]).and_then(|path| unwind::program_kind(&path));
+            traced.add_primary(child.pid, true, traced.stacks.source_for(program))?;
+            tracer.attach()?;
+            child.release().map_err(launch_error)?;
+            let pid = child.pid;
+            launched = Some(child);
+            Scope::Process { primary: pid }
+        }
+        (Target::Cgroup(_), None) => unreachable!("a cgroup target is opened above"),
+    };
+    let mut session = Session {
+        traced,
+        scope,
+        heap,
+        live_to_stderr: outputs.json_on_stdout(),
+        quiet: options.quiet,
+        screen,
+    };
     session.announce(&target);
 
-    let mut source = EventSource::new(events).map_err(|source| SessionError::Io {
+    let mut source = EventSource::new(maps.events).map_err(|source| SessionError::Io {
         what: "cannot watch the ring buffer",
         source,
     })?;
@@ -251,7 +234,7 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
         screen.close();
     }
     signals.stopping(stop == Stop::Interrupt);
-    session.drain(&mut source);
+    session.traced.drain(&mut source);
     if let Some(heap) = session.heap.as_mut() {
         tokio::select! {
             () = heap.settle() => {}
@@ -264,23 +247,8 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
 }
 
 struct Session {
-    primary: u32,
-    /// The target and, with `--follow-forks`, the children it forked.
-    processes: BTreeMap<u32, Process>,
-    follow_forks: bool,
-    /// Stacks are shared: the kernel keeps one map for every process.
-    stacks: Stacks,
-    targets: Targets,
-    /// Processes whose exit a pidfd tells (see `exits`).
-    exits: Exits,
-    /// Where separate debug information is found, for every process.
-    debug: DebugSources,
-    counters: KernelCounters,
-    decode_errors: u64,
-    /// Records lost as of the last reconciliation.
-    lost_before: u64,
-    rules: ReadingRules,
-    started: Instant,
+    traced: Traced,
+    scope: Scope,
     heap: Option<heap::HeapWatch>,
     live_to_stderr: bool,
     quiet: bool,
@@ -289,14 +257,19 @@ struct Session {
 }
 
 impl Session {
-    fn primary(&self) -> &Process {
-        &self.processes[&self.primary]
-    }
-
-    fn primary_mut(&mut self) -> &mut Process {
-        self.processes
-            .get_mut(&self.primary)
-            .expect("the primary target is never removed")
+    /// The process the screen, the heap profile and the profiles are of:
+    /// the primary target, or in a cgroup its largest process.
+    fn focus(&self) -> Option<u32> {
+        match &self.scope {
+            Scope::Process { primary } => Some(*primary),
+            Scope::Cgroup(_) => self
+                .traced
+                .pids()
+                .into_iter()
+                .filter_map(|pid| Some((pid, self.traced.get(pid)?.rss())))
+                .max_by_key(|&(_, rss)| rss)
+                .map(|(pid, _)| pid),
+        }
     }
 
     /// The width the line view's text is fitted to (a terminal's).
@@ -314,16 +287,29 @@ impl Session {
     }
 
     fn announce(&self, target: &Target) {
-        let what = match target {
-            Target::Pid(pid) => format!("attached to pid {pid} ({})", self.primary().command),
-            Target::Command(argv) => format!(
-                "started pid {} ({})",
-                self.primary,
+        let what = match (target, &self.scope) {
+            (Target::Pid(pid), _) => format!(
+                "attached to pid {pid} ({})",
+                self.traced.get(*pid).map_or("", |process| &process.command)
+            ),
+            (Target::Command(argv), Scope::Process { primary }) => format!(
+                "started pid {primary} ({})",
                 argv.iter()
                     .map(|arg| arg.to_string_lossy())
                     .collect::<Vec<_>>()
                     .join(" ")
             ),
+            (_, Scope::Cgroup(cgroup)) => format!(
+                "tracing {} ({}, cgroup {}), {} processes now",
+                cgroup.label,
+                match &cgroup.container {
+                    Some(container) => format!("container {}", &container.id[..12]),
+                    None => format!("cgroup {}", cgroup.cgroup.version.name()),
+                },
+                cgroup.cgroup.path,
+                self.traced.pids().len()
+            ),
+            (Target::Cgroup(_), Scope::Process { .. }) => String::new(),
         };
         let keys = if self.screen.is_some() {
             "q or Ctrl-C"
@@ -355,12 +341,19 @@ impl Session {
             tokio::select! {
                 ready = source.readable() => {
                     ready.map_err(|source| SessionError::Io { what: "ring buffer", source })?;
-                    reconcile_soon |= self.drain(source);
+                    reconcile_soon |= self.traced.drain(source);
                 }
-                _ = drains.tick() => reconcile_soon |= self.drain(source),
+                _ = drains.tick() => reconcile_soon |= self.traced.drain(source),
                 _ = ticks.tick() => {
                     if let Some(heap) = self.heap.as_mut() {
                         heap.poll().await;
+                    }
+                    if let Scope::Cgroup(cgroup) = &self.scope {
+                        if cgroup.removed() {
+                            self.traced.drain(source);
+                            return Ok(Stop::CgroupRemoved);
+                        }
+                        cgroup.rescan(&mut self.traced)?;
                     }
                     self.interval_report(source, outputs)?;
                     reconcile_soon = false;
@@ -378,26 +371,25 @@ impl Session {
                 },
                 _ = sleep_until_or_never(deadline) => return Ok(Stop::Duration),
                 _ = wait_child(&mut child) => {
-                    self.drain(source);
-                    return Ok(self.stop_for_ending());
-                }
-                pid = self.exits.next() => {
-                    // Its last events first (an OOM kill says why it ended).
-                    self.drain(source);
-                    if let Some(process) = self.processes.get_mut(&pid) {
-                        process.tracker.ending.get_or_insert(Ending::Exited);
+                    self.traced.drain(source);
+                    if let Some(stop) = self.primary_ended() {
+                        return Ok(stop);
                     }
-                    self.targets.forget(pid);
+                }
+                pid = self.traced.next_exit() => {
+                    // Its last events first (an OOM kill says why it ended).
+                    self.traced.drain(source);
+                    self.traced.exited(pid);
                 }
             }
             if reconcile_soon {
                 // Another task changed a target's RSS (reclaim): look now,
                 // while it is fresh, rather than at the next tick.
-                self.reconcile(source);
+                self.traced.reconcile(source);
                 reconcile_soon = false;
             }
-            if self.primary().tracker.ending.is_some() {
-                return Ok(self.stop_for_ending());
+            if let Some(stop) = self.primary_ended() {
+                return Ok(stop);
             }
         }
     }
@@ -417,7 +409,10 @@ impl Session {
             );
             return;
         }
-        let snapshot = self.snapshot(self.primary, false);
+        let Some(pid) = self.focus() else {
+            return;
+        };
+        let snapshot = self.snapshot(pid, false);
         let width = self.width();
         let verdict = wrap(&verdict::verdict(&snapshot), width, "  ");
         self.print(&format!(
@@ -428,14 +423,16 @@ impl Session {
 
     /// The screen's `p` key: a profile of the model as it is now.
     fn profile_now(&mut self, outputs: &mut Outputs) {
-        let Some(snapshot) = self.screen_mut().snapshot().cloned() else {
+        let snapshot = self.screen_mut().snapshot().cloned();
+        let elapsed = self.traced.started().elapsed();
+        let focus = self.focus();
+        let (Some(snapshot), Some(mut namer)) =
+            (snapshot, focus.and_then(|pid| self.traced.namer(pid)))
+        else {
             self.screen_mut()
                 .set_status("no profile yet: the first interval is not over".into());
             return;
         };
-        let elapsed = self.started.elapsed();
-        let process = self.processes.get_mut(&self.primary).expect("primary");
-        let mut namer = process.namer(&self.stacks.table);
         let status = match outputs.profile_now(&snapshot, elapsed, &mut namer) {
             Ok(path) => format!(
                 "wrote {} (go tool pprof -http=: {})",
@@ -447,112 +444,15 @@ impl Session {
         self.screen_mut().set_status(status);
     }
 
-    fn stop_for_ending(&self) -> Stop {
-        match self.primary().tracker.ending {
-            Some(Ending::OomKilled) => Stop::TargetOomKilled,
-            _ => Stop::TargetExited,
-        }
-    }
-
-    /// Applies every waiting record; returns whether a reconciliation is due
-    /// (something else changed a target's RSS).
-    fn drain(&mut self, source: &mut EventSource) -> bool {
-        let mut reconcile = false;
-        let processes = &mut self.processes;
-        let stacks = &mut self.stacks;
-        let targets = &mut self.targets;
-        let decode_errors = &mut self.decode_errors;
-        let follow_forks = self.follow_forks;
-        let debug = &self.debug;
-        let exits = &self.exits;
-        source.drain(|decoded| {
-            let Ok(mut decoded) = decoded else {
-                *decode_errors += 1;
-                return;
-            };
-            let Some(process) = processes.get_mut(&decoded.tgid) else {
-                return;
-            };
-            if let EventKind::StackSample(sample) = &decoded.event.kind {
-                stacks.unwind(process, sample);
-                return;
-            }
-            decoded.event.stack = stacks.resolve(decoded.event.stack, process.stack_source);
-            match process.tracker.ingest(&decoded) {
-                Follow::Exec => {
-                    process.exec_happened();
-                    stacks.forget(process.pid);
-                    // A failure leaves the stacks taken as for the old
-                    // program: shorter, never wrong.
-                    let source = stacks.source_for(process.program());
-                    if targets.set_stacks(process.pid, source).is_ok() {
-                        process.stack_source = source;
-                    }
-                }
-                Follow::MappedFile { start, end } => process.learn_path(start, end),
-                Follow::Reclaim => reconcile = true,
-                Follow::ProcessMadvise => {
-                    if let EventKind::ProcessMadvise(call) = &decoded.event.kind {
-                        if process.view.pidfd_target(call.pidfd) == Some(process.pid) {
-                            process.tracker.apply_own_process_madvise(&decoded);
-                        }
-                    }
-                }
-                Follow::ThreadExit => {
-                    if !process.view.alive() {
-                        process.tracker.ending.get_or_insert(Ending::Exited);
-                        targets.forget(process.pid);
-                    }
-                }
-                Follow::Forked {
-                    child,
-                    shares_memory,
-                } if follow_forks && ProcessView::new(child).is_process() => {
-                    let tracker = if shares_memory {
-                        Tracker::sharing_parents_memory()
-                    } else {
-                        process.tracker.forked()
-                    };
-                    let parent = process.pid;
-                    // Gone already if this fails: its exit record says so.
-                    let _ = exits.watch(child);
-                    let mut child = Process::new(child, tracker, 0, debug.clone());
-                    child.stack_source = process.stack_source;
-                    eprintln!(
-                        "memtrace: following pid {} ({}), forked by pid {parent}",
-                        child.pid, child.command
-                    );
-                    processes.insert(child.pid, child);
-                }
-                Follow::Forked { .. } | Follow::Nothing | Follow::Ended => {}
-            }
-        });
-        self.stacks.sync();
-        reconcile
-    }
-
-    /// Reads /proc and folds it into every model.
-    fn reconcile(&mut self, source: &mut EventSource) {
-        self.drain(source);
-        let readings: Vec<(u32, _)> = self
-            .processes
-            .values()
-            .filter_map(|process| process.read_proc().map(|reading| (process.pid, reading)))
-            .collect();
-        for process in self.processes.values_mut() {
-            process.tracker.start_noting_busy();
-        }
-        self.drain(source);
-        let lost = self.lost().records();
-        let scan_all = lost > self.lost_before;
-        self.lost_before = lost;
-        let rules = self.rules;
-        let mut readings: HashMap<u32, _> = readings.into_iter().collect();
-        for process in self.processes.values_mut() {
-            let busy = process.tracker.take_busy();
-            if let Some(reading) = readings.remove(&process.pid) {
-                process.reconcile(reading, &busy, scan_all, rules);
-            }
+    /// How the session stops because its primary target ended; never for
+    /// a cgroup, which ends when it is removed.
+    fn primary_ended(&self) -> Option<Stop> {
+        let Scope::Process { primary } = self.scope else {
+            return None;
+        };
+        match self.traced.get(primary)?.tracker.ending? {
+            Ending::OomKilled => Some(Stop::TargetOomKilled),
+            Ending::Exited => Some(Stop::TargetExited),
         }
     }
 
@@ -561,92 +461,91 @@ impl Session {
         source: &mut EventSource,
         outputs: &mut Outputs,
     ) -> Result<(), SessionError> {
-        self.reconcile(source);
-        let pids: Vec<u32> = self.processes.keys().copied().collect();
+        self.traced.reconcile(source);
         let width = self.width();
+        let focus = self.focus();
+        let footprint = self.traced.footprint();
         let mut on_screen = None;
-        let mut children = Vec::new();
-        for pid in pids {
-            let snapshot = self.snapshot(pid, false);
-            let primary = pid == self.primary;
+        let mut others = Vec::new();
+        for pid in self.traced.pids() {
+            let snapshot = self.snapshot_with(pid, false, footprint);
+            let focused = Some(pid) == focus;
             if self.screen.is_some() {
-                if !primary {
-                    children.push(live::render_brief(&snapshot, None).trim().to_owned());
+                if !focused {
+                    others.push(live::render_brief(&snapshot, None).trim().to_owned());
                 }
             } else if !self.quiet {
-                if primary {
+                if focused {
                     self.print(&live::render(&snapshot, width));
                 } else {
                     self.print(&live::render_brief(&snapshot, width));
                 }
             }
-            let process = self.processes.get_mut(&pid).expect("listed above");
-            let mut namer = process.namer(&self.stacks.table);
-            outputs.interval(&snapshot, primary.then_some(&mut namer))?;
-            if primary {
+            let mut namer = if focused {
+                self.traced.namer(pid)
+            } else {
+                None
+            };
+            outputs.interval(&snapshot, namer.as_mut())?;
+            if focused {
                 on_screen = Some(snapshot);
+            }
+            if let Scope::Cgroup(_) = self.scope {
+                self.retire_if_ended(pid);
             }
         }
         if let (Some(screen), Some(snapshot)) = (&mut self.screen, on_screen) {
-            screen.show(snapshot, children);
+            screen.show(snapshot, others);
         }
         Ok(())
     }
 
-    fn lost(&self) -> Lost {
-        let read = |counter| self.counters.read(counter);
-        Lost {
-            faults: read(Counter::LostFaults),
-            syscalls: read(Counter::LostSyscalls),
-            lifecycle: read(Counter::LostLifecycle),
-            reclaim: read(Counter::LostReclaim),
-            stacks: read(Counter::StacksNotStored),
-            stack_samples: read(Counter::LostStackSamples),
-            stack_samples_skipped: read(Counter::StackSamplesSkipped),
-            undecodable: self.decode_errors,
+    /// A cgroup's process that ended is reported once more (above), then
+    /// its model is dropped: processes come and go for as long as the
+    /// cgroup lives.
+    fn retire_if_ended(&mut self, pid: u32) {
+        if self
+            .traced
+            .get(pid)
+            .is_some_and(|process| process.tracker.ending.is_some())
+        {
+            self.traced.remove(pid);
         }
     }
 
     fn snapshot(&mut self, pid: u32, is_final: bool) -> Snapshot {
-        let shared = Shared {
-            stacks: &self.stacks.table,
-            lost: self.lost(),
-            stack_walks: self.counters.read(Counter::FaultStackWalks)
-                + self.counters.read(Counter::FaultStackSamples),
-            elapsed: self.started.elapsed(),
-            heap: self.heap.as_ref().filter(|_| pid == self.primary),
-            footprint: Footprint {
-                rss: ProcessView::new(std::process::id())
-                    .totals()
-                    .map_or(0, |totals| totals.status.rss),
-                unwind_tables: self.stacks.table_bytes() as u64,
-                stacks: self.stacks.table.len() as u64,
-                kernel_maps: maps_memory(),
-            },
-        };
-        let process = self
-            .processes
-            .get_mut(&pid)
-            .expect("snapshots are of known processes");
-        process.snapshot(is_final, &shared)
+        let footprint = self.traced.footprint();
+        self.snapshot_with(pid, is_final, footprint)
     }
 
-    /// The final report and outputs: the primary target first, then each
-    /// child followed. A Ctrl-C meanwhile abandons them (`signals`).
+    fn snapshot_with(
+        &mut self,
+        pid: u32,
+        is_final: bool,
+        footprint: crate::report::snapshot::Footprint,
+    ) -> Snapshot {
+        let heap = self.heap.as_ref().filter(|_| self.focus() == Some(pid));
+        self.traced.snapshot(pid, is_final, heap, footprint)
+    }
+
+    /// The final report and outputs: the focus first, then every other
+    /// process traced. A Ctrl-C meanwhile abandons them (`signals`).
     fn final_reports(
         &mut self,
         outputs: &mut Outputs,
         signals: &Signals,
     ) -> Result<(), SessionError> {
-        let mut pids: Vec<u32> = self.processes.keys().copied().collect();
-        pids.sort_by_key(|&pid| pid != self.primary);
-        let mut primary_snapshot = None;
+        let focus = self.focus();
+        let mut pids = self.traced.pids();
+        pids.sort_by_key(|&pid| Some(pid) != focus);
+        let mut focus_snapshot = None;
         let width = self.width();
+        let footprint = self.traced.footprint();
         for pid in pids {
             signals.check()?;
-            let snapshot = self.snapshot(pid, true);
-            if pid != self.primary {
-                self.print(&format!("\n── child pid {pid} ──\n"));
+            let snapshot = self.snapshot_with(pid, true, footprint);
+            if Some(pid) != focus {
+                self.print(&format!("\n── pid {pid} ({}) ──\n", snapshot.command));
             }
             self.print(&live::render_final(&snapshot, width));
             self.print(&format!(
@@ -656,16 +555,18 @@ impl Session {
             for notice in verdict::notices(&snapshot) {
                 eprintln!("memtrace: note: {notice}");
             }
-            if pid == self.primary {
-                primary_snapshot = Some(snapshot);
+            if Some(pid) == focus {
+                focus_snapshot = Some(snapshot);
             } else {
                 outputs.interval(&snapshot, None)?;
             }
         }
-        let snapshot = primary_snapshot.expect("the primary target is always reported");
-        let process = self.processes.get_mut(&self.primary).expect("primary");
-        let past = std::mem::take(&mut process.past);
-        let mut namer = process.namer(&self.stacks.table);
+        let (Some(snapshot), Some(pid)) = (focus_snapshot, focus) else {
+            eprintln!("memtrace: no process was traced to the end: no final profile written");
+            return Ok(());
+        };
+        let past = std::mem::take(&mut self.traced.get_mut(pid).expect("the focus is traced").past);
+        let mut namer = self.traced.namer(pid).expect("the focus is traced");
         outputs.finish(&snapshot, past.history(), &mut namer, signals)
     }
 }

@@ -117,7 +117,7 @@ impl Process {
 
     /// Opens every code file mapped now, so its names can be read after
     /// the process is gone (see `symbolize::Binaries`).
-    fn keep_code_files(&mut self) {
+    pub fn keep_code_files(&mut self) {
         for (_, extent) in self.tracker.model.extents().iter() {
             if let Backing::File {
                 path: Some(path), ..
@@ -168,6 +168,11 @@ impl Process {
             sample,
             stack_bytes,
         )
+    }
+
+    /// Its RSS as the kernel last said (0 before the first reading).
+    pub fn rss(&self) -> u64 {
+        self.last_kernel.map_or(0, |kernel| kernel.rss)
     }
 
     /// The program the process runs now, as far as taking stacks goes.

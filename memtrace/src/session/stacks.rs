@@ -46,9 +46,16 @@ impl Stacks {
     pub fn source_for(&self, program: Option<ProgramKind>) -> StackSource {
         match (self.choice, program) {
             (_, Some(program)) if program.bits32 => StackSource::Off,
-            (Unwind::Fp, _) => StackSource::FramePointers,
-            (Unwind::Dwarf, _) | (Unwind::Auto, None) => StackSource::Samples,
             (Unwind::Auto, Some(program)) => unwind::stack_source(&program),
+            (choice, _) => Self::source_before_reading(choice),
+        }
+    }
+
+    /// How stacks are taken, as `choice` says, of a program not read yet.
+    pub fn source_before_reading(choice: Unwind) -> StackSource {
+        match choice {
+            Unwind::Fp => StackSource::FramePointers,
+            Unwind::Dwarf | Unwind::Auto => StackSource::Samples,
         }
     }
 

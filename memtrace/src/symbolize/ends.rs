@@ -54,13 +54,16 @@ pub(super) fn end_of(
             StackEnd::Cut(CutReason::DepthLimit)
         }
         None => {
-            let in_jit = outermost
+            let backing = outermost
                 .and_then(|frame| extents.find(frame.address))
-                .is_some_and(|(_, extent)| !matches!(extent.backing, Backing::File { .. }));
-            StackEnd::Cut(if in_jit {
-                CutReason::JitCode
-            } else {
-                CutReason::NoFramePointer
+                .map(|(_, extent)| matches!(extent.backing, Backing::File { .. }));
+            let unnamed = outermost.is_some_and(|frame| frame.functions.is_empty());
+            StackEnd::Cut(match (backing, unnamed) {
+                (Some(false), _) => CutReason::JitCode,
+                // A frame-pointer walk that reached a root would say so by
+                // its name: without one, nothing can be said.
+                (Some(true), true) => CutReason::UnreadableCode,
+                _ => CutReason::NoFramePointer,
             })
         }
     }

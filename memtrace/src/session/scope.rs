@@ -1,0 +1,112 @@
+//! A cgroup as the thing traced (`--cgroup`, `--container`): every process
+//! in it and its descendants, those already there when memtrace attaches,
+//! those it finds later, until the cgroup is removed.
+
+use std::path::PathBuf;
+
+use memtrace_common::StackSource;
+
+use super::{traced::Traced, SessionError};
+use crate::{
+    kernel::CgroupFilter,
+    proc::{resolve_container, Cgroup, Container, ProcError},
+};
+
+/// The cgroup asked for.
+#[derive(Debug, Clone)]
+pub enum CgroupTarget {
+    Path(PathBuf),
+    Container(String),
+}
+
+pub struct CgroupScope {
+    pub cgroup: Cgroup,
+    /// What the user calls it: the container's name or id, or the path.
+    pub label: String,
+    pub container: Option<Container>,
+}
+
+impl CgroupScope {
+    pub fn open(target: &CgroupTarget) -> Result<Self, SessionError> {
+        Ok(match target {
+            CgroupTarget::Path(path) => {
+                let cgroup = Cgroup::open(path)?;
+                Self {
+                    label: cgroup.path.clone(),
+                    cgroup,
+                    container: None,
+                }
+            }
+            CgroupTarget::Container(given) => {
+                let container = resolve_container(given)?;
+                Self {
+                    label: container
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| container.id[..12].to_owned()),
+                    cgroup: container.cgroup.clone(),
+                    container: Some(container),
+                }
+            }
+        })
+    }
+
+    /// How the kernel side finds the cgroup's processes by itself: through
+    /// its v2 directory. Without one (a host with only cgroup v1), the
+    /// processes are found by reading the cgroup's process lists each
+    /// interval, and their children by following forks.
+    pub fn kernel_filter(&self, stacks: StackSource) -> Option<CgroupFilter> {
+        self.cgroup
+            .unified_dir
+            .clone()
+            .map(|dir| CgroupFilter { dir, stacks })
+    }
+
+    /// Adds the cgroup's processes not traced yet to `traced`, before the
+    /// programs are attached; they are seeded afterwards (see
+    /// [`Self::seed_all`]).
+    pub fn add_all(&self, traced: &mut Traced) -> Result<Vec<u32>, SessionError> {
+        let pids = self.cgroup.processes().map_err(|source| SessionError::Io {
+            what: "cannot list the cgroup's processes",
+            source,
+        })?;
+        let mut added = Vec::new();
+        for pid in pids {
+            if traced.get(pid).is_none() && traced.add_running(pid).is_ok() {
+                added.push(pid);
+            }
+        }
+        Ok(added)
+    }
+
+    /// Seeds processes just added; those gone meanwhile are dropped.
+    pub fn seed_all(traced: &mut Traced, pids: &[u32]) -> Result<(), SessionError> {
+        for &pid in pids {
+            match traced.seed(pid) {
+                Ok(()) => {}
+                Err(SessionError::Proc(ProcError::Gone { .. })) => {
+                    traced.remove(pid);
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes in processes that came into the cgroup without the kernel
+    /// side seeing them yet (or, without a v2 directory, at all).
+    pub fn rescan(&self, traced: &mut Traced) -> Result<(), SessionError> {
+        let added = self.add_all(traced)?;
+        for &pid in &added {
+            if let Some(process) = traced.get(pid) {
+                eprintln!("memtrace: found pid {pid} ({})", process.command);
+            }
+        }
+        Self::seed_all(traced, &added)
+    }
+
+    /// Whether the cgroup is gone (its container stopped).
+    pub fn removed(&self) -> bool {
+        !self.cgroup.exists()
+    }
+}

@@ -1,0 +1,365 @@
+//! The traced processes and what they share: the kernel's target maps and
+//! counters, the stack table, the exit watch. Records go in, one model per
+//! process comes out; what is shown of them, and when, is the caller's
+//! business (the interactive session, the agent).
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Instant,
+};
+
+use memtrace_common::{Counter, StackSource};
+
+use super::{
+    exits::Exits,
+    heap::HeapWatch,
+    process::{Process, ReadingRules, Shared},
+    stacks::Stacks,
+    tracker::{Ending, Follow, Tracker},
+    SessionError,
+};
+use crate::{
+    intake::{EventKind, EventSource},
+    kernel::{maps_memory, KernelCounters, Targets},
+    model::reconcile::FOLIO_BATCH_PAGES,
+    proc::{zero_page_pfn, ProcError, ProcessView},
+    report::snapshot::{Footprint, Lost, Snapshot},
+    symbolize::{DebugSources, Namer},
+};
+
+/// Which processes join the traced set as the trace goes on.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Joining {
+    /// Children forked by a traced process (`--follow-forks`, and always
+    /// for a cgroup).
+    pub forks: bool,
+    /// Processes the kernel side found in the traced cgroup.
+    pub found: bool,
+}
+
+pub struct Traced {
+    processes: BTreeMap<u32, Process>,
+    /// Stacks are shared: the kernel keeps one map for every process.
+    pub stacks: Stacks,
+    targets: Targets,
+    /// Processes whose exit a pidfd tells (see `exits`).
+    exits: Exits,
+    /// Where separate debug information is found, for every process.
+    debug: DebugSources,
+    counters: KernelCounters,
+    joining: Joining,
+    decode_errors: u64,
+    /// Records lost as of the last reconciliation.
+    lost_before: u64,
+    rules: ReadingRules,
+    started: Instant,
+}
+
+impl Traced {
+    pub fn new(
+        stacks: Stacks,
+        targets: Targets,
+        counters: KernelCounters,
+        debug: DebugSources,
+        joining: Joining,
+    ) -> Self {
+        Self {
+            processes: BTreeMap::new(),
+            stacks,
+            targets,
+            exits: Exits::new(),
+            debug,
+            counters,
+            joining,
+            decode_errors: 0,
+            lost_before: 0,
+            rules: ReadingRules {
+                zero_pfn: zero_page_pfn(),
+                lazyfree_slack: FOLIO_BATCH_PAGES
+                    * crate::model::PAGE_SIZE
+                    * std::thread::available_parallelism().map_or(1, |cpus| cpus.get() as u64),
+            },
+            started: Instant::now(),
+        }
+    }
+
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    pub fn get(&self, pid: u32) -> Option<&Process> {
+        self.processes.get(&pid)
+    }
+
+    pub fn get_mut(&mut self, pid: u32) -> Option<&mut Process> {
+        self.processes.get_mut(&pid)
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        self.processes.keys().copied().collect()
+    }
+
+    /// Traces `pid` as the primary target from the moment the programs are
+    /// attached; `launched`: memtrace started it (and it has yet to exec
+    /// its program).
+    pub fn add_primary(
+        &mut self,
+        pid: u32,
+        launched: bool,
+        stacks: StackSource,
+    ) -> Result<(), SessionError> {
+        self.targets.set_primary(pid, stacks)?;
+        self.insert(Process::new(
+            pid,
+            Tracker::default(),
+            u64::from(launched),
+            self.debug.clone(),
+        ));
+        self.set_source(pid, stacks);
+        Ok(())
+    }
+
+    /// Traces running process `pid` besides any other (one already in the
+    /// traced cgroup, or one the agent selects). Seed it once the programs
+    /// are attached.
+    pub fn add_running(&mut self, pid: u32) -> Result<(), SessionError> {
+        if self.processes.contains_key(&pid) {
+            return Ok(());
+        }
+        let mut process = Process::new(pid, Tracker::default(), 0, self.debug.clone());
+        process.stack_source = self.stacks.source_for(process.program());
+        self.targets.follow(pid, process.stack_source)?;
+        self.insert(process);
+        Ok(())
+    }
+
+    /// Takes in what `pid` had resident before it was traced, and watches
+    /// for its exit. Fails with `ProcError::Gone` if it is gone.
+    pub fn seed(&mut self, pid: u32) -> Result<(), SessionError> {
+        let rules = self.rules;
+        let process = self
+            .processes
+            .get_mut(&pid)
+            .ok_or(ProcError::Gone { pid })?;
+        process.seed(rules)?;
+        self.exits
+            .watch(pid)
+            .map_err(|_| SessionError::Proc(ProcError::Gone { pid }))
+    }
+
+    /// Stops tracing `pid` and hands back what was known of it.
+    pub fn remove(&mut self, pid: u32) -> Option<Process> {
+        self.targets.forget(pid);
+        self.stacks.forget(pid);
+        self.processes.remove(&pid)
+    }
+
+    fn insert(&mut self, process: Process) {
+        self.processes.insert(process.pid, process);
+    }
+
+    fn set_source(&mut self, pid: u32, stacks: StackSource) {
+        if let Some(process) = self.processes.get_mut(&pid) {
+            process.stack_source = stacks;
+        }
+    }
+
+    /// The next traced process that exited: its last records are applied
+    /// and it is marked ended.
+    pub async fn next_exit(&mut self) -> u32 {
+        self.exits.next().await
+    }
+
+    /// Marks `pid` as exited (its pidfd said so) once its last records are
+    /// in, and stops tracing its PID, which may be reused.
+    pub fn exited(&mut self, pid: u32) {
+        if let Some(process) = self.processes.get_mut(&pid) {
+            process.tracker.ending.get_or_insert(Ending::Exited);
+        }
+        self.targets.forget(pid);
+    }
+
+    /// Applies every waiting record; returns whether a reconciliation is due
+    /// (something else changed a target's RSS).
+    pub fn drain(&mut self, source: &mut EventSource) -> bool {
+        let mut reconcile = false;
+        let mut joined = Vec::new();
+        let processes = &mut self.processes;
+        let stacks = &mut self.stacks;
+        let targets = &mut self.targets;
+        let decode_errors = &mut self.decode_errors;
+        let joining = self.joining;
+        let debug = &self.debug;
+        let exits = &self.exits;
+        let rules = self.rules;
+        source.drain(|decoded| {
+            let Ok(mut decoded) = decoded else {
+                *decode_errors += 1;
+                return;
+            };
+            if joining.found
+                && matches!(decoded.event.kind, EventKind::Found)
+                && !processes.contains_key(&decoded.tgid)
+            {
+                let pid = decoded.tgid;
+                let mut process = Process::new(pid, Tracker::default(), 0, debug.clone());
+                // Gone already if either fails: nothing of it to explain.
+                if process.seed(rules).is_ok() && exits.watch(pid).is_ok() {
+                    let source = stacks.source_for(process.program());
+                    if targets.set_stacks(pid, source).is_ok() {
+                        process.stack_source = source;
+                    }
+                    joined.push(format!("found pid {pid} ({})", process.command));
+                    processes.insert(pid, process);
+                }
+                return;
+            }
+            let Some(process) = processes.get_mut(&decoded.tgid) else {
+                return;
+            };
+            if let EventKind::StackSample(sample) = &decoded.event.kind {
+                stacks.unwind(process, sample);
+                return;
+            }
+            decoded.event.stack = stacks.resolve(decoded.event.stack, process.stack_source);
+            match process.tracker.ingest(&decoded) {
+                Follow::Exec => {
+                    process.exec_happened();
+                    stacks.forget(process.pid);
+                    // A failure leaves the stacks taken as for the old
+                    // program: shorter, never wrong.
+                    let source = stacks.source_for(process.program());
+                    if targets.set_stacks(process.pid, source).is_ok() {
+                        process.stack_source = source;
+                    }
+                }
+                Follow::MappedFile { start, end } => process.learn_path(start, end),
+                Follow::Reclaim => reconcile = true,
+                Follow::ProcessMadvise => {
+                    if let EventKind::ProcessMadvise(call) = &decoded.event.kind {
+                        if process.view.pidfd_target(call.pidfd) == Some(process.pid) {
+                            process.tracker.apply_own_process_madvise(&decoded);
+                        }
+                    }
+                }
+                Follow::ThreadExit => {
+                    if !process.view.alive() {
+                        process.tracker.ending.get_or_insert(Ending::Exited);
+                        targets.forget(process.pid);
+                    }
+                }
+                Follow::Forked {
+                    child,
+                    shares_memory,
+                } if joining.forks && ProcessView::new(child).is_process() => {
+                    let tracker = if shares_memory {
+                        Tracker::sharing_parents_memory()
+                    } else {
+                        process.tracker.forked()
+                    };
+                    let parent = process.pid;
+                    // Gone already if this fails: its exit record says so.
+                    let _ = exits.watch(child);
+                    let mut child = Process::new(child, tracker, 0, debug.clone());
+                    child.stack_source = process.stack_source;
+                    child.keep_code_files();
+                    joined.push(format!(
+                        "following pid {} ({}), forked by pid {parent}",
+                        child.pid, child.command
+                    ));
+                    processes.insert(child.pid, child);
+                }
+                Follow::Forked { .. } | Follow::Nothing | Follow::Ended => {}
+            }
+        });
+        self.stacks.sync();
+        for line in joined {
+            eprintln!("memtrace: {line}");
+        }
+        reconcile
+    }
+
+    /// Reads /proc and folds it into every model.
+    pub fn reconcile(&mut self, source: &mut EventSource) {
+        self.drain(source);
+        let readings: Vec<(u32, _)> = self
+            .processes
+            .values()
+            .filter_map(|process| process.read_proc().map(|reading| (process.pid, reading)))
+            .collect();
+        for process in self.processes.values_mut() {
+            process.tracker.start_noting_busy();
+        }
+        self.drain(source);
+        let lost = self.lost().records();
+        let scan_all = lost > self.lost_before;
+        self.lost_before = lost;
+        let rules = self.rules;
+        let mut readings: HashMap<u32, _> = readings.into_iter().collect();
+        for process in self.processes.values_mut() {
+            let busy = process.tracker.take_busy();
+            if let Some(reading) = readings.remove(&process.pid) {
+                process.reconcile(reading, &busy, scan_all, rules);
+            }
+        }
+    }
+
+    /// What exporters need to name traced process `pid`'s stacks.
+    pub fn namer(&mut self, pid: u32) -> Option<Namer<'_>> {
+        let process = self.processes.get_mut(&pid)?;
+        Some(process.namer(&self.stacks.table))
+    }
+
+    /// Records lost so far, over every traced process.
+    pub fn lost(&self) -> Lost {
+        let read = |counter| self.counters.read(counter);
+        Lost {
+            faults: read(Counter::LostFaults),
+            syscalls: read(Counter::LostSyscalls),
+            lifecycle: read(Counter::LostLifecycle),
+            reclaim: read(Counter::LostReclaim),
+            stacks: read(Counter::StacksNotStored),
+            stack_samples: read(Counter::LostStackSamples),
+            stack_samples_skipped: read(Counter::StackSamplesSkipped),
+            undecodable: self.decode_errors,
+        }
+    }
+
+    /// What memtrace itself takes, to trace.
+    pub fn footprint(&self) -> Footprint {
+        Footprint {
+            rss: ProcessView::new(std::process::id())
+                .totals()
+                .map_or(0, |totals| totals.status.rss),
+            unwind_tables: self.stacks.table_bytes() as u64,
+            stacks: self.stacks.table.len() as u64,
+            kernel_maps: maps_memory(),
+        }
+    }
+
+    /// A snapshot of traced process `pid`, with `heap` its heap profile if
+    /// it is the process the profile is of, and `footprint` memtrace's own
+    /// (read once for all the snapshots of a moment).
+    pub fn snapshot(
+        &mut self,
+        pid: u32,
+        is_final: bool,
+        heap: Option<&HeapWatch>,
+        footprint: Footprint,
+    ) -> Snapshot {
+        let shared = Shared {
+            stacks: &self.stacks.table,
+            lost: self.lost(),
+            stack_walks: self.counters.read(Counter::FaultStackWalks)
+                + self.counters.read(Counter::FaultStackSamples),
+            elapsed: self.started.elapsed(),
+            heap,
+            footprint,
+        };
+        let process = self
+            .processes
+            .get_mut(&pid)
+            .expect("snapshots are of traced processes");
+        process.snapshot(is_final, &shared)
+    }
+}
