@@ -50,7 +50,8 @@ pub struct TracerOptions {
     pub ring_bytes: u32,
     /// Distinct user stacks the kernel can hold.
     pub stack_entries: u32,
-    /// Bytes waiting in the ring buffer that wake the agent.
+    /// Bytes waiting in the ring buffer that wake the agent (capped by
+    /// [`TracerOptions::effective_wakeup_bytes`]).
     pub wakeup_bytes: u32,
     /// BTF file to use instead of /sys/kernel/btf/vmlinux.
     pub btf_path: Option<std::path::PathBuf>,
@@ -67,6 +68,15 @@ impl Default for TracerOptions {
             wakeup_bytes: 1024 * 1024,
             btf_path: None,
         }
+    }
+}
+
+impl TracerOptions {
+    /// The wake-up threshold actually used: never more than an eighth of the
+    /// ring buffer, so a small ring (`--ring-size 8K`) still wakes the agent
+    /// long before it is full instead of never.
+    pub fn effective_wakeup_bytes(&self) -> u32 {
+        self.wakeup_bytes.min(self.ring_bytes / 8).max(1)
     }
 }
 
@@ -96,12 +106,13 @@ impl Tracer {
 
         let stack_mode = options.stack_mode as u32;
         let follow_forks = u32::from(options.follow_forks);
+        let wakeup_bytes = options.effective_wakeup_bytes();
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
             .override_global(config::STACK_MODE_GLOBAL, &stack_mode, true)
             .override_global(config::STACK_PERIOD_GLOBAL, &options.stack_period, true)
             .override_global(config::FOLLOW_FORKS_GLOBAL, &follow_forks, true)
-            .override_global(config::WAKEUP_BYTES_GLOBAL, &options.wakeup_bytes, true)
+            .override_global(config::WAKEUP_BYTES_GLOBAL, &wakeup_bytes, true)
             .map_max_entries("EVENTS", options.ring_bytes)
             .map_max_entries("STACKS", options.stack_entries)
             .load(EBPF_OBJECT)
@@ -227,11 +238,29 @@ pub struct KernelCounters {
 }
 
 impl KernelCounters {
-    /// The sum over CPUs of `counter`; zero if the map cannot be read.
-    pub fn read(&self, counter: Counter) -> u64 {
-        self.map
+    /// The sum over CPUs of `counter`.
+    pub fn read(&self, counter: Counter) -> Result<u64, KernelError> {
+        let values = self
+            .map
             .get(&(counter as u32), 0)
-            .map(|values| values.iter().sum())
-            .unwrap_or(0)
+            .map_err(map_err("COUNTERS"))?;
+        Ok(values.iter().sum())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_small_ring_buffer_still_wakes_the_agent() {
+        for (ring_bytes, wakeup) in [(8 << 20, 1 << 20), (1 << 20, 128 << 10), (8192, 1024)] {
+            let options = TracerOptions {
+                ring_bytes,
+                ..TracerOptions::default()
+            };
+            assert_eq!(options.effective_wakeup_bytes(), wakeup, "{ring_bytes}");
+            assert!(options.effective_wakeup_bytes() < ring_bytes);
+        }
     }
 }

@@ -10,7 +10,7 @@ use std::{
 
 use super::{
     history::{History, Trend},
-    snapshot::{FunctionMatch, GoHeapSide, Lost, Snapshot, TargetState},
+    snapshot::{FunctionMatch, GoHeapSide, KernelReading, Lost, Snapshot, TargetState, Unresolved},
 };
 use crate::{
     attribution::{self, Held, Holder},
@@ -36,11 +36,13 @@ pub struct Facts<'a> {
     pub command: &'a str,
     pub executable: Option<&'a str>,
     pub state: TargetState,
-    /// The kernel's figures as last read; `None` once the process is gone.
+    /// The kernel's figures as last read (the last before it exited, once
+    /// the process is gone).
     pub kernel: Option<KernelTotals>,
     pub reconcile: Outcome,
     pub lost: Lost,
     pub records: u64,
+    pub process_madvise_unresolved: Unresolved,
     pub cgroup: Option<CgroupMemory>,
     pub oom_kill: Option<OomKill>,
     pub runtime: Option<RuntimeInfo>,
@@ -78,6 +80,7 @@ impl Past {
             Some(baseline) => attribution::growth(namer, baseline),
             None => Vec::new(),
         };
+        let profile_serving = attribution::in_use_serving_profiles(namer);
         let mut growers = attribution::growth_by_responsible(&growth);
         growers.truncate(TOP_ROWS);
         growth.truncate(TOP_ROWS);
@@ -95,20 +98,29 @@ impl Past {
             command: facts.command.to_owned(),
             executable: facts.executable.map(str::to_owned),
             state: facts.state,
-            kernel: facts.kernel.filter(|_| facts.state == TargetState::Running),
+            kernel: facts.kernel,
+            kernel_reading: if facts.state == TargetState::Running {
+                KernelReading::Current
+            } else {
+                KernelReading::LastBeforeExit
+            },
             model: model.totals(),
             reconcile: facts.reconcile,
             activity: model.activity().clone(),
-            approximate: facts.lost.records() > 0,
+            approximate: facts.lost.any(),
             lost: facts.lost,
             records: facts.records,
+            process_madvise_unresolved: facts.process_madvise_unresolved,
             top_ranges: attribution::top_ranges(model, TOP_ROWS),
             top_stacks,
             top_calls,
             top_faults,
             growth,
             growers,
-            trend: Trend::Unknown,
+            profile_serving,
+            trend: Trend::Unknown {
+                needs: Duration::ZERO,
+            },
             sparkline: String::new(),
             cgroup: facts.cgroup,
             oom_kill: facts.oom_kill,

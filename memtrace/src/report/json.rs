@@ -30,6 +30,7 @@ pub fn to_json(snapshot: &Snapshot) -> Value {
             "swap_bytes": kernel.swap,
             "lazyfree_bytes": kernel.lazyfree,
             "anon_huge_bytes": kernel.anon_huge,
+            "reading": snapshot.kernel_reading.name(),
             "status": {
                 "rss_bytes": kernel.status.rss,
                 "anon_bytes": kernel.status.anon,
@@ -120,6 +121,11 @@ pub fn to_json(snapshot: &Snapshot) -> Value {
                 "undecodable": lost.undecodable,
             },
             "stacks_not_stored": lost.stacks,
+            "counters_unreadable": lost.counters_unreadable,
+        },
+        "process_madvise_unresolved": {
+            "calls": snapshot.process_madvise_unresolved.calls,
+            "bytes": snapshot.process_madvise_unresolved.bytes,
         },
         "approximate": snapshot.approximate,
         "reconcile": {
@@ -149,6 +155,7 @@ pub fn to_json(snapshot: &Snapshot) -> Value {
     value["trend"] = trend(snapshot);
     value["cgroup"] = json!(snapshot.cgroup.as_ref().map(cgroup));
     value["growth"] = json!(snapshot.growth.iter().map(growth_row).collect::<Vec<_>>());
+    value["profile_serving_bytes"] = json!(snapshot.profile_serving);
     value["growers"] = json!(snapshot
         .growers
         .iter()
@@ -198,13 +205,19 @@ fn fault_row(row: &FaultRow) -> Value {
 }
 
 fn trend(snapshot: &Snapshot) -> Value {
-    match snapshot.trend {
+    let trend = &snapshot.trend;
+    let mut value = json!({
+        "kind": trend.name(),
+        "needs_seconds": trend.needs().as_secs_f64(),
+    });
+    match *trend {
         Trend::Growing { bytes_per_minute } => {
-            json!({"kind": "growing", "bytes_per_minute": bytes_per_minute})
+            value["bytes_per_minute"] = json!(bytes_per_minute);
         }
-        Trend::Sawtooth { cycles } => json!({"kind": "sawtooth", "cycles": cycles}),
-        other => json!({"kind": other.name()}),
+        Trend::Sawtooth { cycles } => value["cycles"] = json!(cycles),
+        Trend::Steady | Trend::Unknown { .. } => {}
     }
+    value
 }
 
 fn cgroup(cgroup: &CgroupMemory) -> Value {

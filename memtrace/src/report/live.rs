@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use super::{
     format::{percent, plural, Bytes, Count, Delta},
     history::Trend,
-    snapshot::Snapshot,
+    snapshot::{KernelReading, Snapshot},
 };
 use crate::model::{Call, Release};
 
@@ -50,25 +50,36 @@ pub fn render(snapshot: &Snapshot) -> String {
         .unwrap_or_default();
     match &snapshot.kernel {
         Some(kernel) => {
+            let source = match snapshot.kernel_reading {
+                KernelReading::Current => {
+                    format!("kernel; status says {}", Bytes(kernel.status.rss))
+                }
+                KernelReading::LastBeforeExit => "kernel, last read before the exit".to_owned(),
+            };
             let _ = writeln!(
                 out,
-                "RSS       {}{change}   anon {} · file {} · shmem {} · swap {}   (kernel; status says {})",
+                "RSS       {}{change}   anon {} · file {} · shmem {} · swap {}   ({source})",
                 Bytes(kernel.rss),
                 Bytes(kernel.anon),
                 Bytes(kernel.file),
                 Bytes(kernel.shmem),
                 Bytes(kernel.swap),
-                Bytes(kernel.status.rss),
             );
+            let in_flight = snapshot.reconcile.in_flight;
             let _ = writeln!(
                 out,
-                "model     {}   anon {} · file {} · shmem {}   unexplained {} ({:.1}%)",
+                "model     {}   anon {} · file {} · shmem {}   unexplained {} ({:.1}%){}",
                 Bytes(model.rss),
                 Bytes(model.anon),
                 Bytes(model.file),
                 Bytes(model.shmem),
                 Bytes(snapshot.unexplained()),
                 percent(snapshot.unexplained(), kernel.rss),
+                if in_flight > 0 {
+                    format!(" · in flight {}", Bytes(in_flight))
+                } else {
+                    String::new()
+                },
             );
             let _ = writeln!(
                 out,

@@ -115,10 +115,7 @@ pub fn launch(argv: &[OsString], owner: Option<Owner>) -> io::Result<Launched> {
     drop(gate_read);
     drop(status_write);
     let pid = pid as u32;
-    // SAFETY: the AsyncFd owns the pidfd, so it stays open while registered.
-    let exit =
-        unsafe { AsyncFd::register_with_interest(pidfd_open(pid)?, tokio::io::Interest::READABLE) }
-            .map_err(|err| err.into_parts().1)?;
+    let exit = watch_exit(pid)?;
     Ok(Launched {
         pid,
         gate: Some(File::from(gate_write)),
@@ -165,6 +162,14 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     }
     // SAFETY: both descriptors were just created and are owned here.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// A pidfd of process `pid`, readable once it has exited. It refers to that
+/// process for good, even after its PID is reused.
+pub fn watch_exit(pid: u32) -> io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: the AsyncFd owns the pidfd, so it stays open while registered.
+    unsafe { AsyncFd::register_with_interest(pidfd_open(pid)?, tokio::io::Interest::READABLE) }
+        .map_err(|err| err.into_parts().1)
 }
 
 fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {

@@ -17,18 +17,22 @@ use std::{
     collections::{BTreeMap, HashMap},
     ffi::OsString,
     io::Write as _,
+    os::fd::OwnedFd,
     time::{Duration, Instant},
 };
 
 use memtrace_common::Counter;
-use tokio::time::{interval, sleep_until, MissedTickBehavior};
+use tokio::{
+    io::unix::AsyncFd,
+    time::{interval, sleep_until, MissedTickBehavior},
+};
 
 pub use error::SessionError;
 pub use tracker::{Ending, Tracker};
 
 use crate::{
     cli::TraceOptions,
-    intake::{EventKind, EventSource, StackTable},
+    intake::{EventSource, StackTable},
     kernel::{KernelCounters, Maps, Tracer, TracerOptions},
     model::reconcile::FOLIO_BATCH_PAGES,
     proc::{zero_page_pfn, ProcError, ProcessView},
@@ -123,6 +127,13 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
         }
     };
     let start_time = ProcessView::new(pid).start_time();
+    // With -p, the target's exit is also watched through a pidfd: its exit
+    // record can be lost like any other (the start time checked below
+    // makes sure it is the process asked for).
+    let exit_watch = match &target {
+        Target::Pid(_) => launch::watch_exit(pid).ok(),
+        Target::Command(_) => None,
+    };
     tracer.set_target(pid)?;
     tracer.attach()?;
 
@@ -140,6 +151,7 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
         counters,
         decode_errors: 0,
         lost_before: 0,
+        last_lost: Lost::default(),
         rules: ReadingRules {
             zero_pfn: zero_page_pfn(),
             lazyfree_slack: FOLIO_BATCH_PAGES
@@ -185,13 +197,15 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
             &mut outputs,
             options,
             launched.as_mut(),
+            exit_watch.as_ref(),
         )
         .await?;
     signals.stopping(stop == Stop::Interrupt);
     session.drain(&mut source);
     if let Some(heap) = session.heap.as_mut() {
+        let target_alive = !matches!(stop, Stop::TargetExited | Stop::TargetOomKilled);
         tokio::select! {
-            () = heap.settle() => {}
+            () = heap.settle(target_alive) => {}
             () = signals.interrupt() => return Err(SessionError::Interrupted),
         }
     }
@@ -212,6 +226,8 @@ struct Session {
     decode_errors: u64,
     /// Records lost as of the last reconciliation.
     lost_before: u64,
+    /// The loss counters as last read.
+    last_lost: Lost,
     rules: ReadingRules,
     started: Instant,
     heap: Option<heap::HeapWatch>,
@@ -261,6 +277,7 @@ impl Session {
         outputs: &mut Outputs,
         options: &TraceOptions,
         mut child: Option<&mut launch::Launched>,
+        exit_watch: Option<&AsyncFd<OwnedFd>>,
     ) -> Result<Stop, SessionError> {
         let mut ticks = interval(options.interval);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -298,6 +315,11 @@ impl Session {
                 _ = sleep_until_or_never(deadline) => return Ok(Stop::Duration),
                 _ = wait_child(&mut child) => {
                     self.drain(source);
+                    return Ok(self.stop_for_ending());
+                }
+                () = exited(exit_watch) => {
+                    self.drain(source);
+                    self.primary_mut().tracker.ending.get_or_insert(Ending::Exited);
                     return Ok(self.stop_for_ending());
                 }
             }
@@ -341,13 +363,7 @@ impl Session {
                 Follow::Exec => process.exec_happened(),
                 Follow::MappedFile { start, end } => process.learn_path(start, end),
                 Follow::Reclaim => reconcile = true,
-                Follow::ProcessMadvise => {
-                    if let EventKind::ProcessMadvise(call) = &decoded.event.kind {
-                        if process.view.pidfd_target(call.pidfd) == Some(process.pid) {
-                            process.tracker.apply_own_process_madvise(&decoded);
-                        }
-                    }
-                }
+                Follow::ProcessMadvise => process.process_madvise(&decoded),
                 Follow::Forked(child) if follow_forks && ProcessView::new(child).is_process() => {
                     let tracker = process.tracker.forked();
                     let parent = process.pid;
@@ -379,9 +395,9 @@ impl Session {
             process.tracker.start_noting_busy();
         }
         self.drain(source);
-        let lost = self.lost().records();
-        let scan_all = lost > self.lost_before;
-        self.lost_before = lost;
+        let lost = self.lost();
+        let scan_all = lost.records() > self.lost_before || lost.counters_unreadable;
+        self.lost_before = lost.records();
         let rules = self.rules;
         let mut readings: HashMap<u32, _> = readings.into_iter().collect();
         for process in self.processes.values_mut() {
@@ -416,22 +432,39 @@ impl Session {
         Ok(())
     }
 
-    fn lost(&self) -> Lost {
-        let read = |counter| self.counters.read(counter);
-        Lost {
-            faults: read(Counter::LostFaults),
-            syscalls: read(Counter::LostSyscalls),
-            lifecycle: read(Counter::LostLifecycle),
-            reclaim: read(Counter::LostReclaim),
-            stacks: read(Counter::StacksNotStored),
+    /// Records lost so far. A counter the kernel will not give keeps its
+    /// last value and the loss is marked unknown, never taken for 0; the
+    /// failure is said once.
+    fn lost(&mut self) -> Lost {
+        let (counters, last) = (&self.counters, self.last_lost);
+        let mut failure = None;
+        let mut read = |counter, last| {
+            counters.read(counter).unwrap_or_else(|err| {
+                failure.get_or_insert(err);
+                last
+            })
+        };
+        let lost = Lost {
+            faults: read(Counter::LostFaults, last.faults),
+            syscalls: read(Counter::LostSyscalls, last.syscalls),
+            lifecycle: read(Counter::LostLifecycle, last.lifecycle),
+            reclaim: read(Counter::LostReclaim, last.reclaim),
+            stacks: read(Counter::StacksNotStored, last.stacks),
             undecodable: self.decode_errors,
+            counters_unreadable: failure.is_some(),
+        };
+        if let Some(err) = failure.filter(|_| !last.counters_unreadable) {
+            eprintln!("memtrace: {err}: records may be lost without memtrace knowing");
         }
+        self.last_lost = lost;
+        lost
     }
 
     fn snapshot(&mut self, pid: u32, is_final: bool) -> Snapshot {
+        let lost = self.lost();
         let shared = Shared {
             stacks: &self.stacks,
-            lost: self.lost(),
+            lost,
             elapsed: self.started.elapsed(),
             heap: self.heap.as_ref().filter(|_| pid == self.primary),
         };
@@ -482,6 +515,16 @@ async fn sleep_until_or_never(deadline: Option<tokio::time::Instant>) {
         Some(deadline) => sleep_until(deadline).await,
         None => std::future::pending().await,
     }
+}
+
+/// Returns once the process `watch` (a pidfd) watches has exited.
+async fn exited(watch: Option<&AsyncFd<OwnedFd>>) {
+    if let Some(pidfd) = watch {
+        if pidfd.readable().await.is_ok() {
+            return;
+        }
+    }
+    std::future::pending().await
 }
 
 async fn wait_child(child: &mut Option<&mut launch::Launched>) {

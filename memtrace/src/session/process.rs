@@ -5,16 +5,16 @@ use std::time::Duration;
 
 use super::{
     heap::HeapWatch,
-    tracker::{Ending, Tracker},
+    tracker::{madvise_target, Ending, Tracker},
     SessionError,
 };
 use crate::{
-    intake::StackTable,
+    intake::{Decoded, EventKind, StackTable},
     model::{
         reconcile::{Busy, Moment, Outcome, Reading},
         Backing,
     },
-    proc::{cgroup_memory, KernelTotals, ProcessView},
+    proc::{cgroup_memory, numa_balancing, KernelTotals, ProcessView},
     report::{
         assemble::{Facts, Past},
         snapshot::{Lost, Snapshot, TargetState},
@@ -65,8 +65,12 @@ pub struct Process {
 }
 
 impl Process {
-    pub fn new(pid: u32, tracker: Tracker, expected_execs: u64) -> Self {
+    pub fn new(pid: u32, mut tracker: Tracker, expected_execs: u64) -> Self {
         let view = ProcessView::new(pid);
+        tracker.model.set_numa_hinting(numa_balancing());
+        if let Some(limit) = view.stack_limit() {
+            tracker.model.set_stack_limit(limit);
+        }
         Self {
             pid,
             command: view.comm().unwrap_or_default(),
@@ -95,9 +99,10 @@ impl Process {
             lazyfree_slack: rules.lazyfree_slack,
             lazyfree_at_read: &[],
         };
+        let pagemap = view.pagemap().ok();
         self.tracker
             .model
-            .reconcile(reading, |vma| view.pagemap(vma).ok());
+            .reconcile(reading, |pages| pagemap.as_ref()?.read(pages).ok());
         self.last_kernel = Some(self.view.totals()?);
         Ok(())
     }
@@ -106,6 +111,8 @@ impl Process {
     /// faults that follow are classified right.
     pub fn exec_happened(&mut self) {
         self.runtime = None;
+        // A new program may put other code at the addresses just named.
+        self.symbolizer = Symbolizer::new(self.pid);
         // The exec that starts a `-- CMD` is expected; any other replaces
         // what the user was looking at.
         if self.tracker.model.activity().execs > self.expected_execs {
@@ -120,6 +127,16 @@ impl Process {
                 .model
                 .sync_extents(&vmas, &Busy::default(), Moment::Interval);
         }
+    }
+
+    /// Follows a `process_madvise` the process made, resolving its pidfd
+    /// through /proc (see [`madvise_target`]).
+    pub fn process_madvise(&mut self, decoded: &Decoded) {
+        let EventKind::ProcessMadvise(call) = &decoded.event.kind else {
+            return;
+        };
+        let target = madvise_target(call, self.pid, |pidfd| self.view.pidfd_target(pidfd));
+        self.tracker.process_madvise(decoded, target);
     }
 
     /// Names the file just mapped at `start..end` (an mmap only has its fd),
@@ -169,10 +186,11 @@ impl Process {
             lazyfree_slack: rules.lazyfree_slack,
             lazyfree_at_read: &proc.lazyfree_at_read,
         };
+        let pagemap = view.pagemap().ok();
         self.last_outcome = self
             .tracker
             .model
-            .reconcile(reading, |vma| view.pagemap(vma).ok());
+            .reconcile(reading, |pages| pagemap.as_ref()?.read(pages).ok());
         self.last_kernel = Some(proc.totals);
     }
 
@@ -228,6 +246,7 @@ impl Process {
             reconcile: self.last_outcome,
             lost: shared.lost,
             records: self.tracker.records,
+            process_madvise_unresolved: self.tracker.unresolved_process_madvise,
             cgroup: if alive { cgroup_memory(self.pid) } else { None },
             oom_kill: self.tracker.oom_kill,
             runtime: self.runtime.clone(),
