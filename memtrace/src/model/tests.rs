@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use proptest::prelude::*;
 
 use super::{
-    reconcile::{self, Busy, KernelVma, Moment, Outcome, PageEntry, Reading},
+    reconcile::{Busy, KernelVma, Moment, Outcome, PageEntry, Reading},
     *,
 };
 use crate::intake::{Access, Errno, Event, EventKind, Fault, Madvise, Mmap, Mremap, StackId};
@@ -461,25 +461,27 @@ fn a_fork_copies_only_the_page_tables_the_kernel_copies() {
 
 #[test]
 fn pagemap_is_read_in_bounded_chunks_and_never_for_mappings_without_rss() {
-    const TIB: u64 = 1 << 40;
+    const GIB: u64 = 1 << 30;
+    // 64 MiB of address space: 128 KiB of pagemap entries at a time.
+    const MAX_CHUNK_PAGES: u64 = 64 * MIB / PAGE_SIZE;
     let reservation = BASE;
-    let used = BASE + 4 * TIB;
+    let used = BASE + 64 * GIB;
     let mut model = AddressSpace::new();
     model.apply(&mmap_with(
         reservation,
-        4 * TIB,
+        64 * GIB,
         0,
         ANON | libc::MAP_NORESERVE as u32,
     ));
     model.apply(&mmap(used, 256 * MIB));
     // Records were lost: the model believes pages resident in the
     // reservation that are not, and lacks half of the used range.
-    touch(&mut model, reservation + TIB, 8 * PAGE_SIZE);
+    touch(&mut model, reservation + GIB, 8 * PAGE_SIZE);
     touch(&mut model, used, 128 * MIB);
     let vmas = [
         KernelVma {
             prot: 0,
-            ..kernel_vma(reservation, reservation + 4 * TIB, "", 0)
+            ..kernel_vma(reservation, reservation + 64 * GIB, "", 0)
         },
         kernel_vma(used, used + 256 * MIB, "", 256 * MIB),
     ];
@@ -497,7 +499,7 @@ fn pagemap_is_read_in_bounded_chunks_and_never_for_mappings_without_rss() {
     });
     assert!(requested
         .iter()
-        .all(|pages| pages.end - pages.start <= reconcile::PAGEMAP_CHUNK_PAGES));
+        .all(|pages| pages.end - pages.start <= MAX_CHUNK_PAGES));
     let read: u64 = requested.iter().map(|pages| pages.end - pages.start).sum();
     assert_eq!(read, 256 * MIB / PAGE_SIZE, "only the used range is read");
     assert_eq!(model.totals().rss, 256 * MIB);

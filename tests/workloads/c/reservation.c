@@ -4,11 +4,12 @@
  * it writable and churns that part, so a test can check that memtrace's own
  * memory and its answers do not grow with the size of a process's mappings.
  *
- *   reservation [--reserve-gib 4096] [--use-mib 256] [--rounds 6] [--hold 3]
+ *   reservation [--reserve-gib 4096] [--use-mib 256] [--rounds 6] [--hold 3] [--wait]
  *
- * Reserves RESERVE-GIB, mprotects its first USE-MIB read-write, then ROUNDS
- * times writes every page of that part and gives it back with
- * MADV_DONTNEED, and writes it once more. Then it prints
+ * Reserves RESERVE-GIB and mprotects its first USE-MIB read-write; with
+ * --wait prints "ready" and waits for a line on stdin. Then ROUNDS times
+ * writes every page of that part and gives it back with MADV_DONTNEED, and
+ * writes it once more. Then it prints
  *
  *   {"pid":P,"reserved":BYTES,"used":BYTES}
  *
@@ -19,11 +20,13 @@
 int main(int argc, char **argv)
 {
 	unsigned long reserve_gib = 4096, use_mib = 256, rounds = 6, hold = 3;
+	bool wait = false;
 	const struct bench_option options[] = {
 		{"--reserve-gib", &reserve_gib, NULL},
 		{"--use-mib", &use_mib, NULL},
 		{"--rounds", &rounds, NULL},
 		{"--hold", &hold, NULL},
+		{"--wait", NULL, &wait},
 	};
 	bench_parse(argc, argv, options, sizeof(options) / sizeof(options[0]));
 	size_t reserved = (size_t)reserve_gib << 30, used = (size_t)use_mib << 20;
@@ -38,6 +41,8 @@ int main(int argc, char **argv)
 		bench_fail("mmap");
 	if (mprotect(p, used, PROT_READ | PROT_WRITE) != 0)
 		bench_fail("mprotect");
+	if (wait)
+		bench_wait_for_go();
 	for (unsigned long round = 0; round < rounds; round++) {
 		bench_touch(p, used);
 		if (madvise(p, used, MADV_DONTNEED) != 0)
