@@ -50,6 +50,12 @@ pub struct Workloads {
     pub alloc_sites_nofp: PathBuf,
     /// Two call chains through the same fault site, touched alternately.
     pub twin_paths: PathBuf,
+    /// A 4 TiB PROT_NONE reservation with part of it churned.
+    pub reservation: PathBuf,
+    /// One position-dependent program built under two names for its fault
+    /// site, so both put that code at the same address.
+    pub same_place_first: PathBuf,
+    pub same_place_second: PathBuf,
     /// Go heap growth and release through the Go scavenger.
     pub goheap: PathBuf,
     /// Go HTTP server leaking a goroutine and ticker per request.
@@ -99,6 +105,9 @@ impl Workloads {
             alloc_sites_stripped: dir.join("alloc_sites_stripped"),
             alloc_sites_nofp: dir.join("alloc_sites_nofp"),
             twin_paths: dir.join("twin_paths"),
+            reservation: dir.join("reservation"),
+            same_place_first: dir.join("same_place_first"),
+            same_place_second: dir.join("same_place_second"),
             goheap: dir.join("goheap"),
             tickerleak: dir.join("tickerleak"),
             reqleak: dir.join("reqleak"),
@@ -244,6 +253,24 @@ const SYMBOLS_FLAGS: &[&str] = &[
     "-Wl,--build-id",
 ];
 const NO_FRAME_POINTER_FLAGS: &[&str] = &["-O2", "-fomit-frame-pointer", "-Wl,--build-id"];
+/// `same_place`: position-dependent (`-no-pie`), so every build's code sits
+/// at the same fixed addresses; each build names its fault site.
+const SAME_PLACE_FIRST_FLAGS: &[&str] = &[
+    "-O1",
+    "-g",
+    "-fno-omit-frame-pointer",
+    "-mno-omit-leaf-frame-pointer",
+    "-no-pie",
+    "-DSITE=same_place_first_site",
+];
+const SAME_PLACE_SECOND_FLAGS: &[&str] = &[
+    "-O1",
+    "-g",
+    "-fno-omit-frame-pointer",
+    "-mno-omit-leaf-frame-pointer",
+    "-no-pie",
+    "-DSITE=same_place_second_site",
+];
 
 /// One C program: `main_source` plus the headers it includes, relative to
 /// the workloads source directory.
@@ -317,6 +344,27 @@ const C_PROGRAMS: &[CProgram] = &[
         main_source: "c/twin_paths.c",
         headers: &[],
         flags: SYMBOLS_FLAGS,
+        strip: false,
+    },
+    CProgram {
+        name: "reservation",
+        main_source: "c/reservation.c",
+        headers: &["c/bench.h"],
+        flags: BENCH_FLAGS,
+        strip: false,
+    },
+    CProgram {
+        name: "same_place_first",
+        main_source: "c/same_place.c",
+        headers: &[],
+        flags: SAME_PLACE_FIRST_FLAGS,
+        strip: false,
+    },
+    CProgram {
+        name: "same_place_second",
+        main_source: "c/same_place.c",
+        headers: &[],
+        flags: SAME_PLACE_SECOND_FLAGS,
         strip: false,
     },
     CProgram {

@@ -7,7 +7,9 @@
 //! 3. a goroutine leak (a ticker goroutine per request);
 //! 4. a request-driven leak, then the OOM kill it ends in;
 //!
-//! and the program's own heap endpoint misbehaving while memtrace traces.
+//! the first story's own false alarm (a one-off allocation called a leak,
+//! because memtrace's heap-profile fetches made the program allocate), and
+//! the program's own heap endpoint misbehaving while memtrace traces.
 
 use std::time::Duration;
 
@@ -28,13 +30,7 @@ const MINUTE: Duration = Duration::from_secs(60);
 /// Go workload started with `-wait`, lets it go, and stops memtrace once
 /// `done` was printed and two more intervals passed.
 fn attach_with_heap_profile(mut workload: Running, done: &str) -> Finished {
-    let address = workload.wait_event("pprof", MINUTE)["addr"]
-        .as_str()
-        .expect("address")
-        .to_owned();
-    workload.wait_event("ready", MINUTE);
-    let pid = workload.pid().to_string();
-    let url = format!("http://{address}/debug/pprof/heap");
+    let (pid, url) = heap_endpoint(&mut workload);
     let mut tracing = Tracing::start(
         &Argv::new()
             .words("-p")
@@ -51,6 +47,18 @@ fn attach_with_heap_profile(mut workload: Running, done: &str) -> Finished {
     let finished = tracing.finish(MINUTE);
     finished.assert_code(0);
     finished
+}
+
+/// The PID of a Go workload started with `-pprof 127.0.0.1:0 -wait`, and
+/// its heap profile's URL, once it is ready.
+fn heap_endpoint(workload: &mut Running) -> (String, String) {
+    let address = workload.wait_event("pprof", MINUTE)["addr"]
+        .as_str()
+        .expect("address")
+        .to_owned();
+    workload.wait_event("ready", MINUTE);
+    let url = format!("http://{address}/debug/pprof/heap");
+    (workload.pid().to_string(), url)
 }
 
 fn final_snapshot(finished: &Finished) -> Value {
@@ -168,7 +176,8 @@ fn a_request_driven_leak() {
             .arg(history.to_str().unwrap())
             .words("--")
             .arg(workloads.reqleak.to_str().unwrap())
-            .words("-requests 1500 -rate 250 -body-kib 64 -hold 1s"),
+            // 12 s of requests: a trend needs at least 10 s of history.
+            .words("-requests 3000 -rate 250 -body-kib 64 -hold 1s"),
         MINUTE,
     );
     finished.assert_code(0);
@@ -182,6 +191,59 @@ fn a_request_driven_leak() {
     let rows: Vec<&str> = csv.lines().collect();
     assert!(rows.len() >= 10, "{csv}");
     assert!(rows[0].starts_with("elapsed_s,"));
+}
+
+/// Attaches memtrace (`-i 0.25 -d 12`, with `--go-pprof` at the workload's
+/// endpoint when `heap_profile`) to goheap keeping 32 MiB it allocated
+/// once, and returns what it said.
+fn one_off_allocation(heap_profile: bool) -> Finished {
+    let workloads = ensure_built().expect("workloads build");
+    let mut workload = Running::start(
+        &workloads.goheap,
+        &[
+            "-alloc-mib",
+            "32",
+            "-steps=",
+            "-pprof",
+            "127.0.0.1:0",
+            "-wait",
+            "-hold",
+            "60s",
+        ],
+        &[],
+    );
+    let (pid, url) = heap_endpoint(&mut workload);
+    let mut args = vec!["-p", &pid, "-i", "0.25", "-d", "12", "--json", "-", "-q"];
+    if heap_profile {
+        args.extend(["--go-pprof", &url]);
+    }
+    let mut tracing = Tracing::start(&args);
+    tracing.wait_attached();
+    workload.send_line("go");
+    let finished = tracing.finish(MINUTE);
+    finished.assert_code(0);
+    finished
+}
+
+#[test]
+fn a_one_off_allocation_is_no_leak_with_or_without_the_heap_profile() {
+    // The first story's own false alarm: the program allocated once and
+    // idled, and memtrace's heap-profile fetches (each one makes it build
+    // and gzip a profile) read as a leak.
+    let with = one_off_allocation(true);
+    let without = one_off_allocation(false);
+    let trends: Vec<Value> = [&with, &without]
+        .map(|finished| final_snapshot(finished)["trend"].clone())
+        .to_vec();
+    for (finished, trend) in [&with, &without].iter().zip(&trends) {
+        let text = verdict(finished);
+        assert!(!text.contains("leak suspect"), "{text}");
+        assert!(!text.contains("compress/flate"), "{text}");
+        assert_ne!(trend["kind"], "growing", "{trend}");
+        assert_eq!(trend["needs_seconds"], 0.0, "12 s is long enough: {trend}");
+    }
+    assert_eq!(trends[0]["kind"], trends[1]["kind"], "{trends:?}");
+    assert!(final_snapshot(&with)["go_heap"].is_object());
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! What grew since the first interval, and who is responsible for it in a
-//! sentence.
+//! sentence. Growth counts in-use bytes: memory given back with
+//! `MADV_FREE` is not growth, even while it stays in RSS.
 
 use std::collections::HashMap;
 
@@ -9,17 +10,17 @@ use super::{
 };
 use crate::symbolize::Namer;
 
-/// The holders whose resident bytes grew since `baseline` (an earlier
+/// The holders whose in-use bytes grew since `baseline` (an earlier
 /// [`resident_by_holder`]), merged by name like [`top_stacks`], largest
 /// first.
 pub fn growth(namer: &mut Namer<'_>, baseline: &HashMap<Holder, Held>) -> Vec<GrowthRow> {
     let now = resident_by_holder(namer.model);
     let mut deltas: HashMap<&Holder, i64> = HashMap::new();
     for (holder, held) in &now {
-        *deltas.entry(holder).or_default() += held.resident() as i64;
+        *deltas.entry(holder).or_default() += held.in_use as i64;
     }
     for (holder, held) in baseline {
-        *deltas.entry(holder).or_default() -= held.resident() as i64;
+        *deltas.entry(holder).or_default() -= held.in_use as i64;
     }
     let mut deltas: Vec<(&Holder, i64)> = deltas.into_iter().filter(|(_, d)| *d != 0).collect();
     deltas.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
@@ -64,6 +65,9 @@ pub fn responsible(frames: &[String]) -> String {
     {
         return GOROUTINE_STACKS.to_owned();
     }
+    if serves_profiles(frames) {
+        return PROFILE_SERVING.to_owned();
+    }
     // A Go program's own code is its main package; the standard library's
     // I/O under it (a read into a fresh buffer) is how, not who.
     if let Some(main) = frames.iter().find(|frame| frame.starts_with("main.")) {
@@ -84,6 +88,19 @@ pub fn responsible(frames: &[String]) -> String {
 }
 
 pub const GOROUTINE_STACKS: &str = "goroutine stacks (runtime.malg)";
+
+/// What memory a Go program spends writing a profile is put down to: every
+/// request for one (memtrace's own `--go-pprof` fetches among them) makes
+/// it build and gzip the profile (`runtime/pprof.writeHeapProto`,
+/// `compress/flate.NewWriter` under it). Not the program's own growth.
+pub const PROFILE_SERVING: &str = "serving heap-profile requests (runtime/pprof)";
+
+/// Whether `frames` were writing a profile for a request.
+pub fn serves_profiles(frames: &[String]) -> bool {
+    frames
+        .iter()
+        .any(|frame| frame.starts_with("runtime/pprof."))
+}
 
 /// Growth by what is responsible ([`responsible`]), largest first, over
 /// all of `rows`.
@@ -116,5 +133,25 @@ mod tests {
         }
         let stack = frames(&["runtime.mallocgc", "main.remember", "main.main"]);
         assert_eq!(responsible(&stack), "main.remember");
+    }
+
+    #[test]
+    fn memory_spent_writing_heap_profiles_is_put_down_to_the_requests() {
+        // What a Go program allocates to answer /debug/pprof/heap: the gzip
+        // writer under runtime/pprof.writeHeapProto.
+        let gzip = frames(&[
+            "compress/flate.NewWriter",
+            "compress/gzip.(*Writer).Write",
+            "runtime/pprof.(*profileBuilder).flush",
+            "runtime/pprof.writeHeapProto",
+            "runtime/pprof.writeHeapInternal",
+            "net/http/pprof.handler.ServeHTTP",
+            "main.main",
+        ]);
+        assert_eq!(responsible(&gzip), PROFILE_SERVING);
+        assert!(serves_profiles(&gzip));
+        let own = frames(&["runtime.mallocgc", "main.remember", "main.main"]);
+        assert_eq!(responsible(&own), "main.remember");
+        assert!(!serves_profiles(&own));
     }
 }

@@ -104,6 +104,17 @@ impl Holder {
     }
 }
 
+/// In-use bytes faulted in by stacks that were writing a profile for a
+/// request (see [`super::growth::PROFILE_SERVING`]).
+pub fn in_use_serving_profiles(namer: &mut Namer<'_>) -> u64 {
+    resident_by_holder(namer.model)
+        .into_iter()
+        .filter(|(holder, _)| matches!(holder, Holder::Stack(_)))
+        .filter(|(holder, _)| super::growth::serves_profiles(&holder.names(namer)))
+        .map(|(_, held)| held.in_use)
+        .sum()
+}
+
 /// For each of `functions`, the resident bytes faulted in by stacks that
 /// pass through it.
 pub fn resident_under(namer: &mut Namer<'_>, functions: &[&str]) -> Vec<u64> {

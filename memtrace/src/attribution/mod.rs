@@ -8,8 +8,10 @@ mod holders;
 mod rows;
 
 pub use coverage::{coverage, gives_back, StackCoverage};
-pub use growth::{growth, growth_by_responsible, responsible, GOROUTINE_STACKS};
-pub use holders::{resident_by_holder, resident_under, Held, Holder};
+pub use growth::{
+    growth, growth_by_responsible, responsible, serves_profiles, GOROUTINE_STACKS, PROFILE_SERVING,
+};
+pub use holders::{in_use_serving_profiles, resident_by_holder, resident_under, Held, Holder};
 pub use rows::{
     top_calls, top_faults, top_ranges, top_stacks, CallRow, FaultRow, GrowthRow, RangeRow, StackRow,
 };

@@ -107,7 +107,8 @@ pub struct TracerOptions {
     pub ring_bytes: u32,
     /// Distinct user stacks the kernel can hold.
     pub stack_entries: u32,
-    /// Bytes waiting in the ring buffer that wake the agent.
+    /// Bytes waiting in the ring buffer that wake the agent (capped by
+    /// [`TracerOptions::effective_wakeup_bytes`]).
     pub wakeup_bytes: u32,
     /// Bytes of user stack a stack sample copies (a multiple of
     /// `STACK_COPY_PIECE`, at most `MAX_STACK_COPY`).
@@ -148,6 +149,15 @@ impl Default for TracerOptions {
             floor: false,
             cgroup: None,
         }
+    }
+}
+
+impl TracerOptions {
+    /// The wake-up threshold actually used: never more than an eighth of the
+    /// ring buffer, so a small ring (`--ring-size 8K`) still wakes the agent
+    /// long before it is full instead of never.
+    pub fn effective_wakeup_bytes(&self) -> u32 {
+        self.wakeup_bytes.min(self.ring_bytes / 8).max(1)
     }
 }
 
@@ -206,12 +216,13 @@ impl Tracer {
             .cgroup
             .as_ref()
             .map_or(StackSource::Off, |cgroup| cgroup.stacks) as u32;
+        let wakeup_bytes = options.effective_wakeup_bytes();
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
             .override_global(config::STACK_MODE_GLOBAL, &stack_mode, true)
             .override_global(config::STACK_PERIOD_GLOBAL, &options.stack_period, true)
             .override_global(config::FOLLOW_FORKS_GLOBAL, &follow_forks, true)
-            .override_global(config::WAKEUP_BYTES_GLOBAL, &options.wakeup_bytes, true)
+            .override_global(config::WAKEUP_BYTES_GLOBAL, &wakeup_bytes, true)
             .override_global(config::STACK_BYTES_GLOBAL, &options.stack_bytes, true)
             .override_global(config::KERNEL_LAYOUT_GLOBAL, &layout, true)
             .override_global(config::FLOOR_GLOBAL, &floor, true)
@@ -355,12 +366,13 @@ pub struct KernelCounters {
 }
 
 impl KernelCounters {
-    /// The sum over CPUs of `counter`; zero if the map cannot be read.
-    pub fn read(&self, counter: Counter) -> u64 {
-        self.map
+    /// The sum over CPUs of `counter`.
+    pub fn read(&self, counter: Counter) -> Result<u64, KernelError> {
+        let values = self
+            .map
             .get(&(counter as u32), 0)
-            .map(|values| values.iter().sum())
-            .unwrap_or(0)
+            .map_err(map_err("COUNTERS"))?;
+        Ok(values.iter().sum())
     }
 }
 
@@ -491,4 +503,21 @@ pub fn maps_memory() -> u64 {
                 .and_then(|bytes| bytes.trim().parse::<u64>().ok())
         })
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_small_ring_buffer_still_wakes_the_agent() {
+        for (ring_bytes, wakeup) in [(8 << 20, 1 << 20), (1 << 20, 128 << 10), (8192, 1024)] {
+            let options = TracerOptions {
+                ring_bytes,
+                ..TracerOptions::default()
+            };
+            assert_eq!(options.effective_wakeup_bytes(), wakeup, "{ring_bytes}");
+            assert!(options.effective_wakeup_bytes() < ring_bytes);
+        }
+    }
 }

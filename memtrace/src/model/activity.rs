@@ -171,9 +171,10 @@ impl CallCounter<'_> {
     }
 
     pub fn succeeded(&mut self, bytes: u64) {
+        // Saturating: a garbage record may name any length.
         self.update(|stats| {
             stats.calls += 1;
-            stats.bytes += bytes;
+            stats.bytes = stats.bytes.saturating_add(bytes);
         });
     }
 
@@ -186,7 +187,7 @@ impl CallCounter<'_> {
 
     pub fn resident(&mut self, bytes: u64) {
         if bytes > 0 {
-            self.update(|stats| stats.resident_bytes += bytes);
+            self.update(|stats| stats.resident_bytes = stats.resident_bytes.saturating_add(bytes));
         }
     }
 }

@@ -116,6 +116,30 @@ impl Extents {
             .map(|(&start, extent)| (start, extent))
     }
 
+    /// The first extent that starts above `addr`.
+    pub fn next_after(&self, addr: u64) -> Option<(u64, &Extent)> {
+        self.map
+            .range(addr.saturating_add(1)..)
+            .next()
+            .map(|(&start, extent)| (start, extent))
+    }
+
+    /// The last extent that starts at or below `addr`.
+    pub fn last_before(&self, addr: u64) -> Option<(u64, &Extent)> {
+        self.map
+            .range(..=addr)
+            .next_back()
+            .map(|(&start, extent)| (start, extent))
+    }
+
+    /// Moves the start of the extent at `start` down to `new_start` (a stack
+    /// growing), over addresses no extent covers.
+    pub fn extend_down(&mut self, start: u64, new_start: u64) {
+        if let Some(extent) = self.map.remove(&start) {
+            self.map.insert(new_start.min(start), extent);
+        }
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (u64, &Extent)> + '_ {
         self.map.iter().map(|(&start, extent)| (start, extent))
     }
@@ -183,7 +207,7 @@ impl Extents {
         let mut tail = extent.clone();
         extent.end = addr;
         if let Backing::File { offset, .. } = &mut tail.backing {
-            *offset += addr - start;
+            *offset = offset.saturating_add(addr - start);
         }
         self.map.insert(addr, tail);
     }

@@ -36,6 +36,13 @@ pub struct AddressSpace {
     /// `execve` replaced the address space and /proc has not been read
     /// since: mappings found there were set up by the exec.
     fresh_exec: bool,
+    /// The kernel's NUMA balancing is on: it unmaps present pages now and
+    /// then to sample accesses, so a missing-page fault no longer proves a
+    /// page had left.
+    numa_hinting: bool,
+    /// How far the main thread's stack may grow (`RLIMIT_STACK`); `None`
+    /// for the kernel's default.
+    stack_limit: Option<u64>,
 }
 
 /// The brk heap: `[start, end)`, page-aligned.
@@ -49,7 +56,16 @@ const MAP_TYPE: u32 = 0x0f;
 const MAP_PRIVATE: u32 = libc::MAP_PRIVATE as u32;
 const MAP_ANONYMOUS: u32 = libc::MAP_ANONYMOUS as u32;
 const MAP_POPULATE: u32 = libc::MAP_POPULATE as u32;
+const MAP_NONBLOCK: u32 = libc::MAP_NONBLOCK as u32;
+const MAP_LOCKED: u32 = libc::MAP_LOCKED as u32;
 const PROT_WRITE: u32 = libc::PROT_WRITE as u32;
+const PROT_ACCESS: u32 = (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u32;
+/// The stack size limit when the process's own is not known: the usual
+/// `ulimit -s` (8 MiB).
+const DEFAULT_STACK_LIMIT: u64 = 8 << 20;
+/// The kernel keeps a growing stack this far from the mapping below it
+/// (`stack_guard_gap`, 256 pages).
+const STACK_GUARD_GAP: u64 = 256 * PAGE_SIZE;
 const MREMAP_DONTUNMAP: u32 = 4;
 /// madvise fails with ENOMEM when part of the range is unmapped, but still
 /// applies the advice to the mapped part.
@@ -61,6 +77,18 @@ fn page_align(addr: u64) -> u64 {
 
 fn page_bytes(pages: u64) -> u64 {
     pages << PAGE_SHIFT
+}
+
+/// No user address on x86-64 reaches this, even with 5-level page tables
+/// (2^56).
+const USER_SPACE_END: u64 = 1 << 57;
+
+/// The bytes `[start, start + len)` (`len` rounded up to pages), or `None`
+/// when that is empty or runs past the end of user space: a record no
+/// kernel produces for a call that succeeded.
+fn span(start: u64, len: u64) -> Option<Range<u64>> {
+    let end = page_align(start.checked_add(len)?);
+    (len > 0 && end <= USER_SPACE_END).then_some(start..end)
 }
 
 impl AddressSpace {
@@ -80,17 +108,51 @@ impl AddressSpace {
         &self.activity
     }
 
+    /// Says whether the kernel's NUMA balancing is on (see
+    /// [`fault_outcome`]).
+    pub fn set_numa_hinting(&mut self, on: bool) {
+        self.numa_hinting = on;
+    }
+
+    /// Sets the process's stack size limit, which bounds how far a fault
+    /// below the stack grows it.
+    pub fn set_stack_limit(&mut self, bytes: u64) {
+        self.stack_limit = Some(bytes);
+    }
+
     /// The address space of a child forked from this one: the same
     /// mappings and resident pages (shared copy-on-write, and counted in the
     /// child's RSS too), with its own activity starting from nothing.
+    ///
+    /// The kernel copies the page tables only of mappings that have
+    /// anonymous memory (an `anon_vma`): private mappings written at least
+    /// once, file pages in them included. Shared memory and file mappings
+    /// never written (program code, read-only data) start empty in the
+    /// child and fault in again as it touches them (`vma_needs_copy`).
     pub fn forked(&self) -> Self {
+        let mut pages = PageMap::new();
+        for (start, extent) in self.extents.iter() {
+            let range = start >> PAGE_SHIFT..extent.end >> PAGE_SHIFT;
+            let has_anon = self
+                .pages
+                .runs_in(range.clone())
+                .any(|(_, state)| state.kind == PageKind::Anon && state.page_use.resident());
+            if extent.shared || !has_anon {
+                continue;
+            }
+            for (run, state) in self.pages.runs_in(range) {
+                pages.set(run, state);
+            }
+        }
         Self {
             extents: self.extents.clone(),
-            pages: self.pages.clone(),
+            pages,
             heap: self.heap,
             activity: Activity::default(),
             reclaim_requested: Vec::new(),
             fresh_exec: false,
+            numa_hinting: self.numa_hinting,
+            stack_limit: self.stack_limit,
         }
     }
 
@@ -144,25 +206,34 @@ impl AddressSpace {
         faults.kernel_mode += u64::from(!access.user());
 
         let page = fault.address >> PAGE_SHIFT;
+        let at_stack = self.activity.faults_by_stack.entry(stack).or_default();
+        at_stack.count += 1;
+        if self.extents.find(fault.address).is_none() && !self.grow_stack(fault.address) {
+            // No mapping: the kernel sends SIGSEGV (a probe, a guard page, a
+            // JVM's implicit null check) and maps nothing.
+            self.activity.faults.outside_mappings += 1;
+            return;
+        }
         let mut current = self.pages.get(page);
-        if current.is_some_and(|state| state.page_use == PageUse::LazyFree) && !access.protection()
+        if current.is_some_and(|state| state.page_use == PageUse::LazyFree)
+            && !access.protection()
+            && !self.numa_hinting
         {
             // A missing-page fault on a page believed lazily freed: the
-            // kernel had reclaimed it.
+            // kernel had reclaimed it. (With NUMA balancing on it may as
+            // well be a hinting fault on a page still there: then only
+            // /proc can tell.)
             self.release(page..page + 1, Release::LazyFreeReclaimed);
             current = None;
         }
-        let extent = self.extents.find(fault.address).map(|(_, extent)| extent);
-        if extent.is_none() {
-            self.activity.faults.outside_mappings += 1;
-        }
-        let origin = Origin::new(Cause::Fault, stack);
-        let outcome = fault_outcome(extent, access, current);
-        let at_stack = self.activity.faults_by_stack.entry(stack).or_default();
-        at_stack.count += 1;
-        let Some(outcome) = outcome else {
+        let Some((_, extent)) = self.extents.find(fault.address) else {
             return;
         };
+        let origin = Origin::new(Cause::Fault, stack);
+        let Some(outcome) = fault_outcome(extent, access, current) else {
+            return;
+        };
+        let at_stack = self.activity.faults_by_stack.entry(stack).or_default();
         at_stack.paged_in += u64::from(outcome.paged_in);
         let state = PageState {
             page_use: outcome.page_use,
@@ -191,6 +262,31 @@ impl AddressSpace {
         self.pages.set_page(page, state);
     }
 
+    /// A fault below the `[stack]` grows it down to the faulting page, as
+    /// the kernel does, unless that would take it past its size limit or
+    /// into the guard gap above the mapping below. Returns whether it grew.
+    fn grow_stack(&mut self, addr: u64) -> bool {
+        let page_start = addr & !(PAGE_SIZE - 1);
+        let Some((start, stack)) = self.extents.next_after(addr) else {
+            return false;
+        };
+        if stack.backing != Backing::Stack {
+            return false;
+        }
+        let limit = self.stack_limit.unwrap_or(DEFAULT_STACK_LIMIT);
+        if stack.end - page_start > limit {
+            return false;
+        }
+        let guarded = self.extents.last_before(addr).is_some_and(|(_, below)| {
+            below.prot & PROT_ACCESS != 0 && page_start - below.end < STACK_GUARD_GAP
+        });
+        if guarded {
+            return false;
+        }
+        self.extents.extend_down(start, page_start);
+        true
+    }
+
     fn mmap(&mut self, mmap: &Mmap, stack: Option<StackId>) {
         let mut counter = self.activity.call(Call::Mmap, stack);
         let addr = match mmap.result {
@@ -202,6 +298,9 @@ impl AddressSpace {
         };
         let len = page_align(mmap.len);
         counter.succeeded(len);
+        let Some(range) = span(addr, len) else {
+            return;
+        };
         let shared = mmap.flags & MAP_TYPE != MAP_PRIVATE;
         let backing = if mmap.flags & MAP_ANONYMOUS != 0 {
             if shared {
@@ -215,8 +314,8 @@ impl AddressSpace {
                 offset: mmap.offset,
             }
         };
-        let range = addr..addr + len;
-        self.release(pages_covering(addr, len), Release::Replaced);
+        let pages = range.start >> PAGE_SHIFT..range.end >> PAGE_SHIFT;
+        self.release(pages.clone(), Release::Replaced);
         let extent = Extent {
             end: range.end,
             prot: mmap.prot,
@@ -225,9 +324,9 @@ impl AddressSpace {
             created_by: CreatedBy::Mmap,
             stack,
         };
-        if mmap.flags & MAP_POPULATE != 0 {
+        if populates(mmap) {
             let write = mmap.prot & PROT_WRITE != 0 && !shared;
-            let populated = self.populate(&extent, pages_covering(addr, len), write, stack);
+            let populated = self.populate(&extent, pages, write, stack);
             self.activity.call(Call::Mmap, stack).resident(populated);
         }
         self.extents.insert(addr, extent);
@@ -241,9 +340,15 @@ impl AddressSpace {
         }
         let len = page_align(len);
         counter.succeeded(len);
-        let released = self.release(pages_covering(addr, len), Release::Munmap);
+        let Some(range) = span(addr, len) else {
+            return;
+        };
+        let released = self.release(
+            range.start >> PAGE_SHIFT..range.end >> PAGE_SHIFT,
+            Release::Munmap,
+        );
         self.activity.call(Call::Munmap, stack).resident(released);
-        self.extents.remove(addr..addr + len);
+        self.extents.remove(range);
     }
 
     fn mremap(&mut self, mremap: &Mremap, stack: Option<StackId>) {
@@ -255,9 +360,14 @@ impl AddressSpace {
                 return;
             }
         };
-        let old = mremap.old_addr..mremap.old_addr + page_align(mremap.old_len);
         let new_len = page_align(mremap.new_len);
         counter.succeeded(new_len);
+        let (Some(old), Some(_)) = (
+            span(mremap.old_addr, mremap.old_len),
+            span(new_addr, new_len),
+        ) else {
+            return;
+        };
         let kept = (old.end - old.start).min(new_len);
 
         // Shrinking gives back the tail wherever the mapping ends up.
@@ -314,6 +424,9 @@ impl AddressSpace {
 
     fn brk(&mut self, requested: u64, result: u64, stack: Option<StackId>) {
         let new_end = page_align(result);
+        if new_end > USER_SPACE_END {
+            return;
+        }
         let Some(heap) = self.heap else {
             // The first brk seen: a query (`brk(0)`) or a request from a heap
             // not seen before; where it starts is learnt from /proc.
@@ -384,7 +497,9 @@ impl AddressSpace {
             }
             Effect::Populate { write } => {
                 let mut populated = 0;
-                let range = madvise.addr..madvise.addr + page_align(madvise.len);
+                let Some(range) = span(madvise.addr, madvise.len) else {
+                    return;
+                };
                 let extents: Vec<(u64, Extent)> = self
                     .extents
                     .overlapping(range.clone())
@@ -425,7 +540,8 @@ impl AddressSpace {
             }
         });
         if released > 0 {
-            *self.activity.released.entry(how).or_default() += released;
+            let total = self.activity.released.entry(how).or_default();
+            *total = total.saturating_add(released);
         }
         released
     }
@@ -454,6 +570,11 @@ impl AddressSpace {
         write: bool,
         stack: Option<StackId>,
     ) -> u64 {
+        if extent.prot & PROT_ACCESS == 0 {
+            // The kernel populates nothing it could not fault in for the
+            // program.
+            return 0;
+        }
         let access = Access::from_bits(if write { Access::WRITE } else { 0 });
         let origin = Origin::new(Cause::Populate, stack);
         let mut populated = 0;
@@ -461,7 +582,7 @@ impl AddressSpace {
         // Pages already there: a write makes zero pages and lazily freed
         // pages the program's own again.
         self.pages.update(pages.clone(), |range, state| {
-            let outcome = fault_outcome(Some(extent), access, Some(state))?;
+            let outcome = fault_outcome(extent, access, Some(state))?;
             if outcome.paged_in {
                 populated += page_bytes(range.end - range.start);
             }
@@ -480,7 +601,7 @@ impl AddressSpace {
         });
         self.activity.lazyfree.reused += reused;
         let gaps: Vec<Range<Page>> = gaps(&self.pages, pages);
-        if let Some(outcome) = fault_outcome(Some(extent), access, None) {
+        if let Some(outcome) = fault_outcome(extent, access, None) {
             for gap in gaps {
                 if outcome.paged_in {
                     populated += page_bytes(gap.end - gap.start);
@@ -515,6 +636,13 @@ fn gaps(map: &PageMap, pages: Range<Page>) -> Vec<Range<Page>> {
     gaps
 }
 
+/// Whether the kernel faults in the whole of `mmap` before returning: with
+/// `MAP_POPULATE` unless `MAP_NONBLOCK` is also given, and always for
+/// `MAP_LOCKED` (`do_mmap`).
+fn populates(mmap: &Mmap) -> bool {
+    mmap.flags & MAP_LOCKED != 0 || mmap.flags & (MAP_POPULATE | MAP_NONBLOCK) == MAP_POPULATE
+}
+
 /// What a fault does to a page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct FaultOutcome {
@@ -531,7 +659,7 @@ struct FaultOutcome {
 /// How the kernel resolves a fault with `access` on a page in `current`
 /// state of `extent`; `None` when nothing changes.
 fn fault_outcome(
-    extent: Option<&Extent>,
+    extent: &Extent,
     access: Access,
     current: Option<PageState>,
 ) -> Option<FaultOutcome> {
@@ -543,13 +671,10 @@ fn fault_outcome(
         copy_on_write: false,
         keeps_origin: false,
     };
-    let (private_anon, private_file, shmem) = match extent.map(|extent| &extent.backing) {
-        // Unknown until /proc is read (right after exec): reconciliation
-        // corrects the kind.
-        None => (false, !write, false),
-        Some(backing) if backing.private_anon() => (true, false, false),
-        Some(Backing::Shmem { .. }) => (false, false, true),
-        Some(_) => (false, !extent.is_some_and(|extent| extent.shared), false),
+    let (private_anon, private_file, shmem) = match &extent.backing {
+        backing if backing.private_anon() => (true, false, false),
+        Backing::Shmem { .. } => (false, false, true),
+        _ => (false, !extent.shared, false),
     };
     match current {
         None => Some(if private_anon {
@@ -562,8 +687,6 @@ fn fault_outcome(
             fresh(PageUse::InUse, PageKind::Shmem)
         } else if private_file && write {
             // A write to a private file mapping gives the program its copy.
-            fresh(PageUse::InUse, PageKind::Anon)
-        } else if extent.is_none() && write {
             fresh(PageUse::InUse, PageKind::Anon)
         } else {
             fresh(PageUse::InUse, PageKind::File)
@@ -582,12 +705,13 @@ fn fault_outcome(
                 ..fresh(PageUse::InUse, state.kind)
             }),
             PageUse::LazyFree => None,
-            // A missing-page fault on a page believed resident: it had gone
-            // (or /proc was read after the fault), and this fault brought it
-            // in.
-            PageUse::InUse if !access.protection() => Some(fresh(PageUse::InUse, state.kind)),
-            // Copy-on-write after fork, or a write to a read-only mapping:
-            // RSS does not change.
+            // A missing-page fault on a page believed resident is a second
+            // thread faulting on the page another thread just mapped, or a
+            // NUMA hinting fault on a page the kernel unmapped only to sample
+            // accesses; or the page had gone unseen and came back. RSS is the
+            // same either way: the page keeps its stack (pagemap tells where
+            // the model was wrong). Otherwise it is copy-on-write after fork
+            // or a write to a read-only mapping, which changes no RSS either.
             PageUse::InUse => None,
         },
     }

@@ -89,6 +89,18 @@ pub enum PageEntry {
     },
 }
 
+/// What is known of pages the kernel does not have resident.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NotResident {
+    /// pagemap: not mapped.
+    Absent,
+    /// pagemap: swapped out.
+    Swapped,
+    /// smaps counts none of the VMA's pages in its RSS; zero-page mappings
+    /// are never counted, so they may still be there.
+    Uncounted,
+}
+
 /// When in the process's life the reconciliation happens: it decides what
 /// pages found without an event are put down to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -172,17 +184,23 @@ pub struct Reading<'a> {
     pub lazyfree_at_read: &'a [u64],
 }
 
+/// Pages of pagemap read at a time: 64 MiB of address space, 128 KiB of
+/// entries.
+pub const PAGEMAP_CHUNK_PAGES: u64 = 16 * 1024;
+
 /// Pages in one of the kernel's per-CPU folio batches (FOLIO_BATCH_SIZE).
 pub const FOLIO_BATCH_PAGES: u64 = 31;
 
 /// How far the model was from the kernel, and what was done about it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Outcome {
-    /// Kernel RSS minus model RSS over the VMAs events did not touch while
-    /// /proc was read, after correction: bytes the model cannot account for.
-    pub residual: i64,
+    /// The difference between the kernel's RSS and the model's, summed as
+    /// absolute values per VMA (so errors in different mappings add up
+    /// rather than cancel), over the VMAs events did not touch while /proc
+    /// was read, after correction: bytes the model cannot account for.
+    pub residual: u64,
     /// The same over the VMAs that were busy (changes still in flight).
-    pub in_flight: i64,
+    pub in_flight: u64,
     /// VMAs whose pages were compared one by one.
     pub scanned_vmas: usize,
     /// Bytes found resident that the model did not have.
@@ -202,7 +220,7 @@ impl AddressSpace {
     pub fn reconcile(
         &mut self,
         reading: Reading<'_>,
-        mut read_pagemap: impl FnMut(&KernelVma) -> Option<Vec<PageEntry>>,
+        mut read_pagemap: impl FnMut(Range<Page>) -> Option<Vec<PageEntry>>,
     ) -> Outcome {
         let Reading {
             vmas,
@@ -220,7 +238,7 @@ impl AddressSpace {
             let range = vma.start..vma.end;
             if busy.overlaps(&range) {
                 let (rss, _, _) = self.resident_in(vma.pages());
-                outcome.in_flight += vma.rss as i64 - rss as i64;
+                outcome.in_flight += vma.rss.abs_diff(rss);
                 // A busy heap (a Go program allocating all the time) must
                 // still see its lazily freed pages written again: compare
                 // with the model as it was when smaps was read, less what
@@ -236,12 +254,7 @@ impl AddressSpace {
                 continue;
             }
             if (scan_all && !vma.raw_frames) || self.needs_page_scan(vma) {
-                if let Some(entries) = read_pagemap(vma) {
-                    outcome.scanned_vmas += 1;
-                    let (added, removed) = self.apply_pagemap(vma, &entries, zero_pfn, moment);
-                    outcome.added += added;
-                    outcome.removed += removed;
-                }
+                self.scan(vma, &mut read_pagemap, zero_pfn, moment, &mut outcome);
             }
             // LazyFree the kernel has and the model lacks can only come from
             // before attaching or from lost records: every MADV_FREE is an
@@ -251,10 +264,47 @@ impl AddressSpace {
             let place_unexplained = moment == Moment::Attach || scan_all;
             self.reconcile_lazyfree(vma, moment, lazyfree_slack, place_unexplained);
             let (rss, _, _) = self.resident_in(vma.pages());
-            outcome.residual += vma.rss as i64 - rss as i64;
+            outcome.residual += vma.rss.abs_diff(rss);
         }
         self.reclaim_requested.clear();
         outcome
+    }
+
+    /// Compares the model's pages in `vma` with pagemap's, a bounded chunk
+    /// at a time: memtrace's own memory must not grow with the size of the
+    /// target's mappings (a reservation can be terabytes). A VMA with
+    /// nothing resident needs no pagemap at all.
+    fn scan(
+        &mut self,
+        vma: &KernelVma,
+        read_pagemap: &mut impl FnMut(Range<Page>) -> Option<Vec<PageEntry>>,
+        zero_pfn: Option<u64>,
+        moment: Moment,
+        outcome: &mut Outcome,
+    ) {
+        if vma.rss == 0 && vma.swap == 0 {
+            outcome.scanned_vmas += 1;
+            outcome.removed += self.vanish(vma.pages(), NotResident::Uncounted);
+            return;
+        }
+        let pages = vma.pages();
+        let mut first = pages.start;
+        while first < pages.end {
+            let chunk = first..first.saturating_add(PAGEMAP_CHUNK_PAGES).min(pages.end);
+            let Some(entries) = read_pagemap(chunk.clone()) else {
+                return;
+            };
+            if first == pages.start {
+                outcome.scanned_vmas += 1;
+            }
+            let (added, removed) = self.apply_pagemap(vma, first, &entries, zero_pfn, moment);
+            outcome.added += added;
+            outcome.removed += removed;
+            if (entries.len() as u64) < chunk.end - chunk.start {
+                return;
+            }
+            first = chunk.end;
+        }
     }
 
     /// Unmaps model pages that lie in no kernel VMA.
@@ -398,29 +448,46 @@ impl AddressSpace {
         (rss, anon, lazyfree)
     }
 
-    /// Makes the model's pages in `vma` what pagemap says (`entries`, one
-    /// per page of the VMA); `zero_pfn` is the kernel's zero page.
+    /// Makes the model's pages in `vma` what pagemap says: `entries`, one
+    /// per page from page `first` on; `zero_pfn` is the kernel's zero page.
     pub fn apply_pagemap(
         &mut self,
         vma: &KernelVma,
+        first: Page,
         entries: &[PageEntry],
         zero_pfn: Option<u64>,
         moment: Moment,
     ) -> (u64, u64) {
-        let first = vma.start >> PAGE_SHIFT;
         let extent_kind = match vma.backing() {
             Backing::Shmem { .. } => PageKind::Shmem,
             _ => PageKind::File,
         };
         let (mut added, mut removed) = (0, 0);
-        for (index, entry) in entries.iter().enumerate() {
+        let mut index = 0;
+        while index < entries.len() {
             let page = first + index as u64;
-            let current = self.pages.get(page);
-            match *entry {
+            let entry = entries[index];
+            index += 1;
+            match entry {
+                PageEntry::Absent | PageEntry::Swapped => {
+                    // A stretch of pages not there is taken in one go.
+                    let same = entries[index..].iter().take_while(|&&e| e == entry).count();
+                    index += same;
+                    let end = first + index as u64;
+                    let how = if entry == PageEntry::Swapped {
+                        NotResident::Swapped
+                    } else {
+                        NotResident::Absent
+                    };
+                    removed += self.vanish(page..end, how);
+                }
                 PageEntry::Present { pfn, .. } if Some(pfn) == zero_pfn => {
-                    if current.is_some_and(|state| state.page_use.resident()) {
-                        removed += PAGE_SIZE;
-                        self.release(page..page + 1, Release::Unobserved);
+                    if self
+                        .pages
+                        .get(page)
+                        .is_some_and(|state| state.page_use.resident())
+                    {
+                        removed += self.release(page..page + 1, Release::Unobserved);
                     }
                 }
                 PageEntry::Present { file_or_shared, .. } => {
@@ -429,13 +496,13 @@ impl AddressSpace {
                     } else {
                         PageKind::Anon
                     };
-                    match current {
+                    match self.pages.get(page) {
                         Some(state) if state.page_use.resident() => {
                             if state.kind != kind {
                                 self.pages.set_page(page, PageState { kind, ..state });
                             }
                         }
-                        _ => {
+                        current => {
                             added += PAGE_SIZE;
                             let origin = self.found_origin(page, kind, vma, moment, current);
                             self.pages.set_page(
@@ -449,32 +516,64 @@ impl AddressSpace {
                         }
                     }
                 }
-                PageEntry::Absent | PageEntry::Swapped => {
-                    let Some(state) = current else { continue };
-                    if !state.page_use.resident() {
-                        self.pages.remove(page..page + 1, |_, _| {});
-                        continue;
-                    }
-                    removed += PAGE_SIZE;
-                    let how = if state.page_use == PageUse::LazyFree {
-                        Release::LazyFreeReclaimed
-                    } else if self
-                        .reclaim_requested
-                        .iter()
-                        .any(|range| range.contains(&page))
-                    {
-                        Release::Madvise(super::Advice::PAGEOUT)
-                    } else if *entry == PageEntry::Swapped || state.kind != PageKind::Anon {
-                        Release::Reclaimed
-                    } else {
-                        Release::Unobserved
-                    };
-                    self.release(page..page + 1, how);
-                }
             }
         }
         self.activity.discovered_bytes += added;
         (added, removed)
+    }
+
+    /// Takes out the model's resident pages in `pages`, which the kernel
+    /// does not have resident; returns the bytes that left, each counted
+    /// under why it most likely went.
+    fn vanish(&mut self, pages: Range<Page>, known: NotResident) -> u64 {
+        let runs: Vec<(Range<Page>, PageState)> = self.pages.runs_in(pages).collect();
+        let mut removed = 0;
+        for (run, state) in runs {
+            if !state.page_use.resident() {
+                if known != NotResident::Uncounted {
+                    self.pages.remove(run, |_, _| {});
+                }
+                continue;
+            }
+            for (part, requested) in self.reclaim_requested_parts(run) {
+                let how = if state.page_use == PageUse::LazyFree {
+                    Release::LazyFreeReclaimed
+                } else if requested {
+                    Release::Madvise(super::Advice::PAGEOUT)
+                } else if known == NotResident::Swapped || state.kind != PageKind::Anon {
+                    Release::Reclaimed
+                } else {
+                    Release::Unobserved
+                };
+                removed += self.release(part, how);
+            }
+        }
+        removed
+    }
+
+    /// `pages` cut where the ranges the program asked to have reclaimed
+    /// begin and end, each part with whether it was asked for.
+    fn reclaim_requested_parts(&self, pages: Range<Page>) -> Vec<(Range<Page>, bool)> {
+        let mut cuts = vec![pages.start, pages.end];
+        for requested in &self.reclaim_requested {
+            cuts.extend(
+                [requested.start, requested.end]
+                    .into_iter()
+                    .filter(|page| pages.contains(page)),
+            );
+        }
+        cuts.sort_unstable();
+        cuts.dedup();
+        cuts.windows(2)
+            .map(|pair| {
+                let part = pair[0]..pair[1];
+                let requested = self
+                    .reclaim_requested
+                    .iter()
+                    .any(|range| range.start <= part.start && part.end <= range.end);
+                (part, requested)
+            })
+            .collect()
     }
 
     /// Why a page found resident with no event got there.

@@ -7,10 +7,10 @@ use std::collections::{BTreeMap, HashMap};
 use proptest::prelude::*;
 
 use super::{
-    reconcile::{Busy, KernelVma, Moment, PageEntry, Reading},
+    reconcile::{Busy, KernelVma, Moment, Outcome, PageEntry, Reading},
     *,
 };
-use crate::intake::{Access, Event, EventKind, Fault, Madvise, Mmap, Mremap, StackId};
+use crate::intake::{Access, Errno, Event, EventKind, Fault, Madvise, Mmap, Mremap, StackId};
 
 const RW: u32 = (libc::PROT_READ | libc::PROT_WRITE) as u32;
 const ANON: u32 = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u32;
@@ -216,6 +216,414 @@ fn populate_write_makes_pages_resident_with_the_callers_stack() {
     assert_eq!(totals.by_cause.populate, MIB);
 }
 
+fn mmap_with(addr: u64, len: u64, prot: u32, flags: u32) -> Event {
+    event(EventKind::Mmap(Mmap {
+        hint: 0,
+        len,
+        prot,
+        flags,
+        fd: if flags & libc::MAP_ANONYMOUS as u32 != 0 {
+            -1
+        } else {
+            3
+        },
+        offset: 0,
+        result: Ok(addr),
+    }))
+}
+
+fn fault_from(addr: u64, bits: u8, stack: u64) -> Event {
+    Event {
+        tid: 1,
+        stack: StackId::new(stack),
+        kind: EventKind::Fault(Fault {
+            address: addr,
+            access: Access::from_bits(Access::USER | bits),
+        }),
+    }
+}
+
+/// A VMA as smaps shows it, for reconciling.
+fn kernel_vma(start: u64, end: u64, path: &str, rss: u64) -> KernelVma {
+    KernelVma {
+        start,
+        end,
+        prot: RW,
+        path: path.into(),
+        rss,
+        anonymous: rss,
+        ..KernelVma::default()
+    }
+}
+
+fn reconcile_with(
+    model: &mut AddressSpace,
+    vmas: &[KernelVma],
+    moment: Moment,
+    scan_all: bool,
+    read_pagemap: impl FnMut(std::ops::Range<Page>) -> Option<Vec<PageEntry>>,
+) -> Outcome {
+    model.reconcile(
+        Reading {
+            vmas,
+            busy: &Busy::default(),
+            moment,
+            scan_all,
+            zero_pfn: Some(ZERO_PFN),
+            lazyfree_slack: 0,
+            lazyfree_at_read: &[],
+        },
+        read_pagemap,
+    )
+}
+
+const MAP_NONBLOCK: u32 = libc::MAP_NONBLOCK as u32;
+const MAP_LOCKED: u32 = libc::MAP_LOCKED as u32;
+const MAP_POPULATE: u32 = libc::MAP_POPULATE as u32;
+
+#[test]
+fn populate_with_nonblock_is_not_populated() {
+    // The kernel populates MAP_POPULATE only without MAP_NONBLOCK.
+    let mut space = AddressSpace::new();
+    space.apply(&mmap_with(
+        BASE,
+        MIB,
+        RW,
+        ANON | MAP_POPULATE | MAP_NONBLOCK,
+    ));
+    assert_eq!(space.totals(), Totals::default());
+    assert_eq!(space.activity().call_stats(Call::Mmap).resident_bytes, 0);
+}
+
+#[test]
+fn map_locked_populates_even_with_nonblock() {
+    for flags in [ANON | MAP_LOCKED, ANON | MAP_LOCKED | MAP_NONBLOCK] {
+        let mut space = AddressSpace::new();
+        space.apply(&mmap_with(BASE, MIB, RW, flags));
+        let totals = space.totals();
+        assert_eq!(
+            (totals.rss, totals.by_cause.populate),
+            (MIB, MIB),
+            "{flags:#x}"
+        );
+        assert_eq!(space.activity().call_stats(Call::Mmap).resident_bytes, MIB);
+    }
+}
+
+#[test]
+fn populating_an_inaccessible_mapping_maps_nothing() {
+    let mut space = AddressSpace::new();
+    space.apply(&mmap_with(BASE, MIB, 0, ANON | MAP_POPULATE));
+    space.apply(&mmap_with(
+        BASE + MIB,
+        MIB,
+        0,
+        libc::MAP_PRIVATE as u32 | MAP_LOCKED,
+    ));
+    assert_eq!(space.pages().run_count(), 0);
+}
+
+#[test]
+fn a_fault_outside_every_mapping_maps_nothing() {
+    // A SIGSEGV probe, a JVM implicit null check: the kernel maps no page.
+    let mut space = AddressSpace::new();
+    space.apply(&mmap(BASE, MIB));
+    for (addr, bits) in [(0x10, 0), (BASE + 2 * MIB, Access::WRITE), (BASE - 4096, 0)] {
+        space.apply(&fault_from(addr, bits, 7));
+    }
+    assert_eq!(space.pages().run_count(), 0);
+    assert_eq!(space.activity().faults.outside_mappings, 3);
+    assert_eq!(space.activity().faults.paged_in, 0);
+}
+
+#[test]
+fn the_stack_grows_down_into_its_gap_but_not_into_the_guard_gap() {
+    const STACK_TOP: u64 = 0x7ffd_0000_0000;
+    let stack_start = STACK_TOP - 132 * 1024;
+    let mut space = AddressSpace::new();
+    let vmas = [
+        kernel_vma(BASE, BASE + MIB, "", 0),
+        kernel_vma(stack_start, STACK_TOP, "[stack]", 0),
+    ];
+    reconcile_with(&mut space, &vmas, Moment::Attach, false, |_| None);
+    // A fault just below the stack grows it, as the kernel does.
+    let below = stack_start - 3 * PAGE_SIZE;
+    space.apply(&fault_from(below + 8, Access::WRITE, 7));
+    assert_eq!(space.totals().rss, PAGE_SIZE);
+    let (start, extent) = space.extents().find(below).expect("the stack grew");
+    assert_eq!((start, extent.end), (below, STACK_TOP));
+    assert_eq!(extent.backing, Backing::Stack);
+    // Within the guard gap above another mapping it cannot, nor past the
+    // stack's size limit.
+    space.apply(&fault_from(BASE + MIB + PAGE_SIZE, Access::WRITE, 7));
+    space.apply(&fault_from(STACK_TOP - 16 * MIB, Access::WRITE, 7));
+    assert_eq!(space.totals().rss, PAGE_SIZE);
+    space.set_stack_limit(32 * MIB);
+    space.apply(&fault_from(STACK_TOP - 16 * MIB, Access::WRITE, 7));
+    assert_eq!(space.totals().rss, 2 * PAGE_SIZE);
+}
+
+#[test]
+fn a_missing_page_fault_on_a_resident_page_moves_nothing() {
+    // A second thread faulting on a page the first just mapped, or a NUMA
+    // hinting fault: the page is there; it keeps its stack and is not
+    // counted as paged in again.
+    let mut space = AddressSpace::new();
+    space.apply(&mmap(BASE, MIB));
+    space.apply(&fault_from(BASE, Access::WRITE, 7));
+    space.apply(&fault_from(BASE, 0, 9));
+    space.apply(&fault_from(BASE, Access::WRITE, 9));
+    let state = space.pages().get(BASE / PAGE_SIZE).unwrap();
+    assert_eq!(state.origin.stack, StackId::new(7));
+    assert_eq!(space.activity().faults.paged_in, 1);
+    assert_eq!(space.activity().faults.count, 3);
+}
+
+#[test]
+fn with_numa_hinting_a_fault_on_a_lazily_freed_page_is_not_a_reclaim() {
+    let mut space = AddressSpace::new();
+    space.set_numa_hinting(true);
+    space.apply(&mmap(BASE, MIB));
+    touch(&mut space, BASE, 2 * PAGE_SIZE);
+    space.apply(&madvise(BASE, 2 * PAGE_SIZE, libc::MADV_FREE));
+    // A read leaves it lazily freed; a write makes it the program's again.
+    space.apply(&fault_from(BASE, 0, 9));
+    space.apply(&fault_from(BASE + PAGE_SIZE, Access::WRITE, 9));
+    assert!(!space
+        .activity()
+        .released
+        .contains_key(&Release::LazyFreeReclaimed));
+    let totals = space.totals();
+    assert_eq!((totals.rss, totals.lazyfree), (2 * PAGE_SIZE, PAGE_SIZE));
+    assert_eq!(space.activity().lazyfree.reused, PAGE_SIZE);
+    assert_eq!(
+        space.activity().faults.paged_in,
+        2,
+        "only the first touches"
+    );
+    // The page written again is the writer's, as a write with no fault
+    // would be; the one only read keeps its stack.
+    let stack_of = |addr: u64| space.pages().get(addr / PAGE_SIZE).unwrap().origin.stack;
+    assert_eq!(stack_of(BASE), StackId::new(7));
+    assert_eq!(stack_of(BASE + PAGE_SIZE), StackId::new(9));
+}
+
+#[test]
+fn a_fork_copies_only_the_page_tables_the_kernel_copies() {
+    const PRIVATE: u32 = libc::MAP_PRIVATE as u32;
+    const SHARED: u32 = libc::MAP_SHARED as u32;
+    let mut parent = AddressSpace::new();
+    let (anon, text, data, shmem, zero) = (
+        BASE,
+        BASE + MIB,
+        BASE + 2 * MIB,
+        BASE + 3 * MIB,
+        BASE + 4 * MIB,
+    );
+    parent.apply(&mmap(anon, MIB));
+    touch(&mut parent, anon, 4 * PAGE_SIZE);
+    // Program text: file pages only, no anonymous page: not copied.
+    parent.apply(&mmap_with(text, MIB, libc::PROT_READ as u32, PRIVATE));
+    parent.apply(&fault_from(text, 0, 7));
+    // Data: written once (copy-on-write), so the VMA has anonymous pages
+    // and the kernel copies all of its page tables, file pages included.
+    parent.apply(&mmap_with(data, MIB, RW, PRIVATE));
+    parent.apply(&fault_from(data, 0, 7));
+    parent.apply(&fault_from(data + PAGE_SIZE, Access::WRITE, 7));
+    // Shared memory is faulted in again by the child.
+    parent.apply(&mmap_with(
+        shmem,
+        MIB,
+        RW,
+        SHARED | libc::MAP_ANONYMOUS as u32,
+    ));
+    parent.apply(&fault_from(shmem, Access::WRITE, 7));
+    // Only read: the zero page, and no anonymous VMA yet.
+    parent.apply(&mmap(zero, MIB));
+    parent.apply(&fault_from(zero, 0, 7));
+
+    let child = parent.forked();
+    let resident = |start: u64| {
+        child
+            .resident_in(start / PAGE_SIZE..(start + MIB) / PAGE_SIZE)
+            .0
+    };
+    assert_eq!(resident(anon), 4 * PAGE_SIZE);
+    assert_eq!(resident(text), 0);
+    assert_eq!(resident(data), 2 * PAGE_SIZE);
+    assert_eq!(resident(shmem), 0);
+    assert!(child.pages().get(zero / PAGE_SIZE).is_none());
+    assert_eq!(
+        child.extents().iter().count(),
+        parent.extents().iter().count()
+    );
+}
+
+#[test]
+fn pagemap_is_read_in_bounded_chunks_and_never_for_mappings_without_rss() {
+    const GIB: u64 = 1 << 30;
+    // 64 MiB of address space: 128 KiB of pagemap entries at a time.
+    const MAX_CHUNK_PAGES: u64 = 64 * MIB / PAGE_SIZE;
+    let reservation = BASE;
+    let used = BASE + 64 * GIB;
+    let mut model = AddressSpace::new();
+    model.apply(&mmap_with(
+        reservation,
+        64 * GIB,
+        0,
+        ANON | libc::MAP_NORESERVE as u32,
+    ));
+    model.apply(&mmap(used, 256 * MIB));
+    // Records were lost: the model believes pages resident in the
+    // reservation that are not, and lacks half of the used range.
+    touch(&mut model, reservation + GIB, 8 * PAGE_SIZE);
+    touch(&mut model, used, 128 * MIB);
+    let vmas = [
+        KernelVma {
+            prot: 0,
+            ..kernel_vma(reservation, reservation + 64 * GIB, "", 0)
+        },
+        kernel_vma(used, used + 256 * MIB, "", 256 * MIB),
+    ];
+    let mut requested: Vec<std::ops::Range<Page>> = Vec::new();
+    let outcome = reconcile_with(&mut model, &vmas, Moment::Interval, true, |pages| {
+        requested.push(pages.clone());
+        Some(
+            pages
+                .map(|page| PageEntry::Present {
+                    pfn: 1000 + page,
+                    file_or_shared: false,
+                })
+                .collect(),
+        )
+    });
+    assert!(requested
+        .iter()
+        .all(|pages| pages.end - pages.start <= MAX_CHUNK_PAGES));
+    let read: u64 = requested.iter().map(|pages| pages.end - pages.start).sum();
+    assert_eq!(read, 256 * MIB / PAGE_SIZE, "only the used range is read");
+    assert_eq!(model.totals().rss, 256 * MIB);
+    assert_eq!(outcome.residual, 0);
+    assert_eq!(
+        model.activity().released[&Release::Unobserved],
+        8 * PAGE_SIZE
+    );
+}
+
+#[test]
+fn differences_in_different_mappings_add_up_instead_of_cancelling() {
+    let mut model = AddressSpace::new();
+    model.apply(&mmap(BASE, MIB));
+    model.apply(&mmap(BASE + 2 * MIB, MIB));
+    touch(&mut model, BASE, 8 * PAGE_SIZE);
+    touch(&mut model, BASE + 2 * MIB, 8 * PAGE_SIZE);
+    // The kernel has 4 pages more in one and 4 fewer in the other; pagemap
+    // cannot be read.
+    let vmas = [
+        kernel_vma(BASE, BASE + MIB, "", 12 * PAGE_SIZE),
+        kernel_vma(BASE + 2 * MIB, BASE + 3 * MIB, "", 4 * PAGE_SIZE),
+    ];
+    let outcome = reconcile_with(&mut model, &vmas, Moment::Interval, false, |_| None);
+    assert_eq!(outcome.residual, 8 * PAGE_SIZE);
+}
+
+/// An address or length: anything, but often one that looks real.
+fn any_number() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        any::<u64>(),
+        BASE..BASE + 64 * MIB,
+        0..1u64 << 48,
+        Just(0),
+        Just(u64::MAX),
+        Just(1 << 57),
+    ]
+}
+
+fn any_result() -> impl Strategy<Value = Result<u64, Errno>> {
+    prop_oneof![
+        any_number().prop_map(Ok),
+        (1..4096i32).prop_map(|e| Err(Errno(e)))
+    ]
+}
+
+/// Any event, with any field values: records can be garbage (a kernel with
+/// another layout, a decoding bug), and the model must not panic on them.
+fn any_event() -> impl Strategy<Value = Event> {
+    let kind = prop_oneof![
+        (any_number(), any::<u8>()).prop_map(|(address, bits)| EventKind::Fault(Fault {
+            address,
+            access: Access::from_bits(bits),
+        })),
+        (
+            any_number(),
+            any::<u32>(),
+            any::<u32>(),
+            any_number(),
+            any_result()
+        )
+            .prop_map(|(len, prot, flags, offset, result)| EventKind::Mmap(Mmap {
+                hint: 0,
+                len,
+                prot,
+                flags,
+                fd: 3,
+                offset,
+                result,
+            })),
+        (any_number(), any_number(), any_result())
+            .prop_map(|(addr, len, result)| EventKind::Munmap { addr, len, result }),
+        (
+            any_number(),
+            any_number(),
+            any_number(),
+            any::<u32>(),
+            any_result()
+        )
+            .prop_map(
+                |(old_addr, old_len, new_len, flags, result)| EventKind::Mremap(Mremap {
+                    old_addr,
+                    old_len,
+                    new_len,
+                    flags,
+                    result,
+                })
+            ),
+        (any_number(), any_number())
+            .prop_map(|(requested, result)| EventKind::Brk { requested, result }),
+        (any_number(), any_number(), 0..110i32, any_result()).prop_map(
+            |(addr, len, advice, result)| EventKind::Madvise(Madvise {
+                addr,
+                len,
+                advice,
+                result,
+            })
+        ),
+        Just(EventKind::Exec),
+    ];
+    (kind, any_number()).prop_map(|(kind, stack)| Event {
+        tid: 1,
+        stack: StackId::new(stack),
+        kind,
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn any_event_sequence_leaves_a_consistent_model(events in proptest::collection::vec(any_event(), 1..40)) {
+        let mut model = AddressSpace::new();
+        for event in &events {
+            model.apply(event);
+        }
+        // Whatever happened, runs are well formed and totals add up.
+        let totals = model.totals();
+        prop_assert_eq!(totals.rss, totals.in_use + totals.lazyfree);
+        prop_assert!(model.pages().runs().all(|(range, _)| range.start < range.end));
+        prop_assert!(model.extents().iter().all(|(start, extent)| start < extent.end));
+    }
+}
+
 // ---- the reference model -------------------------------------------------
 
 /// The kernel as a page table: one entry per page.
@@ -320,8 +728,8 @@ impl Reference {
             .collect()
     }
 
-    fn pagemap(&self, vma: &KernelVma) -> Vec<PageEntry> {
-        (vma.start / PAGE_SIZE..vma.end / PAGE_SIZE)
+    fn pagemap(&self, pages: std::ops::Range<Page>) -> Vec<PageEntry> {
+        pages
             .map(|page| match self.pages.get(&page) {
                 None => PageEntry::Absent,
                 Some(RefPage::Zero) => PageEntry::Present {
@@ -553,7 +961,7 @@ fn apply(op: &Op, model: &mut AddressSpace, reference: &mut Reference) -> bool {
                 lazyfree_slack: 0,
                 lazyfree_at_read: &[],
             };
-            model.reconcile(reading, |vma| Some(reference.pagemap(vma)));
+            model.reconcile(reading, |pages| Some(reference.pagemap(pages)));
             return true;
         }
     }

@@ -5,7 +5,7 @@ mod cgroup;
 mod pagemap;
 mod smaps;
 
-use std::{fs::File, io, os::unix::fs::FileExt, path::PathBuf};
+use std::{fs::File, io, ops::Range, os::unix::fs::FileExt, path::PathBuf};
 
 pub use cgroup::{
     memory_of as cgroup_memory, resolve_container, Cgroup, CgroupError, CgroupMemory, Container,
@@ -28,6 +28,35 @@ pub enum ProcError {
     },
     #[error("cannot parse {path}: {detail}")]
     Parse { path: PathBuf, detail: String },
+}
+
+/// An open /proc/PID/pagemap.
+#[derive(Debug)]
+pub struct Pagemap {
+    view: ProcessView,
+    path: PathBuf,
+    file: File,
+}
+
+impl Pagemap {
+    /// The entries of `pages` (page numbers), fewer if the read stops
+    /// short. The caller bounds the range: it costs 8 bytes per page.
+    pub fn read(&self, pages: Range<u64>) -> Result<Vec<PageEntry>, ProcError> {
+        let count = pages.end.saturating_sub(pages.start);
+        let mut raw = vec![0u8; usize::try_from(count.saturating_mul(8)).unwrap_or(usize::MAX)];
+        let offset = pages.start.saturating_mul(8);
+        let mut read = 0;
+        while read < raw.len() {
+            match self.file.read_at(&mut raw[read..], offset + read as u64) {
+                Ok(0) => break,
+                Ok(n) => read += n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(source) => return Err(self.view.io_error(self.path.clone(), source)),
+            }
+        }
+        raw.truncate(read - read % 8);
+        Ok(decode_pagemap(&raw))
+    }
 }
 
 /// RSS and its parts as the kernel counts them.
@@ -129,25 +158,15 @@ impl ProcessView {
         })
     }
 
-    /// pagemap entries for every page of `vma`.
-    pub fn pagemap(&self, vma: &KernelVma) -> Result<Vec<PageEntry>, ProcError> {
+    /// The process's pagemap, opened for reading a range of pages at a time.
+    pub fn pagemap(&self) -> Result<Pagemap, ProcError> {
         let path = self.path("pagemap");
         let file = File::open(&path).map_err(|source| self.io_error(path.clone(), source))?;
-        let pages = vma.pages();
-        let count = (pages.end - pages.start) as usize;
-        let mut raw = vec![0u8; count * 8];
-        let offset = pages.start * 8;
-        let mut read = 0;
-        while read < raw.len() {
-            match file.read_at(&mut raw[read..], offset + read as u64) {
-                Ok(0) => break,
-                Ok(n) => read += n,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(source) => return Err(self.io_error(path, source)),
-            }
-        }
-        raw.truncate(read - read % 8);
-        Ok(decode_pagemap(&raw))
+        Ok(Pagemap {
+            view: self.clone(),
+            path,
+            file,
+        })
     }
 
     /// The file mapped at exactly `start..end`, through
@@ -235,6 +254,13 @@ impl ProcessView {
         })
     }
 
+    /// The process's stack size limit (`RLIMIT_STACK`, soft), in bytes;
+    /// `u64::MAX` when unlimited.
+    pub fn stack_limit(&self) -> Option<u64> {
+        let limits = std::fs::read_to_string(self.path("limits")).ok()?;
+        parse_stack_limit(&limits)
+    }
+
     /// Which process the process's descriptor `pidfd` refers to (from its
     /// fdinfo), when it is a pidfd.
     pub fn pidfd_target(&self, pidfd: i32) -> Option<u32> {
@@ -242,5 +268,85 @@ impl ProcessView {
         info.lines()
             .find_map(|line| line.strip_prefix("Pid:"))
             .and_then(|value| value.trim().parse().ok())
+    }
+}
+
+/// Whether the kernel's automatic NUMA balancing is on: it then unmaps
+/// present pages now and then to see which node touches them.
+pub fn numa_balancing() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/numa_balancing").is_ok_and(|mode| mode.trim() != "0")
+}
+
+/// The soft limit in a /proc/PID/limits text's `Max stack size` line.
+fn parse_stack_limit(limits: &str) -> Option<u64> {
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max stack size"))?;
+    match line["Max stack size".len()..].split_whitespace().next()? {
+        "unlimited" => Some(u64::MAX),
+        soft => soft.parse().ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stack_limits_are_read_soft_and_unlimited_is_unbounded() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max stack size            8388608              unlimited            bytes     \n";
+        assert_eq!(parse_stack_limit(limits), Some(8 << 20));
+        let unlimited = limits.replace("8388608 ", "unlimited");
+        assert_eq!(parse_stack_limit(&unlimited), Some(u64::MAX));
+        assert_eq!(parse_stack_limit("Max open files 1024 1024 files"), None);
+        assert!(ProcessView::new(std::process::id()).stack_limit().is_some());
+    }
+
+    #[test]
+    fn a_zombie_is_not_alive() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let view = ProcessView::new(child.id());
+        // Not reaped yet: a zombie once it has exited.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while view.alive() {
+            assert!(std::time::Instant::now() < deadline, "`true` never exited");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(view.path("stat").exists(), "still listed, as a zombie");
+        child.wait().unwrap();
+        assert!(ProcessView::new(std::process::id()).alive());
+    }
+
+    #[test]
+    fn pagemap_is_read_for_the_range_asked() {
+        const PAGE: usize = 4096;
+        // SAFETY: a private anonymous mapping of four pages, unmapped below.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4 * PAGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(base, libc::MAP_FAILED);
+        // SAFETY: writing the first and third of the pages just mapped.
+        unsafe {
+            base.cast::<u8>().write_volatile(1);
+            base.cast::<u8>().add(2 * PAGE).write_volatile(1);
+        }
+        let first = base as u64 / PAGE as u64;
+        let pagemap = ProcessView::new(std::process::id()).pagemap().unwrap();
+        let entries = pagemap.read(first..first + 4).unwrap();
+        // SAFETY: unmapping the pages mapped above.
+        unsafe { libc::munmap(base, 4 * PAGE) };
+        let present: Vec<bool> = entries
+            .iter()
+            .map(|entry| matches!(entry, PageEntry::Present { .. }))
+            .collect();
+        assert_eq!(present, [true, false, true, false]);
     }
 }

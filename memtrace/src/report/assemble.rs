@@ -13,7 +13,10 @@ use memtrace_common::StackSource;
 use super::{
     history::{History, Point, Trend},
     mappings,
-    snapshot::{Footprint, FunctionMatch, GoHeapSide, Lost, Snapshot, TargetState},
+    snapshot::{
+        Footprint, FunctionMatch, GoHeapSide, KernelReading, Lost, Snapshot, TargetState,
+        Unresolved,
+    },
 };
 use crate::{
     attribution::{self, Held, Holder},
@@ -45,12 +48,14 @@ pub struct Facts<'a> {
     pub command: &'a str,
     pub executable: Option<&'a str>,
     pub state: TargetState,
-    /// The kernel's figures as last read; `None` once the process is gone.
+    /// The kernel's figures as last read (the last before it exited, once
+    /// the process is gone).
     pub kernel: Option<KernelTotals>,
     pub reconcile: Outcome,
     pub lost: Lost,
     pub records: u64,
     pub stack_walks: u64,
+    pub process_madvise_unresolved: Unresolved,
     pub cgroup: Option<CgroupMemory>,
     pub oom_kill: Option<OomKill>,
     pub runtime: Option<RuntimeInfo>,
@@ -91,6 +96,7 @@ impl Past {
             Some(baseline) => attribution::growth(namer, baseline),
             None => Vec::new(),
         };
+        let profile_serving = attribution::in_use_serving_profiles(namer);
         let mut growers = attribution::growth_by_responsible(&growth);
         growers.truncate(TOP_ROWS);
         growth.truncate(TOP_ROWS);
@@ -109,14 +115,20 @@ impl Past {
             command: facts.command.to_owned(),
             executable: facts.executable.map(str::to_owned),
             state: facts.state,
-            kernel: facts.kernel.filter(|_| facts.state == TargetState::Running),
+            kernel: facts.kernel,
+            kernel_reading: if facts.state == TargetState::Running {
+                KernelReading::Current
+            } else {
+                KernelReading::LastBeforeExit
+            },
             model: model.totals(),
             reconcile: facts.reconcile,
             activity: model.activity().clone(),
-            approximate: facts.lost.records() > 0,
+            approximate: facts.lost.any(),
             lost: facts.lost,
             records: facts.records,
             stack_walks: facts.stack_walks,
+            process_madvise_unresolved: facts.process_madvise_unresolved,
             top_ranges: ranges.iter().take(TOP_ROWS).cloned().collect(),
             mapping_groups: mappings::group(&ranges, TOP_ROWS),
             anon_before_attach: anon_before_attach(model),
@@ -125,7 +137,10 @@ impl Past {
             top_faults,
             growth,
             growers,
-            trend: Trend::Unknown,
+            profile_serving,
+            trend: Trend::Unknown {
+                needs: Duration::ZERO,
+            },
             sparkline: String::new(),
             trend_needs: 0,
             recent: Vec::new(),
@@ -160,7 +175,7 @@ impl Past {
 /// names a trend: found by asking it, so this follows whatever rule
 /// [`History::trend`] applies. 0 once it knows.
 fn intervals_until_trend(history: &History) -> usize {
-    if !matches!(history.trend(), Trend::Unknown) {
+    if !matches!(history.trend(), Trend::Unknown { .. }) {
         return 0;
     }
     let last: Point = history.last().copied().unwrap_or_default();
@@ -173,7 +188,7 @@ fn intervals_until_trend(history: &History) -> usize {
     for needed in 1..=TREND_LOOKAHEAD {
         point.elapsed += step;
         future.push(point);
-        if !matches!(future.trend(), Trend::Unknown) {
+        if !matches!(future.trend(), Trend::Unknown { .. }) {
             return needed;
         }
     }

@@ -31,6 +31,7 @@ pub fn to_json(snapshot: &Snapshot) -> Value {
             "swap_bytes": kernel.swap,
             "lazyfree_bytes": kernel.lazyfree,
             "anon_huge_bytes": kernel.anon_huge,
+            "reading": snapshot.kernel_reading.name(),
             "status": {
                 "rss_bytes": kernel.status.rss,
                 "anon_bytes": kernel.status.anon,
@@ -123,7 +124,13 @@ pub fn to_json(snapshot: &Snapshot) -> Value {
             "stacks_not_stored": lost.stacks,
             "stack_samples_lost": lost.stack_samples,
             "stack_samples_skipped": lost.stack_samples_skipped,
+            "targets_lost": lost.targets,
             "stack_walks": snapshot.stack_walks,
+            "counters_unreadable": lost.counters_unreadable,
+        },
+        "process_madvise_unresolved": {
+            "calls": snapshot.process_madvise_unresolved.calls,
+            "bytes": snapshot.process_madvise_unresolved.bytes,
         },
         "approximate": snapshot.approximate,
         "reconcile": {
@@ -153,6 +160,7 @@ pub fn to_json(snapshot: &Snapshot) -> Value {
     value["trend"] = trend(snapshot);
     value["cgroup"] = json!(snapshot.cgroup.as_ref().map(cgroup));
     value["growth"] = json!(snapshot.growth.iter().map(growth_row).collect::<Vec<_>>());
+    value["profile_serving_bytes"] = json!(snapshot.profile_serving);
     value["growers"] = json!(snapshot
         .growers
         .iter()
@@ -228,13 +236,19 @@ fn fault_row(row: &FaultRow) -> Value {
 }
 
 fn trend(snapshot: &Snapshot) -> Value {
-    match snapshot.trend {
+    let trend = &snapshot.trend;
+    let mut value = json!({
+        "kind": trend.name(),
+        "needs_seconds": trend.needs().as_secs_f64(),
+    });
+    match *trend {
         Trend::Growing { bytes_per_minute } => {
-            json!({"kind": "growing", "bytes_per_minute": bytes_per_minute})
+            value["bytes_per_minute"] = json!(bytes_per_minute);
         }
-        Trend::Sawtooth { cycles } => json!({"kind": "sawtooth", "cycles": cycles}),
-        other => json!({"kind": other.name()}),
+        Trend::Sawtooth { cycles } => value["cycles"] = json!(cycles),
+        Trend::Steady | Trend::Unknown { .. } => {}
     }
+    value
 }
 
 fn cgroup(cgroup: &CgroupMemory) -> Value {

@@ -9,7 +9,7 @@ use super::{
     format::{percent, plural, stack_text, wrap, Bytes, Count, Delta},
     history::Trend,
     mappings::created_by_phrase,
-    snapshot::Snapshot,
+    snapshot::{KernelReading, Snapshot},
     verdict::Parts,
 };
 use crate::model::{Call, CallStats, Release};
@@ -71,7 +71,7 @@ pub fn trend_words(snapshot: &Snapshot) -> String {
             format!("growing {}/min", Delta(bytes_per_minute as i64))
         }
         Trend::Sawtooth { cycles } => format!("sawtooth ({cycles} cycles)"),
-        Trend::Unknown if snapshot.trend_needs > 0 => format!(
+        Trend::Unknown { .. } if snapshot.trend_needs > 0 => format!(
             "needs {} more interval{}",
             snapshot.trend_needs,
             if snapshot.trend_needs == 1 { "" } else { "s" }
@@ -108,25 +108,36 @@ pub fn render(snapshot: &Snapshot, width: Option<usize>) -> String {
         .unwrap_or_default();
     match &snapshot.kernel {
         Some(kernel) => {
+            let source = match snapshot.kernel_reading {
+                KernelReading::Current => {
+                    format!("kernel; status says {}", Bytes(kernel.status.rss))
+                }
+                KernelReading::LastBeforeExit => "kernel, last read before the exit".to_owned(),
+            };
             let _ = writeln!(
                 out,
-                "RSS       {}{change}   anon {} · file {} · shmem {} · swap {}   (kernel; status says {})",
+                "RSS       {}{change}   anon {} · file {} · shmem {} · swap {}   ({source})",
                 Bytes(kernel.rss),
                 Bytes(kernel.anon),
                 Bytes(kernel.file),
                 Bytes(kernel.shmem),
                 Bytes(kernel.swap),
-                Bytes(kernel.status.rss),
             );
+            let in_flight = snapshot.reconcile.in_flight;
             let _ = writeln!(
                 out,
-                "model     {}   anon {} · file {} · shmem {}   unexplained {} ({:.1}%)",
+                "model     {}   anon {} · file {} · shmem {}   unexplained {} ({:.1}%){}",
                 Bytes(model.rss),
                 Bytes(model.anon),
                 Bytes(model.file),
                 Bytes(model.shmem),
                 Bytes(snapshot.unexplained()),
                 percent(snapshot.unexplained(), kernel.rss),
+                if in_flight > 0 {
+                    format!(" · in flight {}", Bytes(in_flight))
+                } else {
+                    String::new()
+                },
             );
             let _ = writeln!(
                 out,

@@ -35,6 +35,26 @@ impl TargetState {
     }
 }
 
+/// How current [`Snapshot::kernel`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelReading {
+    /// Read while the process runs: at this snapshot, or at the last
+    /// interval.
+    Current,
+    /// The last reading before the process exited, kept so the final
+    /// report still holds the model against the kernel.
+    LastBeforeExit,
+}
+
+impl KernelReading {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Current => "current",
+            Self::LastBeforeExit => "last_before_exit",
+        }
+    }
+}
+
 /// Records the kernel side could not deliver, or the agent could not read.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Lost {
@@ -50,7 +70,13 @@ pub struct Lost {
     /// Stack samples not taken because the ring buffer was half full (frame
     /// pointers walked instead).
     pub stack_samples_skipped: u64,
+    /// Processes forked by a target, or found in the traced cgroup, that
+    /// the kernel's target map had no room for: they are not traced.
+    pub targets: u64,
     pub undecodable: u64,
+    /// The kernel side's counters could not be read: the figures above are
+    /// the last that could, and more may have been lost unseen.
+    pub counters_unreadable: bool,
 }
 
 impl Lost {
@@ -58,6 +84,20 @@ impl Lost {
     pub fn records(&self) -> u64 {
         self.faults + self.syscalls + self.lifecycle + self.reclaim + self.undecodable
     }
+
+    /// Whether the model may have missed events.
+    pub fn any(&self) -> bool {
+        self.records() > 0 || self.counters_unreadable
+    }
+}
+
+/// `process_madvise` calls whose target memtrace could not resolve: the
+/// pidfd was closed (or reused) before it looked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Unresolved {
+    pub calls: u64,
+    /// Bytes the kernel said it advised.
+    pub bytes: u64,
 }
 
 /// The program's own heap profile beside the kernel's view.
@@ -107,8 +147,9 @@ pub struct Snapshot {
     /// The program file, as the kernel shows it (`/proc/PID/exe`).
     pub executable: Option<String>,
     pub state: TargetState,
-    /// None once the process is gone.
+    /// The kernel's figures, as last read (`None` if never read).
     pub kernel: Option<KernelTotals>,
+    pub kernel_reading: KernelReading,
     pub model: Totals,
     pub reconcile: Outcome,
     pub activity: Activity,
@@ -118,6 +159,7 @@ pub struct Snapshot {
     pub records: u64,
     /// Stacks the kernel side walked for faults, over every traced process.
     pub stack_walks: u64,
+    pub process_madvise_unresolved: Unresolved,
     pub top_ranges: Vec<RangeRow>,
     /// The largest mappings, alike ones counted once (for the text).
     pub mapping_groups: Vec<MappingGroup>,
@@ -132,6 +174,10 @@ pub struct Snapshot {
     /// The same growth over all stacks, by what is responsible (the
     /// program's own function, or goroutine stacks).
     pub growers: Vec<(String, i64)>,
+    /// In-use bytes the program faulted in while serving heap-profile
+    /// requests (memtrace's own `--go-pprof` fetches among them); the
+    /// trend leaves them out.
+    pub profile_serving: u64,
     pub trend: Trend,
     /// In-use RSS over the last intervals, as a line of bars.
     pub sparkline: String,
@@ -159,9 +205,10 @@ pub struct Snapshot {
 impl Snapshot {
     /// Resident bytes memtrace cannot say where they came from: found in
     /// /proc with no event, plus what still differs from the kernel over
-    /// quiet mappings.
+    /// quiet mappings (per mapping, so differences never cancel). Mappings
+    /// that changed while /proc was read are in `reconcile.in_flight`.
     pub fn unexplained(&self) -> u64 {
-        self.model.by_cause.unobserved + self.reconcile.residual.unsigned_abs()
+        self.model.by_cause.unobserved + self.reconcile.residual
     }
 
     /// RSS as the kernel counts it when known, as the model does otherwise.
@@ -191,6 +238,7 @@ impl Snapshot {
             lazyfree: self.lazyfree(),
             unexplained: self.unexplained(),
             go_heap_inuse: None,
+            profile_serving: self.profile_serving,
             cgroup_current: self.cgroup.as_ref().map(|cgroup| cgroup.current),
         }
     }

@@ -12,7 +12,7 @@ use super::{
     snapshot::{Snapshot, TargetState},
 };
 use crate::{
-    attribution::{self, GOROUTINE_STACKS},
+    attribution::{self, GOROUTINE_STACKS, PROFILE_SERVING},
     intake::{CutReason, StackEnd},
     model::{Advice, Call, Release},
     runtime::Allocator,
@@ -389,9 +389,39 @@ fn given_back(snapshot: &Snapshot) -> Option<String> {
     (!parts.is_empty()).then(|| format!("Given back since attaching: {}.", parts.join(", ")))
 }
 
-/// Whether memory grows, and who grows it.
+/// Whether memory grows, and who grows it. Memory the program spent
+/// serving heap-profile requests is set apart: memtrace's own `--go-pprof`
+/// fetches cause it, and it is no leak.
 fn trend(snapshot: &Snapshot) -> Option<String> {
-    let growers = &snapshot.growers;
+    let growers: Vec<&(String, i64)> = snapshot
+        .growers
+        .iter()
+        .filter(|(who, _)| who != PROFILE_SERVING)
+        .collect();
+    let serving: i64 = snapshot
+        .growers
+        .iter()
+        .filter(|(who, _)| who == PROFILE_SERVING)
+        .map(|(_, grown)| grown)
+        .sum();
+    let mut text = own_growth(snapshot, &growers)?;
+    if percent(serving.max(0) as u64, snapshot.rss()) >= 1.0 {
+        let _ = write!(
+            text,
+            " {} more is what the program spent answering heap-profile requests (runtime/pprof{}):              not its own growth, and left out of the trend.",
+            Delta(serving),
+            if snapshot.go_heap.is_some() {
+                ", memtrace's own --go-pprof fetches among them"
+            } else {
+                ""
+            }
+        );
+    }
+    Some(text)
+}
+
+/// The trend of the program's own memory, and what grew most.
+fn own_growth(snapshot: &Snapshot, growers: &[&(String, i64)]) -> Option<String> {
     let named: Vec<String> = growers
         .iter()
         .take(3)
@@ -414,13 +444,21 @@ fn trend(snapshot: &Snapshot) -> Option<String> {
             if percent(grown.max(0) as u64, snapshot.rss()) < 10.0 {
                 return None;
             }
-            format!("Since the first interval {} more is resident", Delta(grown))
+            format!("Since the first interval {} more is in use", Delta(grown))
         }
     };
     if !named.is_empty() {
         let _ = write!(text, "; what grew most: {}", named.join(", "));
     }
     text.push('.');
+    let needs = snapshot.trend.needs();
+    if !needs.is_zero() {
+        let _ = write!(
+            text,
+            " Too short a trace to tell a leak from a one-off rise: a trend needs {:.0} s more.",
+            needs.as_secs_f64().ceil()
+        );
+    }
     if growers
         .first()
         .is_some_and(|(who, _)| who == GOROUTINE_STACKS)
@@ -503,6 +541,41 @@ fn caveats(snapshot: &Snapshot) -> Option<String> {
             "{} records were lost (ring buffer full), so the figures are approximate; memtrace \
              re-read /proc to correct them",
             snapshot.lost.records()
+        ));
+    }
+    if snapshot.lost.targets > 0 {
+        caveats.push(format!(
+            "{} processes that should have been traced were not: the kernel's table of traced \
+             processes was full",
+            snapshot.lost.targets
+        ));
+    }
+    if snapshot.lost.counters_unreadable {
+        caveats.push(
+            "the kernel side's loss counters could not be read, so records may have been lost \
+             unseen"
+                .to_owned(),
+        );
+    }
+    if let Some(kernel) = snapshot.kernel {
+        let in_flight = snapshot.reconcile.in_flight;
+        if percent(in_flight, kernel.rss) >= 1.0 {
+            caveats.push(format!(
+                "{} more was changing while /proc was read (in flight), and is checked again at \
+                 the next interval",
+                Bytes(in_flight)
+            ));
+        }
+    }
+    let unresolved = snapshot.process_madvise_unresolved;
+    if unresolved.calls > 0 {
+        caveats.push(format!(
+            "{} process_madvise call{} ({}) named a pidfd that was closed before memtrace could \
+             see whose it was; if it was this process's, /proc shows the effect and the events \
+             do not",
+            unresolved.calls,
+            if unresolved.calls == 1 { "" } else { "s" },
+            Bytes(unresolved.bytes)
         ));
     }
     (!caveats.is_empty()).then(|| format!("Note: {}.", caveats.join("; ")))

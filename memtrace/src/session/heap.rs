@@ -1,19 +1,33 @@
 //! `--go-pprof`: the program's own heap profile, fetched beside the trace.
 //!
 //! A saved file is read once, before tracing: a corrupt one is the user's
-//! mistake and ends memtrace (exit code 10). An endpoint is fetched every
-//! interval off the async thread, one fetch at a time; when it fails, the
-//! failure is said once and tracing goes on with the last profile it had.
+//! mistake and ends memtrace (exit code 10). An endpoint is fetched off the
+//! async thread, one fetch at a time: at the first interval, then every
+//! [`FETCH_EVERY`], and once more for the final report if the program still
+//! runs. Not every interval: each fetch makes the program build and gzip a
+//! profile, megabytes of allocation that memtrace itself causes. When a
+//! fetch fails, the failure is said once and tracing goes on with the last
+//! profile it had.
+
+use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
 use crate::gopprof::{fetch, FetchLimits, GoPprofError, HeapProfile, ProfileSource};
+
+/// How often an endpoint is fetched while tracing.
+pub const FETCH_EVERY: Duration = Duration::from_secs(10);
+
+/// At the end, a profile fetched longer ago than this is fetched again.
+const FRESH_FOR_THE_REPORT: Duration = Duration::from_secs(1);
 
 pub struct HeapWatch {
     source: ProfileSource,
     limits: FetchLimits,
     latest: Option<HeapProfile>,
     in_flight: Option<JoinHandle<Result<HeapProfile, GoPprofError>>>,
+    /// When the last fetch started.
+    last_started: Option<Instant>,
     /// The last failure said, so a failing endpoint is not said every
     /// interval.
     last_error: Option<String>,
@@ -33,6 +47,7 @@ impl HeapWatch {
             limits,
             latest,
             in_flight: None,
+            last_started: None,
             last_error: None,
         })
     }
@@ -47,7 +62,8 @@ impl HeapWatch {
         self.latest.as_ref()
     }
 
-    /// Takes in a finished fetch and starts the next (endpoints only).
+    /// Takes in a finished fetch and starts the next when one is due
+    /// (endpoints only).
     pub async fn poll(&mut self) {
         if let Some(fetching) = &self.in_flight {
             if !fetching.is_finished() {
@@ -66,8 +82,15 @@ impl HeapWatch {
                 Err(err) => self.failed(format!("{}: the fetch failed: {err}", self.source)),
             }
         }
+        if fetch_due(self.last_started, Instant::now(), FETCH_EVERY) {
+            self.start_fetch();
+        }
+    }
+
+    fn start_fetch(&mut self) {
         if matches!(self.source, ProfileSource::Url(_)) {
             let (source, limits) = (self.source.clone(), self.limits);
+            self.last_started = Some(Instant::now());
             self.in_flight = Some(tokio::task::spawn_blocking(move || fetch(&source, &limits)));
         }
     }
@@ -79,12 +102,41 @@ impl HeapWatch {
         }
     }
 
-    /// Waits for a fetch still running, so the final report has it.
-    pub async fn settle(&mut self) {
+    /// Waits for a fetch still running, so the final report has it; while
+    /// the program still runs (`target_alive`), fetches a fresh profile
+    /// first if the newest is not.
+    pub async fn settle(&mut self, target_alive: bool) {
+        if self.in_flight.is_none()
+            && target_alive
+            && fetch_due(self.last_started, Instant::now(), FRESH_FOR_THE_REPORT)
+        {
+            self.start_fetch();
+        }
         if let Some(fetching) = self.in_flight.take() {
             if let Ok(Ok(profile)) = fetching.await {
                 self.latest = Some(profile);
             }
         }
+    }
+}
+
+/// Whether a fetch is due, the last having started at `last`.
+fn fetch_due(last: Option<Instant>, now: Instant, every: Duration) -> bool {
+    last.is_none_or(|last| now.saturating_duration_since(last) >= every)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_endpoint_is_fetched_first_then_every_ten_seconds_not_every_interval() {
+        let start = Instant::now();
+        assert!(fetch_due(None, start, FETCH_EVERY));
+        for interval in 1..10 {
+            let now = start + Duration::from_secs(interval);
+            assert!(!fetch_due(Some(start), now, FETCH_EVERY), "{interval} s");
+        }
+        assert!(fetch_due(Some(start), start + FETCH_EVERY, FETCH_EVERY));
     }
 }

@@ -236,8 +236,9 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
     signals.stopping(stop == Stop::Interrupt);
     session.traced.drain(&mut source);
     if let Some(heap) = session.heap.as_mut() {
+        let target_alive = !matches!(stop, Stop::TargetExited | Stop::TargetOomKilled);
         tokio::select! {
-            () = heap.settle() => {}
+            () = heap.settle(target_alive) => {}
             () = signals.interrupt() => return Err(SessionError::Interrupted),
         }
     }

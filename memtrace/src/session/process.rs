@@ -5,19 +5,19 @@ use std::time::Duration;
 
 use super::{
     heap::HeapWatch,
-    tracker::{Ending, Tracker},
+    tracker::{madvise_target, Ending, Tracker},
     SessionError,
 };
 use memtrace_common::StackSource;
 
 use crate::{
     elf::ProgramKind,
-    intake::{StackSample, StackTable},
+    intake::{Decoded, EventKind, StackSample, StackTable},
     model::{
         reconcile::{Busy, Moment, Outcome, Reading},
         Backing,
     },
-    proc::{cgroup_memory, KernelTotals, ProcessView},
+    proc::{cgroup_memory, numa_balancing, KernelTotals, ProcessView},
     report::{
         assemble::{Facts, Past},
         snapshot::{Footprint, Lost, Snapshot, TargetState},
@@ -75,8 +75,12 @@ pub struct Process {
 }
 
 impl Process {
-    pub fn new(pid: u32, tracker: Tracker, expected_execs: u64, debug: DebugSources) -> Self {
+    pub fn new(pid: u32, mut tracker: Tracker, expected_execs: u64, debug: DebugSources) -> Self {
         let view = ProcessView::new(pid);
+        tracker.model.set_numa_hinting(numa_balancing());
+        if let Some(limit) = view.stack_limit() {
+            tracker.model.set_stack_limit(limit);
+        }
         Self {
             pid,
             command: view.comm().unwrap_or_default(),
@@ -107,9 +111,10 @@ impl Process {
             lazyfree_slack: rules.lazyfree_slack,
             lazyfree_at_read: &[],
         };
+        let pagemap = view.pagemap().ok();
         self.tracker
             .model
-            .reconcile(reading, |vma| view.pagemap(vma).ok());
+            .reconcile(reading, |pages| pagemap.as_ref()?.read(pages).ok());
         self.last_kernel = Some(self.view.totals()?);
         self.keep_code_files();
         Ok(())
@@ -180,6 +185,16 @@ impl Process {
         unwind::program_kind(&self.view.exe_file())
     }
 
+    /// Follows a `process_madvise` the process made, resolving its pidfd
+    /// through /proc (see [`madvise_target`]).
+    pub fn process_madvise(&mut self, decoded: &Decoded) {
+        let EventKind::ProcessMadvise(call) = &decoded.event.kind else {
+            return;
+        };
+        let target = madvise_target(call, self.pid, |pidfd| self.view.pidfd_target(pidfd));
+        self.tracker.process_madvise(decoded, target);
+    }
+
     /// Names the file just mapped at `start..end` (an mmap only has its fd),
     /// so its code can be symbolized even if the process is gone before the
     /// next reading of /proc.
@@ -236,10 +251,11 @@ impl Process {
             lazyfree_slack: rules.lazyfree_slack,
             lazyfree_at_read: &proc.lazyfree_at_read,
         };
+        let pagemap = view.pagemap().ok();
         self.last_outcome = self
             .tracker
             .model
-            .reconcile(reading, |vma| view.pagemap(vma).ok());
+            .reconcile(reading, |pages| pagemap.as_ref()?.read(pages).ok());
         self.last_kernel = Some(proc.totals);
     }
 
@@ -297,6 +313,7 @@ impl Process {
             lost: shared.lost,
             records: self.tracker.records,
             stack_walks: shared.stack_walks,
+            process_madvise_unresolved: self.tracker.unresolved_process_madvise,
             cgroup: if alive { cgroup_memory(self.pid) } else { None },
             oom_kill: self.tracker.oom_kill,
             runtime: self.runtime.clone(),

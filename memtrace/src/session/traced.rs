@@ -51,6 +51,8 @@ pub struct Traced {
     decode_errors: u64,
     /// Records lost as of the last reconciliation.
     lost_before: u64,
+    /// The loss counters as last read.
+    last_lost: Lost,
     rules: ReadingRules,
     started: Instant,
 }
@@ -73,6 +75,7 @@ impl Traced {
             joining,
             decode_errors: 0,
             lost_before: 0,
+            last_lost: Lost::default(),
             rules: ReadingRules {
                 zero_pfn: zero_page_pfn(),
                 lazyfree_slack: FOLIO_BATCH_PAGES
@@ -235,13 +238,7 @@ impl Traced {
                 }
                 Follow::MappedFile { start, end } => process.learn_path(start, end),
                 Follow::Reclaim => reconcile = true,
-                Follow::ProcessMadvise => {
-                    if let EventKind::ProcessMadvise(call) = &decoded.event.kind {
-                        if process.view.pidfd_target(call.pidfd) == Some(process.pid) {
-                            process.tracker.apply_own_process_madvise(&decoded);
-                        }
-                    }
-                }
+                Follow::ProcessMadvise => process.process_madvise(&decoded),
                 Follow::ThreadExit => {
                     if !process.view.alive() {
                         process.tracker.ending.get_or_insert(Ending::Exited);
@@ -291,9 +288,9 @@ impl Traced {
             process.tracker.start_noting_busy();
         }
         self.drain(source);
-        let lost = self.lost().records();
-        let scan_all = lost > self.lost_before;
-        self.lost_before = lost;
+        let lost = self.lost();
+        let scan_all = lost.records() > self.lost_before || lost.counters_unreadable;
+        self.lost_before = lost.records();
         let rules = self.rules;
         let mut readings: HashMap<u32, _> = readings.into_iter().collect();
         for process in self.processes.values_mut() {
@@ -310,19 +307,35 @@ impl Traced {
         Some(process.namer(&self.stacks.table))
     }
 
-    /// Records lost so far, over every traced process.
-    pub fn lost(&self) -> Lost {
-        let read = |counter| self.counters.read(counter);
-        Lost {
-            faults: read(Counter::LostFaults),
-            syscalls: read(Counter::LostSyscalls),
-            lifecycle: read(Counter::LostLifecycle),
-            reclaim: read(Counter::LostReclaim),
-            stacks: read(Counter::StacksNotStored),
-            stack_samples: read(Counter::LostStackSamples),
-            stack_samples_skipped: read(Counter::StackSamplesSkipped),
+    /// Records lost so far, over every traced process. A counter the
+    /// kernel will not give keeps its last value and the loss is marked
+    /// unknown, never taken for 0; the failure is said once.
+    pub fn lost(&mut self) -> Lost {
+        let (counters, last) = (&self.counters, self.last_lost);
+        let mut failure = None;
+        let mut read = |counter, last| {
+            counters.read(counter).unwrap_or_else(|err| {
+                failure.get_or_insert(err);
+                last
+            })
+        };
+        let lost = Lost {
+            faults: read(Counter::LostFaults, last.faults),
+            syscalls: read(Counter::LostSyscalls, last.syscalls),
+            lifecycle: read(Counter::LostLifecycle, last.lifecycle),
+            reclaim: read(Counter::LostReclaim, last.reclaim),
+            stacks: read(Counter::StacksNotStored, last.stacks),
+            stack_samples: read(Counter::LostStackSamples, last.stack_samples),
+            stack_samples_skipped: read(Counter::StackSamplesSkipped, last.stack_samples_skipped),
+            targets: read(Counter::LostTargets, last.targets),
             undecodable: self.decode_errors,
+            counters_unreadable: failure.is_some(),
+        };
+        if let Some(err) = failure.filter(|_| !last.counters_unreadable) {
+            eprintln!("memtrace: {err}: records may be lost without memtrace knowing");
         }
+        self.last_lost = lost;
+        lost
     }
 
     /// What memtrace itself takes, to trace.
@@ -347,11 +360,12 @@ impl Traced {
         heap: Option<&HeapWatch>,
         footprint: Footprint,
     ) -> Snapshot {
+        let lost = self.lost();
         let shared = Shared {
             stacks: &self.stacks.table,
-            lost: self.lost(),
-            stack_walks: self.counters.read(Counter::FaultStackWalks)
-                + self.counters.read(Counter::FaultStackSamples),
+            lost,
+            stack_walks: self.counters.read(Counter::FaultStackWalks).unwrap_or(0)
+                + self.counters.read(Counter::FaultStackSamples).unwrap_or(0),
             elapsed: self.started.elapsed(),
             heap,
             footprint,

@@ -4,8 +4,9 @@
 use std::ops::Range;
 
 use crate::{
-    intake::{Decoded, EventKind, Madvise, OomKill},
+    intake::{Decoded, EventKind, Madvise, OomKill, ProcessMadvise},
     model::{pages::pages_covering, reconcile::Busy, AddressSpace, PAGE_SIZE},
+    report::snapshot::Unresolved,
 };
 
 /// How the target ended, if it did.
@@ -51,6 +52,8 @@ pub struct Tracker {
     pub foreign_rss_changes: u64,
     pub oom_kill: Option<OomKill>,
     pub ending: Option<Ending>,
+    /// `process_madvise` calls whose pidfd could no longer be resolved.
+    pub unresolved_process_madvise: Unresolved,
     /// Ranges touched while /proc was being read (see `model::reconcile`).
     busy: Option<Busy>,
     /// A vfork child: until it calls exec, its memory is its parent's, and
@@ -126,7 +129,8 @@ impl Tracker {
                 match mmap.result {
                     Ok(start) => Follow::MappedFile {
                         start,
-                        end: start + mmap.len.div_ceil(PAGE_SIZE) * PAGE_SIZE,
+                        end: start
+                            .saturating_add(mmap.len.div_ceil(PAGE_SIZE).saturating_mul(PAGE_SIZE)),
                     },
                     Err(_) => Follow::Nothing,
                 }
@@ -135,11 +139,25 @@ impl Tracker {
         }
     }
 
-    /// Applies a `process_madvise` the target made on its own memory.
-    pub fn apply_own_process_madvise(&mut self, decoded: &Decoded) {
+    /// Follows a `process_madvise` the target made, whose pidfd names
+    /// `target`: onto its own memory when that is itself; counted as
+    /// unresolved when nobody can say any more.
+    pub fn process_madvise(&mut self, decoded: &Decoded, target: MadviseTarget) {
         let EventKind::ProcessMadvise(call) = &decoded.event.kind else {
             return;
         };
+        match target {
+            MadviseTarget::Itself => self.apply_own_process_madvise(call, decoded),
+            MadviseTarget::Other => {}
+            MadviseTarget::Unknown => {
+                let unresolved = &mut self.unresolved_process_madvise;
+                unresolved.calls += 1;
+                unresolved.bytes = unresolved.bytes.saturating_add(call.result.unwrap_or(0));
+            }
+        }
+    }
+
+    fn apply_own_process_madvise(&mut self, call: &ProcessMadvise, decoded: &Decoded) {
         for &(addr, len) in &call.ranges {
             self.model.madvise(
                 &Madvise {
@@ -181,7 +199,46 @@ impl Tracker {
     }
 }
 
-/// The addresses an event is about.
+/// Whose memory a `process_madvise` advised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MadviseTarget {
+    Itself,
+    Other,
+    /// Its pidfd no longer says (closed, or reused for something else).
+    Unknown,
+}
+
+/// The kernel's pidfds for "the calling thread" and "the calling process"
+/// (`PIDFD_SELF_THREAD`, `PIDFD_SELF_THREAD_GROUP`: -10000 and -10001 since
+/// Linux 6.17, -10000 and -20000 in 6.14 to 6.16). A thread's memory is
+/// its process's.
+const PIDFD_SELF: [i32; 3] = [-10_000, -10_001, -20_000];
+
+/// Whose memory the target `pid`'s `call` advised; `resolve` says which
+/// process one of its descriptors is a pidfd of, when it still can. It is
+/// asked after the call, so the descriptor may have been closed (then the
+/// answer is unknown, never a guess) or, rarely, reused for another pidfd.
+pub fn madvise_target(
+    call: &ProcessMadvise,
+    pid: u32,
+    resolve: impl FnOnce(i32) -> Option<u32>,
+) -> MadviseTarget {
+    if PIDFD_SELF.contains(&call.pidfd) {
+        return MadviseTarget::Itself;
+    }
+    if call.pidfd < 0 {
+        // No descriptor: the call failed and advised nothing.
+        return MadviseTarget::Other;
+    }
+    match resolve(call.pidfd) {
+        Some(target) if target == pid => MadviseTarget::Itself,
+        Some(_) => MadviseTarget::Other,
+        None => MadviseTarget::Unknown,
+    }
+}
+
+/// The addresses an event is about. Its fields are whatever the program
+/// passed, so the arithmetic saturates.
 fn touched(kind: &EventKind) -> Option<Range<u64>> {
     const PAGE: u64 = 4096;
     let span = |start: u64, len: u64| Some(start..start.saturating_add(len.max(PAGE)));
@@ -194,14 +251,121 @@ fn touched(kind: &EventKind) -> Option<Range<u64>> {
         EventKind::Mremap(call) => {
             let new = call.result.unwrap_or(call.old_addr);
             let start = call.old_addr.min(new);
-            let end = (call.old_addr + call.old_len).max(new + call.new_len);
+            let end =
+                (call.old_addr.saturating_add(call.old_len)).max(new.saturating_add(call.new_len));
             Some(start..end)
         }
         EventKind::ProcessMadvise(call) => {
             let start = call.ranges.iter().map(|r| r.0).min()?;
-            let end = call.ranges.iter().map(|r| r.0 + r.1).max()?;
+            let end = call.ranges.iter().map(|r| r.0.saturating_add(r.1)).max()?;
             Some(start..end)
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::intake::Mremap;
+
+    fn call(pidfd: i32) -> ProcessMadvise {
+        ProcessMadvise {
+            pidfd,
+            advice: 4,
+            ranges: vec![(0x1000, 0x1000)],
+            truncated: false,
+            result: Ok(0x1000),
+        }
+    }
+
+    #[test]
+    fn process_madvise_targets_are_itself_other_or_unknown_never_guessed() {
+        let nobody = |_| None;
+        for pidfd in [-10_000, -10_001, -20_000] {
+            assert_eq!(
+                madvise_target(&call(pidfd), 7, nobody),
+                MadviseTarget::Itself
+            );
+        }
+        assert_eq!(madvise_target(&call(-100), 7, nobody), MadviseTarget::Other);
+        assert_eq!(
+            madvise_target(&call(5), 7, |_| Some(7)),
+            MadviseTarget::Itself
+        );
+        assert_eq!(
+            madvise_target(&call(5), 7, |_| Some(8)),
+            MadviseTarget::Other
+        );
+        assert_eq!(madvise_target(&call(5), 7, nobody), MadviseTarget::Unknown);
+    }
+
+    #[test]
+    fn unresolved_process_madvise_is_counted_not_applied() {
+        let mut tracker = Tracker::default();
+        let decoded = Decoded {
+            tgid: 7,
+            event: crate::intake::Event {
+                tid: 7,
+                stack: None,
+                kind: EventKind::ProcessMadvise(call(5)),
+            },
+        };
+        tracker.process_madvise(&decoded, MadviseTarget::Unknown);
+        tracker.process_madvise(&decoded, MadviseTarget::Other);
+        assert_eq!(
+            tracker.unresolved_process_madvise,
+            Unresolved {
+                calls: 1,
+                bytes: 0x1000
+            }
+        );
+        assert!(tracker.model.activity().calls.is_empty());
+        tracker.process_madvise(&decoded, MadviseTarget::Itself);
+        assert_eq!(tracker.model.activity().calls.len(), 1);
+    }
+
+    proptest! {
+        /// Records carry whatever the program passed (a failed call's
+        /// garbage included): the range they touch is computed without
+        /// overflowing, and is never inverted.
+        #[test]
+        fn touched_ranges_never_overflow(a in any::<u64>(), b in any::<u64>(), c in any::<u64>(), d in any::<u64>()) {
+            let kinds = [
+                EventKind::Mremap(Mremap { old_addr: a, old_len: b, new_len: c, flags: 0, result: Ok(d) }),
+                EventKind::Mremap(Mremap { old_addr: a, old_len: b, new_len: c, flags: 0, result: Err(crate::intake::Errno(22)) }),
+                EventKind::ProcessMadvise(ProcessMadvise {
+                    pidfd: 3,
+                    advice: 4,
+                    ranges: vec![(a, b), (c, d)],
+                    truncated: false,
+                    result: Ok(0),
+                }),
+            ];
+            for kind in kinds {
+                if let Some(range) = touched(&kind) {
+                    prop_assert!(range.start <= range.end, "{:?} from {:?}", range, kind);
+                }
+            }
+            // Nor does naming a file mapping, busy or not.
+            let mmap = EventKind::Mmap(crate::intake::Mmap {
+                hint: 0,
+                len: b,
+                prot: 1,
+                flags: libc::MAP_PRIVATE as u32,
+                fd: 3,
+                offset: c,
+                result: Ok(a),
+            });
+            let decoded = Decoded { tgid: 1, event: crate::intake::Event { tid: 1, stack: None, kind: mmap } };
+            let mut tracker = Tracker::default();
+            tracker.ingest(&decoded);
+            tracker.start_noting_busy();
+            if let Follow::MappedFile { start, end } = tracker.ingest(&decoded) {
+                prop_assert!(start <= end);
+            }
+        }
     }
 }

@@ -17,6 +17,8 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -40,8 +42,20 @@
 /* Advice numbers accepted by `advise`; the kernel's highest is 103. */
 #define ADVICE_LIMIT 256
 #define EXTRA_LEN 128
+/*
+ * The kernel's "this process" pidfd (PIDFD_SELF_PROCESS) as of Linux 6.17;
+ * 6.14 to 6.16 used -20000.
+ */
+#define PIDFD_SELF_PROCESS_6_17 (-10001)
 
 enum map_kind { MAP_KIND_ANON, MAP_KIND_SHARED, MAP_KIND_FILE };
+
+/* Which pidfd process_madvise names the process by. */
+enum pidfd_kind {
+	PIDFD_CLOSED,	/* pidfd_open, closed right after the call (default) */
+	PIDFD_KEPT,	/* pidfd_open, kept open until the process exits */
+	PIDFD_SELF_FD,	/* the kernel's PIDFD_SELF_PROCESS sentinel */
+};
 
 /* A named memory range created by `map` or `malloc`. */
 struct region {
@@ -78,11 +92,14 @@ struct op {
 	enum map_kind map_kind;
 	const char *path; /* map ... file PATH */
 	bool populate;
+	bool nonblock;
+	bool locked;
 	bool huge;
 	bool read;	    /* touch ... read */
 	bool move;	    /* remap ... move */
+	enum pidfd_kind pidfd; /* process_madvise ... [keep|self] */
 	long long delta;    /* brk */
-	double seconds;	    /* hold */
+	double seconds;	    /* hold, fork_touch's child */
 	char *const *argv;  /* exec PATH ARGS... */
 };
 
@@ -256,6 +273,10 @@ static noinline void op_map(const struct op *op, struct result *res)
 	 */
 	if (op->populate && !op->huge)
 		flags |= MAP_POPULATE;
+	if (op->nonblock)
+		flags |= MAP_NONBLOCK;
+	if (op->locked)
+		flags |= MAP_LOCKED;
 
 	/* Huge regions over-map by 2 MiB so a 2 MiB aligned start fits inside. */
 	size_t map_len = op->huge ? op->len + HUGE_PAGE_SIZE : op->len;
@@ -362,13 +383,17 @@ static noinline void op_advise(const struct op *op, struct result *res)
 static noinline void op_process_madvise(const struct op *op, struct result *res)
 {
 	struct iovec iov = {.iov_base = range_start(op), .iov_len = op->len};
-	long pidfd = syscall(SYS_pidfd_open, getpid(), 0);
-	if (pidfd < 0)
-		syscall_failed(op, "pidfd_open");
+	long pidfd = PIDFD_SELF_PROCESS_6_17;
+	if (op->pidfd != PIDFD_SELF_FD) {
+		pidfd = syscall(SYS_pidfd_open, getpid(), 0);
+		if (pidfd < 0)
+			syscall_failed(op, "pidfd_open");
+	}
 	long advised = syscall(SYS_process_madvise, pidfd, &iov, 1, op->advice, 0);
 	if (advised < 0)
 		syscall_failed(op, "process_madvise");
-	close((int)pidfd);
+	if (op->pidfd == PIDFD_CLOSED)
+		close((int)pidfd);
 	add_advice(&totals.process_madvise, op->advice, op->len);
 	res->addr = iov.iov_base;
 	res->len = op->len;
@@ -457,6 +482,10 @@ static noinline void op_fork_touch(const struct op *op, struct result *res)
 		syscall_failed(op, "fork");
 	if (child == 0) {
 		touch_range(start, start + op->len, false);
+		struct timespec left = {.tv_sec = (time_t)op->seconds,
+					.tv_nsec = (long)((op->seconds - (double)(time_t)op->seconds) * 1e9)};
+		while (nanosleep(&left, &left) != 0 && errno == EINTR)
+			;
 		_exit(0);
 	}
 	int status;
@@ -470,6 +499,36 @@ static noinline void op_fork_touch(const struct op *op, struct result *res)
 	snprintf(res->extra, sizeof(res->extra), " child=%d", (int)child);
 	res->addr = start;
 	res->len = op->len;
+}
+
+static sigjmp_buf probe_jump;
+
+static void probe_fault(int sig)
+{
+	(void)sig;
+	siglongjmp(probe_jump, 1);
+}
+
+/* Reads every page of the range, surviving SIGSEGV; returns the pages that faulted. */
+static noinline void op_probe(const struct op *op, struct result *res)
+{
+	struct sigaction catch = {.sa_handler = probe_fault}, old;
+	sigemptyset(&catch.sa_mask);
+	if (sigaction(SIGSEGV, &catch, &old) != 0)
+		syscall_failed(op, "sigaction");
+	char *start = range_start(op);
+	volatile long faulted = 0;
+	for (volatile size_t off = 0; off < op->len; off += PAGE_SIZE) {
+		if (sigsetjmp(probe_jump, 1) == 0)
+			read_sink += *(volatile unsigned char *)(start + off);
+		else
+			faulted++;
+	}
+	if (sigaction(SIGSEGV, &old, NULL) != 0)
+		syscall_failed(op, "sigaction");
+	res->addr = start;
+	res->len = op->len;
+	res->ret = faulted;
 }
 
 static noinline void op_hold(const struct op *op, struct result *res)
@@ -535,6 +594,8 @@ enum syntax {
 	SYN_TOUCH,	 /* NAME OFF LEN [read|write] */
 	SYN_RANGE,	 /* NAME OFF LEN */
 	SYN_RANGE_ADVICE, /* NAME OFF LEN ADVICE_NUMBER */
+	SYN_PROCESS_MADVISE, /* NAME OFF LEN ADVICE_NUMBER [keep|self] */
+	SYN_FORK_TOUCH,	 /* NAME OFF LEN [SECS] */
 	SYN_REMAP,	 /* NAME NEWSIZE [move] */
 	SYN_BRK,	 /* DELTA */
 	SYN_MALLOC,	 /* NAME SIZE */
@@ -562,13 +623,14 @@ static const struct {
 	{"hugepage", SYN_RANGE, op_hugepage},
 	{"nohugepage", SYN_RANGE, op_nohugepage},
 	{"advise", SYN_RANGE_ADVICE, op_advise},
-	{"process_madvise", SYN_RANGE_ADVICE, op_process_madvise},
+	{"process_madvise", SYN_PROCESS_MADVISE, op_process_madvise},
 	{"unmap", SYN_RANGE, op_unmap},
 	{"remap", SYN_REMAP, op_remap},
 	{"brk", SYN_BRK, op_brk},
 	{"malloc", SYN_MALLOC, op_malloc},
 	{"mfree", SYN_MFREE, op_mfree},
-	{"fork_touch", SYN_RANGE, op_fork_touch},
+	{"fork_touch", SYN_FORK_TOUCH, op_fork_touch},
+	{"probe", SYN_RANGE, op_probe},
 	{"hold", SYN_SECONDS, op_hold},
 	{"wait", SYN_NONE, op_wait},
 	{"hold_forever", SYN_NONE, op_hold_forever},
@@ -666,6 +728,12 @@ static void parse_map_options(struct op *op, int argc, char **args)
 		if (strcmp(args[i], "populate") == 0) {
 			op->populate = true;
 			continue;
+		} else if (strcmp(args[i], "nonblock") == 0) {
+			op->nonblock = true;
+			continue;
+		} else if (strcmp(args[i], "locked") == 0) {
+			op->locked = true;
+			continue;
 		} else if (strcmp(args[i], "huge") == 0) {
 			op->huge = true;
 			continue;
@@ -700,6 +768,14 @@ static void parse_advice(struct op *op, const char *arg)
 		script_error("op %d %s: bad advice number '%s' (want 0 to %d)", op->index,
 			     op->word, arg, ADVICE_LIMIT - 1);
 	op->advice = (int)advice;
+}
+
+static void parse_seconds(struct op *op, const char *arg)
+{
+	char *end;
+	op->seconds = strtod(arg, &end);
+	if (end == arg || *end != '\0' || !(op->seconds >= 0) || op->seconds > 1e9)
+		script_error("op %d %s: bad seconds '%s'", op->index, op->word, arg);
 }
 
 /* Parses one operation: args[0] is its word, argc counts the word too. */
@@ -744,6 +820,26 @@ static void parse_op(struct op *op, int argc, char **args)
 		parse_range(op, args);
 		parse_advice(op, args[3]);
 		break;
+	case SYN_PROCESS_MADVISE:
+		expect_argc(op, argc, 4, 5);
+		parse_range(op, args);
+		parse_advice(op, args[3]);
+		if (argc == 5) {
+			if (strcmp(args[4], "keep") == 0)
+				op->pidfd = PIDFD_KEPT;
+			else if (strcmp(args[4], "self") == 0)
+				op->pidfd = PIDFD_SELF_FD;
+			else
+				script_error("op %d process_madvise: pidfd must be keep or self, not '%s'",
+					     op->index, args[4]);
+		}
+		break;
+	case SYN_FORK_TOUCH:
+		expect_argc(op, argc, 3, 4);
+		parse_range(op, args);
+		if (argc == 4)
+			parse_seconds(op, args[3]);
+		break;
 	case SYN_REMAP:
 		expect_argc(op, argc, 2, 3);
 		op->region = expect_region(op, args[0]);
@@ -779,14 +875,10 @@ static void parse_op(struct op *op, int argc, char **args)
 			script_error("op %d mfree: '%s' did not come from malloc", op->index, args[0]);
 		regions[op->region].freed = true;
 		break;
-	case SYN_SECONDS: {
+	case SYN_SECONDS:
 		expect_argc(op, argc, 1, 1);
-		char *end;
-		op->seconds = strtod(args[0], &end);
-		if (end == args[0] || *end != '\0' || !(op->seconds >= 0) || op->seconds > 1e9)
-			script_error("op %d hold: bad seconds '%s'", op->index, args[0]);
+		parse_seconds(op, args[0]);
 		break;
-	}
 	case SYN_NONE:
 		expect_argc(op, argc, 0, 0);
 		break;

@@ -99,7 +99,7 @@ impl Observed {
         }
         match snapshot["type"].as_str() {
             Some("interval") => {
-                // `kernel` is null once the target is gone.
+                // Only intervals with a kernel reading to hold the model against.
                 if let (Some(unexplained_bytes), Some(kernel_rss_bytes)) =
                     (count("/unexplained_bytes"), count("/kernel/rss_bytes"))
                 {

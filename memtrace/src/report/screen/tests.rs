@@ -14,7 +14,7 @@ use crate::{
     proc::KernelTotals,
     report::{
         history::{Point, Trend},
-        snapshot::{Footprint, Lost, Snapshot, TargetState},
+        snapshot::{Footprint, KernelReading, Lost, Snapshot, TargetState, Unresolved},
     },
 };
 
@@ -100,7 +100,12 @@ fn snapshot() -> Snapshot {
             grown: 16 * MIB as i64,
         }],
         growers: Vec::new(),
-        trend: Trend::Unknown,
+        kernel_reading: KernelReading::Current,
+        process_madvise_unresolved: Unresolved::default(),
+        profile_serving: 0,
+        trend: Trend::Unknown {
+            needs: Duration::from_secs(3),
+        },
         sparkline: String::new(),
         trend_needs: 3,
         recent: (1..=5)
