@@ -34,6 +34,11 @@ pub struct Workloads {
     pub memops: PathBuf,
     /// `memops` built as a 32-bit program (compat syscalls).
     pub memops32: PathBuf,
+    /// `memops` linked statically, for container images without a libc.
+    pub memops_static: PathBuf,
+    /// Fills memory, gives part back with MADV_FREE, then grows until the
+    /// memory limit kills it; linked statically, for containers.
+    pub pressure: PathBuf,
     /// Starts many threads, then forks a child that touches memory.
     pub many_threads: PathBuf,
     /// Benchmark: map, fault in and unmap a region per round.
@@ -64,6 +69,8 @@ pub struct Workloads {
     pub reqleak: PathBuf,
     /// Go allocation-churn benchmark.
     pub gochurn: PathBuf,
+    /// Go heap growing until something kills it.
+    pub leaker: PathBuf,
     /// Three call chains through one allocating function, `-O2` without
     /// frame pointers or debug info.
     pub nofp_chains: PathBuf,
@@ -97,6 +104,8 @@ impl Workloads {
         Self {
             memops: dir.join("memops"),
             memops32: dir.join("memops32"),
+            memops_static: dir.join("memops_static"),
+            pressure: dir.join("pressure"),
             many_threads: dir.join("many_threads"),
             fault_storm: dir.join("fault_storm"),
             madvise_storm: dir.join("madvise_storm"),
@@ -112,6 +121,7 @@ impl Workloads {
             tickerleak: dir.join("tickerleak"),
             reqleak: dir.join("reqleak"),
             gochurn: dir.join("gochurn"),
+            leaker: dir.join("leaker"),
             nofp_chains: dir.join("nofp_chains"),
             nofp_threads: dir.join("nofp_threads"),
             shared_fault: dir.join("shared_fault"),
@@ -239,6 +249,15 @@ const MEMOPS32_FLAGS: &[&str] = &[
     "-mno-omit-leaf-frame-pointer",
     "-fno-optimize-sibling-calls",
 ];
+/// memops' flags, linked statically: container images hold no libc.
+const STATIC_FLAGS: &[&str] = &[
+    "-O1",
+    "-g",
+    "-fno-omit-frame-pointer",
+    "-mno-omit-leaf-frame-pointer",
+    "-fno-optimize-sibling-calls",
+    "-static",
+];
 const THREADS_FLAGS: &[&str] = &["-O1", "-g", "-pthread"];
 const BENCH_FLAGS: &[&str] = &[
     "-O2",
@@ -295,6 +314,20 @@ const C_PROGRAMS: &[CProgram] = &[
         main_source: "c/memops.c",
         headers: &[],
         flags: MEMOPS32_FLAGS,
+        strip: false,
+    },
+    CProgram {
+        name: "memops_static",
+        main_source: "c/memops.c",
+        headers: &[],
+        flags: STATIC_FLAGS,
+        strip: false,
+    },
+    CProgram {
+        name: "pressure",
+        main_source: "c/pressure.c",
+        headers: &[],
+        flags: STATIC_FLAGS,
         strip: false,
     },
     CProgram {
@@ -405,7 +438,7 @@ const C_PROGRAMS: &[CProgram] = &[
 ];
 
 /// The Go programs: one `package main` per directory of the Go module.
-const GO_PROGRAMS: &[&str] = &["goheap", "tickerleak", "reqleak", "gochurn"];
+const GO_PROGRAMS: &[&str] = &["goheap", "tickerleak", "reqleak", "gochurn", "leaker"];
 
 fn build_all(sources: &Path, out: &Path) -> Result<Workloads, BuildError> {
     fs::create_dir_all(out).map_err(io_error(format!("creating {}", out.display())))?;
@@ -768,7 +801,7 @@ const TOOLS: &[(&str, &str)] = &[
 ];
 
 /// Runs a build command; returns what it printed on stdout.
-fn run(command: &mut Command) -> Result<String, BuildError> {
+pub(crate) fn run(command: &mut Command) -> Result<String, BuildError> {
     let output = command.output().map_err(|source| {
         let program = command.get_program();
         match TOOLS.iter().find(|(tool, _)| program == *tool) {

@@ -30,7 +30,8 @@ const LLVM_BIN_DIR: &str = "/usr/lib/llvm-22/bin";
 /// with BTF), qemu to boot it, a static busybox for virtme-ng's guest, and
 /// Python's venv to install virtme-ng in; debuginfod, and servers nobody here
 /// wrote (with their load generators), for the whole-stack tests; Prometheus,
-/// which the metrics tests scrape with.
+/// which the metrics tests scrape with; podman and runc, which run the
+/// container tests' containers (with the static busybox in their image).
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -54,6 +55,8 @@ const APT_PACKAGES: &[&str] = &[
     "postgresql",
     "redis-server",
     "prometheus",
+    "podman",
+    "runc",
 ];
 
 /// `cargo install` arguments for bpf-linker built against LLVM 22; `--force`
@@ -672,5 +675,6 @@ mod tests {
             "python3 -m venv target/virtme-ng && target/virtme-ng/bin/pip install virtme-ng==1.42"
         ));
         assert!(help.contains("linux-image-amd64 qemu-system-x86 busybox-static python3-venv"));
+        assert!(help.contains("prometheus podman runc"));
     }
 }
