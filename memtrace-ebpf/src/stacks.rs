@@ -202,15 +202,21 @@ impl StackRequest<'_> {
                     _ => hint(tgid, frame.caller.ip),
                 };
                 let outer = outer_at.frame(&frame.caller);
-                SiteCache::store(
-                    cache,
-                    slot,
-                    self.current.tid,
-                    regs,
-                    caller_at,
-                    &outer,
-                    stack,
-                );
+                // Without the caller's caller, two call chains through the
+                // same caller would share one stack: store nothing until
+                // it can be found (the agent says where, once it has
+                // unwound a sample there).
+                if outer.found() {
+                    SiteCache::store(
+                        cache,
+                        slot,
+                        self.current.tid,
+                        regs,
+                        caller_at,
+                        &outer,
+                        stack,
+                    );
+                }
             }
         }
         stack
@@ -492,9 +498,9 @@ pub(crate) struct SiteCache {
     sp: u64,
     caller: u64,
     caller_at: CallerAt,
-    /// Where the caller's return address was (0: not found), and what it
-    /// was: at the same instruction and stack pointer, the caller's frame is
-    /// at the same place.
+    /// Where the caller's return address was, and what it was: at the same
+    /// instruction and stack pointer, the caller's frame is at the same
+    /// place.
     outer_at: u64,
     outer: u64,
 }
@@ -513,7 +519,7 @@ impl SiteCache {
             || state.sp != regs.sp
             || state.stack == NO_STACK
             || state.caller_at.read(regs) != state.caller
-            || (state.outer_at != 0 && read_user(state.outer_at) != state.outer)
+            || read_user(state.outer_at) != state.outer
         {
             return None;
         }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use memtrace::{
-    export::pprof,
+    export::{pprof, Part},
     intake::{Access, Event, EventKind, Fault, StackId, StackTable},
     model::{
         reconcile::{Busy, Moment, Reading},
@@ -106,12 +106,17 @@ fn symbolize(c: &mut Criterion) {
     let mut symbolizer = Symbolizer::new(std::process::id(), DebugSources::default());
     group.bench_function("pprof of 100k samples, built and gzipped", |b| {
         b.iter(|| {
-            let mut namer = Namer {
-                stacks: &table,
-                symbolizer: &mut symbolizer,
-                model: &model,
-            };
-            let profile = pprof::profile(&mut namer, Duration::from_secs(60), None);
+            let mut parts = [Part {
+                namer: Namer {
+                    stacks: &table,
+                    symbolizer: &mut symbolizer,
+                    model: &model,
+                },
+                pid: std::process::id(),
+                command: "bench".to_owned(),
+                executable: None,
+            }];
+            let profile = pprof::profile(&mut parts, Duration::from_secs(60));
             memtrace_pprof::encode(&profile)
         });
     });

@@ -29,6 +29,7 @@ use memtrace::{
             PprofDir, Protocol, PushOptions, Pusher, RetryPolicy, SeriesLabels, TargetLabels,
             Window, Windower,
         },
+        Part,
     },
     intake::{Access, Event, EventKind, Fault, Madvise, Mmap, StackId, StackTable},
     model::{
@@ -168,16 +169,17 @@ impl Workload {
 
     /// The cumulative profile memtrace writes for the model now.
     fn profile(&mut self) -> Profile {
-        let mut namer = Namer {
-            stacks: &self.stacks,
-            symbolizer: &mut self.symbolizer,
-            model: &self.model,
-        };
-        pprof::profile(
-            &mut namer,
-            self.attached.elapsed().unwrap_or_default(),
-            None,
-        )
+        let mut parts = [Part {
+            namer: Namer {
+                stacks: &self.stacks,
+                symbolizer: &mut self.symbolizer,
+                model: &self.model,
+            },
+            pid: 4242,
+            command: "checkout-api".to_owned(),
+            executable: None,
+        }];
+        pprof::profile(&mut parts, self.attached.elapsed().unwrap_or_default())
     }
 }
 

@@ -83,6 +83,28 @@ fn completeness<'a>(snapshots: impl IntoIterator<Item = &'a Value>, side: &str) 
         })
 }
 
+/// The top stacks and calls cut short, for a failure's message: how each
+/// ends, where, and its first frames.
+fn cut_rows<'a>(snapshots: impl IntoIterator<Item = &'a Value>) -> Vec<String> {
+    let mut rows = Vec::new();
+    for snapshot in snapshots {
+        for list in ["top_stacks", "top_calls"] {
+            for row in snapshot[list].as_array().into_iter().flatten() {
+                let end = row["end"].as_str().unwrap_or("");
+                if !end.is_empty() && end != "complete" {
+                    let frames = row["frames"].as_array().map_or(&[][..], Vec::as_slice);
+                    rows.push(format!(
+                        "{list} {end} in {} {:?}",
+                        row["cut_in"],
+                        &frames[..frames.len().min(4)]
+                    ));
+                }
+            }
+        }
+    }
+    rows
+}
+
 /// The rows of `top_stacks` that some stack explains (faulted in after
 /// attaching), with their frames.
 fn stacked_rows(snapshot: &Value) -> Vec<&Value> {
@@ -348,7 +370,9 @@ fn postgres_backends_under_pgbench_have_whole_stacks_through_its_own_functions()
         let percent = complete as f64 * 100.0 / (complete + cut).max(1) as f64;
         assert!(
             percent >= 95.0,
-            "{side}: {complete} bytes under whole stacks, {cut} under cut ones ({percent:.1}%)"
+            "{side}: {complete} bytes under whole stacks, {cut} under cut ones ({percent:.1}%); \
+             cut stacks: {:#?}",
+            cut_rows(by_pid.values())
         );
     }
     // Backends run PostgresMain; their stacks say so, down to _start.

@@ -18,6 +18,14 @@ pub struct StackCoverage {
     pub released: Completeness,
 }
 
+impl std::ops::AddAssign for StackCoverage {
+    /// Field by field: the figures of several processes, as one.
+    fn add_assign(&mut self, other: Self) {
+        self.resident += other.resident;
+        self.released += other.released;
+    }
+}
+
 /// Whether `call` gives memory back: unmaps it, releases it, or marks it
 /// lazily freed.
 pub fn gives_back(call: Call) -> bool {

@@ -57,6 +57,8 @@ pub struct FaultRow {
     pub frames: Vec<String>,
     pub count: u64,
     pub paged_in_bytes: u64,
+    /// How the stack ends (`None` for faults with no stack).
+    pub end: Option<StackEnd>,
 }
 
 /// Bytes a call changed, by the stack that made it.
@@ -159,6 +161,7 @@ pub fn top_faults(namer: &mut Namer<'_>, count: usize) -> Vec<FaultRow> {
     let mut rows: Vec<FaultRow> = Vec::new();
     let mut by_frames: HashMap<Vec<String>, usize> = HashMap::new();
     for (stack, faults) in faults {
+        let end = namer.named(stack).map(|named| named.end);
         let frames = namer.names(stack);
         let paged_in_bytes = faults.paged_in * PAGE_SIZE;
         match by_frames.get(&frames) {
@@ -173,6 +176,7 @@ pub fn top_faults(namer: &mut Namer<'_>, count: usize) -> Vec<FaultRow> {
                     frames,
                     count: faults.count,
                     paged_in_bytes,
+                    end,
                 });
             }
         }

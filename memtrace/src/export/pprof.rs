@@ -28,6 +28,8 @@ use crate::{
     symbolize::{Frame, Namer},
 };
 
+use super::Part;
+
 const SAMPLE_TYPES: [(&str, &str); 4] = [
     ("resident_space", "bytes"),
     ("lazyfree_space", "bytes"),
@@ -35,100 +37,125 @@ const SAMPLE_TYPES: [(&str, &str); 4] = [
     ("faults", "count"),
 ];
 
-/// The profile of the model `namer` names, traced for `elapsed`;
-/// `executable` is the program file, whose mapping pprof wants first.
-pub fn profile(namer: &mut Namer<'_>, elapsed: Duration, executable: Option<&str>) -> Profile {
-    let mut writer = Writer {
-        builder: ProfileBuilder::new(&SAMPLE_TYPES),
-        mappings: HashMap::new(),
-        locations: HashMap::new(),
-    };
-    writer
-        .builder
+/// The profile of the processes `parts` name, traced for `elapsed`. Each
+/// sample carries its process's `pid` and `command` as labels, so a profile
+/// of a cgroup can be split or filtered by process (`go tool pprof -tags`,
+/// `-tagfocus`).
+pub fn profile(parts: &mut [Part<'_>], elapsed: Duration) -> Profile {
+    let mut builder = ProfileBuilder::new(&SAMPLE_TYPES);
+    builder
         .default_sample_type("resident_space")
         .expect("resident_space is a sample type");
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    writer
-        .builder
+    builder
         .time_nanos(i64::try_from(now.saturating_sub(elapsed).as_nanos()).unwrap_or(i64::MAX))
         .duration_nanos(i64::try_from(elapsed.as_nanos()).unwrap_or(i64::MAX))
         .comment("memtrace: resident bytes by the stack that faulted them in");
-    // pprof takes the first mapping for the program itself.
-    if let Some(executable) = executable {
-        let main = namer.model.extents().iter().find(|(_, extent)| {
-            extent.prot & libc::PROT_EXEC as u32 != 0
-                && matches!(&extent.backing, Backing::File { path: Some(path), .. } if path == executable)
-        });
-        if let Some((start, _)) = main {
-            writer.mapping(namer, start);
+    let mut labels = HashMap::new();
+    for part in parts.iter_mut() {
+        // Addresses are per process: mappings and code locations too.
+        let mut writer = Writer {
+            builder,
+            mappings: HashMap::new(),
+            locations: labels,
+        };
+        writer.process(part);
+        builder = writer.builder;
+        labels = writer.locations;
+    }
+    builder.build()
+}
+
+impl Writer {
+    fn process(&mut self, part: &mut Part<'_>) {
+        let namer = &mut part.namer;
+        let pid = i64::from(part.pid);
+        let process = [
+            Label::Num {
+                key: "pid",
+                value: pid,
+                unit: None,
+            },
+            Label::Str {
+                key: "command",
+                value: &part.command,
+            },
+        ];
+        // pprof takes the first mapping for the program itself.
+        if let Some(executable) = &part.executable {
+            let main = namer.model.extents().iter().find(|(_, extent)| {
+                extent.prot & libc::PROT_EXEC as u32 != 0
+                    && matches!(&extent.backing, Backing::File { path: Some(path), .. } if path == executable)
+            });
+            if let Some((start, _)) = main {
+                self.mapping(namer, start);
+            }
+        }
+
+        let faults = &namer.model.activity().faults_by_stack.clone();
+        let mut held: Vec<(Holder, _)> = resident_by_holder(namer.model).into_iter().collect();
+        held.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut with_resident = std::collections::HashSet::new();
+        for (holder, held) in &held {
+            let stack = match holder {
+                Holder::Stack(stack) => {
+                    with_resident.insert(Some(*stack));
+                    self.stack(namer, Some(*stack))
+                }
+                Holder::NoStack => {
+                    with_resident.insert(None);
+                    self.label_frame(&holder.label().unwrap_or_default())
+                }
+                other => self.label_frame(&other.label().unwrap_or_default()),
+            };
+            let fault_count = match holder {
+                Holder::Stack(stack) => faults.get(&Some(*stack)).map_or(0, |f| f.count),
+                Holder::NoStack => faults.get(&None).map_or(0, |f| f.count),
+                _ => 0,
+            };
+            self.sample(
+                &stack,
+                [held.resident(), held.lazyfree, 0, fault_count],
+                &process,
+            );
+        }
+        // Faults of stacks whose pages are all gone.
+        let mut gone: Vec<_> = faults
+            .iter()
+            .filter(|(stack, _)| !with_resident.contains(*stack))
+            .collect();
+        gone.sort_by_key(|(stack, _)| **stack);
+        for (&stack, faults) in gone {
+            let frames = match stack {
+                Some(_) => self.stack(namer, stack),
+                None => self.label_frame("[no stack]"),
+            };
+            self.sample(&frames, [0, 0, 0, faults.count], &process);
+        }
+        // What calls took out of RSS, by their stacks.
+        let mut releases: Vec<_> = namer
+            .model
+            .activity()
+            .calls_by_stack
+            .iter()
+            .filter(|((call, _), stats)| stats.resident_bytes > 0 && releases_memory(*call))
+            .map(|(&(call, stack), stats)| (call, stack, stats.resident_bytes))
+            .collect();
+        releases.sort();
+        for (call, stack, bytes) in releases {
+            let mut frames = vec![self.label_frame(&call_frame(call))[0]];
+            frames.extend(self.stack(namer, stack));
+            let name = call.name();
+            let mut labels = process.to_vec();
+            labels.push(Label::Str {
+                key: "call",
+                value: &name,
+            });
+            self.sample(&frames, [0, 0, bytes, 0], &labels);
         }
     }
-
-    let faults = &namer.model.activity().faults_by_stack.clone();
-    let mut held: Vec<(Holder, _)> = resident_by_holder(namer.model).into_iter().collect();
-    held.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut with_resident = std::collections::HashSet::new();
-    for (holder, held) in &held {
-        let stack = match holder {
-            Holder::Stack(stack) => {
-                with_resident.insert(Some(*stack));
-                writer.stack(namer, Some(*stack))
-            }
-            Holder::NoStack => {
-                with_resident.insert(None);
-                writer.label_frame(&holder.label().unwrap_or_default())
-            }
-            other => writer.label_frame(&other.label().unwrap_or_default()),
-        };
-        let fault_count = match holder {
-            Holder::Stack(stack) => faults.get(&Some(*stack)).map_or(0, |f| f.count),
-            Holder::NoStack => faults.get(&None).map_or(0, |f| f.count),
-            _ => 0,
-        };
-        writer.sample(
-            &stack,
-            [held.resident(), held.lazyfree, 0, fault_count],
-            &[],
-        );
-    }
-    // Faults of stacks whose pages are all gone.
-    let mut gone: Vec<_> = faults
-        .iter()
-        .filter(|(stack, _)| !with_resident.contains(*stack))
-        .collect();
-    gone.sort_by_key(|(stack, _)| **stack);
-    for (&stack, faults) in gone {
-        let frames = match stack {
-            Some(_) => writer.stack(namer, stack),
-            None => writer.label_frame("[no stack]"),
-        };
-        writer.sample(&frames, [0, 0, 0, faults.count], &[]);
-    }
-    // What calls took out of RSS, by their stacks.
-    let mut releases: Vec<_> = namer
-        .model
-        .activity()
-        .calls_by_stack
-        .iter()
-        .filter(|((call, _), stats)| stats.resident_bytes > 0 && releases_memory(*call))
-        .map(|(&(call, stack), stats)| (call, stack, stats.resident_bytes))
-        .collect();
-    releases.sort();
-    for (call, stack, bytes) in releases {
-        let mut frames = vec![writer.label_frame(&call_frame(call))[0]];
-        frames.extend(writer.stack(namer, stack));
-        writer.sample(
-            &frames,
-            [0, 0, bytes, 0],
-            &[Label::Str {
-                key: "call",
-                value: &call.name(),
-            }],
-        );
-    }
-    writer.builder.build()
 }
 
 /// The innermost frame of a release sample: the call itself.

@@ -78,6 +78,16 @@ pub struct CallStats {
     pub resident_bytes: u64,
 }
 
+impl std::ops::AddAssign for CallStats {
+    /// Field by field: the figures of several processes, as one.
+    fn add_assign(&mut self, other: Self) {
+        self.calls += other.calls;
+        self.failed += other.failed;
+        self.bytes += other.bytes;
+        self.resident_bytes += other.resident_bytes;
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FaultCounters {
     pub count: u64,
@@ -95,6 +105,21 @@ pub struct FaultCounters {
     pub zero_page: u64,
     /// Faults on addresses outside every known mapping.
     pub outside_mappings: u64,
+}
+
+impl std::ops::AddAssign for FaultCounters {
+    /// Field by field: the figures of several processes, as one.
+    fn add_assign(&mut self, other: Self) {
+        self.count += other.count;
+        self.paged_in += other.paged_in;
+        self.write += other.write;
+        self.protection += other.protection;
+        self.instruction += other.instruction;
+        self.kernel_mode += other.kernel_mode;
+        self.copy_on_write += other.copy_on_write;
+        self.zero_page += other.zero_page;
+        self.outside_mappings += other.outside_mappings;
+    }
 }
 
 impl FaultCounters {
@@ -120,6 +145,15 @@ pub struct LazyFreeCounters {
     pub reused: u64,
     /// LazyFree the kernel reports that no observed `MADV_FREE` explains.
     pub unobserved: u64,
+}
+
+impl std::ops::AddAssign for LazyFreeCounters {
+    /// Field by field: the figures of several processes, as one.
+    fn add_assign(&mut self, other: Self) {
+        self.marked += other.marked;
+        self.reused += other.reused;
+        self.unobserved += other.unobserved;
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -150,6 +184,22 @@ impl Activity {
 
     pub fn call_stats(&self, call: Call) -> CallStats {
         self.calls.get(&call).copied().unwrap_or_default()
+    }
+
+    /// Adds another process's totals to these, as for a cgroup's whole.
+    /// The by-stack tables are left out: a stack's addresses mean
+    /// something only in its own process, whose profile has them.
+    pub fn absorb(&mut self, other: &Self) {
+        for (&call, &stats) in &other.calls {
+            *self.calls.entry(call).or_default() += stats;
+        }
+        self.faults += other.faults;
+        for (&release, &bytes) in &other.released {
+            *self.released.entry(release).or_default() += bytes;
+        }
+        self.lazyfree += other.lazyfree;
+        self.discovered_bytes += other.discovered_bytes;
+        self.execs += other.execs;
     }
 }
 

@@ -209,6 +209,17 @@ pub struct Outcome {
     pub removed: u64,
 }
 
+impl std::ops::AddAssign for Outcome {
+    /// Field by field: the figures of several processes, as one.
+    fn add_assign(&mut self, other: Self) {
+        self.residual += other.residual;
+        self.in_flight += other.in_flight;
+        self.scanned_vmas += other.scanned_vmas;
+        self.added += other.added;
+        self.removed += other.removed;
+    }
+}
+
 /// Pages within this many of a fault are taken to have been mapped with it:
 /// a transparent huge page is 2 MiB; fault-around maps up to 64 KiB.
 const HUGE_PAGE_PAGES: u64 = (2 << 20) / PAGE_SIZE;

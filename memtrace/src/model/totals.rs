@@ -13,6 +13,18 @@ pub struct ByCause {
     pub unobserved: u64,
 }
 
+impl std::ops::AddAssign for ByCause {
+    /// Field by field: the figures of several processes, as one.
+    fn add_assign(&mut self, other: Self) {
+        self.fault += other.fault;
+        self.fault_around += other.fault_around;
+        self.populate += other.populate;
+        self.before_attach += other.before_attach;
+        self.exec += other.exec;
+        self.unobserved += other.unobserved;
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Totals {
     /// Resident bytes: anon + file + shmem.
@@ -27,6 +39,20 @@ pub struct Totals {
     /// Bytes mapped to the shared zero page (not in RSS).
     pub zero_page: u64,
     pub by_cause: ByCause,
+}
+
+impl std::ops::AddAssign for Totals {
+    /// Field by field: the figures of several processes, as one.
+    fn add_assign(&mut self, other: Self) {
+        self.rss += other.rss;
+        self.anon += other.anon;
+        self.file += other.file;
+        self.shmem += other.shmem;
+        self.lazyfree += other.lazyfree;
+        self.in_use += other.in_use;
+        self.zero_page += other.zero_page;
+        self.by_cause += other.by_cause;
+    }
 }
 
 impl Totals {

@@ -75,6 +75,20 @@ pub struct KernelTotals {
     pub status: StatusCounters,
 }
 
+impl std::ops::AddAssign for KernelTotals {
+    /// Field by field: the figures of several processes, as one.
+    fn add_assign(&mut self, other: Self) {
+        self.rss += other.rss;
+        self.anon += other.anon;
+        self.file += other.file;
+        self.shmem += other.shmem;
+        self.swap += other.swap;
+        self.lazyfree += other.lazyfree;
+        self.anon_huge += other.anon_huge;
+        self.status += other.status;
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StatusCounters {
     pub rss: u64,
@@ -82,6 +96,17 @@ pub struct StatusCounters {
     pub file: u64,
     pub shmem: u64,
     pub swap: u64,
+}
+
+impl std::ops::AddAssign for StatusCounters {
+    /// Field by field: the figures of several processes, as one.
+    fn add_assign(&mut self, other: Self) {
+        self.rss += other.rss;
+        self.anon += other.anon;
+        self.file += other.file;
+        self.shmem += other.shmem;
+        self.swap += other.swap;
+    }
 }
 
 /// What smaps_rollup says, in bytes.

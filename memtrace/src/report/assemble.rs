@@ -45,6 +45,7 @@ pub struct Facts<'a> {
     pub is_final: bool,
     pub elapsed: Duration,
     pub pid: u32,
+    pub pid_in_namespace: Option<u32>,
     pub command: &'a str,
     pub executable: Option<&'a str>,
     pub state: TargetState,
@@ -112,6 +113,7 @@ impl Past {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |since| since.as_millis() as u64),
             pid: facts.pid,
+            pid_in_namespace: facts.pid_in_namespace,
             command: facts.command.to_owned(),
             executable: facts.executable.map(str::to_owned),
             state: facts.state,
@@ -157,6 +159,7 @@ impl Past {
             stack_coverage,
             footprint: facts.footprint,
             stack_source: facts.stack_source,
+            whole: None,
         };
         if !facts.is_final {
             self.history.push(snapshot.point());

@@ -36,6 +36,25 @@ impl fmt::Display for Delta {
     }
 }
 
+/// A stretch of time, as people say it ahead: `under a minute`,
+/// `12 min`, `3 h 20 min`, `2 days`.
+pub struct Span(pub std::time::Duration);
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let minutes = self.0.as_secs() / 60;
+        match minutes {
+            0 => f.write_str("under a minute"),
+            1..60 => write!(f, "{minutes} min"),
+            60..2880 => match minutes % 60 {
+                0 => write!(f, "{} h", minutes / 60),
+                rest => write!(f, "{} h {rest} min", minutes / 60),
+            },
+            _ => write!(f, "{} days", minutes / 1440),
+        }
+    }
+}
+
 /// A count with thousands separators: `1,048,576`.
 pub struct Count(pub u64);
 
@@ -323,6 +342,17 @@ pub fn wrap(text: &str, width: Option<usize>, indent: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn spans_read_as_said() {
+        use std::time::Duration;
+        let said = |secs: u64| super::Span(Duration::from_secs(secs)).to_string();
+        assert_eq!(said(59), "under a minute");
+        assert_eq!(said(60 * 12 + 30), "12 min");
+        assert_eq!(said(3600 * 3 + 60 * 20), "3 h 20 min");
+        assert_eq!(said(7200), "2 h");
+        assert_eq!(said(86400 * 2 + 5), "2 days");
+    }
+
     use super::*;
 
     #[test]

@@ -8,6 +8,7 @@ use serde_json::{json, Map, Value};
 use super::{
     history::Trend,
     snapshot::{GoHeapSide, Snapshot},
+    whole::{Member, Whole},
 };
 use crate::{
     attribution::{CallRow, FaultRow, GrowthRow, StackCoverage, StackRow},
@@ -63,7 +64,10 @@ pub fn to_json(snapshot: &Snapshot) -> Value {
         "seq": snapshot.seq,
         "elapsed_s": snapshot.elapsed.as_secs_f64(),
         "timestamp_unix_ms": snapshot.unix_ms,
-        "pid": snapshot.pid,
+        "scope": if snapshot.whole.is_some() { "cgroup" } else { "process" },
+        // A cgroup's whole is of no one process.
+        "pid": snapshot.whole.is_none().then_some(snapshot.pid),
+        "pid_in_namespace": snapshot.pid_in_namespace,
         "command": snapshot.command,
         "state": snapshot.state.name(),
         "rss_bytes": snapshot.rss(),
@@ -176,7 +180,58 @@ pub fn to_json(snapshot: &Snapshot) -> Value {
     });
     value["runtime"] = json!(snapshot.runtime.as_ref().map(runtime));
     value["go_heap"] = json!(snapshot.go_heap.as_ref().map(go_heap));
+    value["whole"] = json!(snapshot.whole.as_deref().map(whole));
     value
+}
+
+fn whole(whole: &Whole) -> Value {
+    let member = |member: &Member| {
+        json!({
+            "pid": member.pid,
+            "pid_in_namespace": member.pid_in_namespace,
+            "command": member.command,
+            "state": member.state.name(),
+            "rss_bytes": member.rss,
+            "anon_bytes": member.anon,
+            "file_bytes": member.file,
+            "shmem_bytes": member.shmem,
+            "lazyfree_bytes": member.lazyfree,
+            "unexplained_bytes": member.unexplained,
+            "top_function": member.top,
+        })
+    };
+    let subject = &whole.subject;
+    json!({
+        "label": subject.label,
+        "cgroup_path": subject.path,
+        "container": subject.container.as_ref().map(|container| json!({
+            "id": container.id,
+            "name": container.name,
+            "runtime": container.runtime,
+        })),
+        "processes": whole.members.iter().map(member).collect::<Vec<_>>(),
+        "ended": whole.ended,
+        "oom_killed": whole.oom_killed.iter().map(member).collect::<Vec<_>>(),
+        "charge": whole.charge.map(|charge| json!({
+            "current_bytes": charge.current,
+            "anon_bytes": charge.anon,
+            "file_bytes": charge.file,
+            "file_mapped_bytes": charge.file_mapped,
+            "shmem_bytes": charge.shmem,
+            "kernel_bytes": charge.kernel,
+            "other_bytes": charge.other,
+            "lazyfree_bytes": charge.lazyfree,
+            "reclaimable_bytes": charge.reclaimable,
+            "working_set_bytes": charge.working_set,
+            "processes_rss_bytes": charge.processes_rss,
+            "processes_anon_bytes": charge.processes_anon,
+            "processes_file_bytes": charge.processes_file,
+            "processes_shmem_bytes": charge.processes_shmem,
+            "unmapped_cache_bytes": charge.unmapped_cache(),
+            "shared_anon_bytes": charge.shared_anon(),
+        })),
+        "time_to_limit_s": whole.time_to_limit.map(|left| left.as_secs_f64()),
+    })
 }
 
 fn call_stats(stats: &CallStats) -> Value {
@@ -232,6 +287,7 @@ fn fault_row(row: &FaultRow) -> Value {
         "frames": row.frames,
         "count": row.count,
         "paged_in_bytes": row.paged_in_bytes,
+        "end": row.end.map(|end| end.to_string()),
     })
 }
 
@@ -252,11 +308,27 @@ fn trend(snapshot: &Snapshot) -> Value {
 }
 
 fn cgroup(cgroup: &CgroupMemory) -> Value {
+    let stat = &cgroup.stat;
     json!({
         "path": cgroup.path,
+        "version": cgroup.version.name(),
         "current_bytes": cgroup.current,
         "max_bytes": cgroup.max,
         "high_bytes": cgroup.high,
+        "working_set_bytes": cgroup.working_set(),
+        "stat": {
+            "anon_bytes": stat.anon,
+            "file_bytes": stat.file,
+            "shmem_bytes": stat.shmem,
+            "file_mapped_bytes": stat.file_mapped,
+            "kernel_bytes": stat.kernel,
+            "sock_bytes": stat.sock,
+            "inactive_anon_bytes": stat.inactive_anon,
+            "active_anon_bytes": stat.active_anon,
+            "inactive_file_bytes": stat.inactive_file,
+            "active_file_bytes": stat.active_file,
+            "dirty_bytes": stat.dirty,
+        },
     })
 }
 

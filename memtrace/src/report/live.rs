@@ -6,11 +6,12 @@
 use std::fmt::Write as _;
 
 use super::{
-    format::{percent, plural, stack_text, wrap, Bytes, Count, Delta},
+    format::{percent, plural, stack_text, wrap, Bytes, Count, Delta, Span},
     history::Trend,
     mappings::created_by_phrase,
-    snapshot::{KernelReading, Snapshot},
+    snapshot::{KernelReading, Snapshot, TargetState},
     verdict::Parts,
+    whole::Whole,
 };
 use crate::model::{Call, CallStats, Release};
 
@@ -83,9 +84,8 @@ pub fn trend_words(snapshot: &Snapshot) -> String {
 /// The header: who, how long, in what state.
 pub fn header(snapshot: &Snapshot) -> String {
     format!(
-        "── memtrace · pid {} ({}) · {:.1}s · {}{}",
-        snapshot.pid,
-        snapshot.command,
+        "── memtrace · {} · {:.1}s · {}{}",
+        snapshot.subject(),
         snapshot.elapsed.as_secs_f64(),
         snapshot.state.name(),
         if snapshot.approximate {
@@ -211,7 +211,9 @@ pub fn render(snapshot: &Snapshot, width: Option<usize>) -> String {
             trend_words(snapshot)
         );
     }
-    if let Some(cgroup) = &snapshot.cgroup {
+    if let Some(whole) = &snapshot.whole {
+        whole_lines(&mut out, snapshot, whole);
+    } else if let Some(cgroup) = &snapshot.cgroup {
         let limit = |name: &str, value: Option<u64>| {
             value
                 .map(|v| format!(" · {name} {}", Bytes(v)))
@@ -253,6 +255,90 @@ pub fn render_brief(snapshot: &Snapshot, width: Option<usize>) -> String {
         Bytes(snapshot.unexplained()),
     );
     wrap(&line, width, NUMBERS_INDENT)
+}
+
+/// A cgroup's lines: its charge against its limit, split by kind and set
+/// beside its processes' RSS, then a line per process.
+fn whole_lines(out: &mut String, snapshot: &Snapshot, whole: &Whole) {
+    if let (Some(memory), Some(charge)) = (&snapshot.cgroup, &whole.charge) {
+        let limit = match memory.max {
+            Some(max) => format!(
+                " of its {} limit ({:.0}%)",
+                Bytes(max),
+                percent(memory.current, max)
+            ),
+            None => " (no limit)".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "cgroup    {} {} uses {}{limit} · working set {}{}",
+            memory.path,
+            memory.version.name(),
+            Bytes(memory.current),
+            Bytes(charge.working_set),
+            whole
+                .time_to_limit
+                .map(|left| format!(" · limit in {}", Span(left)))
+                .unwrap_or_default(),
+        );
+        let _ = writeln!(
+            out,
+            "charge    anon {} (lazily freed {}) · page cache {} ({} mapped) · shmem {} · kernel {}{}",
+            Bytes(charge.anon),
+            Bytes(charge.lazyfree),
+            Bytes(charge.file),
+            Bytes(charge.file_mapped),
+            Bytes(charge.shmem),
+            Bytes(charge.kernel),
+            match charge.other {
+                0 => String::new(),
+                other => format!(" · other {}", Delta(other)),
+            },
+        );
+        let _ = writeln!(
+            out,
+            "          processes' RSS {} · page cache no process maps {} · anon shared between \
+             processes {}",
+            Bytes(charge.processes_rss),
+            Bytes(charge.unmapped_cache()),
+            Delta(charge.shared_anon()),
+        );
+    }
+    let running = whole
+        .members
+        .iter()
+        .filter(|member| member.state == TargetState::Running)
+        .count();
+    let _ = writeln!(
+        out,
+        "processes {running} running · {} ended{}",
+        whole.ended,
+        match whole.oom_killed.len() {
+            0 => String::new(),
+            killed => format!(" ({killed} killed by the OOM killer)"),
+        },
+    );
+    for member in &whole.members {
+        let _ = writeln!(
+            out,
+            "   pid {}{} ({}) · {} · RSS {} · LazyFree {} · unexplained {}{}",
+            member.pid,
+            member
+                .pid_in_namespace
+                .map(|inner| format!(" ({inner} inside)"))
+                .unwrap_or_default(),
+            member.command,
+            member.state.name(),
+            Bytes(member.rss),
+            Bytes(member.lazyfree),
+            Bytes(member.unexplained),
+            member
+                .top
+                .as_ref()
+                .map(|top| format!(" · most by {top}"))
+                .unwrap_or_default(),
+        );
+    }
 }
 
 /// The final report: the interval view, then what RSS is made of, what

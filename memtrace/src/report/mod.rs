@@ -10,3 +10,4 @@ pub mod mappings;
 pub mod screen;
 pub mod snapshot;
 pub mod verdict;
+pub mod whole;

@@ -9,6 +9,7 @@ use memtrace_common::StackSource;
 use super::{
     history::{Point, Trend},
     mappings::MappingGroup,
+    whole::Whole,
 };
 use crate::{
     attribution::{CallRow, FaultRow, GrowthRow, RangeRow, StackCoverage, StackRow},
@@ -142,7 +143,11 @@ pub struct Snapshot {
     pub is_final: bool,
     pub elapsed: Duration,
     pub unix_ms: u64,
+    /// The process's PID (0 for a cgroup's whole, see `whole`).
     pub pid: u32,
+    /// Its PID in its own PID namespace (a container's), when that differs.
+    pub pid_in_namespace: Option<u32>,
+    /// The command, or for a cgroup's whole the cgroup's label.
     pub command: String,
     /// The program file, as the kernel shows it (`/proc/PID/exe`).
     pub executable: Option<String>,
@@ -200,9 +205,60 @@ pub struct Snapshot {
     pub footprint: Footprint,
     /// How the kernel side took the process's stacks.
     pub stack_source: StackSource,
+    /// For a cgroup traced as a whole: its processes and its charge. The
+    /// figures above are then its processes' added up.
+    pub whole: Option<Box<Whole>>,
 }
 
 impl Snapshot {
+    /// What the snapshot is of, in words: `pid 42 (server)`, or
+    /// `container web (3 processes)`.
+    pub fn subject(&self) -> String {
+        match &self.whole {
+            Some(whole) => {
+                let kind = if whole.subject.container.is_some() {
+                    "container"
+                } else {
+                    "cgroup"
+                };
+                let alive = whole
+                    .members
+                    .iter()
+                    .filter(|member| member.state == TargetState::Running)
+                    .count();
+                let plural = if alive == 1 { "" } else { "es" };
+                format!("{kind} {} ({alive} process{plural})", whole.subject.label)
+            }
+            None => match self.pid_in_namespace {
+                Some(inner) => format!(
+                    "pid {} ({}; pid {inner} in its container)",
+                    self.pid, self.command
+                ),
+                None => format!("pid {} ({})", self.pid, self.command),
+            },
+        }
+    }
+
+    /// What names its files: the PID, or the cgroup's label made safe for
+    /// a file name.
+    pub fn file_stem(&self) -> String {
+        match &self.whole {
+            Some(whole) => whole
+                .subject
+                .label
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect(),
+            None => self.pid.to_string(),
+        }
+    }
+
     /// Resident bytes memtrace cannot say where they came from: found in
     /// /proc with no event, plus what still differs from the kernel over
     /// quiet mappings (per mapping, so differences never cancel). Mappings

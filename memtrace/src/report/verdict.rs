@@ -7,9 +7,10 @@ use std::fmt::Write as _;
 use memtrace_common::StackSource;
 
 use super::{
-    format::{percent, short_name, Bytes, Delta},
+    format::{percent, short_name, Bytes, Delta, Span},
     history::Trend,
     snapshot::{Snapshot, TargetState},
+    whole::Whole,
 };
 use crate::{
     attribution::{self, GOROUTINE_STACKS, PROFILE_SERVING},
@@ -23,6 +24,9 @@ const NOTABLE: f64 = 5.0;
 
 pub fn verdict(snapshot: &Snapshot) -> String {
     let mut sentences = Vec::new();
+    if let Some(whole) = &snapshot.whole {
+        sentences.extend(whole_sentences(snapshot, whole));
+    }
     sentences.push(composition(snapshot));
     if let Some(advice) = advice(snapshot) {
         sentences.push(advice);
@@ -39,11 +43,13 @@ pub fn verdict(snapshot: &Snapshot) -> String {
     if let Some(trend) = trend(snapshot) {
         sentences.push(trend);
     }
-    if let Some(cgroup) = cgroup(snapshot) {
-        sentences.push(cgroup);
-    }
-    if let Some(ending) = ending(snapshot) {
-        sentences.push(ending);
+    if snapshot.whole.is_none() {
+        if let Some(cgroup) = cgroup(snapshot) {
+            sentences.push(cgroup);
+        }
+        if let Some(ending) = ending(snapshot) {
+            sentences.push(ending);
+        }
     }
     if let Some(caveat) = caveats(snapshot) {
         sentences.push(caveat);
@@ -408,7 +414,8 @@ fn trend(snapshot: &Snapshot) -> Option<String> {
     if percent(serving.max(0) as u64, snapshot.rss()) >= 1.0 {
         let _ = write!(
             text,
-            " {} more is what the program spent answering heap-profile requests (runtime/pprof{}):              not its own growth, and left out of the trend.",
+            " {} more is what the program spent answering heap-profile requests (runtime/pprof{}): \
+             not its own growth, and left out of the trend.",
             Delta(serving),
             if snapshot.go_heap.is_some() {
                 ", memtrace's own --go-pprof fetches among them"
@@ -508,6 +515,158 @@ fn cgroup(snapshot: &Snapshot) -> Option<String> {
     })
 }
 
+/// A cgroup's charge, what no process's RSS shows of it, its working set,
+/// its headroom, and the processes the OOM killer took.
+fn whole_sentences(snapshot: &Snapshot, whole: &Whole) -> Vec<String> {
+    let mut sentences = Vec::new();
+    let what = snapshot.subject();
+    let (Some(memory), Some(charge)) = (&snapshot.cgroup, whole.charge) else {
+        sentences.push(format!(
+            "The {what} is gone: its charge can no longer be read."
+        ));
+        return sentences;
+    };
+    let current = memory.current;
+    let limit = match memory.max {
+        Some(max) => format!(
+            " of its {} limit ({:.0}%)",
+            Bytes(max),
+            percent(current, max)
+        ),
+        None => ", with no memory limit".to_owned(),
+    };
+    let lazily = if charge.lazyfree > 0 {
+        format!(
+            " ({} of it lazily freed with MADV_FREE, which the kernel takes back before any OOM \
+             kill)",
+            Bytes(charge.lazyfree)
+        )
+    } else {
+        String::new()
+    };
+    sentences.push(format!(
+        "The {what} is charged {}{limit}: {} anonymous memory{lazily}, {} page cache ({} of it \
+         mapped by its processes), {} shared memory, {} kernel memory (page tables, slab, \
+         sockets).",
+        Bytes(current),
+        Bytes(charge.anon),
+        Bytes(charge.file),
+        Bytes(charge.file_mapped),
+        Bytes(charge.shmem),
+        Bytes(charge.kernel),
+    ));
+    let notable = |bytes: u64| percent(bytes, current) >= 1.0;
+    let mut gap = Vec::new();
+    if notable(charge.unmapped_cache()) {
+        gap.push(format!(
+            "{} of page cache no process maps (files read or written)",
+            Bytes(charge.unmapped_cache())
+        ));
+    }
+    if notable(charge.kernel) {
+        gap.push(format!("{} of kernel memory", Bytes(charge.kernel)));
+    }
+    let mut text = format!(
+        "Its processes' RSS adds up to {}",
+        Bytes(charge.processes_rss)
+    );
+    if !gap.is_empty() {
+        let _ = write!(
+            text,
+            "; the cgroup is also charged for what no RSS counts: {}",
+            gap.join(" and ")
+        );
+    }
+    let shared = charge.shared_anon();
+    if notable(shared.unsigned_abs()) {
+        let _ = if shared > 0 {
+            write!(
+                text,
+                "; {} of anonymous memory is shared between processes (since a fork), in each \
+                 one's RSS but charged once",
+                Bytes(shared as u64)
+            )
+        } else {
+            write!(
+                text,
+                "; {} of anonymous memory is charged to the cgroup and mapped by none of its \
+                 processes now (charged to it by processes gone, or by the kernel)",
+                Bytes(shared.unsigned_abs())
+            )
+        };
+    }
+    sentences.push(format!("{text}."));
+    let mut working_set = format!(
+        "Kubernetes evicts on the working set, {}: the charge less the {} inactive file list",
+        Bytes(charge.working_set),
+        Bytes(memory.stat.inactive_file)
+    );
+    if charge.lazyfree > 0 {
+        // Measured (tests/tests/containers.rs): MADV_FREE moves pages from
+        // the anon lists to the inactive file list.
+        working_set.push_str(
+            ", which holds the lazily freed pages: they count in RSS and in the charge, not in \
+             the working set",
+        );
+    }
+    sentences.push(format!("{working_set}."));
+    let reclaimable = charge.reclaimable;
+    match (whole.time_to_limit, snapshot.trend) {
+        (Some(left), Trend::Growing { bytes_per_minute }) => {
+            let grows = snapshot
+                .growth
+                .first()
+                .filter(|row| row.grown > 0)
+                .map(|row| format!("; what grows most is {}", short_stack(&row.frames)))
+                .unwrap_or_default();
+            sentences.push(format!(
+                "At the present growth of in-use memory ({}/min) the limit is reached in {}{grows}; \
+                 before the OOM killer acts the kernel can reclaim up to {} (clean page cache \
+                 and lazily freed pages).",
+                Delta(bytes_per_minute as i64),
+                Span(left),
+                Bytes(reclaimable),
+            ));
+        }
+        _ => {
+            if let Some(max) = memory.max.filter(|&max| percent(current, max) >= 90.0) {
+                sentences.push(format!(
+                    "It is near its {} limit: the kernel reclaims first (up to {} of clean page \
+                     cache and lazily freed pages), then the OOM killer acts.",
+                    Bytes(max),
+                    Bytes(reclaimable)
+                ));
+            }
+        }
+    }
+    for victim in &whole.oom_killed {
+        sentences.push(format!(
+            "The OOM killer took pid {} ({}) holding {} ({} anonymous){}; its report and profile \
+             were written when it was killed.",
+            victim.pid,
+            victim.command,
+            Bytes(victim.rss),
+            Bytes(victim.anon),
+            victim
+                .top
+                .as_ref()
+                .map(|top| format!(", most of it faulted in by {top}"))
+                .unwrap_or_default(),
+        ));
+    }
+    sentences
+}
+
+/// A stack's first frames, innermost first, for a sentence.
+fn short_stack(frames: &[String]) -> String {
+    let mut shown: Vec<&str> = frames.iter().take(3).map(String::as_str).collect();
+    if let Some(process) = frames.last().filter(|_| frames.len() > 3) {
+        shown.push("…");
+        shown.push(process);
+    }
+    shown.join(" ← ")
+}
+
 fn ending(snapshot: &Snapshot) -> Option<String> {
     match snapshot.state {
         TargetState::Running => None,
@@ -584,30 +743,48 @@ fn caveats(snapshot: &Snapshot) -> Option<String> {
 /// Resident bytes under stacks cut short that are worth a word.
 const CUT_SHORT_NOTABLE: f64 = 1.0;
 
+/// A note for the end of the report, and what it is about: a process's
+/// notes are gathered over the whole trace (the code they are about may be
+/// gone by the end), the latest said of each thing kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    pub about: String,
+    pub text: String,
+}
+
 /// Notes for the end of the report: one per module and reason that cut
 /// short the stacks of a notable part of RSS, with what would fix it.
-pub fn notices(snapshot: &Snapshot) -> Vec<String> {
+pub fn notices(snapshot: &Snapshot) -> Vec<Notice> {
     if snapshot.stack_source == StackSource::Off {
-        return vec![format!(
-            "pid {} runs 32-bit code: memtrace follows its memory exactly, but takes no stacks \
-             (it unwinds 64-bit code only)",
-            snapshot.pid
-        )];
+        return vec![Notice {
+            about: "32-bit".to_owned(),
+            text: format!(
+                "pid {} runs 32-bit code: memtrace follows its memory exactly, but takes no \
+                 stacks (it unwinds 64-bit code only)",
+                snapshot.pid
+            ),
+        }];
     }
     let mut notices = Vec::new();
+    // The rows are the model's: weighed against the model's RSS (after an
+    // exit, the kernel's last reading is from before the teardown).
+    let rss = snapshot.model.rss;
     let unnamed_jit: u64 = snapshot
         .top_stacks
         .iter()
         .filter(|row| row.unnamed_jit)
         .map(|row| row.in_use + row.lazyfree)
         .sum();
-    if percent(unnamed_jit, snapshot.rss()) >= CUT_SHORT_NOTABLE {
-        notices.push(format!(
-            "{} resident was faulted in through JIT-compiled code that has no names; to name \
-             it, {}",
-            Bytes(unnamed_jit),
-            perf_map_advice(&snapshot.command)
-        ));
+    if percent(unnamed_jit, rss) >= CUT_SHORT_NOTABLE {
+        notices.push(Notice {
+            about: "unnamed JIT".to_owned(),
+            text: format!(
+                "{} resident was faulted in through JIT-compiled code that has no names; to \
+                 name it, {}",
+                Bytes(unnamed_jit),
+                perf_map_advice(&snapshot.command)
+            ),
+        });
     }
     let mut by_cut: Vec<(String, CutReason, u64, usize)> = Vec::new();
     for row in &snapshot.top_stacks {
@@ -626,14 +803,15 @@ pub fn notices(snapshot: &Snapshot) -> Vec<String> {
     notices.extend(
         by_cut
             .into_iter()
-            .filter(|(_, _, bytes, _)| percent(*bytes, snapshot.rss()) >= CUT_SHORT_NOTABLE)
-            .map(|(module, reason, bytes, frames)| {
-                format!(
+            .filter(|(_, _, bytes, _)| percent(*bytes, rss) >= CUT_SHORT_NOTABLE)
+            .map(|(module, reason, bytes, frames)| Notice {
+                about: format!("{module} {}", reason.name()),
+                text: format!(
                     "stacks through {module} stop after {frames} frame{} ({} resident): {}",
                     if frames == 1 { "" } else { "s" },
                     Bytes(bytes),
                     remedy(reason, &snapshot.command),
-                )
+                ),
             }),
     );
     notices

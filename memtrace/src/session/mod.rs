@@ -34,8 +34,9 @@ use crate::{
         format::wrap,
         live,
         screen::{self, Key, Screen},
-        snapshot::Snapshot,
+        snapshot::{Footprint, Snapshot, TargetState},
         verdict,
+        whole::{self, Member},
     },
     safe_file::{OutputPolicy, Owner},
     symbolize::{DebugSources, Debuginfod},
@@ -258,18 +259,20 @@ struct Session {
 }
 
 impl Session {
-    /// The process the screen, the heap profile and the profiles are of:
-    /// the primary target, or in a cgroup its largest process.
+    /// The process the screen, the heap profile and the profiles are of;
+    /// none for a cgroup, which is shown whole.
     fn focus(&self) -> Option<u32> {
         match &self.scope {
             Scope::Process { primary } => Some(*primary),
-            Scope::Cgroup(_) => self
-                .traced
-                .pids()
-                .into_iter()
-                .filter_map(|pid| Some((pid, self.traced.get(pid)?.rss())))
-                .max_by_key(|&(_, rss)| rss)
-                .map(|(pid, _)| pid),
+            Scope::Cgroup(_) => None,
+        }
+    }
+
+    /// The processes profiles are made of.
+    fn profiled(&self) -> Vec<u32> {
+        match &self.scope {
+            Scope::Process { primary } => vec![*primary],
+            Scope::Cgroup(_) => self.traced.pids(),
         }
     }
 
@@ -301,13 +304,16 @@ impl Session {
                     .join(" ")
             ),
             (_, Scope::Cgroup(cgroup)) => format!(
-                "tracing {} ({}, cgroup {}), {} processes now",
-                cgroup.label,
-                match &cgroup.container {
-                    Some(container) => format!("container {}", &container.id[..12]),
-                    None => format!("cgroup {}", cgroup.cgroup.version.name()),
-                },
+                "tracing {} (cgroup {} {}{}), {} processes now",
+                cgroup.subject.label,
+                cgroup.cgroup.version.name(),
                 cgroup.cgroup.path,
+                cgroup
+                    .subject
+                    .container
+                    .as_ref()
+                    .map(|container| format!(", container {}", scope::short_id(&container.id)))
+                    .unwrap_or_default(),
                 self.traced.pids().len()
             ),
             (Target::Cgroup(_), Scope::Process { .. }) => String::new(),
@@ -410,10 +416,11 @@ impl Session {
             );
             return;
         }
-        let Some(pid) = self.focus() else {
-            return;
+        let footprint = self.traced.footprint();
+        let snapshot = match self.focus() {
+            Some(pid) => self.snapshot_with(pid, false, footprint),
+            None => self.whole_snapshot(false, footprint),
         };
-        let snapshot = self.snapshot(pid, false);
         let width = self.width();
         let verdict = wrap(&verdict::verdict(&snapshot), width, "  ");
         self.print(&format!(
@@ -424,17 +431,15 @@ impl Session {
 
     /// The screen's `p` key: a profile of the model as it is now.
     fn profile_now(&mut self, outputs: &mut Outputs) {
-        let snapshot = self.screen_mut().snapshot().cloned();
-        let elapsed = self.traced.started().elapsed();
-        let focus = self.focus();
-        let (Some(snapshot), Some(mut namer)) =
-            (snapshot, focus.and_then(|pid| self.traced.namer(pid)))
-        else {
+        let Some(snapshot) = self.screen_mut().snapshot().cloned() else {
             self.screen_mut()
                 .set_status("no profile yet: the first interval is not over".into());
             return;
         };
-        let status = match outputs.profile_now(&snapshot, elapsed, &mut namer) {
+        let elapsed = self.traced.started().elapsed();
+        let pids = self.profiled();
+        let mut parts = self.traced.parts(&pids);
+        let status = match outputs.profile_now(&snapshot, elapsed, &mut parts) {
             Ok(path) => format!(
                 "wrote {} (go tool pprof -http=: {})",
                 path.display(),
@@ -442,6 +447,7 @@ impl Session {
             ),
             Err(err) => format!("could not write the profile: {err}"),
         };
+        drop(parts);
         self.screen_mut().set_status(status);
     }
 
@@ -463,9 +469,12 @@ impl Session {
         outputs: &mut Outputs,
     ) -> Result<(), SessionError> {
         self.traced.reconcile(source);
+        let footprint = self.traced.footprint();
+        if let Scope::Cgroup(_) = self.scope {
+            return self.cgroup_interval(outputs, footprint);
+        }
         let width = self.width();
         let focus = self.focus();
-        let footprint = self.traced.footprint();
         let mut on_screen = None;
         let mut others = Vec::new();
         for pid in self.traced.pids() {
@@ -482,17 +491,16 @@ impl Session {
                     self.print(&live::render_brief(&snapshot, width));
                 }
             }
-            let mut namer = if focused {
-                self.traced.namer(pid)
+            let due = focused && outputs.profile_due();
+            let mut parts = if due {
+                self.traced.parts(&[pid])
             } else {
-                None
+                Vec::new()
             };
-            outputs.interval(&snapshot, namer.as_mut())?;
+            outputs.interval(&snapshot, due.then_some(parts.as_mut_slice()))?;
+            drop(parts);
             if focused {
                 on_screen = Some(snapshot);
-            }
-            if let Scope::Cgroup(_) = self.scope {
-                self.retire_if_ended(pid);
             }
         }
         if let (Some(screen), Some(snapshot)) = (&mut self.screen, on_screen) {
@@ -501,74 +509,195 @@ impl Session {
         Ok(())
     }
 
-    /// A cgroup's process that ended is reported once more (above), then
-    /// its model is dropped: processes come and go for as long as the
-    /// cgroup lives.
-    fn retire_if_ended(&mut self, pid: u32) {
-        if self
-            .traced
-            .get(pid)
-            .is_some_and(|process| process.tracker.ending.is_some())
-        {
-            self.traced.remove(pid);
-        }
-    }
-
-    fn snapshot(&mut self, pid: u32, is_final: bool) -> Snapshot {
-        let footprint = self.traced.footprint();
-        self.snapshot_with(pid, is_final, footprint)
-    }
-
-    fn snapshot_with(
+    /// A cgroup's interval: a JSON line per process, then the cgroup as a
+    /// whole on the screen or the lines and in JSON. Processes that ended
+    /// are reported this once and their models dropped; one the OOM killer
+    /// took gets its post-mortem first.
+    fn cgroup_interval(
         &mut self,
-        pid: u32,
-        is_final: bool,
-        footprint: crate::report::snapshot::Footprint,
-    ) -> Snapshot {
+        outputs: &mut Outputs,
+        footprint: Footprint,
+    ) -> Result<(), SessionError> {
+        let mut members = Vec::new();
+        for pid in self.traced.pids() {
+            let ended = self
+                .traced
+                .get(pid)
+                .is_some_and(|process| process.tracker.ending.is_some());
+            let snapshot = self.snapshot_with(pid, ended, footprint);
+            outputs.interval(&snapshot, None)?;
+            if ended {
+                self.process_ended(&snapshot, outputs)?;
+                self.traced.remove(pid);
+            }
+            members.push(snapshot);
+        }
+        let whole = self.whole_of(false, &members);
+        let width = self.width();
+        if let Some(screen) = &mut self.screen {
+            let lines = members
+                .iter()
+                .map(|member| live::render_brief(member, None).trim().to_owned())
+                .collect();
+            screen.show(whole.clone(), lines);
+        } else if !self.quiet {
+            self.print(&live::render(&whole, width));
+        }
+        let due = outputs.profile_due();
+        let pids = if due { self.traced.pids() } else { Vec::new() };
+        let mut parts = self.traced.parts(&pids);
+        outputs.interval(&whole, due.then_some(parts.as_mut_slice()))
+    }
+
+    /// A cgroup's process ended: counted, and if the OOM killer took it,
+    /// its final report and profile now, while its model is at hand.
+    fn process_ended(
+        &mut self,
+        snapshot: &Snapshot,
+        outputs: &mut Outputs,
+    ) -> Result<(), SessionError> {
+        let Scope::Cgroup(cgroup) = &mut self.scope else {
+            return Ok(());
+        };
+        cgroup.ended += 1;
+        if snapshot.state != TargetState::OomKilled {
+            return Ok(());
+        }
+        cgroup.oom_killed.push(Member::of(snapshot));
+        let mut parts = self.traced.parts(&[snapshot.pid]);
+        let profile = outputs.post_mortem(snapshot, &mut parts);
+        drop(parts);
+        let width = self.width();
+        let report = format!(
+            "\n── {} was killed by the OOM killer ──\n{}\n{}\n",
+            snapshot.subject(),
+            live::render_final(snapshot, width),
+            wrap(&verdict::verdict(snapshot), width, "  ")
+        );
+        match &mut self.screen {
+            Some(screen) => screen.set_status(format!(
+                "pid {} ({}) was killed by the OOM killer; its report follows the final one",
+                snapshot.pid, snapshot.command
+            )),
+            None => self.print(&report),
+        }
+        match profile {
+            Ok(path) => eprintln!(
+                "memtrace: pid {} ({}) was killed by the OOM killer: its profile is {}",
+                snapshot.pid,
+                snapshot.command,
+                path.display()
+            ),
+            Err(err) => {
+                eprintln!("memtrace: could not write the OOM-killed process's profile: {err}")
+            }
+        }
+        Ok(())
+    }
+
+    /// The cgroup as a whole, from its processes' snapshots.
+    fn whole_of(&mut self, is_final: bool, members: &[Snapshot]) -> Snapshot {
+        let elapsed = self.traced.started().elapsed();
+        let Scope::Cgroup(cgroup) = &mut self.scope else {
+            unreachable!("only a cgroup is seen whole");
+        };
+        let facts = whole::Facts {
+            is_final,
+            elapsed,
+            subject: &cgroup.subject,
+            memory: cgroup.cgroup.memory(),
+            ended: cgroup.ended,
+            oom_killed: &cgroup.oom_killed,
+        };
+        cgroup.past.snapshot(facts, members)
+    }
+
+    /// The cgroup as a whole now, its processes' snapshots taken afresh.
+    fn whole_snapshot(&mut self, is_final: bool, footprint: Footprint) -> Snapshot {
+        let members: Vec<Snapshot> = self
+            .traced
+            .pids()
+            .into_iter()
+            .map(|pid| self.snapshot_with(pid, is_final, footprint))
+            .collect();
+        self.whole_of(is_final, &members)
+    }
+
+    fn snapshot_with(&mut self, pid: u32, is_final: bool, footprint: Footprint) -> Snapshot {
         let heap = self.heap.as_ref().filter(|_| self.focus() == Some(pid));
         self.traced.snapshot(pid, is_final, heap, footprint)
     }
 
-    /// The final report and outputs: the focus first, then every other
-    /// process traced. A Ctrl-C meanwhile abandons them (`signals`).
+    /// The final report and outputs. For a process: the focus first, then
+    /// every child followed; for a cgroup: the whole, after a JSON line for
+    /// each process. A Ctrl-C meanwhile abandons them (`signals`).
     fn final_reports(
         &mut self,
         outputs: &mut Outputs,
         signals: &Signals,
     ) -> Result<(), SessionError> {
-        let focus = self.focus();
-        let mut pids = self.traced.pids();
-        pids.sort_by_key(|&pid| Some(pid) != focus);
-        let mut focus_snapshot = None;
         let width = self.width();
         let footprint = self.traced.footprint();
-        for pid in pids {
-            signals.check()?;
-            let snapshot = self.snapshot_with(pid, true, footprint);
-            if Some(pid) != focus {
-                self.print(&format!("\n── pid {pid} ({}) ──\n", snapshot.command));
+        let (snapshot, history) = match self.focus() {
+            Some(focus) => {
+                let mut pids = self.traced.pids();
+                pids.sort_by_key(|&pid| pid != focus);
+                let mut focus_snapshot = None;
+                for pid in pids {
+                    signals.check()?;
+                    let snapshot = self.snapshot_with(pid, true, footprint);
+                    if pid != focus {
+                        self.print(&format!("\n── pid {pid} ({}) ──\n", snapshot.command));
+                    }
+                    self.print_final(&snapshot, width, &[pid]);
+                    if pid == focus {
+                        focus_snapshot = Some(snapshot);
+                    } else {
+                        outputs.interval(&snapshot, None)?;
+                    }
+                }
+                let snapshot = focus_snapshot.expect("the focus is traced to the end");
+                let process = self.traced.get_mut(focus).expect("the focus is traced");
+                (
+                    snapshot,
+                    std::mem::take(&mut process.past).history().clone(),
+                )
             }
-            self.print(&live::render_final(&snapshot, width));
-            self.print(&format!(
-                "\n{}\n",
-                wrap(&verdict::verdict(&snapshot), width, "  ")
-            ));
-            for notice in verdict::notices(&snapshot) {
+            None => {
+                let mut members = Vec::new();
+                for pid in self.traced.pids() {
+                    signals.check()?;
+                    let snapshot = self.snapshot_with(pid, true, footprint);
+                    outputs.interval(&snapshot, None)?;
+                    members.push(snapshot);
+                }
+                let whole = self.whole_of(true, &members);
+                self.print_final(&whole, width, &self.traced.pids());
+                let Scope::Cgroup(cgroup) = &self.scope else {
+                    unreachable!("no focus: a cgroup");
+                };
+                (whole, cgroup.past.history().clone())
+            }
+        };
+        let pids = self.profiled();
+        let mut parts = self.traced.parts(&pids);
+        outputs.finish(&snapshot, &history, &mut parts, signals)
+    }
+
+    /// A final report, then the notes gathered over the trace of the
+    /// processes in `pids`.
+    fn print_final(&self, snapshot: &Snapshot, width: Option<usize>, pids: &[u32]) {
+        self.print(&live::render_final(snapshot, width));
+        self.print(&format!(
+            "\n{}\n",
+            wrap(&verdict::verdict(snapshot), width, "  ")
+        ));
+        let mut said = std::collections::BTreeSet::new();
+        for process in pids.iter().filter_map(|&pid| self.traced.get(pid)) {
+            for notice in process.notices().filter(|notice| said.insert(*notice)) {
                 eprintln!("memtrace: note: {notice}");
             }
-            if Some(pid) == focus {
-                focus_snapshot = Some(snapshot);
-            } else {
-                outputs.interval(&snapshot, None)?;
-            }
         }
-        let (Some(snapshot), Some(pid)) = (focus_snapshot, focus) else {
-            eprintln!("memtrace: no process was traced to the end: no final profile written");
-            return Ok(());
-        };
-        let past = std::mem::take(&mut self.traced.get_mut(pid).expect("the focus is traced").past);
-        let mut namer = self.traced.namer(pid).expect("the focus is traced");
-        outputs.finish(&snapshot, past.history(), &mut namer, signals)
     }
 }
 

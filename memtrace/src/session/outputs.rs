@@ -12,10 +12,9 @@ use std::{
 use super::{signals::Signals, SessionError};
 use crate::{
     cli::TraceOptions,
-    export::{flamegraph, folded, pprof},
+    export::{flamegraph, folded, pprof, Part},
     report::{history::History, json, snapshot::Snapshot},
     safe_file::{OutputError, OutputPolicy, StreamFile},
-    symbolize::Namer,
 };
 
 /// Where JSON lines go.
@@ -95,20 +94,23 @@ impl Outputs {
         matches!(self.json, Some(JsonSink::Stdout))
     }
 
-    /// An interval's snapshot: its JSON line, and with `namer` (the primary
-    /// target's) a profile when `--pprof-every` is due.
+    /// Whether a `--pprof-every` profile is due with this interval.
+    pub fn profile_due(&self) -> bool {
+        self.snapshots
+            .as_ref()
+            .is_some_and(|snapshots| snapshots.last.elapsed() >= snapshots.every)
+    }
+
+    /// An interval's snapshot: its JSON line, and with `parts` (what the
+    /// snapshot is of) a profile when `--pprof-every` is due.
     pub fn interval(
         &mut self,
         snapshot: &Snapshot,
-        namer: Option<&mut Namer<'_>>,
+        parts: Option<&mut [Part<'_>]>,
     ) -> Result<(), SessionError> {
         self.write_json(snapshot)?;
-        let due = self
-            .snapshots
-            .as_ref()
-            .is_some_and(|snapshots| snapshots.last.elapsed() >= snapshots.every);
-        match namer {
-            Some(namer) if due => self.write_snapshot_profile(snapshot, namer),
+        match parts {
+            Some(parts) if self.profile_due() => self.write_snapshot_profile(snapshot, parts),
             _ => Ok(()),
         }
     }
@@ -119,7 +121,7 @@ impl Outputs {
         &mut self,
         snapshot: &Snapshot,
         history: &History,
-        namer: &mut Namer<'_>,
+        parts: &mut [Part<'_>],
         signals: &Signals,
     ) -> Result<(), SessionError> {
         self.write_json(snapshot)?;
@@ -129,7 +131,7 @@ impl Outputs {
         }
         if self.snapshots.is_some() {
             signals.check()?;
-            self.write_snapshot_profile(snapshot, namer)?;
+            self.write_snapshot_profile(snapshot, parts)?;
         }
         signals.check()?;
         if let Some(JsonSink::File(file)) = self.json.take() {
@@ -137,16 +139,11 @@ impl Outputs {
         }
         if let Some(path) = &self.pprof {
             signals.check()?;
-            self.write_profile(
-                path,
-                snapshot.elapsed,
-                snapshot.executable.as_deref(),
-                namer,
-            )?;
+            self.write_profile(path, snapshot.elapsed, parts)?;
         }
         if self.folded.is_some() || self.flamegraph.is_some() {
             signals.check()?;
-            let lines = folded::folded(namer);
+            let lines = folded::folded(parts);
             if let Some(path) = &self.folded {
                 let mut text = lines.join("\n");
                 text.push('\n');
@@ -154,8 +151,8 @@ impl Outputs {
             }
             if let Some(path) = &self.flamegraph {
                 let title = format!(
-                    "Resident memory of pid {} ({}) by the stack that faulted it in",
-                    snapshot.pid, snapshot.command
+                    "Resident memory of {} by the stack that faulted it in",
+                    snapshot.subject()
                 );
                 let svg = flamegraph::svg(&lines, &title).map_err(|detail| OutputError::Io {
                     path: path.clone(),
@@ -184,7 +181,7 @@ impl Outputs {
     fn write_snapshot_profile(
         &mut self,
         snapshot: &Snapshot,
-        namer: &mut Namer<'_>,
+        parts: &mut [Part<'_>],
     ) -> Result<(), SessionError> {
         let Some(snapshots) = &mut self.snapshots else {
             return Ok(());
@@ -192,15 +189,12 @@ impl Outputs {
         snapshots.last = Instant::now();
         let name = format!(
             "memtrace-{}-{}-{:04}.pb.gz",
-            snapshot.pid, snapshot.unix_ms, snapshot.seq
+            snapshot.file_stem(),
+            snapshot.unix_ms,
+            snapshot.seq
         );
         let path = self.profiles_dir().join(name);
-        self.write_profile(
-            &path,
-            snapshot.elapsed,
-            snapshot.executable.as_deref(),
-            namer,
-        )
+        self.write_profile(&path, snapshot.elapsed, parts)
     }
 
     /// A profile now, into [`Self::profiles_dir`], named after `snapshot`'s
@@ -209,15 +203,32 @@ impl Outputs {
         &mut self,
         snapshot: &Snapshot,
         elapsed: Duration,
-        namer: &mut Namer<'_>,
+        parts: &mut [Part<'_>],
     ) -> Result<PathBuf, SessionError> {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since| since.as_millis());
-        let path = self
-            .profiles_dir()
-            .join(format!("memtrace-{}-{now_ms}-now.pb.gz", snapshot.pid));
-        self.write_profile(&path, elapsed, snapshot.executable.as_deref(), namer)?;
+        let path = self.profiles_dir().join(format!(
+            "memtrace-{}-{now_ms}-now.pb.gz",
+            snapshot.file_stem()
+        ));
+        self.write_profile(&path, elapsed, parts)?;
+        Ok(path)
+    }
+
+    /// A process's profile as it ended (an OOM kill in a traced cgroup),
+    /// into [`Self::profiles_dir`]; returns its path.
+    pub fn post_mortem(
+        &mut self,
+        snapshot: &Snapshot,
+        parts: &mut [Part<'_>],
+    ) -> Result<PathBuf, SessionError> {
+        let path = self.profiles_dir().join(format!(
+            "memtrace-{}-{}-oom-killed.pb.gz",
+            snapshot.file_stem(),
+            snapshot.unix_ms
+        ));
+        self.write_profile(&path, snapshot.elapsed, parts)?;
         Ok(path)
     }
 
@@ -225,10 +236,9 @@ impl Outputs {
         &self,
         path: &Path,
         elapsed: Duration,
-        executable: Option<&str>,
-        namer: &mut Namer<'_>,
+        parts: &mut [Part<'_>],
     ) -> Result<(), SessionError> {
-        let profile = pprof::profile(namer, elapsed, executable);
+        let profile = pprof::profile(parts, elapsed);
         Ok(self
             .policy
             .write_all(path, &memtrace_pprof::encode(&profile))?)

@@ -1,7 +1,7 @@
 //! What the session keeps per traced process: the primary target and, with
 //! `--follow-forks`, each child it forks, every one its own address space.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use super::{
     heap::HeapWatch,
@@ -12,6 +12,7 @@ use memtrace_common::StackSource;
 
 use crate::{
     elf::ProgramKind,
+    export::Part,
     intake::{Decoded, EventKind, StackSample, StackTable},
     model::{
         reconcile::{Busy, Moment, Outcome, Reading},
@@ -21,6 +22,7 @@ use crate::{
     report::{
         assemble::{Facts, Past},
         snapshot::{Footprint, Lost, Snapshot, TargetState},
+        verdict,
     },
     runtime::RuntimeInfo,
     symbolize::{DebugSources, Namer, Symbolizer},
@@ -68,10 +70,14 @@ pub struct Process {
     /// What its earlier snapshots left: history, growth baseline.
     pub past: Past,
     pub command: String,
+    /// Its PID in its own PID namespace, when that differs (a container's).
+    pid_in_namespace: Option<u32>,
     executable: Option<String>,
     /// Execs that are part of starting the process (1 for `-- CMD`).
     pub expected_execs: u64,
     pub runtime: Option<RuntimeInfo>,
+    /// Notes for the end of the report, by what each is about.
+    notices: BTreeMap<String, String>,
 }
 
 impl Process {
@@ -84,6 +90,7 @@ impl Process {
         Self {
             pid,
             command: view.comm().unwrap_or_default(),
+            pid_in_namespace: view.namespace_pid().filter(|&inner| inner != pid),
             view,
             tracker,
             symbolizer: Symbolizer::new(pid, debug),
@@ -95,6 +102,7 @@ impl Process {
             executable: None,
             expected_execs,
             runtime: None,
+            notices: BTreeMap::new(),
         }
     }
 
@@ -173,11 +181,6 @@ impl Process {
             sample,
             stack_bytes,
         )
-    }
-
-    /// Its RSS as the kernel last said (0 before the first reading).
-    pub fn rss(&self) -> u64 {
-        self.last_kernel.map_or(0, |kernel| kernel.rss)
     }
 
     /// The program the process runs now, as far as taking stacks goes.
@@ -305,6 +308,7 @@ impl Process {
             is_final,
             elapsed: shared.elapsed,
             pid: self.pid,
+            pid_in_namespace: self.pid_in_namespace,
             command: &self.command,
             executable: self.executable.as_deref(),
             state,
@@ -328,7 +332,26 @@ impl Process {
             symbolizer: &mut self.symbolizer,
             model: &self.tracker.model,
         };
-        self.past.snapshot(facts, &mut namer)
+        let snapshot = self.past.snapshot(facts, &mut namer);
+        for notice in verdict::notices(&snapshot) {
+            self.notices.insert(notice.about, notice.text);
+        }
+        snapshot
+    }
+
+    /// The notes gathered over the trace, for the end of the report.
+    pub fn notices(&self) -> impl Iterator<Item = &String> {
+        self.notices.values()
+    }
+
+    /// This process's part of a profile.
+    pub fn part<'a>(&'a mut self, stacks: &'a StackTable) -> Part<'a> {
+        Part {
+            pid: self.pid,
+            command: self.command.clone(),
+            executable: self.executable.clone(),
+            namer: self.namer(stacks),
+        }
     }
 
     /// What exporters need to name this process's stacks.

@@ -9,8 +9,14 @@ use memtrace_common::StackSource;
 use super::{traced::Traced, SessionError};
 use crate::{
     kernel::CgroupFilter,
-    proc::{resolve_container, Cgroup, Container, ProcError},
+    proc::{resolve_container, Cgroup, ProcError},
+    report::whole::{ContainerMeta, Member, Past, Subject},
 };
+
+/// A container id as runtimes show it: its first 12 digits.
+pub fn short_id(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
 
 /// The cgroup asked for.
 #[derive(Debug, Clone)]
@@ -21,33 +27,45 @@ pub enum CgroupTarget {
 
 pub struct CgroupScope {
     pub cgroup: Cgroup,
-    /// What the user calls it: the container's name or id, or the path.
-    pub label: String,
-    pub container: Option<Container>,
+    pub subject: Subject,
+    /// What its earlier snapshots leave (history, trend).
+    pub past: Past,
+    /// Processes that ended since attaching.
+    pub ended: u64,
+    /// Of them, those the OOM killer took, as they were last seen.
+    pub oom_killed: Vec<Member>,
 }
 
 impl CgroupScope {
     pub fn open(target: &CgroupTarget) -> Result<Self, SessionError> {
-        Ok(match target {
-            CgroupTarget::Path(path) => {
-                let cgroup = Cgroup::open(path)?;
-                Self {
-                    label: cgroup.path.clone(),
-                    cgroup,
-                    container: None,
-                }
-            }
+        let (cgroup, container) = match target {
+            CgroupTarget::Path(path) => (Cgroup::open(path)?, None),
             CgroupTarget::Container(given) => {
                 let container = resolve_container(given)?;
-                Self {
-                    label: container
-                        .name
-                        .clone()
-                        .unwrap_or_else(|| container.id[..12].to_owned()),
-                    cgroup: container.cgroup.clone(),
-                    container: Some(container),
-                }
+                (container.cgroup.clone(), Some(container))
             }
+        };
+        let subject = Subject {
+            label: match &container {
+                Some(container) => container
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| short_id(&container.id).to_owned()),
+                None => cgroup.path.clone(),
+            },
+            path: cgroup.path.clone(),
+            container: container.map(|container| ContainerMeta {
+                id: container.id,
+                name: container.name,
+                runtime: container.runtime.map(str::to_owned),
+            }),
+        };
+        Ok(Self {
+            cgroup,
+            subject,
+            past: Past::default(),
+            ended: 0,
+            oom_killed: Vec::new(),
         })
     }
 

@@ -19,12 +19,13 @@ use super::{
     SessionError,
 };
 use crate::{
+    export::Part,
     intake::{EventKind, EventSource},
     kernel::{maps_memory, KernelCounters, Targets},
     model::reconcile::FOLIO_BATCH_PAGES,
     proc::{zero_page_pfn, ProcError, ProcessView},
     report::snapshot::{Footprint, Lost, Snapshot},
-    symbolize::{DebugSources, Namer},
+    symbolize::DebugSources,
 };
 
 /// Which processes join the traced set as the trace goes on.
@@ -301,10 +302,14 @@ impl Traced {
         }
     }
 
-    /// What exporters need to name traced process `pid`'s stacks.
-    pub fn namer(&mut self, pid: u32) -> Option<Namer<'_>> {
-        let process = self.processes.get_mut(&pid)?;
-        Some(process.namer(&self.stacks.table))
+    /// The parts of a profile of the traced processes `pids`.
+    pub fn parts(&mut self, pids: &[u32]) -> Vec<Part<'_>> {
+        let stacks = &self.stacks.table;
+        self.processes
+            .iter_mut()
+            .filter(|(pid, _)| pids.contains(pid))
+            .map(|(_, process)| process.part(stacks))
+            .collect()
     }
 
     /// Records lost so far, over every traced process. A counter the

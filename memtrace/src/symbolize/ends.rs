@@ -76,6 +76,14 @@ pub struct Completeness {
     pub cut: u64,
 }
 
+impl std::ops::AddAssign for Completeness {
+    /// Field by field: the figures of several processes, as one.
+    fn add_assign(&mut self, other: Self) {
+        self.complete += other.complete;
+        self.cut += other.cut;
+    }
+}
+
 impl Completeness {
     pub fn add(&mut self, end: StackEnd, bytes: u64) {
         match end {

@@ -191,13 +191,17 @@ impl ProcessUnwinder {
                                     return_address_offset: offset,
                                     frame_pointer: 0,
                                 })
-                        } else {
+                        } else if in_anonymous_code(extents, pc) {
                             // Crossed by frame pointers: code without unwind
                             // tables (JIT code) that keeps them.
                             Some(FrameHint {
                                 return_address_offset: 0,
                                 frame_pointer: 1,
                             })
+                        } else {
+                            // A file whose tables are not read (yet): say
+                            // nothing rather than guess.
+                            None
                         };
                         hints.extend(hint.map(|hint| (at, hint)));
                     }
@@ -275,12 +279,21 @@ fn has_tables_at(mapped: &BTreeMap<u64, Mapped>, pc: u64) -> bool {
         .is_some_and(|(_, mapping)| pc < mapping.end && mapping.has_tables)
 }
 
+/// Whether `pc` is in an anonymous mapping: generated (JIT) code.
+fn in_anonymous_code(extents: &Extents, pc: u64) -> bool {
+    extents
+        .find(pc)
+        .is_some_and(|(_, extent)| !matches!(extent.backing, Backing::File { .. }))
+}
+
 /// Why unwinding could not get past code at `pc`.
 fn why_stuck(mapped: &BTreeMap<u64, Mapped>, pc: u64, extents: &Extents) -> CutReason {
-    match extents.find(pc) {
-        Some((_, extent)) if !matches!(extent.backing, Backing::File { .. }) => CutReason::JitCode,
-        _ if has_tables_at(mapped, pc) => CutReason::BadUnwind,
-        _ => CutReason::NoUnwindInfo,
+    if in_anonymous_code(extents, pc) {
+        CutReason::JitCode
+    } else if has_tables_at(mapped, pc) {
+        CutReason::BadUnwind
+    } else {
+        CutReason::NoUnwindInfo
     }
 }
 

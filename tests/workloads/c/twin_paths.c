@@ -57,19 +57,22 @@ static noinline void via_right(char *page)
 int main(int argc, char **argv)
 {
 	long pages = 16384;
+	long run = 1;
 	double hold = 1.0;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--pages") && i + 1 < argc)
 			pages = atol(argv[++i]);
+		else if (!strcmp(argv[i], "--run") && i + 1 < argc)
+			run = atol(argv[++i]);
 		else if (!strcmp(argv[i], "--hold") && i + 1 < argc)
 			hold = atof(argv[++i]);
 		else {
-			fprintf(stderr, "usage: twin_paths [--pages N] [--hold SECS]\n");
+			fprintf(stderr, "usage: twin_paths [--pages N] [--run N] [--hold SECS]\n");
 			return 2;
 		}
 	}
-	if (pages <= 0) {
-		fprintf(stderr, "twin_paths: --pages must be positive\n");
+	if (pages <= 0 || run <= 0) {
+		fprintf(stderr, "twin_paths: --pages and --run must be positive\n");
 		return 2;
 	}
 	char *region = mmap(NULL, (size_t)pages * PAGE, PROT_READ | PROT_WRITE,
@@ -80,7 +83,8 @@ int main(int argc, char **argv)
 	}
 	long left = 0, right = 0;
 	for (long i = 0; i < pages; i++) {
-		if (i % 2 == 0) {
+		/* `run` pages through one path, then as many through the other. */
+		if ((i / run) % 2 == 0) {
 			via_left(region + i * PAGE);
 			left++;
 		} else {

@@ -25,6 +25,9 @@ pub struct MemoryStat {
     /// keeps here because it may drop them as readily.
     pub inactive_file: u64,
     pub active_file: u64,
+    /// Page cache written to and not yet on disk (dirty or under
+    /// writeback): the kernel cannot drop it at once.
+    pub dirty: u64,
 }
 
 /// The `key value` pairs of a `memory.stat` text; lines that are not one
@@ -56,6 +59,7 @@ pub fn parse_v2(text: &str) -> MemoryStat {
             "active_anon" => stat.active_anon = value,
             "inactive_file" => stat.inactive_file = value,
             "active_file" => stat.active_file = value,
+            "file_dirty" | "file_writeback" => stat.dirty = stat.dirty.saturating_add(value),
             _ => {}
         }
     }
@@ -84,6 +88,7 @@ pub fn parse_v1(text: &str, kmem: u64) -> MemoryStat {
             "total_active_anon" => stat.active_anon = value,
             "total_inactive_file" => stat.inactive_file = value,
             "total_active_file" => stat.active_file = value,
+            "total_dirty" | "total_writeback" => stat.dirty = stat.dirty.saturating_add(value),
             _ => {}
         }
     }
@@ -98,7 +103,7 @@ mod tests {
     /// A container's `memory.stat` on Linux 6.1 with cgroup v2 (Debian 12).
     const V2_6_1: &str = "anon 52428800\nfile 8491008\nkernel 1245184\nkernel_stack 65536\n\
 pagetables 217088\nsec_pagetables 0\npercpu 3440\nsock 8192\nvmalloc 0\nshmem 4096\n\
-zswap 0\nzswapped 0\nfile_mapped 3006464\nfile_dirty 0\nfile_writeback 0\nswapcached 0\n\
+zswap 0\nzswapped 0\nfile_mapped 3006464\nfile_dirty 8192\nfile_writeback 4096\nswapcached 0\n\
 anon_thp 0\nfile_thp 0\nshmem_thp 0\ninactive_anon 33554432\nactive_anon 18874368\n\
 inactive_file 5373952\nactive_file 3121152\nunevictable 0\nslab_reclaimable 640000\n\
 slab_unreclaimable 300000\nslab 940000\nworkingset_refault_anon 0\npgfault 13107\n";
@@ -125,6 +130,7 @@ total_active_file 4096\n";
         assert_eq!(stat.sock, 8192);
         assert_eq!(stat.inactive_file, 5_373_952);
         assert_eq!(stat.file_mapped, 3_006_464);
+        assert_eq!(stat.dirty, 12_288);
     }
 
     #[test]

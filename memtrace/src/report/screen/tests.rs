@@ -100,6 +100,8 @@ fn snapshot() -> Snapshot {
             grown: 16 * MIB as i64,
         }],
         growers: Vec::new(),
+        whole: None,
+        pid_in_namespace: None,
         kernel_reading: KernelReading::Current,
         process_madvise_unresolved: Unresolved::default(),
         profile_serving: 0,
