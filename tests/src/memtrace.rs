@@ -157,7 +157,7 @@ impl Tracing {
     /// Waits until memtrace says it attached (or started the command).
     pub fn wait_attached(&mut self) {
         self.wait_for(Duration::from_secs(60), |line| {
-            matches!(line, Line::Stderr(l) if l.starts_with("memtrace: attached") || l.starts_with("memtrace: started"))
+            matches!(line, Line::Stderr(l) if ["memtrace: attached", "memtrace: started", "memtrace: tracing"].iter().any(|said| l.starts_with(said)))
         });
     }
 
@@ -469,21 +469,32 @@ pub fn size_before(text: &str, marker: &str) -> Option<u64> {
 
 /// The verdict memtrace printed (it starts with `Verdict:`).
 pub fn verdict(finished: &Finished) -> String {
-    let text: Vec<&str> = finished
-        .lines
-        .iter()
-        .map(|line| match line {
-            Line::Stdout(l) | Line::Stderr(l) => l.as_str(),
-        })
-        .skip_while(|line| !line.starts_with("Verdict:"))
-        .take_while(|line| line.starts_with("Verdict:") || line.starts_with("  "))
-        .collect();
+    verdicts(finished).swap_remove(0)
+}
+
+/// Every verdict memtrace printed, in order (with --follow-forks, the
+/// primary target's first; for a cgroup, the OOM killer's victims' before
+/// the whole's), each with its continuation lines. At least one.
+pub fn verdicts(finished: &Finished) -> Vec<String> {
+    let mut verdicts: Vec<Vec<&str>> = Vec::new();
+    let mut inside = false;
+    for line in &finished.lines {
+        let (Line::Stdout(line) | Line::Stderr(line)) = line;
+        if line.starts_with("Verdict:") {
+            verdicts.push(vec![line]);
+            inside = true;
+        } else if inside && line.starts_with("  ") {
+            verdicts.last_mut().expect("opened above").push(line);
+        } else {
+            inside = false;
+        }
+    }
     assert!(
-        !text.is_empty(),
+        !verdicts.is_empty(),
         "no verdict in:\n{}",
         finished.transcript()
     );
-    text.join("\n")
+    verdicts.into_iter().map(|lines| lines.join("\n")).collect()
 }
 
 /// A stand-in for a broken heap-profile endpoint on loopback: it accepts

@@ -331,3 +331,213 @@ fn cpus() -> u64 {
     // SAFETY: sysconf has no preconditions.
     unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) as u64 }
 }
+
+/// The JSON lines of a whole-container trace: one per process per
+/// interval, and one for the container as a whole.
+fn by_scope(snapshots: &[Value], scope: &str) -> Vec<Value> {
+    snapshots
+        .iter()
+        .filter(|snapshot| snapshot["scope"] == scope)
+        .cloned()
+        .collect()
+}
+
+fn field(value: &Value, pointer: &str) -> u64 {
+    value
+        .pointer(pointer)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("no {pointer} in {value}"))
+}
+
+fn signed(value: &Value, pointer: &str) -> i64 {
+    value
+        .pointer(pointer)
+        .and_then(Value::as_i64)
+        .unwrap_or_else(|| panic!("no {pointer} in {value}"))
+}
+
+/// Issue 17: `--container NAME` traces every process of a container, those
+/// there when memtrace attaches, those its shell starts later (a C and a Go
+/// workload, round after round), and one `podman exec` puts in from
+/// outside; until the container stops. Every process's figures match the
+/// kernel's, and the container's charge is explained by parts the kernel
+/// names, page cache and kernel memory among them.
+#[test]
+fn a_container_is_traced_whole_by_its_name() {
+    let container = Container::run(Image::get(), "memtrace-mix", 256 * MIB, &[MIX, "3"]);
+    container.wait_for_log("mix: round 1", MINUTE);
+    let mut tracing = Tracing::start(&[
+        "--container",
+        container.name(),
+        "--json",
+        "-",
+        "-q",
+        "-i",
+        "0.5",
+    ]);
+    tracing.wait_attached();
+    // Page cache no process maps: a file written inside the container.
+    let mut writer = container.exec(&[
+        "/bin/sh",
+        "-c",
+        "dd if=/dev/zero of=/tmp/cache bs=1M count=16 2>/dev/null; echo written; sleep 3",
+    ]);
+    writer.wait_for("written", MINUTE);
+    assert_eq!(container.wait_exit(MINUTE), 0, "{}", container.logs());
+    let finished = tracing.finish(MINUTE);
+    finished.assert_code(0);
+    // `podman exec` puts its process in the container from outside: the
+    // kernel side finds it at its first event.
+    assert!(
+        finished
+            .stderr()
+            .iter()
+            .any(|line| line.starts_with("memtrace: found pid")),
+        "the exec'd process was not found:\n{}",
+        finished.transcript()
+    );
+    let snapshots = finished.snapshots();
+
+    let processes = by_scope(&snapshots, "process");
+    let commands: Vec<&str> = processes
+        .iter()
+        .filter_map(|snapshot| snapshot["command"].as_str())
+        .collect();
+    for workload in ["memops", "goheap", "mix.sh"] {
+        assert!(
+            commands.contains(&workload),
+            "{workload} not traced: {commands:?}"
+        );
+    }
+    // The exec'd shell (`sh`; the container's own is `mix.sh`), or its `dd`.
+    assert!(
+        commands.contains(&"sh") || commands.contains(&"dd"),
+        "the exec'd shell is not traced: {commands:?}"
+    );
+    // Every process's figures, as the kernel read them (smaps_rollup) at
+    // the same moment, within 1%.
+    let mut compared = 0;
+    for snapshot in &processes {
+        if snapshot["state"] != "running" || snapshot["kernel"]["reading"] != "current" {
+            continue;
+        }
+        let kernel = field(snapshot, "/kernel/rss_bytes");
+        let model = field(snapshot, "/model/rss_bytes");
+        assert!(
+            model.abs_diff(kernel) * 100 <= kernel,
+            "pid {} ({}): model {model}, kernel {kernel}",
+            snapshot["pid"],
+            snapshot["command"]
+        );
+        compared += 1;
+    }
+    assert!(compared >= 10, "only {compared} readings compared");
+
+    let wholes = by_scope(&snapshots, "cgroup");
+    assert!(wholes.len() >= 5, "{} whole-container lines", wholes.len());
+    for whole in &wholes {
+        assert_eq!(whole["pid"], Value::Null, "{whole}");
+        assert_eq!(whole["whole"]["container"]["id"], container.id(), "{whole}");
+        // memory.usage_in_bytes is what the named parts add up to, within
+        // 2%, and the charge the kernel takes ahead in per-CPU batches
+        // (MEMCG_CHARGE_BATCH, 64 pages a CPU), which memory.stat does not
+        // show yet.
+        let current = field(whole, "/whole/charge/current_bytes");
+        let other = signed(whole, "/whole/charge/other_bytes");
+        let batches = 64 * PAGE * cpus();
+        assert!(
+            other.unsigned_abs() <= current / 50 + batches,
+            "{other} of {current} charged bytes in no named part: {}",
+            whole["whole"]["charge"]
+        );
+    }
+    let cache = wholes
+        .iter()
+        .map(|whole| field(whole, "/whole/charge/unmapped_cache_bytes"))
+        .max()
+        .unwrap_or(0);
+    assert!(
+        cache >= 15 * MIB,
+        "the 16 MiB file is not page cache: {cache}"
+    );
+    let last = wholes.last().expect("a final whole");
+    assert_eq!(last["type"], "final", "{last}");
+    assert_eq!(last["whole"]["removed"], true, "{last}");
+    let verdict = memtrace_tests::memtrace::verdicts(&finished).pop().unwrap();
+    for named in ["page cache", "kernel memory", "working set"] {
+        assert!(verdict.contains(named), "{named} not in: {verdict}");
+    }
+}
+
+/// Issue 17: a container whose process grows into its limit. The lazily
+/// freed pages are reclaimed first, then the OOM killer ends the process;
+/// memtrace writes its post-mortem (report and profile) there and then,
+/// and the container's final report names the process and the function
+/// that grew.
+#[test]
+fn an_oom_kill_in_a_container_gets_its_post_mortem() {
+    let dir = tempfile::tempdir().unwrap();
+    // The shell waits for memtrace to attach before the workload starts.
+    let container = Container::run(
+        Image::get(),
+        "memtrace-pressure",
+        128 * MIB,
+        &["/bin/sh", "-c", &format!("sleep 3; exec {PRESSURE}")],
+    );
+    let mut tracing = Tracing::start(
+        &Argv::new()
+            .words("--container")
+            .arg(container.name())
+            .words("--json - -q -i 0.3 --pprof-dir")
+            .arg(dir.path().to_str().unwrap()),
+    );
+    tracing.wait_attached();
+    assert_eq!(container.wait_exit(MINUTE), KILLED, "{}", container.logs());
+    let finished = tracing.finish(MINUTE);
+    finished.assert_code(0);
+    let pid = container.oom_killed_pids();
+    assert_eq!(pid.len(), 1, "the kernel's OOM kills: {pid:?}");
+
+    // The victim's own last snapshot: killed, holding what it grew, and
+    // its lazily freed pages taken back by the kernel before the kill.
+    let snapshots = finished.snapshots();
+    let victim = by_scope(&snapshots, "process")
+        .into_iter()
+        .rfind(|snapshot| snapshot["pid"] == pid[0])
+        .expect("the victim's snapshots");
+    assert_eq!(victim["state"], "oom_killed", "{victim}");
+    let reclaimed = field(&victim, "/released_bytes/reclaim of MADV_FREE pages");
+    assert!(reclaimed >= 16 * MIB, "{}", victim["released_bytes"]);
+    assert_eq!(
+        victim["top_stacks"][0]["frames"][1], "grow_until_killed",
+        "{victim}"
+    );
+
+    // Its post-mortem profile, written when it was killed, read by pprof.
+    let said = finished
+        .stderr()
+        .into_iter()
+        .find(|line| line.contains("was killed by the OOM killer: its profile is"))
+        .unwrap_or_else(|| panic!("no post-mortem:\n{}", finished.transcript()))
+        .to_owned();
+    let profile = said.rsplit(' ').next().expect("a path");
+    let top = memtrace_tests::gotool::pprof(&["-top", "-unit=MB", profile]);
+    assert!(top.contains("grow_until_killed"), "{top}");
+
+    // The container's final report names the victim and what grew.
+    let last = by_scope(&snapshots, "cgroup").pop().expect("a final whole");
+    let killed = &last["whole"]["oom_killed"][0];
+    assert_eq!(killed["pid"], pid[0], "{last}");
+    assert_eq!(killed["command"], "pressure", "{killed}");
+    assert_eq!(
+        killed["top_stack"], "map_and_fill ← grow_until_killed",
+        "{killed}"
+    );
+    // The container's verdict, after the victim's own.
+    let verdict = memtrace_tests::memtrace::verdicts(&finished).pop().unwrap();
+    assert!(
+        verdict.contains(&format!("The OOM killer took pid {} (pressure)", pid[0]))
+            && verdict.contains("grow_until_killed"),
+        "{verdict}"
+    );
+}

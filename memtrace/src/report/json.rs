@@ -197,7 +197,7 @@ fn whole(whole: &Whole) -> Value {
             "shmem_bytes": member.shmem,
             "lazyfree_bytes": member.lazyfree,
             "unexplained_bytes": member.unexplained,
-            "top_function": member.top,
+            "top_stack": member.top,
         })
     };
     let subject = &whole.subject;
@@ -230,6 +230,7 @@ fn whole(whole: &Whole) -> Value {
             "unmapped_cache_bytes": charge.unmapped_cache(),
             "shared_anon_bytes": charge.shared_anon(),
         })),
+        "removed": whole.removed,
         "time_to_limit_s": whole.time_to_limit.map(|left| left.as_secs_f64()),
     })
 }

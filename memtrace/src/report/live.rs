@@ -271,9 +271,14 @@ fn whole_lines(out: &mut String, snapshot: &Snapshot, whole: &Whole) {
         };
         let _ = writeln!(
             out,
-            "cgroup    {} {} uses {}{limit} · working set {}{}",
+            "cgroup    {} {}{} uses {}{limit} · working set {}{}",
             memory.path,
             memory.version.name(),
+            if whole.removed {
+                " (removed; as last read)"
+            } else {
+                ""
+            },
             Bytes(memory.current),
             Bytes(charge.working_set),
             whole
@@ -321,13 +326,13 @@ fn whole_lines(out: &mut String, snapshot: &Snapshot, whole: &Whole) {
     for member in &whole.members {
         let _ = writeln!(
             out,
-            "   pid {}{} ({}) · {} · RSS {} · LazyFree {} · unexplained {}{}",
+            "   pid {} ({}{}) · {} · RSS {} · LazyFree {} · unexplained {}{}",
             member.pid,
+            member.command,
             member
                 .pid_in_namespace
-                .map(|inner| format!(" ({inner} inside)"))
+                .map(|inner| format!("; {inner} inside"))
                 .unwrap_or_default(),
-            member.command,
             member.state.name(),
             Bytes(member.rss),
             Bytes(member.lazyfree),

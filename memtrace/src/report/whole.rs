@@ -60,7 +60,8 @@ pub struct Member {
     pub shmem: u64,
     pub lazyfree: u64,
     pub unexplained: u64,
-    /// The function that faulted in most of its in-use memory.
+    /// Where most of its memory was faulted in: the innermost function and
+    /// its caller.
     pub top: Option<String>,
 }
 
@@ -85,10 +86,14 @@ impl Member {
             shmem,
             lazyfree: snapshot.lazyfree(),
             unexplained: snapshot.unexplained(),
-            top: snapshot
-                .top_stacks
-                .first()
-                .and_then(|row| row.frames.first().cloned()),
+            top: snapshot.top_stacks.first().map(|row| {
+                row.frames
+                    .iter()
+                    .take(2)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(" ← ")
+            }),
         }
     }
 
@@ -190,8 +195,11 @@ pub struct Whole {
     /// killer took.
     pub ended: u64,
     pub oom_killed: Vec<Member>,
-    /// `None` once the cgroup is gone.
+    /// `None` if the cgroup's figures were never read.
     pub charge: Option<Charge>,
+    /// The cgroup was removed (its container stopped): its figures are the
+    /// last read before.
+    pub removed: bool,
     /// At the current growth of in-use memory, how long until the limit.
     pub time_to_limit: Option<Duration>,
 }
@@ -201,7 +209,10 @@ pub struct Facts<'a> {
     pub is_final: bool,
     pub elapsed: Duration,
     pub subject: &'a Subject,
+    /// The cgroup's figures, as last read.
     pub memory: Option<CgroupMemory>,
+    /// The cgroup is gone: `memory` is from before.
+    pub removed: bool,
     pub ended: u64,
     pub oom_killed: &'a [Member],
 }
@@ -212,6 +223,9 @@ pub struct Past {
     seq: u64,
     history: History,
     previous_rss: Option<u64>,
+    /// What the processes that ended did, so the whole's counts since
+    /// attaching keep them.
+    gone: Activity,
 }
 
 impl Past {
@@ -219,11 +233,18 @@ impl Past {
         &self.history
     }
 
+    /// Keeps what the process of `last` (its last snapshot) did, as its
+    /// model is dropped.
+    pub fn retire(&mut self, last: &Snapshot) {
+        self.gone.absorb(&last.activity);
+    }
+
     /// The cgroup's snapshot: its processes' `members` snapshots merged,
     /// with `facts`.
     pub fn snapshot(&mut self, facts: Facts<'_>, members: &[Snapshot]) -> Snapshot {
         self.seq += 1;
         let mut merged = merge(members);
+        merged.activity.absorb(&self.gone);
         merged.seq = self.seq;
         merged.is_final = facts.is_final;
         merged.elapsed = facts.elapsed;
@@ -258,6 +279,7 @@ impl Past {
             ended: facts.ended,
             oom_killed: facts.oom_killed.to_vec(),
             charge,
+            removed: facts.removed,
             time_to_limit,
         }));
         merged
@@ -279,26 +301,33 @@ fn merge(members: &[Snapshot]) -> Snapshot {
     let mut unresolved = super::snapshot::Unresolved::default();
     let mut growers: HashMap<String, i64> = HashMap::new();
     for member in members {
-        if let Some(totals) = member
-            .kernel
-            .filter(|_| member.state == TargetState::Running)
-        {
+        // What happened counts for every process; what is held, only for
+        // those still running (an ended process's memory is gone).
+        activity.absorb(&member.activity);
+        coverage += member.stack_coverage;
+        records += member.records;
+        unresolved.calls += member.process_madvise_unresolved.calls;
+        unresolved.bytes += member.process_madvise_unresolved.bytes;
+        if member.state != TargetState::Running {
+            continue;
+        }
+        if let Some(totals) = member.kernel {
             *kernel.get_or_insert_with(KernelTotals::default) += totals;
         }
         model += member.model;
         reconcile += member.reconcile;
-        activity.absorb(&member.activity);
-        coverage += member.stack_coverage;
-        records += member.records;
         anon_before_attach += member.anon_before_attach;
         address_space += member.address_space;
         profile_serving += member.profile_serving;
-        unresolved.calls += member.process_madvise_unresolved.calls;
-        unresolved.bytes += member.process_madvise_unresolved.bytes;
         for (name, grown) in &member.growers {
             *growers.entry(name.clone()).or_default() += grown;
         }
     }
+    let running: Vec<&Snapshot> = members
+        .iter()
+        .filter(|member| member.state == TargetState::Running)
+        .collect();
+    let all: Vec<&Snapshot> = members.iter().collect();
     let first = members.first();
     let lost = first.map(|m| m.lost).unwrap_or_default();
     let mut growers: Vec<(String, i64)> = growers.into_iter().collect();
@@ -330,15 +359,11 @@ fn merge(members: &[Snapshot]) -> Snapshot {
         top_ranges: Vec::new(),
         mapping_groups: Vec::new(),
         anon_before_attach,
-        top_stacks: merged_rows(members, |m| &m.top_stacks, |row| row.in_use + row.lazyfree),
-        top_calls: merged_rows(
-            members,
-            |m| &m.top_calls,
-            |row: &CallRow| row.resident_bytes,
-        ),
-        top_faults: merged_rows(members, |m| &m.top_faults, |row: &FaultRow| row.count),
+        top_stacks: merged_rows(&running, |m| &m.top_stacks, |row| row.in_use + row.lazyfree),
+        top_calls: merged_rows(&all, |m| &m.top_calls, |row: &CallRow| row.resident_bytes),
+        top_faults: merged_rows(&all, |m| &m.top_faults, |row: &FaultRow| row.count),
         growth: merged_rows(
-            members,
+            &running,
             |m| &m.growth,
             |row: &GrowthRow| row.grown.unsigned_abs(),
         ),
@@ -366,7 +391,7 @@ fn merge(members: &[Snapshot]) -> Snapshot {
 /// Rows with frames, from every process, each with its process as the
 /// outermost frame; the largest `TOP_ROWS` by `size`.
 fn merged_rows<R: Clone + HasFrames>(
-    members: &[Snapshot],
+    members: &[&Snapshot],
     rows: impl Fn(&Snapshot) -> &Vec<R>,
     size: impl Fn(&R) -> u64,
 ) -> Vec<R> {
@@ -505,7 +530,11 @@ mod tests {
                     .collect(),
             ),
         ];
-        let merged = merged_rows(&members, |m| &m.top_stacks, |r| r.in_use);
+        let merged = merged_rows(
+            &members.iter().collect::<Vec<_>>(),
+            |m| &m.top_stacks,
+            |r| r.in_use,
+        );
         assert_eq!(merged.len(), TOP_ROWS);
         assert!(merged.iter().all(|r| r.frames == ["big", "app (pid 8)"]));
         assert_eq!(merged[0].in_use, 2 * MIB + TOP_ROWS as u64 - 1);

@@ -526,10 +526,6 @@ impl Session {
                 .is_some_and(|process| process.tracker.ending.is_some());
             let snapshot = self.snapshot_with(pid, ended, footprint);
             outputs.interval(&snapshot, None)?;
-            if ended {
-                self.process_ended(&snapshot, outputs)?;
-                self.traced.remove(pid);
-            }
             members.push(snapshot);
         }
         let whole = self.whole_of(false, &members);
@@ -542,6 +538,13 @@ impl Session {
             screen.show(whole.clone(), lines);
         } else if !self.quiet {
             self.print(&live::render(&whole, width));
+        }
+        for member in members.iter().filter(|m| m.state != TargetState::Running) {
+            self.process_ended(member, outputs)?;
+            if let Scope::Cgroup(cgroup) = &mut self.scope {
+                cgroup.past.retire(member);
+            }
+            self.traced.remove(member.pid);
         }
         let due = outputs.profile_due();
         let pids = if due { self.traced.pids() } else { Vec::new() };
@@ -601,11 +604,17 @@ impl Session {
         let Scope::Cgroup(cgroup) = &mut self.scope else {
             unreachable!("only a cgroup is seen whole");
         };
+        let memory = cgroup.cgroup.memory();
+        let removed = memory.is_none() && !cgroup.cgroup.exists();
+        if memory.is_some() {
+            cgroup.last_memory = memory;
+        }
         let facts = whole::Facts {
             is_final,
             elapsed,
             subject: &cgroup.subject,
-            memory: cgroup.cgroup.memory(),
+            memory: cgroup.last_memory.clone(),
+            removed,
             ended: cgroup.ended,
             oom_killed: &cgroup.oom_killed,
         };
@@ -669,6 +678,9 @@ impl Session {
                     signals.check()?;
                     let snapshot = self.snapshot_with(pid, true, footprint);
                     outputs.interval(&snapshot, None)?;
+                    if snapshot.state != TargetState::Running {
+                        self.process_ended(&snapshot, outputs)?;
+                    }
                     members.push(snapshot);
                 }
                 let whole = self.whole_of(true, &members);

@@ -9,7 +9,7 @@ use memtrace_common::StackSource;
 use super::{traced::Traced, SessionError};
 use crate::{
     kernel::CgroupFilter,
-    proc::{resolve_container, Cgroup, ProcError},
+    proc::{resolve_container, Cgroup, CgroupMemory, ProcError},
     report::whole::{ContainerMeta, Member, Past, Subject},
 };
 
@@ -34,6 +34,8 @@ pub struct CgroupScope {
     pub ended: u64,
     /// Of them, those the OOM killer took, as they were last seen.
     pub oom_killed: Vec<Member>,
+    /// Its figures as last read (kept for the report once it is gone).
+    pub last_memory: Option<CgroupMemory>,
 }
 
 impl CgroupScope {
@@ -66,6 +68,7 @@ impl CgroupScope {
             past: Past::default(),
             ended: 0,
             oom_killed: Vec::new(),
+            last_memory: None,
         })
     }
 

@@ -57,12 +57,14 @@ pub(super) fn end_of(
             let backing = outermost
                 .and_then(|frame| extents.find(frame.address))
                 .map(|(_, extent)| matches!(extent.backing, Backing::File { .. }));
-            let unnamed = outermost.is_some_and(|frame| frame.functions.is_empty());
-            StackEnd::Cut(match (backing, unnamed) {
-                (Some(false), _) => CutReason::JitCode,
-                // A frame-pointer walk that reached a root would say so by
-                // its name: without one, nothing can be said.
-                (Some(true), true) => CutReason::UnreadableCode,
+            // Its file could not be opened: whether it is a thread's first
+            // function cannot be told from its name.
+            let unreadable = outermost
+                .and_then(|frame| frame.module.as_ref())
+                .is_some_and(|module| !module.readable);
+            StackEnd::Cut(match backing {
+                Some(false) => CutReason::JitCode,
+                Some(true) if unreadable => CutReason::UnreadableCode,
                 _ => CutReason::NoFramePointer,
             })
         }

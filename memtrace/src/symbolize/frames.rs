@@ -11,6 +11,9 @@ pub struct Module {
     pub path: String,
     /// GNU build id in hex, when the file has one.
     pub build_id: Option<String>,
+    /// memtrace could open the file (a file gone with its process, or
+    /// never reachable, cannot be read for names).
+    pub readable: bool,
 }
 
 impl Module {
@@ -64,6 +67,7 @@ impl Frame {
                     format!("[{mapping}]")
                 },
                 build_id: None,
+                readable: false,
             })),
             functions: Vec::new(),
         }

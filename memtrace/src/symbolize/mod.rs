@@ -299,13 +299,16 @@ impl Symbolizer {
         if let Some(module) = self.modules.get(path) {
             return module.clone();
         }
-        let build_id = blazesym::helper::read_elf_build_id(&self.binaries.readable(path))
+        let file = self.binaries.readable(path);
+        let readable = std::fs::File::open(&file).is_ok();
+        let build_id = blazesym::helper::read_elf_build_id(&file)
             .ok()
             .flatten()
             .map(|id| id.iter().map(|byte| format!("{byte:02x}")).collect());
         let module = Arc::new(Module {
             path: path.to_owned(),
             build_id,
+            readable,
         });
         self.modules.insert(path.to_owned(), module.clone());
         module
