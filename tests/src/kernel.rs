@@ -1,7 +1,11 @@
 //! What the kernel itself says about a process: the ground truth the tests
 //! hold memtrace's numbers against.
 
-use std::{collections::HashMap, fs, path::PathBuf};
+use std::{
+    collections::HashMap,
+    fs,
+    path::{Path, PathBuf},
+};
 
 /// `/proc/PID/smaps_rollup` in bytes, by field name (`Rss`, `LazyFree`...).
 pub fn smaps_rollup(pid: u32) -> HashMap<String, u64> {
@@ -44,9 +48,12 @@ pub fn loaded_bpf_programs() -> Vec<(u32, String)> {
         .collect()
 }
 
-/// A memory cgroup the test controls, removed afterwards.
+/// A memory cgroup the test controls, removed afterwards. On a hybrid host
+/// (memory controller on v1) it is made in the empty v2 hierarchy too, as
+/// container runtimes do, so the kernel side can test tasks against it.
 pub struct MemoryCgroup {
     dir: PathBuf,
+    unified: Option<PathBuf>,
     v2: bool,
 }
 
@@ -59,14 +66,39 @@ impl MemoryCgroup {
         } else {
             "/sys/fs/cgroup/memory"
         };
-        let dir = PathBuf::from(root).join(format!("{name}-{}", std::process::id()));
+        let leaf = format!("{name}-{}", std::process::id());
+        let dir = PathBuf::from(root).join(&leaf);
         fs::create_dir_all(&dir).expect("create a memory cgroup (needs root and cgroups)");
-        Self { dir, v2 }
+        let unified = Path::new(HYBRID_UNIFIED)
+            .is_dir()
+            .then(|| Path::new(HYBRID_UNIFIED).join(&leaf))
+            .filter(|_| !v2);
+        if let Some(unified) = &unified {
+            fs::create_dir_all(unified).expect("create the cgroup in the v2 hierarchy too");
+        }
+        Self { dir, unified, v2 }
+    }
+
+    /// Its memory controller's directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
     }
 
     /// A shell prefix that moves the shell into the cgroup, then execs.
     pub fn enter(&self) -> String {
-        format!("echo $$ > {}/cgroup.procs && exec", self.dir.display())
+        let mut enter = format!("echo $$ > {}/cgroup.procs && ", self.dir.display());
+        if let Some(unified) = &self.unified {
+            enter += &format!("echo $$ > {}/cgroup.procs && ", unified.display());
+        }
+        enter + "exec"
+    }
+
+    /// Removes the cgroup now (its processes must have exited): what a
+    /// container runtime does when a container stops.
+    pub fn remove(&self) {
+        for dir in std::iter::once(&self.dir).chain(&self.unified) {
+            fs::remove_dir(dir).unwrap_or_else(|err| panic!("remove {}: {err}", dir.display()));
+        }
     }
 
     /// Sets the hard limit: past it, the OOM killer acts.
@@ -92,6 +124,11 @@ impl MemoryCgroup {
 
 impl Drop for MemoryCgroup {
     fn drop(&mut self) {
-        let _ = fs::remove_dir(&self.dir);
+        for dir in std::iter::once(&self.dir).chain(&self.unified) {
+            let _ = fs::remove_dir(dir);
+        }
     }
 }
+
+/// Where hybrid hosts mount the (empty) cgroup v2 hierarchy.
+const HYBRID_UNIFIED: &str = "/sys/fs/cgroup/unified";

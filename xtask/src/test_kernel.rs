@@ -28,8 +28,8 @@ const KERNEL_SERIES: &str = "6.1";
 /// The integration tests (tests/tests/NAME.rs) run in the guest: the
 /// foundation and attribution tests, and those about what differs between
 /// kernels (tracepoint layouts, 32-bit programs, a process's exit, the
-/// children it forks).
-const TESTS: &[&str] = &["foundation", "attribution", "kernels", "forks"];
+/// children it forks, a cgroup on cgroup v2 alone).
+const TESTS: &[&str] = &["foundation", "attribution", "kernels", "forks", "cgroups"];
 /// Enough for the tests' largest workload (512 MiB of Go heap) beside
 /// memtrace, and a CPU for each.
 const GUEST_MEMORY: &str = "2G";
