@@ -200,12 +200,25 @@ impl StackRequest<'_> {
                 StackSource::FramePointers => Some(CallerAt::FramePointer),
                 _ => frame.and_then(|frame| hint(tgid, read_user(frame.return_address_at))),
             };
-            let outer = frame
-                .zip(outer_at)
-                .and_then(|(frame, at)| at.frame(&frame.caller));
+            let outer = outer_return(frame, outer_at);
             SiteCache::store(cache, slot, self.current.tid, regs, caller_at, outer, stack);
         }
         stack
+    }
+}
+
+/// Where the caller's return address is and what it holds, `(0, 0)` when
+/// it cannot be found. Zeros written out on every path, not an `Option`:
+/// LLVM leaves a `None`'s payload undefined, and spills that register
+/// anyway, which the verifier rejects as a read of an uninitialised one.
+#[inline(always)]
+fn outer_return(frame: Option<CallerFrame>, outer_at: Option<CallerAt>) -> (u64, u64) {
+    let (Some(frame), Some(at)) = (frame, outer_at) else {
+        return (0, 0);
+    };
+    match at.frame(&frame.caller) {
+        Some(outer) => (outer.return_address_at, outer.caller.ip),
+        None => (0, 0),
     }
 }
 
@@ -466,7 +479,7 @@ impl SiteCache {
         tid: u32,
         regs: &UserRegs,
         caller_at: CallerAt,
-        outer: Option<CallerFrame>,
+        outer: (u64, u64),
         stack: u64,
     ) {
         let Some(state) = cache.get_ptr_mut(slot) else {
@@ -479,8 +492,7 @@ impl SiteCache {
         state.sp = regs.sp;
         state.caller = caller_at.read(regs);
         state.caller_at = caller_at;
-        (state.outer_at, state.outer) =
-            outer.map_or((0, 0), |frame| (frame.return_address_at, frame.caller.ip));
+        (state.outer_at, state.outer) = outer;
         state.stack = stack;
         state.remaining = stack_period().saturating_sub(1);
     }
