@@ -42,6 +42,16 @@ pub struct Workloads {
     pub madvise_storm: PathBuf,
     /// Benchmark: small mmap / touch / munmap cycles.
     pub mmap_churn: PathBuf,
+    /// `fault_storm` built `-O2 -fomit-frame-pointer`: the same work, in
+    /// code whose stacks must be unwound from tables.
+    pub fault_storm_nofp: PathBuf,
+    /// `mmap_churn` built `-O2 -fomit-frame-pointer`.
+    pub mmap_churn_nofp: PathBuf,
+    /// Benchmark neighbour: one-byte reads and writes, like `dd bs=1`.
+    pub syscall_storm: PathBuf,
+    /// Benchmark attach target: dlopens many small libraries (copies in its
+    /// own directory) and waits.
+    pub many_libs: PathBuf,
     /// Known allocation call sites, built with `-g` and frame pointers.
     pub alloc_sites: PathBuf,
     /// `alloc_sites` with every symbol stripped (build id kept).
@@ -95,6 +105,10 @@ impl Workloads {
             fault_storm: dir.join("fault_storm"),
             madvise_storm: dir.join("madvise_storm"),
             mmap_churn: dir.join("mmap_churn"),
+            fault_storm_nofp: dir.join("fault_storm_nofp"),
+            mmap_churn_nofp: dir.join("mmap_churn_nofp"),
+            syscall_storm: dir.join("syscall_storm"),
+            many_libs: dir.join("many_libs/many_libs"),
             alloc_sites: dir.join("alloc_sites"),
             alloc_sites_stripped: dir.join("alloc_sites_stripped"),
             alloc_sites_nofp: dir.join("alloc_sites_nofp"),
@@ -299,6 +313,27 @@ const C_PROGRAMS: &[CProgram] = &[
         strip: false,
     },
     CProgram {
+        name: "fault_storm_nofp",
+        main_source: "c/fault_storm.c",
+        headers: &["c/bench.h"],
+        flags: NO_FRAME_POINTER_FLAGS,
+        strip: false,
+    },
+    CProgram {
+        name: "mmap_churn_nofp",
+        main_source: "c/mmap_churn.c",
+        headers: &["c/bench.h"],
+        flags: NO_FRAME_POINTER_FLAGS,
+        strip: false,
+    },
+    CProgram {
+        name: "syscall_storm",
+        main_source: "c/syscall_storm.c",
+        headers: &["c/bench.h"],
+        flags: BENCH_FLAGS,
+        strip: false,
+    },
+    CProgram {
         name: "alloc_sites",
         main_source: "c/alloc_sites.c",
         headers: &[],
@@ -373,6 +408,7 @@ fn build_all(sources: &Path, out: &Path) -> Result<Workloads, BuildError> {
     }
     build_go(&sources.join("go"), out)?;
     build_split_debug(sources, out)?;
+    build_many_libs(sources, out)?;
     build_rust(&sources.join("rust"), out)?;
     build_java(&sources.join("java"), out)?;
     Ok(Workloads::in_dir(out))
@@ -529,6 +565,62 @@ fn build_split_debug(sources: &Path, out: &Path) -> Result<(), BuildError> {
     fs::create_dir_all(parent).map_err(io_error(format!("creating {}", parent.display())))?;
     rename(&debug_file, &in_debug_dir)?;
     let done = out.join("split");
+    remove_dir(&done)?;
+    rename(&partial, &done)?;
+    step.mark_done()
+}
+
+/// How many copies of `tiny_lib.so` `many_libs` can load.
+const MANY_LIBS_COPIES: usize = 100;
+
+/// `many_libs` and the libraries it loads, all in `out/many_libs/`: one
+/// small library built once and copied [`MANY_LIBS_COPIES`] times as
+/// `lib000.so`, `lib001.so`, ... (files of their own, which the dynamic
+/// loader maps one by one, as it would distinct libraries).
+fn build_many_libs(sources: &Path, out: &Path) -> Result<(), BuildError> {
+    let partial = out.join("many_libs.partial");
+    let library = partial.join("tiny_lib.so");
+    let mut gcc_library = Command::new("gcc");
+    gcc_library
+        .args(["-O2", "-fPIC", "-shared"])
+        .args(WARNINGS)
+        .arg("-o")
+        .arg(&library)
+        .arg(sources.join("c/tiny_lib.c"));
+    let mut gcc_program = Command::new("gcc");
+    gcc_program
+        .args(BENCH_FLAGS)
+        .args(WARNINGS)
+        .arg("-o")
+        .arg(partial.join("many_libs"))
+        .arg(sources.join("c/many_libs.c"));
+    let mut commands = [gcc_library, gcc_program];
+
+    let step = Step {
+        stamp: out.join("many_libs.stamp"),
+        recipe: recipe(&commands) + &format!("copies: {MANY_LIBS_COPIES}\n"),
+        sources: ["c/tiny_lib.c", "c/many_libs.c", "c/bench.h"]
+            .iter()
+            .map(|source| sources.join(source))
+            .collect(),
+    };
+    if step.is_fresh()? {
+        return Ok(());
+    }
+    remove_dir(&partial)?;
+    fs::create_dir_all(&partial).map_err(io_error(format!("creating {}", partial.display())))?;
+    for command in &mut commands {
+        run(command)?;
+    }
+    for copy in 0..MANY_LIBS_COPIES {
+        let to = partial.join(format!("lib{copy:03}.so"));
+        fs::copy(&library, &to).map_err(io_error(format!(
+            "copying {} to {}",
+            library.display(),
+            to.display()
+        )))?;
+    }
+    let done = out.join("many_libs");
     remove_dir(&done)?;
     rename(&partial, &done)?;
     step.mark_done()
@@ -1047,11 +1139,26 @@ mod tests {
     #[test]
     fn benchmarks_report_seconds_and_operations() {
         let w = workloads();
-        let cases: [(&Path, &[&str], f64); 3] = [
+        let cases: [(&Path, &[&str], f64); 6] = [
             (
                 &w.fault_storm,
                 &["--mib", "4", "--rounds", "2", "--warmup", "1"],
                 2.0 * 1024.0,
+            ),
+            (
+                &w.fault_storm_nofp,
+                &["--mib", "4", "--rounds", "2", "--warmup", "1"],
+                2.0 * 1024.0,
+            ),
+            (
+                &w.mmap_churn_nofp,
+                &["--ops", "1000", "--kib", "64", "--warmup", "10"],
+                1000.0,
+            ),
+            (
+                &w.syscall_storm,
+                &["--ops", "1000", "--warmup", "10"],
+                2000.0,
             ),
             (
                 &w.madvise_storm,
@@ -1081,6 +1188,31 @@ mod tests {
         }
         let usage = run_program(&w.fault_storm, &["--mbi", "4"]);
         assert_eq!(usage.status.code(), Some(2));
+    }
+
+    #[test]
+    fn many_libs_maps_each_library_it_loads() {
+        let w = workloads();
+        let mappings = |libs: &str| {
+            let lines = run_ok(&w.many_libs, &["--libs", libs]);
+            let last = lines.last().unwrap();
+            assert_eq!(
+                json_number(last, "operations"),
+                libs.parse::<f64>().unwrap()
+            );
+            json_number(last, "mappings")
+        };
+        let (none, ten) = (mappings("0"), mappings("10"));
+        // Each copy is a library of its own: text, read-only data, relro and
+        // writable data, four mappings or more.
+        assert!(
+            ten >= none + 40.0,
+            "{none} mappings, {ten} with 10 libraries"
+        );
+        assert_eq!(
+            run_program(&w.many_libs, &["--libs", "1001"]).status.code(),
+            Some(2)
+        );
     }
 
     #[test]
@@ -1318,6 +1450,8 @@ mod tests {
     fn the_whole_stack_workloads_keep_no_frame_pointers() {
         let w = workloads();
         assert!(!keeps_frame_pointer(&w.nofp_chains, "make_buffer"));
+        assert!(!keeps_frame_pointer(&w.fault_storm_nofp, "run_round"));
+        assert!(!keeps_frame_pointer(&w.mmap_churn_nofp, "run_op"));
         assert!(!keeps_frame_pointer(&w.shared_fault, "touch_page"));
         assert!(!keeps_frame_pointer(
             &w.rust_chains,
