@@ -506,7 +506,7 @@ const SPLIT_LIBRARY_FLAGS: &[&str] = &[
 /// and nowhere else, so nothing finds it by the debuglink's name next to the
 /// library: only a debug directory (or a debuginfod server) gives it.
 fn build_split_debug(sources: &Path, out: &Path) -> Result<(), BuildError> {
-    let partial = out.join("split.partial");
+    let partial = partial_directory(out, "split");
     let library = partial.join("libsplit.so");
     let debug_file = partial.join("libsplit.debug");
 
@@ -539,35 +539,58 @@ fn build_split_debug(sources: &Path, out: &Path) -> Result<(), BuildError> {
         .arg(&partial)
         .args(["-lsplit", "-Wl,-rpath,$ORIGIN"]);
     let mut commands = [gcc_library, keep_debug, strip_debug, debuglink, gcc_user];
+    let recipe = recipe(&commands);
+    let sources =
+        ["c/splitlib.c", "c/split_user.c", "c/stacks.h"].map(|source| sources.join(source));
+    build_directory(out, "split", &mut commands, recipe, &sources, |partial| {
+        let build_id = build_id(&library)?;
+        let in_debug_dir = partial
+            .join("debug/.build-id")
+            .join(&build_id[..2])
+            .join(format!("{}.debug", &build_id[2..]));
+        let parent = in_debug_dir.parent().expect("a file in a directory");
+        fs::create_dir_all(parent).map_err(io_error(format!("creating {}", parent.display())))?;
+        rename(&debug_file, &in_debug_dir)
+    })
+}
 
+/// A build step whose output is the directory `out/NAME`: `commands` build
+/// into `out/NAME.partial` (created empty for them), `finish` completes it,
+/// and only then does it replace `out/NAME`, so a failed build leaves no
+/// half-made directory. Skipped when its stamp is fresh for `recipe` and
+/// `sources`.
+fn build_directory(
+    out: &Path,
+    name: &str,
+    commands: &mut [Command],
+    recipe: String,
+    sources: &[PathBuf],
+    finish: impl FnOnce(&Path) -> Result<(), BuildError>,
+) -> Result<(), BuildError> {
     let step = Step {
-        stamp: out.join("split.stamp"),
-        recipe: recipe(&commands),
-        sources: ["c/splitlib.c", "c/split_user.c", "c/stacks.h"]
-            .iter()
-            .map(|source| sources.join(source))
-            .collect(),
+        stamp: out.join(format!("{name}.stamp")),
+        recipe,
+        sources: sources.to_vec(),
     };
     if step.is_fresh()? {
         return Ok(());
     }
+    let partial = partial_directory(out, name);
     remove_dir(&partial)?;
     fs::create_dir_all(&partial).map_err(io_error(format!("creating {}", partial.display())))?;
-    for command in &mut commands {
+    for command in commands {
         run(command)?;
     }
-    let build_id = build_id(&library)?;
-    let in_debug_dir = partial
-        .join("debug/.build-id")
-        .join(&build_id[..2])
-        .join(format!("{}.debug", &build_id[2..]));
-    let parent = in_debug_dir.parent().expect("a file in a directory");
-    fs::create_dir_all(parent).map_err(io_error(format!("creating {}", parent.display())))?;
-    rename(&debug_file, &in_debug_dir)?;
-    let done = out.join("split");
+    finish(&partial)?;
+    let done = out.join(name);
     remove_dir(&done)?;
     rename(&partial, &done)?;
     step.mark_done()
+}
+
+/// Where [`build_directory`] builds `out/NAME`.
+fn partial_directory(out: &Path, name: &str) -> PathBuf {
+    out.join(format!("{name}.partial"))
 }
 
 /// How many copies of `tiny_lib.so` `many_libs` can load.
@@ -578,7 +601,7 @@ const MANY_LIBS_COPIES: usize = 100;
 /// `lib000.so`, `lib001.so`, ... (files of their own, which the dynamic
 /// loader maps one by one, as it would distinct libraries).
 fn build_many_libs(sources: &Path, out: &Path) -> Result<(), BuildError> {
-    let partial = out.join("many_libs.partial");
+    let partial = partial_directory(out, "many_libs");
     let library = partial.join("tiny_lib.so");
     let mut gcc_library = Command::new("gcc");
     gcc_library
@@ -595,35 +618,26 @@ fn build_many_libs(sources: &Path, out: &Path) -> Result<(), BuildError> {
         .arg(partial.join("many_libs"))
         .arg(sources.join("c/many_libs.c"));
     let mut commands = [gcc_library, gcc_program];
-
-    let step = Step {
-        stamp: out.join("many_libs.stamp"),
-        recipe: recipe(&commands) + &format!("copies: {MANY_LIBS_COPIES}\n"),
-        sources: ["c/tiny_lib.c", "c/many_libs.c", "c/bench.h"]
-            .iter()
-            .map(|source| sources.join(source))
-            .collect(),
-    };
-    if step.is_fresh()? {
-        return Ok(());
-    }
-    remove_dir(&partial)?;
-    fs::create_dir_all(&partial).map_err(io_error(format!("creating {}", partial.display())))?;
-    for command in &mut commands {
-        run(command)?;
-    }
-    for copy in 0..MANY_LIBS_COPIES {
-        let to = partial.join(format!("lib{copy:03}.so"));
-        fs::copy(&library, &to).map_err(io_error(format!(
-            "copying {} to {}",
-            library.display(),
-            to.display()
-        )))?;
-    }
-    let done = out.join("many_libs");
-    remove_dir(&done)?;
-    rename(&partial, &done)?;
-    step.mark_done()
+    let recipe = recipe(&commands) + &format!("copies: {MANY_LIBS_COPIES}\n");
+    let sources = ["c/tiny_lib.c", "c/many_libs.c", "c/bench.h"].map(|source| sources.join(source));
+    build_directory(
+        out,
+        "many_libs",
+        &mut commands,
+        recipe,
+        &sources,
+        |partial| {
+            for copy in 0..MANY_LIBS_COPIES {
+                let to = partial.join(format!("lib{copy:03}.so"));
+                fs::copy(&library, &to).map_err(io_error(format!(
+                    "copying {} to {}",
+                    library.display(),
+                    to.display()
+                )))?;
+            }
+            Ok(())
+        },
+    )
 }
 
 /// The GNU build id of an ELF file, in hex, as `readelf -n` prints it.

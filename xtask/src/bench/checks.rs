@@ -406,7 +406,8 @@ mod tests {
 
     #[test]
     fn memtrace_on_an_idle_sleep_sees_nothing_of_its_neighbour() {
-        let line = r#"{"benchmark":"syscall_storm","seconds":1.0,"operations":600000}"#;
+        let line =
+            r#"{"benchmark":"syscall_storm","seconds":1.0,"operations":600000,"cpu_seconds":0.9}"#;
         let snapshot = |seen: u64| json!({"records": {"seen": seen, "lost_total": 0}});
         assert!(check(Benchmark::Neighbour, line, &snapshot(0)).is_empty());
         assert_eq!(

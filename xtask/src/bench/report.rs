@@ -141,7 +141,7 @@ struct KernelSummary {
     program_seconds: f64,
     /// memtrace's own CPU time over the same window.
     agent_seconds: f64,
-    /// The programs that ran, busiest first.
+    /// The programs that typically ran, busiest first.
     programs: Vec<ProgramSummary>,
 }
 
@@ -157,10 +157,16 @@ impl KernelSummary {
                     .filter_map(|run| run.programs.get(name).copied())
                     .collect();
                 let ran: Vec<f64> = each.iter().filter_map(|run| run.ns_per_run()).collect();
+                let runs = median_of(&each, |run| run.runs as f64)?.round() as u64;
+                // A program that ran in fewer than half the runs (an exec
+                // before the measured part) says nothing typical.
+                if runs == 0 {
+                    return None;
+                }
                 Some(ProgramSummary {
                     name: name.clone(),
                     ns_per_run: median(&ran)?,
-                    runs: median_of(&each, |run| run.runs as f64)?.round() as u64,
+                    runs,
                 })
             })
             .collect();
@@ -716,6 +722,22 @@ mod tests {
             "page_fault_user 300 ns × 110; sys_exit 40 ns × 50"
         );
         assert!(report.rows[0].kernel.is_none());
+    }
+
+    #[test]
+    fn programs_that_rarely_ran_are_left_out() {
+        let summary = KernelSummary::of(&[
+            kernel(&[("sched_process_exec", 100, 1), ("sys_exit", 90, 3)], 1),
+            kernel(&[("sched_process_exec", 0, 0), ("sys_exit", 90, 3)], 1),
+            kernel(&[("sched_process_exec", 0, 0), ("sys_exit", 90, 3)], 1),
+        ])
+        .unwrap();
+        let names: Vec<&str> = summary.programs.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["sys_exit"]);
+        assert_eq!(
+            summary.events, 3,
+            "the median of the runs' totals (4, 3, 3)"
+        );
     }
 
     #[test]
