@@ -47,6 +47,16 @@ pub struct Workloads {
     pub madvise_storm: PathBuf,
     /// Benchmark: small mmap / touch / munmap cycles.
     pub mmap_churn: PathBuf,
+    /// `fault_storm` built `-O2 -fomit-frame-pointer`: the same work, in
+    /// code whose stacks must be unwound from tables.
+    pub fault_storm_nofp: PathBuf,
+    /// `mmap_churn` built `-O2 -fomit-frame-pointer`.
+    pub mmap_churn_nofp: PathBuf,
+    /// Benchmark neighbour: one-byte reads and writes, like `dd bs=1`.
+    pub syscall_storm: PathBuf,
+    /// Benchmark attach target: dlopens many small libraries (copies in its
+    /// own directory) and waits.
+    pub many_libs: PathBuf,
     /// Known allocation call sites, built with `-g` and frame pointers.
     pub alloc_sites: PathBuf,
     /// `alloc_sites` with every symbol stripped (build id kept).
@@ -110,6 +120,10 @@ impl Workloads {
             fault_storm: dir.join("fault_storm"),
             madvise_storm: dir.join("madvise_storm"),
             mmap_churn: dir.join("mmap_churn"),
+            fault_storm_nofp: dir.join("fault_storm_nofp"),
+            mmap_churn_nofp: dir.join("mmap_churn_nofp"),
+            syscall_storm: dir.join("syscall_storm"),
+            many_libs: dir.join("many_libs/many_libs"),
             alloc_sites: dir.join("alloc_sites"),
             alloc_sites_stripped: dir.join("alloc_sites_stripped"),
             alloc_sites_nofp: dir.join("alloc_sites_nofp"),
@@ -359,6 +373,27 @@ const C_PROGRAMS: &[CProgram] = &[
         strip: false,
     },
     CProgram {
+        name: "fault_storm_nofp",
+        main_source: "c/fault_storm.c",
+        headers: &["c/bench.h"],
+        flags: NO_FRAME_POINTER_FLAGS,
+        strip: false,
+    },
+    CProgram {
+        name: "mmap_churn_nofp",
+        main_source: "c/mmap_churn.c",
+        headers: &["c/bench.h"],
+        flags: NO_FRAME_POINTER_FLAGS,
+        strip: false,
+    },
+    CProgram {
+        name: "syscall_storm",
+        main_source: "c/syscall_storm.c",
+        headers: &["c/bench.h"],
+        flags: BENCH_FLAGS,
+        strip: false,
+    },
+    CProgram {
         name: "alloc_sites",
         main_source: "c/alloc_sites.c",
         headers: &[],
@@ -454,6 +489,7 @@ fn build_all(sources: &Path, out: &Path) -> Result<Workloads, BuildError> {
     }
     build_go(&sources.join("go"), out)?;
     build_split_debug(sources, out)?;
+    build_many_libs(sources, out)?;
     build_rust(&sources.join("rust"), out)?;
     build_java(&sources.join("java"), out)?;
     Ok(Workloads::in_dir(out))
@@ -551,7 +587,7 @@ const SPLIT_LIBRARY_FLAGS: &[&str] = &[
 /// and nowhere else, so nothing finds it by the debuglink's name next to the
 /// library: only a debug directory (or a debuginfod server) gives it.
 fn build_split_debug(sources: &Path, out: &Path) -> Result<(), BuildError> {
-    let partial = out.join("split.partial");
+    let partial = partial_directory(out, "split");
     let library = partial.join("libsplit.so");
     let debug_file = partial.join("libsplit.debug");
 
@@ -584,35 +620,105 @@ fn build_split_debug(sources: &Path, out: &Path) -> Result<(), BuildError> {
         .arg(&partial)
         .args(["-lsplit", "-Wl,-rpath,$ORIGIN"]);
     let mut commands = [gcc_library, keep_debug, strip_debug, debuglink, gcc_user];
+    let recipe = recipe(&commands);
+    let sources =
+        ["c/splitlib.c", "c/split_user.c", "c/stacks.h"].map(|source| sources.join(source));
+    build_directory(out, "split", &mut commands, recipe, &sources, |partial| {
+        let build_id = build_id(&library)?;
+        let in_debug_dir = partial
+            .join("debug/.build-id")
+            .join(&build_id[..2])
+            .join(format!("{}.debug", &build_id[2..]));
+        let parent = in_debug_dir.parent().expect("a file in a directory");
+        fs::create_dir_all(parent).map_err(io_error(format!("creating {}", parent.display())))?;
+        rename(&debug_file, &in_debug_dir)
+    })
+}
 
+/// A build step whose output is the directory `out/NAME`: `commands` build
+/// into `out/NAME.partial` (created empty for them), `finish` completes it,
+/// and only then does it replace `out/NAME`, so a failed build leaves no
+/// half-made directory. Skipped when its stamp is fresh for `recipe` and
+/// `sources`.
+fn build_directory(
+    out: &Path,
+    name: &str,
+    commands: &mut [Command],
+    recipe: String,
+    sources: &[PathBuf],
+    finish: impl FnOnce(&Path) -> Result<(), BuildError>,
+) -> Result<(), BuildError> {
     let step = Step {
-        stamp: out.join("split.stamp"),
-        recipe: recipe(&commands),
-        sources: ["c/splitlib.c", "c/split_user.c", "c/stacks.h"]
-            .iter()
-            .map(|source| sources.join(source))
-            .collect(),
+        stamp: out.join(format!("{name}.stamp")),
+        recipe,
+        sources: sources.to_vec(),
     };
     if step.is_fresh()? {
         return Ok(());
     }
+    let partial = partial_directory(out, name);
     remove_dir(&partial)?;
     fs::create_dir_all(&partial).map_err(io_error(format!("creating {}", partial.display())))?;
-    for command in &mut commands {
+    for command in commands {
         run(command)?;
     }
-    let build_id = build_id(&library)?;
-    let in_debug_dir = partial
-        .join("debug/.build-id")
-        .join(&build_id[..2])
-        .join(format!("{}.debug", &build_id[2..]));
-    let parent = in_debug_dir.parent().expect("a file in a directory");
-    fs::create_dir_all(parent).map_err(io_error(format!("creating {}", parent.display())))?;
-    rename(&debug_file, &in_debug_dir)?;
-    let done = out.join("split");
+    finish(&partial)?;
+    let done = out.join(name);
     remove_dir(&done)?;
     rename(&partial, &done)?;
     step.mark_done()
+}
+
+/// Where [`build_directory`] builds `out/NAME`.
+fn partial_directory(out: &Path, name: &str) -> PathBuf {
+    out.join(format!("{name}.partial"))
+}
+
+/// How many copies of `tiny_lib.so` `many_libs` can load.
+const MANY_LIBS_COPIES: usize = 100;
+
+/// `many_libs` and the libraries it loads, all in `out/many_libs/`: one
+/// small library built once and copied [`MANY_LIBS_COPIES`] times as
+/// `lib000.so`, `lib001.so`, ... (files of their own, which the dynamic
+/// loader maps one by one, as it would distinct libraries).
+fn build_many_libs(sources: &Path, out: &Path) -> Result<(), BuildError> {
+    let partial = partial_directory(out, "many_libs");
+    let library = partial.join("tiny_lib.so");
+    let mut gcc_library = Command::new("gcc");
+    gcc_library
+        .args(["-O2", "-fPIC", "-shared"])
+        .args(WARNINGS)
+        .arg("-o")
+        .arg(&library)
+        .arg(sources.join("c/tiny_lib.c"));
+    let mut gcc_program = Command::new("gcc");
+    gcc_program
+        .args(BENCH_FLAGS)
+        .args(WARNINGS)
+        .arg("-o")
+        .arg(partial.join("many_libs"))
+        .arg(sources.join("c/many_libs.c"));
+    let mut commands = [gcc_library, gcc_program];
+    let recipe = recipe(&commands) + &format!("copies: {MANY_LIBS_COPIES}\n");
+    let sources = ["c/tiny_lib.c", "c/many_libs.c", "c/bench.h"].map(|source| sources.join(source));
+    build_directory(
+        out,
+        "many_libs",
+        &mut commands,
+        recipe,
+        &sources,
+        |partial| {
+            for copy in 0..MANY_LIBS_COPIES {
+                let to = partial.join(format!("lib{copy:03}.so"));
+                fs::copy(&library, &to).map_err(io_error(format!(
+                    "copying {} to {}",
+                    library.display(),
+                    to.display()
+                )))?;
+            }
+            Ok(())
+        },
+    )
 }
 
 /// The GNU build id of an ELF file, in hex, as `readelf -n` prints it.
@@ -1128,11 +1234,26 @@ mod tests {
     #[test]
     fn benchmarks_report_seconds_and_operations() {
         let w = workloads();
-        let cases: [(&Path, &[&str], f64); 3] = [
+        let cases: [(&Path, &[&str], f64); 6] = [
             (
                 &w.fault_storm,
                 &["--mib", "4", "--rounds", "2", "--warmup", "1"],
                 2.0 * 1024.0,
+            ),
+            (
+                &w.fault_storm_nofp,
+                &["--mib", "4", "--rounds", "2", "--warmup", "1"],
+                2.0 * 1024.0,
+            ),
+            (
+                &w.mmap_churn_nofp,
+                &["--ops", "1000", "--kib", "64", "--warmup", "10"],
+                1000.0,
+            ),
+            (
+                &w.syscall_storm,
+                &["--ops", "1000", "--warmup", "10"],
+                2000.0,
             ),
             (
                 &w.madvise_storm,
@@ -1162,6 +1283,31 @@ mod tests {
         }
         let usage = run_program(&w.fault_storm, &["--mbi", "4"]);
         assert_eq!(usage.status.code(), Some(2));
+    }
+
+    #[test]
+    fn many_libs_maps_each_library_it_loads() {
+        let w = workloads();
+        let mappings = |libs: &str| {
+            let lines = run_ok(&w.many_libs, &["--libs", libs]);
+            let last = lines.last().unwrap();
+            assert_eq!(
+                json_number(last, "operations"),
+                libs.parse::<f64>().unwrap()
+            );
+            json_number(last, "mappings")
+        };
+        let (none, ten) = (mappings("0"), mappings("10"));
+        // Each copy is a library of its own: text, read-only data, relro and
+        // writable data, four mappings or more.
+        assert!(
+            ten >= none + 40.0,
+            "{none} mappings, {ten} with 10 libraries"
+        );
+        assert_eq!(
+            run_program(&w.many_libs, &["--libs", "1001"]).status.code(),
+            Some(2)
+        );
     }
 
     #[test]
@@ -1399,6 +1545,8 @@ mod tests {
     fn the_whole_stack_workloads_keep_no_frame_pointers() {
         let w = workloads();
         assert!(!keeps_frame_pointer(&w.nofp_chains, "make_buffer"));
+        assert!(!keeps_frame_pointer(&w.fault_storm_nofp, "run_round"));
+        assert!(!keeps_frame_pointer(&w.mmap_churn_nofp, "run_op"));
         assert!(!keeps_frame_pointer(&w.shared_fault, "touch_page"));
         assert!(!keeps_frame_pointer(
             &w.rust_chains,

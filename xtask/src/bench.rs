@@ -1,17 +1,23 @@
 //! `cargo xtask bench`: memtrace's overhead beside its peers (bpftrace and
-//! perf), measured the same way for all of them, in one run.
+//! perf) and beside the floor any tracer on its tracepoints pays, measured
+//! the same way for all of them, in one run: on the traced workloads, on a
+//! process nobody traces (the host-wide tax), and in attaching.
 //!
 //! On a 2-core VM, page-fault costs swing from run to run, so each workload
-//! runs every variant once per round, rounds interleaved (untraced,
+//! runs every variant once per round, rounds interleaved (untraced, floor,
 //! memtrace, peers, untraced, ...), and the tables quote medians and ratios
 //! to the untraced median. Each workload times only its measured part,
-//! after its warm-up and after the tracer attached.
+//! after its warm-up and after the tracer attached. memtrace's kernel-side
+//! nanoseconds per event come from separate runs with BPF run-time stats on
+//! (interleaved too), since turning them on costs every program run a
+//! little.
 //!
 //! Timings are reported against the overhead issue's goals but never fail
 //! the command; only correctness checks do (memtrace lost no records and
 //! counted what the workload did), which is what makes `--quick` a CI step.
 
 mod checks;
+mod kernel_stats;
 mod measure;
 mod report;
 mod resident;
@@ -28,9 +34,10 @@ use anyhow::{bail, Context as _, Result};
 use serde_json::json;
 
 use self::{
-    measure::{Setting, Traced},
+    measure::{Purpose, Setting, Traced},
     report::{Machine, Runs, Usage, WorkloadReport},
     resident::Resident,
+    variant::Variant,
     workload::{Benchmark, Workload},
 };
 use crate::{privilege, setup, text::thousands, workspace};
@@ -48,6 +55,21 @@ pub struct Options {
     /// Also write the results as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Only these workloads (repeatable), by name: fault_storm,
+    /// fault_storm_nofp, madvise_storm, mmap_churn, mmap_churn_nofp,
+    /// gochurn, neighbour, attach, attach_many_libs. Skips the 4 GiB RSS run.
+    #[arg(long, value_name = "NAME", value_parser = parse_benchmark)]
+    pub only: Vec<Benchmark>,
+}
+
+fn parse_benchmark(name: &str) -> Result<Benchmark, String> {
+    Benchmark::ALL
+        .into_iter()
+        .find(|benchmark| benchmark.name() == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = Benchmark::ALL.iter().map(|b| b.name()).collect();
+            format!("no workload {name}; there are {}", names.join(", "))
+        })
 }
 
 impl Options {
@@ -63,6 +85,15 @@ impl Options {
         self.rounds.unwrap_or(if self.quick { 2 } else { 5 })
     }
 
+    /// The workloads to run.
+    fn benchmarks(&self) -> Vec<Benchmark> {
+        if self.only.is_empty() {
+            Benchmark::ALL.to_vec()
+        } else {
+            self.only.clone()
+        }
+    }
+
     /// The command that gives these options, for the report.
     fn command_line(&self) -> String {
         let mut line = "cargo xtask bench".to_owned();
@@ -71,6 +102,9 @@ impl Options {
         }
         if let Some(rounds) = self.rounds {
             line.push_str(&format!(" --rounds {rounds}"));
+        }
+        for benchmark in &self.only {
+            line.push_str(&format!(" --only {}", benchmark.name()));
         }
         if let Some(json) = &self.json {
             line.push_str(&format!(" --json {}", json.display()));
@@ -106,7 +140,7 @@ pub fn run(options: &Options) -> Result<()> {
 
     let mut problems = Vec::new();
     let mut reports = Vec::new();
-    for benchmark in Benchmark::ALL {
+    for benchmark in options.benchmarks() {
         let program = benchmark.program(programs).to_path_buf();
         let workload = Workload::new(benchmark, program, options.quick);
         let runs = measure_workload(&workload, rounds, &setting, &mut problems)?;
@@ -114,7 +148,13 @@ pub fn run(options: &Options) -> Result<()> {
         println!("{}", report.table());
         reports.push(report);
     }
-    let resident = if options.quick {
+    println!("All workloads side by side (untraced: seconds; others: ratio to untraced; attach: latency):\n");
+    println!("{}", report::summary(&reports));
+    println!("memtrace's own cost (records from the timed runs; kernel and agent from the stats runs' measured part):\n");
+    println!("{}", report::costs(&reports));
+    println!("Kernel-side time of each memtrace program (stats runs):\n");
+    println!("{}", report::programs(&reports));
+    let resident = if options.quick || !options.only.is_empty() {
         None
     } else {
         Some(measure_resident(&setting, &programs.memops, &mut problems)?)
@@ -149,8 +189,10 @@ fn header(options: &Options, machine: &Machine, memtrace: &Path) -> String {
     format!(
         "{}\nmachine: {}\nmemtrace: {}\n{} rounds, variants interleaved. Seconds: each \
          workload's own timing of its measured part (after warm-up and attach), median; \
-         ratio: to the untraced median.\nFor memtrace: events seen (median), records lost \
-         (total), its own CPU time (median, whole run with start-up) and peak RSS (VmHWM, max).\n",
+         ratio: to the untraced median; attach rows: from the tracer's start to its attached \
+         line.\nFor memtrace: events seen (median), records lost (total), its own CPU time \
+         (median, whole run with start-up) and peak RSS (VmHWM, max); kernel-side ns per \
+         event from extra runs with BPF stats on (never the timed ones).\n",
         options.command_line(),
         machine.describe(),
         memtrace.display(),
@@ -175,8 +217,9 @@ fn measure_resident(
     Ok(resident)
 }
 
-/// Runs every variant of `workload` `rounds` times, interleaved, adding what
-/// the correctness checks find to `problems`.
+/// Runs every variant of `workload` `rounds` times, interleaved, plus a
+/// run with BPF stats on of each variant that takes them, adding what the
+/// correctness checks find to `problems`.
 fn measure_workload(
     workload: &Workload,
     rounds: u32,
@@ -186,32 +229,75 @@ fn measure_workload(
     let variants = workload.benchmark.variants();
     let mut all: Vec<Runs> = variants.iter().map(|&variant| Runs::new(variant)).collect();
     for round in 1..=rounds {
-        for runs in &mut all {
-            let label = format!(
-                "{} round {round}/{rounds}: {}",
-                workload.benchmark.title(),
-                runs.variant.label()
-            );
-            let measured = measure::once(workload, runs.variant, setting, round)
-                .with_context(|| format!("{label} failed"))?;
-            let usage = measured.memtrace.as_ref().map(usage).transpose()?;
-            eprintln!(
-                "  {label}: {}",
-                progress(measured.outcome.seconds, usage.as_ref())
-            );
-            runs.seconds.push(measured.outcome.seconds);
-            runs.usage.extend(usage);
-            if let Some(traced) = &measured.memtrace {
-                let found = checks::memtrace_run(workload, &measured.outcome, &traced.snapshot)?;
-                problems.extend(
-                    found
-                        .into_iter()
-                        .map(|problem| format!("{label}: {problem}")),
+        for purpose in [Purpose::Timing, Purpose::KernelStats] {
+            for runs in &mut all {
+                if purpose == Purpose::KernelStats && !takes_kernel_stats(workload, runs.variant) {
+                    continue;
+                }
+                let label = format!(
+                    "{} round {round}/{rounds}: {}{}",
+                    workload.benchmark.title(),
+                    runs.variant.label(),
+                    match purpose {
+                        Purpose::Timing => "",
+                        Purpose::KernelStats => " (BPF stats on)",
+                    }
                 );
+                if purpose == Purpose::Timing && bpf_stats_enabled() {
+                    eprintln!("  warning: BPF run-time stats are on (kernel.bpf_stats_enabled): {label} is slowed by them");
+                }
+                let measured = measure::once(workload, runs.variant, setting, round, purpose)
+                    .with_context(|| format!("{label} failed"))?;
+                let usage = measured.memtrace.as_ref().map(usage).transpose()?;
+                eprintln!(
+                    "  {label}: {}",
+                    progress(
+                        measured.outcome.seconds,
+                        usage.as_ref(),
+                        measured.memtrace.as_ref()
+                    )
+                );
+                match purpose {
+                    Purpose::Timing => {
+                        runs.seconds.push(measured.outcome.seconds);
+                        runs.usage.extend(usage);
+                    }
+                    Purpose::KernelStats => runs.kernel.extend(
+                        measured
+                            .memtrace
+                            .as_ref()
+                            .and_then(|traced| traced.kernel.clone()),
+                    ),
+                }
+                if let Some(traced) = measured
+                    .memtrace
+                    .as_ref()
+                    .filter(|_| runs.variant.counts_events())
+                {
+                    let found =
+                        checks::memtrace_run(workload, &measured.outcome, &traced.snapshot)?;
+                    problems.extend(
+                        found
+                            .into_iter()
+                            .map(|problem| format!("{label}: {problem}")),
+                    );
+                }
             }
         }
     }
     Ok(all)
+}
+
+/// Whether `variant` of `workload` also runs with BPF stats on: attaching
+/// has no events to measure.
+fn takes_kernel_stats(workload: &Workload, variant: Variant) -> bool {
+    variant.takes_kernel_stats() && workload.benchmark.method() != workload::Method::Attach
+}
+
+/// Whether the kernel is counting BPF programs' run time now (someone set
+/// `kernel.bpf_stats_enabled`, or holds a `BPF_ENABLE_STATS` descriptor).
+fn bpf_stats_enabled() -> bool {
+    fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|text| text.trim() != "0")
 }
 
 /// memtrace's figures for one run.
@@ -232,7 +318,7 @@ fn usage(traced: &Traced) -> Result<Usage> {
 }
 
 /// One run in a line, so a long benchmark shows it is moving.
-fn progress(seconds: f64, usage: Option<&Usage>) -> String {
+fn progress(seconds: f64, usage: Option<&Usage>, traced: Option<&Traced>) -> String {
     let mut line = format!("{seconds:.3} s");
     if let Some(usage) = usage {
         line.push_str(&format!(
@@ -240,6 +326,16 @@ fn progress(seconds: f64, usage: Option<&Usage>) -> String {
             thousands(usage.seen),
             usage.lost,
             usage.cpu_seconds
+        ));
+    }
+    if let Some(kernel) = traced.and_then(|traced| traced.kernel.as_ref()) {
+        let total = kernel.total();
+        line.push_str(&format!(
+            "; programs: {} runs, {} ns/run",
+            thousands(total.runs),
+            total
+                .ns_per_run()
+                .map_or("—".to_owned(), |ns| format!("{ns:.0}"))
         ));
     }
     line
@@ -262,11 +358,30 @@ mod tests {
     }
 
     #[test]
+    fn only_picks_workloads_by_name() {
+        assert_eq!(parse(&[]).unwrap().benchmarks(), Benchmark::ALL);
+        assert_eq!(
+            parse(&["--only", "mmap_churn_nofp"]).unwrap().benchmarks(),
+            [Benchmark::MmapChurnNoFp]
+        );
+        let error = parse(&["--only", "storm"]).unwrap_err().to_string();
+        assert!(
+            error.contains("no workload storm; there are fault_storm, "),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn the_command_line_is_given_back_for_the_report() {
         let options = parse(&["--rounds", "7", "--quick", "--json", "out.json"]).unwrap();
         assert_eq!(
             options.command_line(),
             "cargo xtask bench --quick --rounds 7 --json out.json"
+        );
+        let only = parse(&["--only", "neighbour", "--only", "attach"]).unwrap();
+        assert_eq!(
+            only.command_line(),
+            "cargo xtask bench --only neighbour --only attach"
         );
         assert_eq!(Options::quick().command_line(), "cargo xtask bench --quick");
     }

@@ -9,7 +9,9 @@
 //! calls come only from the workload and are checked exactly in total.
 //! Where only a total exists and someone else adds to it (mmap calls, a Go
 //! program's faults), the check is a bound, its width justified where it
-//! is set.
+//! is set. The no-frame-pointer rows do their twins' work and are checked
+//! alike; next to the idle process the neighbour row traces, memtrace must
+//! see nothing at all.
 
 use std::fmt;
 
@@ -83,7 +85,7 @@ pub fn memtrace_run(
         }
     };
     match workload.benchmark {
-        Benchmark::FaultStorm => {
+        Benchmark::FaultStorm | Benchmark::FaultStormNoFp => {
             let pages = outcome.field("pages_per_round")?;
             let measured = outcome.field("rounds")?;
             let rounds = warmup + measured;
@@ -127,7 +129,7 @@ pub fn memtrace_run(
                 );
             }
         }
-        Benchmark::MmapChurn => {
+        Benchmark::MmapChurn | Benchmark::MmapChurnNoFp => {
             let measured = outcome.operations;
             let cycles = warmup + measured;
             let length = outcome.field("kib")? << 10;
@@ -156,6 +158,18 @@ pub fn memtrace_run(
                 ));
             }
         }
+        Benchmark::Neighbour => {
+            let seen = number(snapshot, "/records/seen")?;
+            if seen != 0 {
+                problems.push(format!(
+                    "records.seen is {seen} for an idle sleep: events of other processes \
+                     (the neighbour's) were taken for its"
+                ));
+            }
+        }
+        // Attaching is timed; what memtrace saw of the waiting target is not
+        // the point, only that it lost nothing.
+        Benchmark::Attach | Benchmark::AttachManyLibs => {}
     }
     Ok(problems)
 }
@@ -378,6 +392,42 @@ mod tests {
               expected 52000 (212992000 bytes): 2000 warm-up + 50000 cycles"
             ]
         );
+    }
+
+    #[test]
+    fn no_frame_pointer_twins_are_checked_alike() {
+        let outcome = parse_outcome(&[STORM.to_owned()], Benchmark::FaultStormNoFp).unwrap();
+        let nofp = workload(Benchmark::FaultStormNoFp);
+        let right = storm_snapshot(10 * 4096, 10, 0);
+        assert!(memtrace_run(&nofp, &outcome, &right).unwrap().is_empty());
+        let short = storm_snapshot(10 * 4096 - 1, 10, 0);
+        assert_eq!(memtrace_run(&nofp, &outcome, &short).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn memtrace_on_an_idle_sleep_sees_nothing_of_its_neighbour() {
+        let line =
+            r#"{"benchmark":"syscall_storm","seconds":1.0,"operations":600000,"cpu_seconds":0.9}"#;
+        let snapshot = |seen: u64| json!({"records": {"seen": seen, "lost_total": 0}});
+        assert!(check(Benchmark::Neighbour, line, &snapshot(0)).is_empty());
+        assert_eq!(
+            check(Benchmark::Neighbour, line, &snapshot(3)),
+            [
+                "records.seen is 3 for an idle sleep: events of other processes (the \
+                 neighbour's) were taken for its"
+            ]
+        );
+        let without = json!({"records": {"lost_total": 0}});
+        let outcome = parse_outcome(&[line.to_owned()], Benchmark::Neighbour).unwrap();
+        assert!(memtrace_run(&workload(Benchmark::Neighbour), &outcome, &without).is_err());
+    }
+
+    #[test]
+    fn attaching_checks_only_lost_records() {
+        let line = r#"{"benchmark":"many_libs","seconds":0.001,"operations":15,"mappings":99}"#;
+        let lost = |lost: u64| json!({"records": {"seen": 5, "lost_total": lost, "lost": {}}});
+        assert!(check(Benchmark::Attach, line, &lost(0)).is_empty());
+        assert_eq!(check(Benchmark::Attach, line, &lost(2)).len(), 1);
     }
 
     #[test]

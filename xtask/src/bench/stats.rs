@@ -34,6 +34,10 @@ pub enum Goal {
     RatioAtMost(f64),
     /// A lower median than the other variant's.
     FasterThan(Variant),
+    /// A median no higher than the other variant's.
+    NoSlowerThan(Variant),
+    /// A median of at most this many seconds (attach latency).
+    SecondsAtMost(f64),
 }
 
 impl Goal {
@@ -42,6 +46,8 @@ impl Goal {
         match self {
             Self::RatioAtMost(limit) => format!("≤ {limit:.2}x"),
             Self::FasterThan(other) => format!("< {}", other.label()),
+            Self::NoSlowerThan(other) => format!("≤ {}", other.label()),
+            Self::SecondsAtMost(limit) => format!("≤ {:.0} ms", limit * 1e3),
         }
     }
 
@@ -56,6 +62,8 @@ impl Goal {
         match self {
             Self::RatioAtMost(limit) => Some(ratio <= limit),
             Self::FasterThan(other) => median_of(other).map(|theirs| median < theirs),
+            Self::NoSlowerThan(other) => median_of(other).map(|theirs| median <= theirs),
+            Self::SecondsAtMost(limit) => Some(median <= limit),
         }
     }
 }
@@ -102,5 +110,18 @@ mod tests {
         assert_eq!(goal.met(9.0, 1.0, bpftrace), Some(false));
         assert_eq!(goal.met(9.0, 0.9, |_| None), None);
         assert_eq!(goal.describe(), "< bpftrace ustack");
+        let goal = Goal::NoSlowerThan(Variant::BpftraceStacks);
+        assert_eq!(goal.met(9.0, 1.0, bpftrace), Some(true));
+        assert_eq!(goal.met(9.0, 1.01, bpftrace), Some(false));
+        assert_eq!(goal.met(9.0, 0.5, |_| None), None);
+        assert_eq!(goal.describe(), "≤ bpftrace ustack");
+    }
+
+    #[test]
+    fn seconds_goals_look_at_the_median_not_the_ratio() {
+        let goal = Goal::SecondsAtMost(0.25);
+        assert_eq!(goal.met(f64::NAN, 0.25, |_| None), Some(true));
+        assert_eq!(goal.met(0.1, 0.26, |_| None), Some(false));
+        assert_eq!(goal.describe(), "≤ 250 ms");
     }
 }
