@@ -215,13 +215,14 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
         quiet: options.quiet,
         screen,
     };
+    // Ctrl-C is memtrace's from the moment it says it is tracing.
+    let mut signals = Signals::new()?;
     session.announce(&target);
 
     let mut source = EventSource::new(maps.events).map_err(|source| SessionError::Io {
         what: "cannot watch the ring buffer",
         source,
     })?;
-    let mut signals = Signals::new()?;
     let stop = session
         .trace(
             &mut source,
