@@ -8,8 +8,9 @@ mod smaps;
 use std::{fs::File, io, ops::Range, os::unix::fs::FileExt, path::PathBuf};
 
 pub use cgroup::{
-    memory_of as cgroup_memory, resolve_container, Cgroup, CgroupError, CgroupMemory, Container,
-    MemoryStat, Version as CgroupVersion,
+    container_id_in_path, membership_of as cgroup_membership, memory_of as cgroup_memory,
+    resolve_container, Cgroup, CgroupError, CgroupMemory, Container, MemoryStat,
+    Version as CgroupVersion,
 };
 pub use pagemap::{decode_pagemap, zero_page_pfn};
 pub use smaps::{parse_rollup, parse_smaps, parse_status};
@@ -260,11 +261,29 @@ impl ProcessView {
     /// The kernel's start time of the process (ticks since boot), which
     /// tells a PID reused by another process apart.
     pub fn start_time(&self) -> Option<u64> {
+        self.stat_field(19)
+    }
+
+    /// The PID of the process's parent.
+    pub fn parent(&self) -> Option<u32> {
+        self.stat_field(1)
+    }
+
+    /// The name of the process when it is a kernel thread, which has no
+    /// user address space to trace (PF_KTHREAD in its flags).
+    pub fn kernel_thread_name(&self) -> Option<String> {
+        const PF_KTHREAD: u32 = 0x0020_0000;
+        let flags: u32 = self.stat_field(6)?;
+        (flags & PF_KTHREAD != 0).then(|| self.comm().unwrap_or_default())
+    }
+
+    /// Field `index` of /proc/PID/stat, counted from the state (field 3,
+    /// index 0): the command name before it can hold spaces and
+    /// parentheses, so fields are counted from the last ')'.
+    fn stat_field<T: std::str::FromStr>(&self, index: usize) -> Option<T> {
         let stat = std::fs::read_to_string(self.path("stat")).ok()?;
-        // The command name (field 2) can hold spaces and parentheses: count
-        // fields from the last ')'.
         let after = &stat[stat.rfind(')')? + 1..];
-        after.split_whitespace().nth(19)?.parse().ok()
+        after.split_whitespace().nth(index)?.parse().ok()
     }
 
     /// Whether the PID is a process (a thread group's leader), not one of

@@ -13,10 +13,8 @@ use memtrace_common::StackSource;
 use super::{
     history::{History, Point, Trend},
     mappings,
-    snapshot::{
-        Footprint, FunctionMatch, GoHeapSide, KernelReading, Lost, Snapshot, TargetState,
-        Unresolved,
-    },
+    snapshot::{Footprint, FunctionMatch, GoHeapSide, KernelReading, Lost, Snapshot, Unresolved},
+    state::TargetState,
 };
 use crate::{
     attribution::{self, Held, Holder},

@@ -9,7 +9,8 @@ use super::{
     format::{percent, plural, stack_text, wrap, Bytes, Count, Delta, Span},
     history::Trend,
     mappings::created_by_phrase,
-    snapshot::{KernelReading, Snapshot, TargetState},
+    snapshot::{KernelReading, Snapshot},
+    state::TargetState,
     verdict::Parts,
     whole::Whole,
 };

@@ -9,6 +9,7 @@ use memtrace_common::StackSource;
 use super::{
     history::{Point, Trend},
     mappings::MappingGroup,
+    state::TargetState,
     whole::Whole,
 };
 use crate::{
@@ -18,23 +19,6 @@ use crate::{
     proc::{CgroupMemory, KernelTotals},
     runtime::RuntimeInfo,
 };
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TargetState {
-    Running,
-    Exited,
-    OomKilled,
-}
-
-impl TargetState {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Running => "running",
-            Self::Exited => "exited",
-            Self::OomKilled => "oom_killed",
-        }
-    }
-}
 
 /// How current [`Snapshot::kernel`] is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

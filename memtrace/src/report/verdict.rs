@@ -9,7 +9,8 @@ use memtrace_common::StackSource;
 use super::{
     format::{percent, short_name, Bytes, Delta, Span},
     history::Trend,
-    snapshot::{Snapshot, TargetState},
+    snapshot::Snapshot,
+    state::TargetState,
     whole::Whole,
 };
 use crate::{

@@ -32,11 +32,12 @@ use crate::{
     proc::{ProcError, ProcessView},
     report::{
         format::wrap,
-        live,
+        live, merge,
         screen::{self, Key, Screen},
-        snapshot::{Footprint, Snapshot, TargetState},
+        snapshot::{Footprint, Snapshot},
+        state::TargetState,
         verdict,
-        whole::{self, Member},
+        whole::Member,
     },
     safe_file::{OutputPolicy, Owner},
     symbolize::{DebugSources, Debuginfod},
@@ -102,7 +103,7 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
         if !ProcessView::new(pid).alive() {
             return Err(SessionError::NoSuchProcess { pid });
         }
-        if let Some(name) = kernel_thread(pid) {
+        if let Some(name) = ProcessView::new(pid).kernel_thread_name() {
             return Err(SessionError::KernelThread { pid, name });
         }
     }
@@ -610,7 +611,7 @@ impl Session {
         if memory.is_some() {
             cgroup.last_memory = memory;
         }
-        let facts = whole::Facts {
+        let facts = merge::Facts {
             is_final,
             elapsed,
             subject: &cgroup.subject,
@@ -727,17 +728,6 @@ async fn next_key(screen: &mut Option<Screen>) -> Key {
         Some(screen) => screen.key().await,
         None => std::future::pending().await,
     }
-}
-
-/// The name of `pid` when it is a kernel thread, which has no user address
-/// space to trace (PF_KTHREAD in its flags).
-fn kernel_thread(pid: u32) -> Option<String> {
-    const PF_KTHREAD: u32 = 0x0020_0000;
-    let stat = procfs::process::Process::new(pid as i32)
-        .ok()?
-        .stat()
-        .ok()?;
-    (stat.flags & PF_KTHREAD != 0).then_some(stat.comm)
 }
 
 async fn wait_child(child: &mut Option<&mut launch::Launched>) {

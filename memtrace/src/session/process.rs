@@ -21,7 +21,8 @@ use crate::{
     proc::{cgroup_memory, numa_balancing, KernelTotals, ProcessView},
     report::{
         assemble::{Facts, Past},
-        snapshot::{Footprint, Lost, Snapshot, TargetState},
+        snapshot::{Footprint, Lost, Snapshot},
+        state::TargetState,
         verdict,
     },
     runtime::RuntimeInfo,

@@ -10,7 +10,10 @@ use super::{traced::Traced, SessionError};
 use crate::{
     kernel::CgroupFilter,
     proc::{resolve_container, Cgroup, CgroupMemory, ProcError},
-    report::whole::{ContainerMeta, Member, Past, Subject},
+    report::{
+        merge::Past,
+        whole::{ContainerMeta, Member, Subject},
+    },
 };
 
 /// A container id as runtimes show it: its first 12 digits.

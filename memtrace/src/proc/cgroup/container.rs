@@ -168,6 +168,13 @@ fn search(dir: &Path, depth: usize, visit: &mut dyn FnMut(&Path, &str)) {
     }
 }
 
+/// The id of the container a cgroup path (`/machine.slice/libpod-ID.scope`,
+/// `/docker/ID`, a pod's nested scopes) is of: the innermost directory
+/// that names one.
+pub fn container_id_in_path(path: &str) -> Option<&str> {
+    path.rsplit('/').find_map(container_id)
+}
+
 /// The container id a cgroup directory's name holds, in any runtime's
 /// layout; conmon's and other helpers' cgroups are not the container's.
 fn container_id(name: &str) -> Option<&str> {

@@ -17,7 +17,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-pub use container::{resolve_container, Container};
+pub use container::{container_id_in_path, resolve_container, Container};
 pub use stat::MemoryStat;
 
 /// The cgroup's memory use, limits and charge, in bytes (`None`: no
@@ -153,8 +153,7 @@ impl Cgroup {
 
     /// The memory cgroup process `pid` is in.
     pub fn of_pid(pid: u32) -> Option<Self> {
-        let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-        Self::at(&Mounts::read(), &membership(&text)?)
+        Self::at(&Mounts::read(), &membership_of(pid)?)
     }
 
     /// The cgroup at hierarchy path `path` under `mounts`.
@@ -241,6 +240,12 @@ impl Cgroup {
         pids.dedup();
         Ok(pids)
     }
+}
+
+/// The path of the memory cgroup process `pid` is in, as its
+/// /proc/PID/cgroup names it.
+pub fn membership_of(pid: u32) -> Option<String> {
+    membership(&fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?)
 }
 
 /// The memory cgroup's path in /proc/PID/cgroup's text. A v1 memory line

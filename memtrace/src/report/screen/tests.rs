@@ -14,7 +14,8 @@ use crate::{
     proc::KernelTotals,
     report::{
         history::{Point, Trend},
-        snapshot::{Footprint, KernelReading, Lost, Snapshot, TargetState, Unresolved},
+        snapshot::{Footprint, KernelReading, Lost, Snapshot, Unresolved},
+        state::TargetState,
     },
 };
 
