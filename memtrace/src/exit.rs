@@ -1,7 +1,7 @@
 //! memtrace's exit codes: one per way it can fail, so scripts can tell them
 //! apart. The README lists them.
 
-use crate::{kernel::KernelError, session::SessionError};
+use crate::{agent::AgentError, kernel::KernelError, session::SessionError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -48,6 +48,18 @@ impl From<&SessionError> for ExitCode {
             SessionError::GoPprof(_) => Self::BadInput,
             SessionError::Interrupted => Self::Interrupted,
             SessionError::Io { .. } | SessionError::Proc(_) => Self::Failure,
+        }
+    }
+}
+
+impl From<&AgentError> for ExitCode {
+    fn from(error: &AgentError) -> Self {
+        match error {
+            AgentError::Config(_) | AgentError::PprofDir(_) => Self::BadInput,
+            AgentError::Session(session) => session.into(),
+            AgentError::Metrics { .. } | AgentError::Push(_) | AgentError::Io { .. } => {
+                Self::Failure
+            }
         }
     }
 }

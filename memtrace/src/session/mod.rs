@@ -22,7 +22,10 @@ use std::{ffi::OsString, io::Write as _, time::Duration};
 use tokio::time::{interval, sleep_until, MissedTickBehavior};
 
 pub use error::SessionError;
+pub use process::Process;
 pub use scope::CgroupTarget;
+pub use stacks::Stacks;
+pub use traced::{Joining, Traced};
 pub use tracker::{Ending, Tracker};
 
 use crate::{
@@ -46,8 +49,6 @@ use crate::{
 use outputs::Outputs;
 use scope::CgroupScope;
 use signals::{Signals, Steer};
-use stacks::Stacks;
-use traced::{Joining, Traced};
 
 /// What to trace.
 #[derive(Debug, Clone)]
@@ -83,7 +84,7 @@ enum Scope {
 }
 
 /// How often the ring buffer is drained between kernel wake-ups.
-const DRAIN_EVERY: Duration = Duration::from_millis(50);
+pub const DRAIN_EVERY: Duration = Duration::from_millis(50);
 
 pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, SessionError> {
     let owner = Owner::invoking_user();

@@ -4,7 +4,7 @@
 //! business (the interactive session, the agent).
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     time::Instant,
 };
 
@@ -259,6 +259,7 @@ impl Traced {
                     // Gone already if this fails: its exit record says so.
                     let _ = exits.watch(child);
                     let mut child = Process::new(child, tracker, 0, debug.clone());
+                    child.parent = Some(parent);
                     child.stack_source = process.stack_source;
                     child.keep_code_files();
                     joined.push(format!(
@@ -300,6 +301,30 @@ impl Traced {
                 process.reconcile(reading, &busy, scan_all, rules);
             }
         }
+    }
+
+    /// Keeps the stack table near `cap` stacks: once it is over, the stacks
+    /// that hold no mapping or resident page of any traced process are
+    /// dropped, their counts kept under no stack. Stacks that explain
+    /// resident memory stay, over the cap if need be. Returns how many
+    /// stacks went.
+    pub fn prune_stacks(&mut self, cap: usize) -> usize {
+        if self.stacks.table.len() <= cap {
+            return 0;
+        }
+        let mut holding = HashSet::new();
+        for process in self.processes.values() {
+            process.tracker.model.stacks_holding(|stack| {
+                holding.insert(stack);
+            });
+        }
+        for process in self.processes.values_mut() {
+            process
+                .tracker
+                .model
+                .fold_activity_stacks(|stack| holding.contains(&stack));
+        }
+        self.stacks.table.retain(|stack| holding.contains(&stack))
     }
 
     /// The parts of a profile of the traced processes `pids`.
