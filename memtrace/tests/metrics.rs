@@ -146,10 +146,11 @@ fn prometheus_scrapes_every_series_as_served() {
     assert_eq!(status, 200);
     let expected = sorted(served(&text));
     // api: 4 RSS parts, unexplained, 3 release kinds, faults, trend,
-    // cgroup usage and limit (12); batch: no trend, no releases, no cgroup
-    // limit (8); the agent: lost records, processes, stacks, pruned, its
-    // RSS (5); the destination: sent, retries, five drop reasons (7).
-    assert_eq!(expected.len(), 12 + 8 + 5 + 7, "{text}");
+    // cgroup usage and limit (12); batch: RSS parts, unexplained, faults,
+    // cgroup usage, no trend, no releases, no cgroup limit (7); the agent:
+    // lost records, processes, stacks, pruned, its RSS (5); the
+    // destination: sent, retries, five drop reasons (7).
+    assert_eq!(expected.len(), 12 + 7 + 5 + 7, "{text}");
 
     let prometheus = Prometheus::start(server.local_addr());
     prometheus.wait_until("Prometheus has scraped every series", || {

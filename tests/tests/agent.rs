@@ -85,6 +85,22 @@ fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Waits until the agent serves series of exactly the processes `pids`.
+fn wait_pids(address: SocketAddr, pids: &[u32]) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let served = pids_served(address);
+        if served == pids {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "series of {served:?}, not of {pids:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// The metrics address the agent says it serves on.
 fn metrics_address(agent: &mut Tracing) -> SocketAddr {
     let line = agent.wait_for(
@@ -105,10 +121,15 @@ fn wait_tracing(agent: &mut Tracing, pid: u32) {
     );
 }
 
+/// Starts the service: it waits for a line on stdin, then maps 48 MiB,
+/// touches it, gives 16 MiB back with MADV_FREE and reports; at the next
+/// line it forks a child that touches 8 MiB and exits after 3 s.
 fn start_service(program: &Path) -> Running {
-    let mut service = Running::start(
+    Running::start(
         program,
         &[
+            "wait",
+            ";",
             "map",
             "A",
             "48M",
@@ -131,14 +152,12 @@ fn start_service(program: &Path) -> Running {
             "A",
             "0",
             "8M",
-            "30",
+            "3",
             ";",
             "hold_forever",
         ],
         &[],
-    );
-    service.wait_for(" report - ", Duration::from_secs(30));
-    service
+    )
 }
 
 #[test]
@@ -168,6 +187,8 @@ fn the_agent_follows_a_service_through_forks_and_restarts_and_prometheus_reads_i
     let mut first = start_service(&program);
     let pid = first.pid();
     wait_tracing(&mut agent, pid);
+    first.send_line("go");
+    first.wait_for(" report - ", Duration::from_secs(30));
 
     // The real Prometheus scrapes the agent; in-use RSS (anonymous minus
     // lazily freed) and the lazily freed part match the kernel's figures.
@@ -186,17 +207,22 @@ fn the_agent_follows_a_service_through_forks_and_restarts_and_prometheus_reads_i
         kernel_in_use >= 32 * MIB,
         "the workload holds 32 MiB in use"
     );
-    assert_eq!(
-        kernel_lazyfree,
-        16 * MIB,
-        "nothing reclaimed the freed pages"
+    // The kernel moves pages to its lazily-free list in batches: a few
+    // may still be on their way.
+    assert!(
+        kernel_lazyfree > 15 * MIB,
+        "nothing reclaimed the freed pages: {kernel_lazyfree}"
     );
     prometheus.wait_until("Prometheus has the service's in-use RSS", || {
         series("in_use").is_some_and(|value| {
             (value - kernel_in_use as f64).abs() <= kernel_in_use as f64 * 0.01
         })
     });
-    assert_eq!(series("lazily_freed"), Some(kernel_lazyfree as f64));
+    let lazily_freed = series("lazily_freed").expect("a lazily freed series");
+    assert!(
+        (lazily_freed - kernel_lazyfree as f64).abs() <= kernel_lazyfree as f64 * 0.01,
+        "lazily freed {lazily_freed}, the kernel's {kernel_lazyfree}"
+    );
     let released = prometheus.query(&format!(
         r#"memtrace_page_faults_total{{target="svc",pid="{pid}"}}"#
     ));
@@ -233,17 +259,16 @@ fn the_agent_follows_a_service_through_forks_and_restarts_and_prometheus_reads_i
     wait_until("the child has series", Duration::from_secs(15), || {
         pids_served(address).contains(&child)
     });
+    // It exits after a few seconds: its series go, its parent's stay.
+    first.wait_for(&format!("child={child}"), Duration::from_secs(30));
+    wait_pids(address, &[pid]);
 
     // Restarted: the old process's series go, the new one is found.
     drop(first);
     let second = start_service(&program);
     let restarted = second.pid();
     wait_tracing(&mut agent, restarted);
-    wait_until(
-        "only the restarted service has series",
-        Duration::from_secs(15),
-        || pids_served(address) == [restarted],
-    );
+    wait_pids(address, &[restarted]);
 
     // Its windows are profiles `go tool pprof` reads, named for the
     // service and the process; the first process's last window too.
@@ -254,7 +279,7 @@ fn the_agent_follows_a_service_through_forks_and_restarts_and_prometheus_reads_i
     );
     let window = window_of(&profiles, pid).expect("the first process's last window");
     let top = gotool::pprof(&["-raw", window.to_str().unwrap()]);
-    assert!(top.contains("resident_space"), "{top}");
+    assert!(top.contains("inuse_space"), "{top}");
     assert!(top.contains("op_touch"), "the fault site is named:\n{top}");
 
     let counts = scrape(address);

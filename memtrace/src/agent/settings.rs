@@ -205,7 +205,7 @@ mod tests {
                 .to_string();
             assert!(err.contains(words), "{given}: {err}");
         }
-        let err = settings(&args(&["--target", "a=pid:1", "--interval", "-1"]))
+        let err = settings(&args(&["--target", "a=pid:1", "--interval", "0"]))
             .unwrap_err()
             .to_string();
         assert!(err.contains("interval"), "{err}");
