@@ -16,7 +16,7 @@ use memtrace::export::{
     },
     push::{DestinationCounts, DropReason},
 };
-use memtrace_tests::prometheus::{get, Prometheus, Sample};
+use memtrace_tests::prometheus::{get, parse_text, Prometheus, Sample};
 
 const MIB: u64 = 1 << 20;
 
@@ -80,33 +80,6 @@ fn push_counts() -> DestinationCounts {
     }
 }
 
-/// The samples of OpenMetrics `text`: `name{k="v",...} value` lines.
-fn served(text: &str) -> Vec<Sample> {
-    text.lines()
-        .filter(|line| !line.starts_with('#') && !line.is_empty())
-        .map(|line| {
-            let (series, value) = line.rsplit_once(' ').unwrap();
-            let (name, labels) = match series.split_once('{') {
-                Some((name, labels)) => (name, labels.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            let labels = labels
-                .split(',')
-                .filter(|pair| !pair.is_empty())
-                .map(|pair| {
-                    let (key, value) = pair.split_once('=').unwrap();
-                    (key.to_owned(), value.trim_matches('"').to_owned())
-                })
-                .collect();
-            Sample {
-                name: name.to_owned(),
-                labels,
-                value: value.parse().unwrap(),
-            }
-        })
-        .collect()
-}
-
 /// Samples sorted by name and labels, for comparing sets.
 fn sorted(mut samples: Vec<Sample>) -> Vec<Sample> {
     samples.sort_by(|a, b| (&a.name, &a.labels).cmp(&(&b.name, &b.labels)));
@@ -144,7 +117,7 @@ fn prometheus_scrapes_every_series_as_served() {
     let url = format!("http://{}/metrics", server.local_addr());
     let (status, text) = get(&url).unwrap();
     assert_eq!(status, 200);
-    let expected = sorted(served(&text));
+    let expected = sorted(parse_text(&text));
     // api: 4 RSS parts, unexplained, 3 release kinds, faults, trend,
     // cgroup usage and limit (12); batch: RSS parts, unexplained, faults,
     // cgroup usage, no trend, no releases, no cgroup limit (7); the agent:

@@ -5,7 +5,6 @@
 //! reads, and stops cleanly on SIGTERM.
 
 use std::{
-    collections::BTreeMap,
     fs,
     net::SocketAddr,
     path::Path,
@@ -15,7 +14,7 @@ use std::{
 use memtrace_tests::{
     gotool,
     memtrace::{run, Line, Tracing},
-    prometheus::{get, Prometheus, Sample},
+    prometheus::{get, parse_text, Prometheus, Sample},
     running::Running,
     workloads::ensure_built,
 };
@@ -36,42 +35,30 @@ fn rollup(pid: u32, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("{field} in smaps_rollup of {pid}"))
 }
 
-/// One series: its labels and value.
-type Series = (BTreeMap<String, String>, f64);
-
-/// The agent's `/metrics` now, as name → series.
-fn scrape(address: SocketAddr) -> BTreeMap<String, Vec<Series>> {
+/// The agent's `/metrics` now.
+fn scrape(address: SocketAddr) -> Vec<Sample> {
     let (status, text) = get(&format!("http://{address}/metrics")).expect("the agent answers");
     assert_eq!(status, 200);
-    let mut families: BTreeMap<String, Vec<_>> = BTreeMap::new();
-    for line in text.lines().filter(|line| !line.starts_with('#')) {
-        let (series, value) = line.rsplit_once(' ').unwrap();
-        let (name, labels) = series.split_once('{').unwrap_or((series, "}"));
-        let labels = labels
-            .trim_end_matches('}')
-            .split(',')
-            .filter(|pair| !pair.is_empty())
-            .map(|pair| {
-                let (key, value) = pair.split_once('=').unwrap();
-                (key.to_owned(), value.trim_matches('"').to_owned())
-            })
-            .collect();
-        families
-            .entry(name.to_owned())
-            .or_default()
-            .push((labels, value.parse().unwrap()));
-    }
-    families
+    parse_text(&text)
+}
+
+/// The value of the agent's own (unlabelled) series `name`.
+fn agent_value(samples: &[Sample], name: &str) -> f64 {
+    samples
+        .iter()
+        .find(|sample| sample.name == name && sample.labels.is_empty())
+        .unwrap_or_else(|| panic!("no {name} in {samples:?}"))
+        .value
 }
 
 /// The pids the agent has series of for target `svc`.
 fn pids_served(address: SocketAddr) -> Vec<u32> {
     let mut pids: Vec<u32> = scrape(address)
-        .remove("memtrace_page_faults_total")
-        .unwrap_or_default()
         .into_iter()
-        .filter(|(labels, _)| labels["target"] == "svc")
-        .map(|(labels, _)| labels["pid"].parse().unwrap())
+        .filter(|sample| {
+            sample.name == "memtrace_page_faults_total" && sample.labels["target"] == "svc"
+        })
+        .map(|sample| sample.labels["pid"].parse().unwrap())
         .collect();
     pids.sort_unstable();
     pids
@@ -282,11 +269,10 @@ fn the_agent_follows_a_service_through_forks_and_restarts_and_prometheus_reads_i
     assert!(top.contains("inuse_space"), "{top}");
     assert!(top.contains("op_touch"), "the fault site is named:\n{top}");
 
-    let counts = scrape(address);
-    let agent_value = |name: &str| counts[name][0].1;
-    assert!(agent_value("memtrace_traced_processes") >= 1.0);
-    assert_eq!(agent_value("memtrace_lost_records_total"), 0.0);
-    assert!(agent_value("memtrace_stacks") > 0.0);
+    let samples = scrape(address);
+    assert_eq!(agent_value(&samples, "memtrace_traced_processes"), 1.0);
+    assert_eq!(agent_value(&samples, "memtrace_lost_records_total"), 0.0);
+    assert!(agent_value(&samples, "memtrace_stacks") > 0.0);
 
     // SIGTERM: the last windows go out and the agent exits 0.
     agent.signal(libc::SIGTERM);

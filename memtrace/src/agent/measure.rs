@@ -8,14 +8,7 @@ use crate::{
 
 /// The metrics of the process `snapshot` is of, under target `target`.
 pub fn target_metrics(target: &str, snapshot: &Snapshot) -> TargetMetrics {
-    let (anon, file, shmem) = match snapshot.kernel {
-        Some(kernel) => (kernel.anon, kernel.file, kernel.shmem),
-        None => (
-            snapshot.model.anon,
-            snapshot.model.file,
-            snapshot.model.shmem,
-        ),
-    };
+    let (anon, file, shmem) = snapshot.resident_kinds();
     let lazily_freed = snapshot.lazyfree();
     let activity = &snapshot.activity;
     TargetMetrics {
