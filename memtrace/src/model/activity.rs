@@ -202,6 +202,15 @@ impl Activity {
         self.execs += other.execs;
     }
 
+    /// Calls `count` with every stack the counts by stack name.
+    pub fn stacks_counted(&self, mut count: impl FnMut(StackId)) {
+        self.calls_by_stack
+            .keys()
+            .filter_map(|(_, stack)| *stack)
+            .chain(self.faults_by_stack.keys().filter_map(|stack| *stack))
+            .for_each(&mut count);
+    }
+
     /// Moves the counts of stacks that `keep` refuses to no stack, so
     /// those stacks can be dropped from the table and the totals stay.
     pub fn fold_stacks(&mut self, keep: impl Fn(StackId) -> bool) {

@@ -56,6 +56,8 @@ pub struct Traced {
     last_lost: Lost,
     rules: ReadingRules,
     started: Instant,
+    /// A process was removed: its stacks may be named by no one now.
+    removed_since_prune: bool,
 }
 
 impl Traced {
@@ -84,6 +86,7 @@ impl Traced {
                     * std::thread::available_parallelism().map_or(1, |cpus| cpus.get() as u64),
             },
             started: Instant::now(),
+            removed_since_prune: false,
         }
     }
 
@@ -155,6 +158,7 @@ impl Traced {
     pub fn remove(&mut self, pid: u32) -> Option<Process> {
         self.targets.forget(pid);
         self.stacks.forget(pid);
+        self.removed_since_prune = true;
         self.processes.remove(&pid)
     }
 
@@ -303,28 +307,41 @@ impl Traced {
         }
     }
 
-    /// Keeps the stack table near `cap` stacks: once it is over, the stacks
-    /// that hold no mapping or resident page of any traced process are
-    /// dropped, their counts kept under no stack. Stacks that explain
+    /// Drops the stacks no traced process names any more (those of
+    /// processes removed since the last call), and keeps the table near
+    /// `cap` stacks: past it, the stacks that hold no mapping or resident
+    /// page go too, their counts kept under no stack. Stacks that explain
     /// resident memory stay, over the cap if need be. Returns how many
     /// stacks went.
     pub fn prune_stacks(&mut self, cap: usize) -> usize {
-        if self.stacks.table.len() <= cap {
+        let over = self.stacks.table.len() > cap;
+        if !self.removed_since_prune && !over {
             return 0;
         }
+        self.removed_since_prune = false;
         let mut holding = HashSet::new();
         for process in self.processes.values() {
             process.tracker.model.stacks_holding(|stack| {
                 holding.insert(stack);
             });
         }
-        for process in self.processes.values_mut() {
-            process
-                .tracker
-                .model
-                .fold_activity_stacks(|stack| holding.contains(&stack));
+        let mut named = holding.clone();
+        for process in self.processes.values() {
+            process.tracker.model.activity().stacks_counted(|stack| {
+                named.insert(stack);
+            });
         }
-        self.stacks.table.retain(|stack| holding.contains(&stack))
+        let mut pruned = self.stacks.table.retain(|stack| named.contains(&stack));
+        if self.stacks.table.len() > cap {
+            for process in self.processes.values_mut() {
+                process
+                    .tracker
+                    .model
+                    .fold_activity_stacks(|stack| holding.contains(&stack));
+            }
+            pruned += self.stacks.table.retain(|stack| holding.contains(&stack));
+        }
+        pruned
     }
 
     /// The parts of a profile of the traced processes `pids`.
