@@ -36,7 +36,7 @@ use memtrace_tests::workloads::Workloads;
 use serde_json::{json, Value};
 
 use self::verdict::{
-    forked_child, http_body, Adopted, AgentEvidence, AgentReading, AgentVerdict, Scrape,
+    forked_child, http_body, kibibytes, Adopted, AgentEvidence, AgentReading, AgentVerdict, Scrape,
     ServiceRun, Spool, MAX_TRACED, STACK_CAP,
 };
 use super::{
@@ -60,40 +60,17 @@ const RESTART_EVERY: Duration = Duration::from_secs(10);
 /// One run of the service: 64 MiB mapped and touched, half given back with
 /// MADV_FREE, a child forked that writes 16 MiB of it (copy-on-write) and
 /// lives 2 s, then 5 s of holding before it exits.
-const SERVICE_SCRIPT: [&str; 23] = [
-    "map",
-    "A",
-    "64M",
-    ";",
-    "touch",
-    "A",
-    "0",
-    "64M",
-    ";",
-    "free",
-    "A",
-    "0",
-    "32M",
-    ";",
-    "fork_touch",
-    "A",
-    "0",
-    "16M",
-    "2",
-    ";",
-    "hold",
-    "5",
-    ";",
-];
+const SERVICE_SCRIPT: &str =
+    "map A 64M ; touch A 0 64M ; free A 0 32M ; fork_touch A 0 16M 2 ; hold 5";
 /// How long one run of the service may take before it is killed.
 const SERVICE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The agent's `--interval` and `--push-interval`, in seconds.
 const INTERVAL_S: u64 = 1;
 const PUSH_INTERVAL_S: u64 = 10;
-/// The profile directory's `max_size`, small so that a soak fills it and
-/// the oldest windows have to go.
-const SPOOL_CAP: &str = "1M";
-const SPOOL_CAP_BYTES: u64 = 1 << 20;
+/// The profile directory's `max_size`, small so that a soak of a few
+/// minutes fills it (a window is 1 to 2 KiB) and the oldest have to go.
+const SPOOL_CAP: &str = "64K";
+const SPOOL_CAP_BYTES: u64 = 64 << 10;
 /// How long the agent may take to load and say it runs.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a scrape of /metrics may take.
@@ -112,6 +89,7 @@ pub fn run(options: &Options, memtrace: &Path, programs: &Workloads) -> Result<(
     let churn_program = copy_as(&programs.gochurn, dir.path(), CHURN)?;
     let service_program = copy_as(&programs.memops, dir.path(), SERVICE)?;
     let spool_dir = dir.path().join("profiles");
+    fs::create_dir(&spool_dir).with_context(|| format!("cannot make {}", spool_dir.display()))?;
     let config = dir.path().join("agent.toml");
     fs::write(
         &config,
@@ -198,7 +176,7 @@ pub fn run(options: &Options, memtrace: &Path, programs: &Workloads) -> Result<(
         json!({
             "agent": true,
             "agent_command": command_line(&args),
-            "service_script": SERVICE_SCRIPT.join(" "),
+            "service_script": SERVICE_SCRIPT,
             "samples": readings.iter().map(AgentReading::to_json).collect::<Vec<_>>(),
             "service_runs": service_runs.iter().map(|run| json!({
                 "pid": run.pid,
@@ -231,7 +209,7 @@ pub fn run(options: &Options, memtrace: &Path, programs: &Workloads) -> Result<(
          and exited 0 on SIGTERM",
         options.minutes,
         verdict.adoption.describe(),
-        mebibytes(SPOOL_CAP_BYTES)
+        kibibytes(SPOOL_CAP_BYTES)
     );
     Ok(())
 }
@@ -472,7 +450,7 @@ impl Service {
 
     fn run_once(program: &Path) -> ServiceRun {
         let spawned = Command::new(program)
-            .args(SERVICE_SCRIPT)
+            .args(SERVICE_SCRIPT.split_whitespace())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -538,14 +516,14 @@ fn header(options: &Options, schedule: Schedule, memtrace: &Path, args: &[String
         command_line(args),
         Churn::Free.godebug(),
         schedule.workload_seconds(),
-        SERVICE_SCRIPT.join(" "),
+        SERVICE_SCRIPT,
         RESTART_EVERY.as_secs(),
         schedule.period.as_secs(),
         schedule.warmup.as_secs(),
         super::checks::FLAT_PERCENT,
         thousands(STACK_CAP),
         MAX_TRACED,
-        mebibytes(SPOOL_CAP_BYTES),
+        kibibytes(SPOOL_CAP_BYTES),
     )
 }
 
@@ -653,7 +631,7 @@ fn summary(
         format!(
             "{} at the end (cap {}) {}",
             spooled.describe(),
-            mebibytes(SPOOL_CAP_BYTES),
+            kibibytes(SPOOL_CAP_BYTES),
             mark(spooled.files > 0 && spooled.bytes <= SPOOL_CAP_BYTES)
         ),
     );
@@ -700,10 +678,6 @@ mod tests {
              svc=command:soak_svc --metrics 127.0.0.1:9464 --interval 1 --push-interval 10 \
              --pprof-dir /t/profiles"
         );
-        assert_eq!(
-            SERVICE_SCRIPT.join(" "),
-            "map A 64M ; touch A 0 64M ; free A 0 32M ; fork_touch A 0 16M 2 ; hold 5 ;"
-        );
         assert!(
             CHURN.len() <= 15 && SERVICE.len() <= 15,
             "command names are 15 bytes"
@@ -739,7 +713,7 @@ mod tests {
         assert_eq!(
             line,
             "    60 s     35.0 MiB    0.89 s (8.9%)       3    12,345        0     0   \
-             12 files, 0.5 MiB          11"
+             12 files, 512 KiB          11"
         );
         assert_eq!(line.chars().count(), row_header().chars().count());
         let failed = AgentReading {

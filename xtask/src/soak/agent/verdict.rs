@@ -10,7 +10,7 @@ use crate::{
     soak::checks::{
         add_rss_json, ending_problems, rss_check, Flatness, Mappings, Reading, FLAT_PERCENT,
     },
-    text::{mebibytes, thousands},
+    text::thousands,
 };
 
 /// The agent's stack-table cap (memtrace/src/agent/run.rs `STACK_CAP`):
@@ -161,8 +161,13 @@ pub struct Spool {
 
 impl Spool {
     pub fn describe(self) -> String {
-        format!("{} files, {}", thousands(self.files), mebibytes(self.bytes))
+        format!("{} files, {}", thousands(self.files), kibibytes(self.bytes))
     }
+}
+
+/// Bytes in KiB, rounded up: profile windows are a few KiB.
+pub fn kibibytes(bytes: u64) -> String {
+    format!("{} KiB", thousands(bytes.div_ceil(1024)))
 }
 
 /// One reading of the agent, every sample period.
@@ -389,8 +394,8 @@ impl AgentVerdict {
         if most_spooled > evidence.spool_cap {
             problems.push(format!(
                 "--pprof-dir held {}, more than its cap of {}",
-                mebibytes(most_spooled),
-                mebibytes(evidence.spool_cap)
+                kibibytes(most_spooled),
+                kibibytes(evidence.spool_cap)
             ));
         }
 
@@ -707,7 +712,7 @@ memtrace_agent_resident_bytes 3.5e7
             "9 records lost (memtrace_lost_records_total), expected none",
             "the agent traced 7 processes at once after warm-up",
             "the agent wrote no profile window to --pprof-dir",
-            "--pprof-dir held 2.0 MiB, more than its cap of 1.0 MiB",
+            "--pprof-dir held 2,048 KiB, more than its cap of 1,024 KiB",
             "the service's run as pid 104 failed: exit status: 3",
             "the agent traced only 0 of 6 runs and 0 of 6 forked children",
             ],
