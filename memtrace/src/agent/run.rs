@@ -299,12 +299,20 @@ impl Agent {
                 ended.push(pid);
             }
         }
+        let any_ended = !ended.is_empty();
         for pid in ended {
             self.push_window(pid);
             self.traced.remove(pid);
             self.members.remove(&pid);
         }
         self.stacks_pruned += self.traced.prune_stacks(STACK_CAP) as u64;
+        if any_ended {
+            // A process's model, symbols and debug information (tens of
+            // MiB for a libc with its debug file) were just freed: give the
+            // pages back rather than keep them in the agent's RSS.
+            // SAFETY: malloc_trim has no preconditions.
+            unsafe { libc::malloc_trim(0) };
+        }
         self.metrics.update_targets(targets);
         self.metrics.update_agent(AgentCounts {
             lost_records: self.traced.lost().records(),

@@ -308,7 +308,8 @@ impl Traced {
     }
 
     /// Drops the stacks no traced process names any more (those of
-    /// processes removed since the last call), and keeps the table near
+    /// processes removed since the last call) and the unwind tables of
+    /// files none maps, and keeps the stack table near
     /// `cap` stacks: past it, the stacks that hold no mapping or resident
     /// page go too, their counts kept under no stack. Stacks that explain
     /// resident memory stay, over the cap if need be. Returns how many
@@ -319,6 +320,7 @@ impl Traced {
             return 0;
         }
         self.removed_since_prune = false;
+        self.stacks.drop_unused_tables();
         let mut holding = HashSet::new();
         for process in self.processes.values() {
             process.tracker.model.stacks_holding(|stack| {
