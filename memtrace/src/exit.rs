@@ -65,6 +65,7 @@ impl From<&SessionError> for ExitCode {
             SessionError::GoPprof(_) => Self::BadInput,
             SessionError::Interrupted => Self::Interrupted,
             SessionError::Io { .. } | SessionError::Proc(_) => Self::Failure,
+            SessionError::Capture { source, .. } => source.into(),
         }
     }
 }

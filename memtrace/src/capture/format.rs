@@ -36,6 +36,16 @@ pub enum Kind {
     /// A note for whoever reports the capture (UTF-8 text), such as the
     /// size limit being reached.
     Note,
+    /// One drain of the ring buffer: its records as the kernel wrote them.
+    Batch,
+    /// An interval's tick: the session reconciled and reported.
+    Tick,
+    /// A pidfd said a traced process exited.
+    Exit,
+    /// An answer from /proc, in the order asked.
+    Proc,
+    /// How the session stopped.
+    Stop,
     /// A kind this memtrace does not know (from a newer one).
     Unknown(u8),
 }
@@ -44,6 +54,11 @@ impl Kind {
     pub fn code(self) -> u8 {
         match self {
             Self::Note => 1,
+            Self::Batch => 2,
+            Self::Tick => 3,
+            Self::Exit => 4,
+            Self::Proc => 5,
+            Self::Stop => 6,
             Self::Unknown(code) => code,
         }
     }
@@ -51,6 +66,11 @@ impl Kind {
     pub fn from_code(code: u8) -> Self {
         match code {
             1 => Self::Note,
+            2 => Self::Batch,
+            3 => Self::Tick,
+            4 => Self::Exit,
+            5 => Self::Proc,
+            6 => Self::Stop,
             other => Self::Unknown(other),
         }
     }

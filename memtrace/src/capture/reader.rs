@@ -12,9 +12,16 @@ use super::{
     CaptureError, Header,
 };
 
-/// The most a chunk's compressed bytes may take: zstd's bound for the
-/// largest chunk, rounded up.
-const MAX_COMPRESSED: usize = MAX_CHUNK_RAW + (MAX_CHUNK_RAW >> 7) + 1024;
+/// The most `raw` bytes take compressed (zstd's `ZSTD_COMPRESSBOUND`).
+fn compress_bound(raw: u32) -> usize {
+    let raw = raw as usize;
+    let small = if raw < 128 << 10 {
+        ((128 << 10) - raw) >> 11
+    } else {
+        0
+    };
+    raw + (raw >> 8) + small
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
@@ -188,7 +195,8 @@ impl<R: Read> CaptureReader<R> {
             return self.cut_off(start, "inside a chunk");
         };
         let (head, crc) = ChunkHead::decode(&mut In::new(&head, start + 4))?;
-        if head.raw as usize > MAX_CHUNK_RAW || head.compressed as usize > MAX_COMPRESSED {
+        if head.raw as usize > MAX_CHUNK_RAW || head.compressed as usize > compress_bound(head.raw)
+        {
             return Err(CaptureError::corrupt(
                 start,
                 format!(
@@ -197,9 +205,17 @@ impl<R: Read> CaptureReader<R> {
                 ),
             ));
         }
-        let Fill::Whole(body) = fill(&mut self.input, &mut self.offset, head.compressed as usize)?
-        else {
-            return self.cut_off(start, "inside a chunk");
+        let body = match fill(&mut self.input, &mut self.offset, head.compressed as usize)? {
+            Fill::Whole(body) => body,
+            // A file that ends with its trailer was not cut off: the
+            // length is wrong.
+            Fill::Short(tail) if tail.ends_with(&END_MAGIC) => {
+                return Err(CaptureError::corrupt(
+                    start,
+                    "the chunk's length runs past the capture's end",
+                ))
+            }
+            Fill::Short(_) => return self.cut_off(start, "inside a chunk"),
         };
         if head.crc(&body) != crc {
             return Err(CaptureError::corrupt(

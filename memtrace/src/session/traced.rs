@@ -14,6 +14,7 @@ use super::{
     exits::Exits,
     heap::HeapWatch,
     process::{Process, ReadingRules, Shared},
+    record::{Batch, Recording},
     stacks::Stacks,
     tracker::{Ending, Follow, Tracker},
     SessionError,
@@ -56,6 +57,8 @@ pub struct Traced {
     last_lost: Lost,
     rules: ReadingRules,
     started: Instant,
+    /// `memtrace record`'s capture, which every drain's records go to.
+    recording: Option<Recording>,
 }
 
 impl Traced {
@@ -84,7 +87,17 @@ impl Traced {
                     * std::thread::available_parallelism().map_or(1, |cpus| cpus.get() as u64),
             },
             started: Instant::now(),
+            recording: None,
         }
+    }
+
+    /// Records every drain's records into `recording` from now on.
+    pub fn record_to(&mut self, recording: Recording) {
+        self.recording = Some(recording);
+    }
+
+    pub fn recording(&self) -> Option<&Recording> {
+        self.recording.as_ref()
     }
 
     pub fn started(&self) -> Instant {
@@ -196,7 +209,11 @@ impl Traced {
         let debug = &self.debug;
         let exits = &self.exits;
         let rules = self.rules;
-        source.drain(|decoded| {
+        let mut batch = self.recording.as_ref().map(|_| Batch::default());
+        source.drain(|raw, decoded| {
+            if let Some(batch) = batch.as_mut() {
+                batch.add(raw);
+            }
             let Ok(mut decoded) = decoded else {
                 *decode_errors += 1;
                 return;
@@ -270,6 +287,9 @@ impl Traced {
                 Follow::Forked { .. } | Follow::Nothing | Follow::Ended => {}
             }
         });
+        if let (Some(recording), Some(batch)) = (&self.recording, batch) {
+            recording.borrow_mut().batch(&batch);
+        }
         self.stacks.sync();
         for line in joined {
             eprintln!("memtrace: {line}");
