@@ -1,15 +1,28 @@
 //! `memtrace report FILE`: reads a capture `memtrace record` wrote, whole
 //! or cut off, and says what it holds and where it ends.
 
-use std::{collections::BTreeSet, fmt::Write as _, fs::File, io::BufReader, path::Path};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt::Write as _,
+    fs::File,
+    io::BufReader,
+    path::Path,
+};
 
 use super::{record::Batch, SessionError};
-use crate::capture::{CaptureError, CaptureReader, Ending, Header, Kind};
+use crate::{
+    capture::{CaptureError, CaptureReader, Ending, Header, Kind},
+    intake::{decode, EventKind},
+};
 
 /// What a capture holds, counted entry by entry.
 #[derive(Default)]
 struct Contents {
     records: u64,
+    /// Per process: records of events, and stack samples.
+    by_process: BTreeMap<u32, (u64, u64)>,
+    /// Records that do not decode.
+    undecodable: u64,
     batches: u64,
     ticks: u64,
     proc_answers: u64,
@@ -19,6 +32,21 @@ struct Contents {
     /// Entries of kinds a newer memtrace wrote.
     unknown: u64,
     last_ns: u64,
+}
+
+impl Contents {
+    fn count(&mut self, record: &[u8]) {
+        self.records += 1;
+        let Ok(decoded) = decode(record) else {
+            self.undecodable += 1;
+            return;
+        };
+        let (events, samples) = self.by_process.entry(decoded.tgid).or_default();
+        match decoded.event.kind {
+            EventKind::StackSample(_) => *samples += 1,
+            _ => *events += 1,
+        }
+    }
 }
 
 /// The text `memtrace report` prints for the capture at `path`.
@@ -36,7 +64,9 @@ pub fn report(path: &Path) -> Result<String, SessionError> {
             match entry.kind {
                 Kind::Batch => {
                     contents.batches += 1;
-                    contents.records += Batch::records_in(&entry.payload);
+                    for record in Batch::records(&entry.payload) {
+                        contents.count(record);
+                    }
                 }
                 Kind::Tick => contents.ticks += 1,
                 Kind::Proc => contents.proc_answers += 1,
@@ -83,6 +113,15 @@ fn describe(path: &Path, header: &Header, contents: &Contents, ending: &Ending) 
         contents.ticks,
         contents.proc_answers,
     );
+    for (pid, (events, samples)) in &contents.by_process {
+        let _ = writeln!(
+            out,
+            "pid {pid}: {events} event records, {samples} stack samples"
+        );
+    }
+    if contents.undecodable > 0 {
+        let _ = writeln!(out, "{} records do not decode", contents.undecodable);
+    }
     if let Some(stop) = &contents.stop {
         let _ = writeln!(out, "stopped: {stop}");
     }

@@ -156,19 +156,16 @@ impl Batch {
         self.records += 1;
     }
 
-    /// Records in a batch's bytes; bytes that do not divide into records
-    /// count those they hold whole.
-    pub fn records_in(mut bytes: &[u8]) -> u64 {
-        let mut records = 0;
-        while let Some((len, rest)) = bytes.split_first_chunk::<4>() {
+    /// The records in a batch's bytes; bytes that do not divide into
+    /// records give those they hold whole.
+    pub fn records(mut bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+        std::iter::from_fn(move || {
+            let (len, rest) = bytes.split_first_chunk::<4>()?;
             let len = u32::from_le_bytes(*len) as usize;
-            if len > rest.len() {
-                break;
-            }
+            let record = rest.get(..len)?;
             bytes = &rest[len..];
-            records += 1;
-        }
-        records
+            Some(record)
+        })
     }
 }
 
@@ -221,7 +218,11 @@ mod tests {
             batch.add(record);
         }
         assert_eq!(batch.records, 3);
-        assert_eq!(Batch::records_in(&batch.bytes), 3);
-        assert_eq!(Batch::records_in(&batch.bytes[..batch.bytes.len() - 1]), 2);
+        let records: Vec<&[u8]> = Batch::records(&batch.bytes).collect();
+        assert_eq!(records, [&b"abc"[..], b"", b"defgh"]);
+        assert_eq!(
+            Batch::records(&batch.bytes[..batch.bytes.len() - 1]).count(),
+            2
+        );
     }
 }
