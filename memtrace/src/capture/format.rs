@@ -46,6 +46,9 @@ pub enum Kind {
     Proc,
     /// How the session stopped.
     Stop,
+    /// A stack as the table took it: walked by the kernel, or unwound
+    /// from a sample with the binaries' tables (gone at report time).
+    Stack,
     /// A kind this memtrace does not know (from a newer one).
     Unknown(u8),
 }
@@ -59,6 +62,7 @@ impl Kind {
             Self::Exit => 4,
             Self::Proc => 5,
             Self::Stop => 6,
+            Self::Stack => 7,
             Self::Unknown(code) => code,
         }
     }
@@ -71,6 +75,7 @@ impl Kind {
             4 => Self::Exit,
             5 => Self::Proc,
             6 => Self::Stop,
+            7 => Self::Stack,
             other => Self::Unknown(other),
         }
     }

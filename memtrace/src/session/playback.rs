@@ -24,6 +24,9 @@ struct Contents {
     /// Records that do not decode.
     undecodable: u64,
     batches: u64,
+    /// Stacks walked by the kernel, and unwound from samples.
+    stacks_walked: u64,
+    stacks_unwound: u64,
     ticks: u64,
     proc_answers: u64,
     exits: BTreeSet<u32>,
@@ -69,6 +72,13 @@ pub fn report(path: &Path) -> Result<String, SessionError> {
                     }
                 }
                 Kind::Tick => contents.ticks += 1,
+                // The sample id follows the stack's: zero for a walked one.
+                Kind::Stack => match entry.payload.get(8..16) {
+                    Some(sample) if sample.iter().any(|&byte| byte != 0) => {
+                        contents.stacks_unwound += 1;
+                    }
+                    _ => contents.stacks_walked += 1,
+                },
                 Kind::Proc => contents.proc_answers += 1,
                 Kind::Exit => {
                     if let Ok(pid) = entry.payload.as_slice().try_into() {
@@ -112,6 +122,11 @@ fn describe(path: &Path, header: &Header, contents: &Contents, ending: &Ending) 
         contents.batches,
         contents.ticks,
         contents.proc_answers,
+    );
+    let _ = writeln!(
+        out,
+        "stacks: {} walked by the kernel, {} unwound from samples",
+        contents.stacks_walked, contents.stacks_unwound
     );
     for (pid, (events, samples)) in &contents.by_process {
         let _ = writeln!(

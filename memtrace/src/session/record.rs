@@ -9,6 +9,7 @@ use super::{SessionError, Stop};
 use crate::{
     capture::{CaptureError, CaptureWriter, Header, Kind, Written},
     cli::RecordTo,
+    intake::{StackEnd, StackId},
     proc::{record_answers, Tape},
     safe_file::{OutputPolicy, StreamFile},
 };
@@ -91,6 +92,28 @@ impl Recorder {
         if let Some(Err(err)) = self.writer.as_mut().map(CaptureWriter::flush_chunk) {
             self.failed(&err);
         }
+    }
+
+    /// Stack `id` as the table took it: walked by the kernel (`sample`
+    /// none) or unwound from `sample`; `end`, how it ends when known.
+    pub fn stack(
+        &mut self,
+        id: StackId,
+        sample: Option<StackId>,
+        frames: &[u64],
+        end: Option<StackEnd>,
+    ) {
+        let end = end.map(|end| end.to_string()).unwrap_or_default();
+        let mut payload = Vec::with_capacity(24 + end.len() + frames.len() * 8);
+        payload.extend_from_slice(&id.key().to_le_bytes());
+        payload.extend_from_slice(&sample.map_or(0, StackId::key).to_le_bytes());
+        payload.extend_from_slice(&(end.len() as u32).to_le_bytes());
+        payload.extend_from_slice(end.as_bytes());
+        payload.extend_from_slice(&(frames.len() as u32).to_le_bytes());
+        for frame in frames {
+            payload.extend_from_slice(&frame.to_le_bytes());
+        }
+        self.push(Kind::Stack, &payload);
     }
 
     pub fn exit(&mut self, pid: u32) {

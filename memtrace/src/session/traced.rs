@@ -5,6 +5,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
+    rc::Rc,
     time::Instant,
 };
 
@@ -93,6 +94,7 @@ impl Traced {
 
     /// Records every drain's records into `recording` from now on.
     pub fn record_to(&mut self, recording: Recording) {
+        self.stacks.record_to(Rc::clone(&recording));
         self.recording = Some(recording);
     }
 
