@@ -121,6 +121,7 @@ fn a_recorded_c_workload_is_traced_as_live_and_its_capture_is_complete() {
     );
     assert!(count_before(&text, "interval ticks") >= 3, "{text}");
     assert!(count_before(&text, "answers from /proc") > 0, "{text}");
+    assert!(count_before(&text, "kernel counter readings") > 0, "{text}");
     assert!(text.contains("stopped: TargetExited"), "{text}");
     assert!(text.contains("memops"), "the command line: {text}");
     assert!(text.ends_with("the capture is complete"), "{text}");

@@ -49,6 +49,8 @@ pub enum Kind {
     /// A stack as the table took it: walked by the kernel, or unwound
     /// from a sample with the binaries' tables (gone at report time).
     Stack,
+    /// A reading of one of the kernel side's counters (records lost).
+    Counter,
     /// A kind this memtrace does not know (from a newer one).
     Unknown(u8),
 }
@@ -63,6 +65,7 @@ impl Kind {
             Self::Proc => 5,
             Self::Stop => 6,
             Self::Stack => 7,
+            Self::Counter => 8,
             Self::Unknown(code) => code,
         }
     }
@@ -76,6 +79,7 @@ impl Kind {
             5 => Self::Proc,
             6 => Self::Stop,
             7 => Self::Stack,
+            8 => Self::Counter,
             other => Self::Unknown(other),
         }
     }

@@ -29,6 +29,7 @@ struct Contents {
     stacks_unwound: u64,
     ticks: u64,
     proc_answers: u64,
+    counter_readings: u64,
     exits: BTreeSet<u32>,
     stop: Option<String>,
     notes: Vec<String>,
@@ -80,6 +81,7 @@ pub fn report(path: &Path) -> Result<String, SessionError> {
                     _ => contents.stacks_walked += 1,
                 },
                 Kind::Proc => contents.proc_answers += 1,
+                Kind::Counter => contents.counter_readings += 1,
                 Kind::Exit => {
                     if let Ok(pid) = entry.payload.as_slice().try_into() {
                         contents.exits.insert(u32::from_le_bytes(pid));
@@ -116,12 +118,14 @@ fn describe(path: &Path, header: &Header, contents: &Contents, ending: &Ending) 
     };
     let _ = writeln!(
         out,
-        "{:.3} s: {} records in {} drains, {} interval ticks, {} answers from /proc{exits}",
+        "{:.3} s: {} records in {} drains, {} interval ticks, {} answers from /proc, {} kernel \
+         counter readings{exits}",
         contents.last_ns as f64 / 1e9,
         contents.records,
         contents.batches,
         contents.ticks,
         contents.proc_answers,
+        contents.counter_readings,
     );
     let _ = writeln!(
         out,

@@ -5,6 +5,8 @@
 
 use std::{cell::RefCell, io, rc::Rc, time::Instant};
 
+use memtrace_common::Counter;
+
 use super::{SessionError, Stop};
 use crate::{
     capture::{CaptureError, CaptureWriter, Header, Kind, Written},
@@ -114,6 +116,15 @@ impl Recorder {
             payload.extend_from_slice(&frame.to_le_bytes());
         }
         self.push(Kind::Stack, &payload);
+    }
+
+    /// What the kernel side's `counter` read (none: it could not be read).
+    pub fn counter(&mut self, counter: Counter, value: Option<u64>) {
+        let mut payload = Vec::with_capacity(13);
+        payload.extend_from_slice(&(counter as u32).to_le_bytes());
+        payload.push(u8::from(value.is_none()));
+        payload.extend_from_slice(&value.unwrap_or(0).to_le_bytes());
+        self.push(Kind::Counter, &payload);
     }
 
     pub fn exit(&mut self, pid: u32) {

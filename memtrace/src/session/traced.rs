@@ -23,7 +23,7 @@ use super::{
 use crate::{
     export::Part,
     intake::{EventKind, EventSource},
-    kernel::{maps_memory, KernelCounters, Targets},
+    kernel::{maps_memory, KernelCounters, KernelError, Targets},
     model::reconcile::FOLIO_BATCH_PAGES,
     proc::{zero_page_pfn, ProcError, ProcessView},
     report::snapshot::{Footprint, Lost, Snapshot},
@@ -338,10 +338,10 @@ impl Traced {
     /// kernel will not give keeps its last value and the loss is marked
     /// unknown, never taken for 0; the failure is said once.
     pub fn lost(&mut self) -> Lost {
-        let (counters, last) = (&self.counters, self.last_lost);
+        let last = self.last_lost;
         let mut failure = None;
         let mut read = |counter, last| {
-            counters.read(counter).unwrap_or_else(|err| {
+            self.read_counter(counter).unwrap_or_else(|err| {
                 failure.get_or_insert(err);
                 last
             })
@@ -363,6 +363,17 @@ impl Traced {
         }
         self.last_lost = lost;
         lost
+    }
+
+    /// Reads one of the kernel side's counters, and records what it said.
+    fn read_counter(&self, counter: Counter) -> Result<u64, KernelError> {
+        let value = self.counters.read(counter);
+        if let Some(recording) = &self.recording {
+            recording
+                .borrow_mut()
+                .counter(counter, value.as_ref().ok().copied());
+        }
+        value
     }
 
     /// What memtrace itself takes, to trace.
@@ -391,8 +402,8 @@ impl Traced {
         let shared = Shared {
             stacks: &self.stacks.table,
             lost,
-            stack_walks: self.counters.read(Counter::FaultStackWalks).unwrap_or(0)
-                + self.counters.read(Counter::FaultStackSamples).unwrap_or(0),
+            stack_walks: self.read_counter(Counter::FaultStackWalks).unwrap_or(0)
+                + self.read_counter(Counter::FaultStackSamples).unwrap_or(0),
             elapsed: self.started.elapsed(),
             heap,
             footprint,
