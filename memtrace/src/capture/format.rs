@@ -51,6 +51,9 @@ pub enum Kind {
     Stack,
     /// A reading of one of the kernel side's counters (records lost).
     Counter,
+    /// What reconciliation takes from the machine once, before recording
+    /// starts: the zero page's frame, the LazyFree slack.
+    Rules,
     /// A kind this memtrace does not know (from a newer one).
     Unknown(u8),
 }
@@ -66,6 +69,7 @@ impl Kind {
             Self::Stop => 6,
             Self::Stack => 7,
             Self::Counter => 8,
+            Self::Rules => 9,
             Self::Unknown(code) => code,
         }
     }
@@ -80,6 +84,7 @@ impl Kind {
             6 => Self::Stop,
             7 => Self::Stack,
             8 => Self::Counter,
+            9 => Self::Rules,
             other => Self::Unknown(other),
         }
     }

@@ -12,7 +12,7 @@ use std::{
     io,
     ops::Range,
     os::unix::{ffi::OsStringExt, fs::FileExt},
-    path::PathBuf,
+    path::{Path, PathBuf},
 };
 
 pub use cgroup::{
@@ -356,7 +356,8 @@ impl ProcessView {
 /// Whether the kernel's automatic NUMA balancing is on: it then unmaps
 /// present pages now and then to see which node touches them.
 pub fn numa_balancing() -> bool {
-    std::fs::read_to_string("/proc/sys/kernel/numa_balancing").is_ok_and(|mode| mode.trim() != "0")
+    tape::read_text(0, Path::new("/proc/sys/kernel/numa_balancing"))
+        .is_some_and(|mode| mode.trim() != "0")
 }
 
 /// The soft limit in a /proc/PID/limits text's `Max stack size` line.

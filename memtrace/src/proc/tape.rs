@@ -3,7 +3,7 @@
 //! so a report can replay them). The session runs on one thread: the tape
 //! is that thread's.
 
-use std::{cell::RefCell, io};
+use std::{cell::RefCell, io, path::Path};
 
 /// Takes every answer [`crate::proc::ProcessView`] gets from /proc.
 pub trait Tape {
@@ -34,4 +34,11 @@ pub(super) fn ask(
         }
     });
     answer
+}
+
+/// A file's text, if it reads, asked of process `pid` (0: of the machine)
+/// by its path.
+pub(super) fn read_text(pid: u32, path: &Path) -> Option<String> {
+    let answer = ask(pid, &path.to_string_lossy(), || std::fs::read(path));
+    String::from_utf8(answer.ok()?).ok()
 }

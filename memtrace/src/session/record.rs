@@ -127,6 +127,16 @@ impl Recorder {
         self.push(Kind::Counter, &payload);
     }
 
+    /// What reconciliation took from the machine before recording began:
+    /// the zero page's frame (none: unknown) and the LazyFree slack.
+    pub fn rules(&mut self, zero_pfn: Option<u64>, lazyfree_slack: u64) {
+        let mut payload = Vec::with_capacity(17);
+        payload.push(u8::from(zero_pfn.is_some()));
+        payload.extend_from_slice(&zero_pfn.unwrap_or(0).to_le_bytes());
+        payload.extend_from_slice(&lazyfree_slack.to_le_bytes());
+        self.push(Kind::Rules, &payload);
+    }
+
     pub fn exit(&mut self, pid: u32) {
         self.push(Kind::Exit, &pid.to_le_bytes());
     }

@@ -94,6 +94,9 @@ impl Traced {
 
     /// Records every drain's records into `recording` from now on.
     pub fn record_to(&mut self, recording: Recording) {
+        recording
+            .borrow_mut()
+            .rules(self.rules.zero_pfn, self.rules.lazyfree_slack);
         self.stacks.record_to(Rc::clone(&recording));
         self.recording = Some(recording);
     }
