@@ -21,7 +21,7 @@ pub use usage::Usage;
     name = "memtrace",
     version,
     about,
-    after_help = "Examples:\n  sudo memtrace -p 1234\n  sudo memtrace --json out.jsonl --pprof heap.pb.gz -- ./server --port 8080\n  sudo memtrace demo\n\nOn a terminal memtrace shows a live screen (keys: q quit with the final report, t in use or\nlazily freed, p write a pprof profile now); with --log, or when output is not a terminal,\nit prints a block of lines every interval instead.",
+    after_help = "Examples:\n  sudo memtrace -p 1234\n  sudo memtrace agent --config /etc/memtrace/agent.toml   (see memtrace agent --help)\n  sudo memtrace --json out.jsonl --pprof heap.pb.gz -- ./server --port 8080\n  sudo memtrace demo\n\nOn a terminal memtrace shows a live screen (keys: q quit with the final report, t in use or\nlazily freed, p write a pprof profile now); with --log, or when output is not a terminal,\nit prints a block of lines every interval instead.",
     disable_help_subcommand = true
 )]
 pub struct Cli {
@@ -270,6 +270,51 @@ pub enum Invocation {
     DemoWorkload(f64),
 }
 
+/// `memtrace agent`'s command line, apart from tracing's options: each
+/// setting overrides the configuration file's (see deploy/agent.toml).
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "memtrace agent",
+    about = "Run on the host for good: trace the processes the configuration selects, as they \
+             start and restart, serve Prometheus metrics and push memory profiles to Pyroscope, \
+             Parca or a directory.",
+    after_help = "Examples:\n  sudo memtrace agent --config /etc/memtrace/agent.toml\n  sudo memtrace agent --target api=command:'api-server*' --metrics 127.0.0.1:9464",
+    disable_help_subcommand = true
+)]
+pub struct AgentArgs {
+    /// The configuration file (default /etc/memtrace/agent.toml when it
+    /// exists).
+    #[arg(long, value_name = "FILE", env = "MEMTRACE_AGENT_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// A target besides the file's: NAME=pid:PID, NAME=command:GLOB,
+    /// NAME=cgroup:PATH or NAME=container:ID (repeat for more).
+    #[arg(long = "target", value_name = "NAME=KIND:VALUE")]
+    pub targets: Vec<String>,
+
+    /// Serve Prometheus metrics on http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR", env = "MEMTRACE_METRICS")]
+    pub metrics: Option<String>,
+
+    /// Seconds between reconciliations with /proc and metric updates.
+    #[arg(long, value_name = "SECS", env = "MEMTRACE_INTERVAL")]
+    pub interval: Option<f64>,
+
+    /// Seconds per profile window pushed.
+    #[arg(long, value_name = "SECS", env = "MEMTRACE_PUSH_INTERVAL")]
+    pub push_interval: Option<f64>,
+
+    /// The `host` label of pushed profiles (default: the machine's host
+    /// name).
+    #[arg(long, value_name = "NAME", env = "MEMTRACE_HOST")]
+    pub host: Option<String>,
+
+    /// Keep every profile window as a file in DIR (at most 1G of them
+    /// unless the file's [pprof_dir] says otherwise).
+    #[arg(long, value_name = "DIR", env = "MEMTRACE_PPROF_DIR")]
+    pub pprof_dir: Option<PathBuf>,
+}
+
 impl Cli {
     /// What the command line asks for, or why it makes no sense.
     pub fn invocation(&self) -> Result<Invocation, Usage> {
@@ -343,6 +388,15 @@ where
         });
     }
     Ok(cli)
+}
+
+/// `memtrace agent ARGS...` as its own command line, or `None` when the
+/// arguments (the program name first) are not the agent's.
+pub fn parse_agent(args: &[OsString]) -> Option<Result<AgentArgs, Usage>> {
+    if args.get(1).is_none_or(|arg| arg != "agent") {
+        return None;
+    }
+    Some(AgentArgs::try_parse_from(&args[1..]).map_err(|err| Usage::from_clap(&err)))
 }
 
 fn parse_pid(text: &str) -> Result<u32, String> {

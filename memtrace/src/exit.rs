@@ -1,7 +1,7 @@
 //! memtrace's exit codes: one per way it can fail, so scripts can tell them
 //! apart. The README lists them.
 
-use crate::{capture::CaptureError, kernel::KernelError, session::SessionError};
+use crate::{agent::AgentError, capture::CaptureError, kernel::KernelError, session::SessionError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -66,6 +66,18 @@ impl From<&SessionError> for ExitCode {
             SessionError::Interrupted => Self::Interrupted,
             SessionError::Io { .. } | SessionError::Proc(_) => Self::Failure,
             SessionError::Capture { source, .. } => source.into(),
+        }
+    }
+}
+
+impl From<&AgentError> for ExitCode {
+    fn from(error: &AgentError) -> Self {
+        match error {
+            AgentError::Config(_) | AgentError::PprofDir(_) => Self::BadInput,
+            AgentError::Session(session) => session.into(),
+            AgentError::Metrics { .. } | AgentError::Push(_) | AgentError::Io { .. } => {
+                Self::Failure
+            }
         }
     }
 }

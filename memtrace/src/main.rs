@@ -1,13 +1,21 @@
 use std::process::ExitCode;
 
 use memtrace::{
-    cli::{self, Invocation, Usage},
+    agent,
+    cli::{self, AgentArgs, Invocation, Usage},
     demo, exit,
     session::{self, CgroupTarget, Target},
 };
 
 fn main() -> ExitCode {
-    let cli = cli::parse(std::env::args_os()).and_then(|cli| Ok((cli.invocation()?, cli)));
+    let args: Vec<_> = std::env::args_os().collect();
+    if let Some(agent) = cli::parse_agent(&args) {
+        return match agent {
+            Ok(agent) => run_agent(&agent),
+            Err(usage) => usage_exit(usage),
+        };
+    }
+    let cli = cli::parse(args).and_then(|cli| Ok((cli.invocation()?, cli)));
     let (target, options) = match cli {
         Ok((Invocation::DemoWorkload(hold), _)) => return demo::workload(hold).into(),
         Ok((Invocation::Report(path), _)) => {
@@ -31,25 +39,12 @@ fn main() -> ExitCode {
         Ok((Invocation::Container(name), cli)) => {
             (Target::Cgroup(CgroupTarget::Container(name)), cli.options)
         }
-        Err(Usage::Show(text)) => {
-            print!("{text}");
-            return exit::ExitCode::Success.into();
-        }
-        Err(Usage::Bad(line)) => {
-            eprintln!("memtrace: {line}");
-            return exit::ExitCode::Usage.into();
-        }
+        Err(usage) => return usage_exit(usage),
     };
     raise_open_files_limit();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("memtrace: cannot start the async runtime: {err}");
-            return exit::ExitCode::Failure.into();
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(session::run(target, &options)) {
         Ok(_) => exit::ExitCode::Success.into(),
@@ -59,6 +54,52 @@ fn main() -> ExitCode {
             exit::ExitCode::from(&err).into()
         }
     }
+}
+
+/// `memtrace agent`: runs until SIGTERM or SIGINT.
+fn run_agent(args: &AgentArgs) -> ExitCode {
+    let config = match agent::settings(args) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("memtrace agent: {err}");
+            return exit::ExitCode::BadInput.into();
+        }
+    };
+    raise_open_files_limit();
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    match runtime.block_on(agent::run(config)) {
+        Ok(()) => exit::ExitCode::Success.into(),
+        Err(err) => {
+            eprintln!("memtrace agent: {err}");
+            exit::ExitCode::from(&err).into()
+        }
+    }
+}
+
+fn usage_exit(usage: Usage) -> ExitCode {
+    match usage {
+        Usage::Show(text) => {
+            print!("{text}");
+            exit::ExitCode::Success.into()
+        }
+        Usage::Bad(line) => {
+            eprintln!("memtrace: {line}");
+            exit::ExitCode::Usage.into()
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| {
+            eprintln!("memtrace: cannot start the async runtime: {err}");
+            exit::ExitCode::Failure.into()
+        })
 }
 
 /// memtrace holds each traced program's code files open (so they can be

@@ -11,10 +11,12 @@
 use std::collections::BTreeMap;
 
 use memtrace::export::{
-    metrics::{CgroupUsage, Metrics, MetricsServer, RssParts, TargetMetrics, CONTENT_TYPE},
+    metrics::{
+        AgentCounts, CgroupUsage, Metrics, MetricsServer, RssParts, TargetMetrics, CONTENT_TYPE,
+    },
     push::{DestinationCounts, DropReason},
 };
-use memtrace_tests::prometheus::{get, Prometheus, Sample};
+use memtrace_tests::prometheus::{get, parse_text, Prometheus, Sample};
 
 const MIB: u64 = 1 << 20;
 
@@ -41,7 +43,6 @@ fn api(in_use: u64) -> TargetMetrics {
             usage_bytes: 200 * MIB,
             limit_bytes: Some(512 * MIB),
         }),
-        lost_records: 7,
     }
 }
 
@@ -79,33 +80,6 @@ fn push_counts() -> DestinationCounts {
     }
 }
 
-/// The samples of OpenMetrics `text`: `name{k="v",...} value` lines.
-fn served(text: &str) -> Vec<Sample> {
-    text.lines()
-        .filter(|line| !line.starts_with('#') && !line.is_empty())
-        .map(|line| {
-            let (series, value) = line.rsplit_once(' ').unwrap();
-            let (name, labels) = match series.split_once('{') {
-                Some((name, labels)) => (name, labels.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            let labels = labels
-                .split(',')
-                .filter(|pair| !pair.is_empty())
-                .map(|pair| {
-                    let (key, value) = pair.split_once('=').unwrap();
-                    (key.to_owned(), value.trim_matches('"').to_owned())
-                })
-                .collect();
-            Sample {
-                name: name.to_owned(),
-                labels,
-                value: value.parse().unwrap(),
-            }
-        })
-        .collect()
-}
-
 /// Samples sorted by name and labels, for comparing sets.
 fn sorted(mut samples: Vec<Sample>) -> Vec<Sample> {
     samples.sort_by(|a, b| (&a.name, &a.labels).cmp(&(&b.name, &b.labels)));
@@ -131,17 +105,25 @@ const ALL: &str = r#"{__name__=~"memtrace_.*",job="memtrace"}"#;
 fn prometheus_scrapes_every_series_as_served() {
     let metrics = Metrics::new();
     metrics.update_targets(vec![api(40 * MIB), batch()]);
+    metrics.update_agent(AgentCounts {
+        lost_records: 7,
+        traced_processes: 2,
+        stacks: 900,
+        stacks_pruned: 40,
+        resident_bytes: 12 * MIB,
+    });
     metrics.update_push(vec![push_counts()]);
     let server = MetricsServer::start("127.0.0.1:0".parse().unwrap(), metrics.clone()).unwrap();
     let url = format!("http://{}/metrics", server.local_addr());
     let (status, text) = get(&url).unwrap();
     assert_eq!(status, 200);
-    let expected = sorted(served(&text));
+    let expected = sorted(parse_text(&text));
     // api: 4 RSS parts, unexplained, 3 release kinds, faults, trend,
-    // cgroup usage and limit, lost records (13); batch: no trend, no
-    // releases, no cgroup limit (8); the destination: sent, retries, five
-    // drop reasons (7).
-    assert_eq!(expected.len(), 13 + 8 + 7, "{text}");
+    // cgroup usage and limit (12); batch: RSS parts, unexplained, faults,
+    // cgroup usage, no trend, no releases, no cgroup limit (7); the agent:
+    // lost records, processes, stacks, pruned, its RSS (5); the
+    // destination: sent, retries, five drop reasons (7).
+    assert_eq!(expected.len(), 12 + 7 + 5 + 7, "{text}");
 
     let prometheus = Prometheus::start(server.local_addr());
     prometheus.wait_until("Prometheus has scraped every series", || {
@@ -191,7 +173,7 @@ fn prometheus_scrapes_every_series_as_served() {
             api_labels.to_vec(),
             -1536.5,
         ),
-        ("memtrace_lost_records_total", api_labels.to_vec(), 7.0),
+        ("memtrace_lost_records_total", Vec::new(), 7.0),
         (
             "memtrace_cgroup_limit_bytes",
             api_labels.to_vec(),

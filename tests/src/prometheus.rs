@@ -28,6 +28,31 @@ pub struct Sample {
     pub value: f64,
 }
 
+/// The samples of OpenMetrics `text`: its `name{k="v",...} value` lines.
+pub fn parse_text(text: &str) -> Vec<Sample> {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(|line| {
+            let (series, value) = line.rsplit_once(' ').expect("a value");
+            let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+            let labels = labels
+                .trim_end_matches('}')
+                .split(',')
+                .filter(|pair| !pair.is_empty())
+                .map(|pair| {
+                    let (key, value) = pair.split_once('=').expect("a label");
+                    (key.to_owned(), value.trim_matches('"').to_owned())
+                })
+                .collect();
+            Sample {
+                name: name.to_owned(),
+                labels,
+                value: value.parse().expect("a number"),
+            }
+        })
+        .collect()
+}
+
 /// A Prometheus server scraping one target every second; stopped when
 /// dropped.
 pub struct Prometheus {

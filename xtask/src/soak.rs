@@ -17,7 +17,12 @@
 //! [`Verdict::judge`]: RSS flat after warm-up, no records lost, memtrace ran
 //! to the end and exited 0 with a final snapshot, and the workload's RSS
 //! reconciled. CPU time is reported, never judged.
+//!
+//! `--agent` soaks `memtrace agent` instead (see [`agent`]): one agent for N
+//! minutes on a long-lived Go heap churn and a service restarted every 10 s,
+//! read through its own metrics as well as /proc.
 
+mod agent;
 mod checks;
 
 use std::{
@@ -31,7 +36,9 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use serde_json::{json, Value};
 
-use self::checks::{resident_by_mapping, Evidence, Mappings, Observed, Reading, Verdict};
+use memtrace_tests::workloads::Workloads;
+
+use self::checks::{resident_by_mapping, Evidence, Flatness, Mappings, Observed, Reading, Verdict};
 use crate::{
     child::{own_cpu, Sample, Started},
     privilege, setup,
@@ -58,6 +65,10 @@ pub struct Options {
     /// Also write the samples and the verdict as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Soak `memtrace agent` on a long-lived churn and a restarting
+    /// service, read through its metrics, instead of two memtraces.
+    #[arg(long)]
+    pub agent: bool,
 }
 
 impl Options {
@@ -66,12 +77,17 @@ impl Options {
         Self {
             minutes: 1,
             json: None,
+            agent: false,
         }
     }
 
     /// The command that gives these options, for the report.
     fn command_line(&self) -> String {
-        let mut line = format!("cargo xtask soak --minutes {}", self.minutes);
+        let mut line = "cargo xtask soak".to_owned();
+        if self.agent {
+            line.push_str(" --agent");
+        }
+        line.push_str(&format!(" --minutes {}", self.minutes));
         if let Some(json) = &self.json {
             line.push_str(&format!(" --json {}", json.display()));
         }
@@ -180,17 +196,10 @@ impl Churn {
 }
 
 pub fn run(options: &Options) -> Result<()> {
-    if !privilege::is_root()? {
-        bail!(
-            "xtask soak must run as root (memtrace loads eBPF programs): run it with sudo, \
-             e.g. `sudo -E env \"PATH=$PATH\" {}`",
-            options.command_line()
-        );
+    let (memtrace, programs) = prepare(options)?;
+    if options.agent {
+        return agent::run(options, &memtrace, programs);
     }
-    setup::run(setup::Mode::Install)?;
-    let memtrace = workspace::build_memtrace()?;
-    let programs =
-        memtrace_tests::workloads::ensure_built().context("cannot build the soak's workload")?;
     let schedule = Schedule::new(options.minutes);
     println!("\n{}", header(options, schedule, &memtrace));
 
@@ -220,19 +229,15 @@ pub fn run(options: &Options) -> Result<()> {
         println!("\n{}", run.summary(schedule));
     }
 
-    if let Some(path) = &options.json {
-        let results = json!({
-            "command": options.command_line(),
-            "minutes": options.minutes,
-            "sample_period_s": schedule.period.as_secs(),
-            "warmup_s": schedule.warmup.as_secs(),
+    write_json(
+        options,
+        schedule,
+        json!({
             "workload_seconds": schedule.workload_seconds(),
             "runs": soaked.iter().map(|run| run.to_json(schedule)).collect::<Vec<_>>(),
             "passed": soaked.iter().all(|run| run.verdict.problems.is_empty()),
-        });
-        fs::write(path, format!("{results:#}\n"))
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
+        }),
+    )?;
     let problems: Vec<String> = soaked
         .iter()
         .flat_map(|run| {
@@ -242,6 +247,52 @@ pub fn run(options: &Options) -> Result<()> {
                 .map(move |problem| format!("{}: {problem}", run.churn.label()))
         })
         .collect();
+    fail_on(&problems)?;
+    println!(
+        "\nsoak passed: after {} minute(s) memtrace's RSS is flat, it lost no records, exited \
+         0 with a final snapshot, and explained the workload's RSS",
+        options.minutes
+    );
+    Ok(())
+}
+
+/// Root, the tools, memtrace (release) and the workloads, for either soak.
+fn prepare(options: &Options) -> Result<(PathBuf, &'static Workloads)> {
+    if !privilege::is_root()? {
+        bail!(
+            "xtask soak must run as root (memtrace loads eBPF programs): run it with sudo, \
+             e.g. `sudo -E env \"PATH=$PATH\" {}`",
+            options.command_line()
+        );
+    }
+    setup::run(setup::Mode::Install)?;
+    let memtrace = workspace::build_memtrace()?;
+    let programs =
+        memtrace_tests::workloads::ensure_built().context("cannot build the soak's workload")?;
+    Ok((memtrace, programs))
+}
+
+/// Writes `results` to `--json FILE`, if given, after the command and the
+/// schedule.
+fn write_json(options: &Options, schedule: Schedule, results: Value) -> Result<()> {
+    let Some(path) = &options.json else {
+        return Ok(());
+    };
+    let mut all = json!({
+        "command": options.command_line(),
+        "minutes": options.minutes,
+        "sample_period_s": schedule.period.as_secs(),
+        "warmup_s": schedule.warmup.as_secs(),
+    });
+    if let (Some(all), Value::Object(results)) = (all.as_object_mut(), results) {
+        all.extend(results);
+    }
+    fs::write(path, format!("{all:#}\n"))
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Fails the soak when any check failed, listing them.
+fn fail_on(problems: &[String]) -> Result<()> {
     if !problems.is_empty() {
         bail!(
             "soak failed, {} check(s):\n  {}",
@@ -249,12 +300,36 @@ pub fn run(options: &Options) -> Result<()> {
             problems.join("\n  ")
         );
     }
-    println!(
-        "\nsoak passed: after {} minute(s) memtrace's RSS is flat, it lost no records, exited \
-         0 with a final snapshot, and explained the workload's RSS",
-        options.minutes
-    );
     Ok(())
+}
+
+/// What the summary says of memtrace's RSS after warm-up.
+fn rss_summary(flatness: Option<&Flatness>) -> String {
+    flatness.map_or_else(
+        || "✗ too few samples after warm-up".to_owned(),
+        |flatness| {
+            format!(
+                "{} {} (flat: at most +{}% after warm-up)",
+                flatness.describe(),
+                mark(flatness.is_flat()),
+                checks::FLAT_PERCENT
+            )
+        },
+    )
+}
+
+/// memtrace's CPU time from the first reading after warm-up to the last,
+/// as a share of a core.
+fn cpu_share_after_warmup(flatness: &Flatness) -> String {
+    let cpu = flatness.last.cpu.saturating_sub(flatness.baseline.cpu);
+    let wall = flatness
+        .last
+        .elapsed
+        .saturating_sub(flatness.baseline.elapsed);
+    format!(
+        "{:.1}% of a core after warm-up (not judged)",
+        cpu.as_secs_f64() * 100.0 / wall.as_secs_f64().max(f64::EPSILON)
+    )
 }
 
 /// What runs, how it is read and what is checked.
@@ -310,12 +385,68 @@ struct Soaking {
     memtrace: Started,
     observed: Observed,
     readings: Vec<Reading>,
-    /// memtrace's mappings at the first reading after warm-up.
-    baseline_mappings: Option<Mappings>,
-    /// ... and at the latest reading.
-    last_mappings: Option<Mappings>,
+    mappings: Growth,
     /// When memtrace was found gone before the end.
     ended_early: Option<Duration>,
+}
+
+/// A process's VmRSS and own CPU time `elapsed` into the soak, with the CPU
+/// time since the `previous` reading; `None` once it is gone. Records and
+/// reconciliation are left for the caller.
+fn read_process(
+    pid: u32,
+    elapsed: Duration,
+    previous: Option<&Reading>,
+) -> Result<Option<Reading>> {
+    let Some(memory) = Sample::read(pid) else {
+        return Ok(None);
+    };
+    let cpu = own_cpu(pid)?;
+    let before = previous.map_or(Duration::ZERO, |last| last.cpu);
+    Ok(Some(Reading {
+        elapsed,
+        rss_bytes: memory.rss_bytes,
+        cpu,
+        period_cpu: cpu.saturating_sub(before),
+        records: None,
+        reconciled: None,
+    }))
+}
+
+/// A process's mappings at the first reading after warm-up and at the
+/// latest, to name what grew.
+#[derive(Debug, Default)]
+struct Growth {
+    baseline: Option<Mappings>,
+    last: Option<Mappings>,
+}
+
+impl Growth {
+    /// Reads process `pid`'s mappings `elapsed` into the soak, once past
+    /// the warm-up; `previous` is when the reading before was taken.
+    fn observe(
+        &mut self,
+        pid: u32,
+        elapsed: Duration,
+        warmup: Duration,
+        previous: Option<Duration>,
+    ) {
+        if elapsed < warmup {
+            return;
+        }
+        let mappings = fs::read_to_string(format!("/proc/{pid}/smaps"))
+            .ok()
+            .map(|smaps| resident_by_mapping(&smaps));
+        if previous.is_none_or(|at| at < warmup) {
+            self.baseline.clone_from(&mappings);
+        }
+        self.last = mappings;
+    }
+
+    /// (baseline, last), once both were read.
+    fn pair(&self) -> Option<(&Mappings, &Mappings)> {
+        self.baseline.as_ref().zip(self.last.as_ref())
+    }
 }
 
 impl Soaking {
@@ -326,8 +457,7 @@ impl Soaking {
             memtrace: Started::spawn(&mut command)?,
             observed: Observed::default(),
             readings: Vec::new(),
-            baseline_mappings: None,
-            last_mappings: None,
+            mappings: Growth::default(),
             ended_early: None,
         })
     }
@@ -339,35 +469,23 @@ impl Soaking {
         }
         self.take_output();
         let pid = self.memtrace.pid();
-        let memory = if self.memtrace.is_running()? {
-            Sample::read(pid)
+        let previous = self.readings.last();
+        let reading = if self.memtrace.is_running()? {
+            read_process(pid, elapsed, previous)?
         } else {
             None
         };
-        let Some(memory) = memory else {
+        let Some(reading) = reading else {
             self.ended_early = Some(elapsed);
             return Ok(None);
         };
-        let cpu = own_cpu(pid)?;
-        let before = self.readings.last().map_or(Duration::ZERO, |last| last.cpu);
         let reading = Reading {
-            elapsed,
-            rss_bytes: memory.rss_bytes,
-            cpu,
-            period_cpu: cpu.saturating_sub(before),
             records: self.observed.records,
             reconciled: self.observed.reconciled,
+            ..reading
         };
-        if elapsed >= warmup {
-            let mappings = fs::read_to_string(format!("/proc/{pid}/smaps"))
-                .ok()
-                .map(|smaps| resident_by_mapping(&smaps));
-            let first_after_warmup = self.readings.last().is_none_or(|r| r.elapsed < warmup);
-            if first_after_warmup {
-                self.baseline_mappings.clone_from(&mappings);
-            }
-            self.last_mappings = mappings;
-        }
+        self.mappings
+            .observe(pid, elapsed, warmup, previous.map(|r| r.elapsed));
         self.readings.push(reading);
         Ok(Some(reading))
     }
@@ -388,8 +506,7 @@ impl Soaking {
             memtrace,
             mut observed,
             readings,
-            baseline_mappings,
-            last_mappings,
+            mappings,
             ended_early,
         } = self;
         let exit = match memtrace.finish(FINISH_TIMEOUT) {
@@ -407,7 +524,7 @@ impl Soaking {
             observed: &observed,
             ended_early,
             exit: &exit,
-            mappings: baseline_mappings.as_ref().zip(last_mappings.as_ref()),
+            mappings: mappings.pair(),
         });
         Ok(Soaked {
             churn,
@@ -454,19 +571,7 @@ impl Soaked {
             self.churn.command_line(schedule.workload_seconds())
         )];
         let mut line = |what: &str, text: String| lines.push(format!("  {what:<22}{text}"));
-        line(
-            "memtrace RSS",
-            verdict.flatness.as_ref().map_or_else(
-                || "✗ too few samples after warm-up".to_owned(),
-                |flatness| {
-                    format!(
-                        "{} {} (flat: at most +5% after warm-up)",
-                        flatness.describe(),
-                        mark(flatness.is_flat())
-                    )
-                },
-            ),
-        );
+        line("memtrace RSS", rss_summary(verdict.flatness.as_ref()));
         let seen = self.observed.records.map_or(0, |records| records.seen);
         line(
             "records",
@@ -524,17 +629,7 @@ impl Soaked {
             Err(_) => "total unknown".to_owned(),
         };
         match &self.verdict.flatness {
-            Some(flatness) => {
-                let cpu = flatness.last.cpu.saturating_sub(flatness.baseline.cpu);
-                let wall = flatness
-                    .last
-                    .elapsed
-                    .saturating_sub(flatness.baseline.elapsed);
-                format!(
-                    "{total}; {:.1}% of a core after warm-up (not judged)",
-                    cpu.as_secs_f64() * 100.0 / wall.as_secs_f64().max(f64::EPSILON)
-                )
-            }
+            Some(flatness) => format!("{total}; {}", cpu_share_after_warmup(flatness)),
             None => format!("{total} (not judged)"),
         }
     }
@@ -576,6 +671,9 @@ mod tests {
             "cargo xtask soak --minutes 2 --json soak.json"
         );
         assert_eq!(Options::ci().command_line(), "cargo xtask soak --minutes 1");
+        let agent = parse(&["--agent", "--minutes", "5"]).unwrap();
+        assert!(agent.agent);
+        assert_eq!(agent.command_line(), "cargo xtask soak --agent --minutes 5");
     }
 
     #[test]

@@ -1,8 +1,19 @@
-//! `memtrace agent`: the long-running mode for a host, tracing the
-//! processes its configuration selects, serving Prometheus metrics and
-//! pushing memory profiles every window.
+//! `memtrace agent`: the long-running mode for a host. It traces the
+//! processes its configuration selects ([`selection`]), as they start and
+//! restart, serves Prometheus metrics of each ([`measure`]) and pushes a
+//! memory profile window of each to Pyroscope, Parca or a directory, with
+//! its own memory bounded ([`run`]).
 //!
-//! For now this holds the configuration ([`config`]); the agent's loop
-//! builds on it.
+//! Settings come from a TOML file ([`config`]), with the command line and
+//! environment on top ([`settings`]).
 
 pub mod config;
+mod error;
+mod measure;
+mod run;
+mod selection;
+mod settings;
+
+pub use error::AgentError;
+pub use run::{run, STACK_CAP};
+pub use settings::{settings, DEFAULT_CONFIG};

@@ -30,6 +30,19 @@ pub struct UnwindSections {
     segments: Vec<(u64, u64, u64)>,
 }
 
+impl UnwindSections {
+    /// Whether anything besides `self` holds the tables' bytes (a
+    /// process's unwinder does while the file is mapped in it).
+    pub fn shared(&self) -> bool {
+        let held = |bytes: &Bytes| std::sync::Arc::strong_count(bytes) > 1;
+        [&self.eh_frame, &self.eh_frame_hdr]
+            .into_iter()
+            .flatten()
+            .any(|section| held(&section.bytes))
+            || self.debug_frame.as_ref().is_some_and(held)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("not an ELF file memtrace can read: {0}")]
 pub struct NotElf(String);

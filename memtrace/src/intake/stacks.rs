@@ -238,6 +238,18 @@ impl StackTable {
         );
     }
 
+    /// Drops the stacks `keep` refuses, and the samples unwound to them;
+    /// returns how many stacks went.
+    pub fn retain(&mut self, keep: impl Fn(StackId) -> bool) -> usize {
+        let before = self.stacks.len();
+        self.stacks.retain(|&id, _| keep(id));
+        self.aliases.retain(|_, &mut id| keep(id));
+        let aliases = &self.aliases;
+        self.alias_order
+            .retain(|sample| aliases.contains_key(sample));
+        before - self.stacks.len()
+    }
+
     /// Distinct stacks held, for the agent's own footprint.
     pub fn len(&self) -> usize {
         self.stacks.len()
@@ -285,5 +297,22 @@ mod tests {
             .resolve(Some(id(stack_key::SAMPLE_BIT | (ALIASES as u64 + 10))))
             .is_some());
         assert_eq!(table.aliases.len(), ALIASES);
+    }
+
+    #[test]
+    fn retain_drops_the_stacks_refused_and_the_samples_unwound_to_them() {
+        let mut table = StackTable::default();
+        let kept = table.add_unwound(id(stack_key::SAMPLE_BIT | 1), &[1, 2], None);
+        let dropped = table.add_unwound(id(stack_key::SAMPLE_BIT | 2), &[3, 4], None);
+        table.insert(id(7), &[5]);
+        assert_eq!(table.retain(|stack| stack == kept), 2);
+        assert!(table.get(kept).is_some());
+        assert!(table.get(dropped).is_none() && table.get(id(7)).is_none());
+        assert_eq!(
+            table.resolve(Some(id(stack_key::SAMPLE_BIT | 1))),
+            Some(kept)
+        );
+        assert_eq!(table.resolve(Some(id(stack_key::SAMPLE_BIT | 2))), None);
+        assert_eq!(table.alias_order.len(), 1);
     }
 }

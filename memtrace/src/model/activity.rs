@@ -201,6 +201,29 @@ impl Activity {
         self.discovered_bytes += other.discovered_bytes;
         self.execs += other.execs;
     }
+
+    /// Calls `count` with every stack the counts by stack name.
+    pub fn stacks_counted(&self, mut count: impl FnMut(StackId)) {
+        self.calls_by_stack
+            .keys()
+            .filter_map(|(_, stack)| *stack)
+            .chain(self.faults_by_stack.keys().filter_map(|stack| *stack))
+            .for_each(&mut count);
+    }
+
+    /// Moves the counts of stacks that `keep` refuses to no stack, so
+    /// those stacks can be dropped from the table and the totals stay.
+    pub fn fold_stacks(&mut self, keep: impl Fn(StackId) -> bool) {
+        let kept = |stack: Option<StackId>| stack.filter(|&id| keep(id));
+        for ((call, stack), stats) in std::mem::take(&mut self.calls_by_stack) {
+            *self.calls_by_stack.entry((call, kept(stack))).or_default() += stats;
+        }
+        for (stack, faults) in std::mem::take(&mut self.faults_by_stack) {
+            let into = self.faults_by_stack.entry(kept(stack)).or_default();
+            into.count += faults.count;
+            into.paged_in += faults.paged_in;
+        }
+    }
 }
 
 /// Updates a call's totals and its stack's in one go.

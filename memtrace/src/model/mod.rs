@@ -108,6 +108,22 @@ impl AddressSpace {
         &self.activity
     }
 
+    /// Calls `hold` with every stack that made a mapping or a resident
+    /// page: the stacks that explain the address space now.
+    pub fn stacks_holding(&self, mut hold: impl FnMut(StackId)) {
+        for (_, state) in self.pages.runs() {
+            state.origin.stack.into_iter().for_each(&mut hold);
+        }
+        for (_, extent) in self.extents.iter() {
+            extent.stack.into_iter().for_each(&mut hold);
+        }
+    }
+
+    /// See [`Activity::fold_stacks`].
+    pub fn fold_activity_stacks(&mut self, keep: impl Fn(StackId) -> bool) {
+        self.activity.fold_stacks(keep);
+    }
+
     /// Says whether the kernel's NUMA balancing is on (see
     /// [`fault_outcome`]).
     pub fn set_numa_hinting(&mut self, on: bool) {

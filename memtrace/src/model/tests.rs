@@ -99,6 +99,51 @@ fn the_issue_example_counts_exactly() {
 }
 
 #[test]
+fn stacks_that_hold_nothing_fold_into_no_stack_and_keep_their_counts() {
+    // Stack 1 maps and faults a region that is then unmapped; stack 2's
+    // pages stay resident.
+    let mut space = AddressSpace::new();
+    let with = |stack: u64, mut event: Event| {
+        event.stack = StackId::new(stack);
+        event
+    };
+    space.apply(&with(1, mmap(BASE, MIB)));
+    space.apply(&with(1, fault(BASE, true)));
+    space.apply(&with(1, munmap(BASE, MIB)));
+    space.apply(&with(2, mmap(BASE + 8 * MIB, MIB)));
+    space.apply(&with(2, fault(BASE + 8 * MIB, true)));
+    let mut holding = std::collections::BTreeSet::new();
+    space.stacks_holding(|stack| {
+        holding.insert(stack.key());
+    });
+    assert_eq!(holding, [2].into());
+    let faults_before: u64 = space
+        .activity()
+        .faults_by_stack
+        .values()
+        .map(|f| f.count)
+        .sum();
+    space.fold_activity_stacks(|stack| holding.contains(&stack.key()));
+    let activity = space.activity();
+    let by_stack = |key: Option<u64>| {
+        activity
+            .faults_by_stack
+            .get(&key.and_then(StackId::new))
+            .map(|faults| faults.count)
+    };
+    assert_eq!(by_stack(Some(1)), None);
+    assert_eq!(by_stack(None), Some(1));
+    assert_eq!(by_stack(Some(2)), Some(1));
+    let faults_after: u64 = activity.faults_by_stack.values().map(|f| f.count).sum();
+    assert_eq!(faults_after, faults_before);
+    assert!(activity
+        .calls_by_stack
+        .keys()
+        .all(|(_, stack)| stack.is_none_or(|id| id.key() == 2)));
+    assert_eq!(activity.calls_by_stack[&(Call::Munmap, None)].calls, 1);
+}
+
+#[test]
 fn giving_back_twice_counts_once_and_untouched_memory_releases_nothing() {
     let mut space = AddressSpace::new();
     space.apply(&mmap(BASE, 8 * MIB));

@@ -17,6 +17,7 @@ use std::{
 
 pub use cgroup::{
     container_id_in_path, membership_of as cgroup_membership, memory_of as cgroup_memory,
+    parse_membership as parse_cgroup_membership, parse_memory_stat_v1, parse_memory_stat_v2,
     resolve_container, Cgroup, CgroupError, CgroupMemory, Container, MemoryStat,
     Version as CgroupVersion,
 };

@@ -29,14 +29,7 @@ const RECENT_POINTS: usize = 512;
 
 impl Member {
     pub fn of(snapshot: &Snapshot) -> Self {
-        let (anon, file, shmem) = match snapshot.kernel {
-            Some(kernel) => (kernel.anon, kernel.file, kernel.shmem),
-            None => (
-                snapshot.model.anon,
-                snapshot.model.file,
-                snapshot.model.shmem,
-            ),
-        };
+        let (anon, file, shmem) = snapshot.resident_kinds();
         Self {
             pid: snapshot.pid,
             pid_in_namespace: snapshot.pid_in_namespace,

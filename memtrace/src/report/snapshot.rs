@@ -256,6 +256,15 @@ impl Snapshot {
         self.kernel.map_or(self.model.rss, |kernel| kernel.rss)
     }
 
+    /// Anonymous, file and shared-memory resident bytes: the kernel's
+    /// when known, the model's otherwise (as [`Self::rss`]).
+    pub fn resident_kinds(&self) -> (u64, u64, u64) {
+        match self.kernel {
+            Some(kernel) => (kernel.anon, kernel.file, kernel.shmem),
+            None => (self.model.anon, self.model.file, self.model.shmem),
+        }
+    }
+
     pub fn lazyfree(&self) -> u64 {
         self.kernel
             .map_or(self.model.lazyfree, |kernel| kernel.lazyfree)

@@ -25,7 +25,10 @@ use tokio::time::{interval, sleep_until, MissedTickBehavior};
 
 pub use error::SessionError;
 pub use playback::report as report_capture;
+pub use process::Process;
 pub use scope::CgroupTarget;
+pub use stacks::Stacks;
+pub use traced::{Joining, Traced};
 pub use tracker::{Ending, Tracker};
 
 use crate::{
@@ -50,8 +53,6 @@ use outputs::Outputs;
 use record::Recorder;
 use scope::CgroupScope;
 use signals::{Signals, Steer};
-use stacks::Stacks;
-use traced::{Joining, Traced};
 
 /// What to trace.
 #[derive(Debug, Clone)]
@@ -87,7 +88,7 @@ enum Scope {
 }
 
 /// How often the ring buffer is drained between kernel wake-ups.
-const DRAIN_EVERY: Duration = Duration::from_millis(50);
+pub const DRAIN_EVERY: Duration = Duration::from_millis(50);
 
 pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, SessionError> {
     let owner = Owner::invoking_user();

@@ -76,6 +76,9 @@ pub struct Process {
     executable: Option<String>,
     /// Execs that are part of starting the process (1 for `-- CMD`).
     pub expected_execs: u64,
+    /// The traced process that forked it, when it was followed from its
+    /// fork.
+    pub parent: Option<u32>,
     pub runtime: Option<RuntimeInfo>,
     /// Notes for the end of the report, by what each is about.
     notices: BTreeMap<String, String>,
@@ -102,6 +105,7 @@ impl Process {
             past: Past::default(),
             executable: None,
             expected_execs,
+            parent: None,
             runtime: None,
             notices: BTreeMap::new(),
         }

@@ -121,6 +121,11 @@ impl Stacks {
         self.hints.forget(tgid);
     }
 
+    /// Drops the unwind tables of files no traced process maps any more.
+    pub fn drop_unused_tables(&mut self) {
+        self.tables.drop_unused();
+    }
+
     /// Bytes of unwind tables held.
     pub fn table_bytes(&self) -> usize {
         self.tables.bytes()

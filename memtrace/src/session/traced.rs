@@ -4,7 +4,7 @@
 //! business (the interactive session, the agent).
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     rc::Rc,
     time::Instant,
 };
@@ -60,6 +60,8 @@ pub struct Traced {
     started: Instant,
     /// `memtrace record`'s capture, which every drain's records go to.
     recording: Option<Recording>,
+    /// A process was removed: its stacks may be named by no one now.
+    removed_since_prune: bool,
 }
 
 impl Traced {
@@ -89,6 +91,7 @@ impl Traced {
             },
             started: Instant::now(),
             recording: None,
+            removed_since_prune: false,
         }
     }
 
@@ -173,6 +176,7 @@ impl Traced {
     pub fn remove(&mut self, pid: u32) -> Option<Process> {
         self.targets.forget(pid);
         self.stacks.forget(pid);
+        self.removed_since_prune = true;
         self.processes.remove(&pid)
     }
 
@@ -281,6 +285,7 @@ impl Traced {
                     // Gone already if this fails: its exit record says so.
                     let _ = exits.watch(child);
                     let mut child = Process::new(child, tracker, 0, debug.clone());
+                    child.parent = Some(parent);
                     child.stack_source = process.stack_source;
                     child.keep_code_files();
                     joined.push(format!(
@@ -325,6 +330,45 @@ impl Traced {
                 process.reconcile(reading, &busy, scan_all, rules);
             }
         }
+    }
+
+    /// Drops the stacks no traced process names any more (those of
+    /// processes removed since the last call) and the unwind tables of
+    /// files none maps, and keeps the stack table near
+    /// `cap` stacks: past it, the stacks that hold no mapping or resident
+    /// page go too, their counts kept under no stack. Stacks that explain
+    /// resident memory stay, over the cap if need be. Returns how many
+    /// stacks went.
+    pub fn prune_stacks(&mut self, cap: usize) -> usize {
+        let over = self.stacks.table.len() > cap;
+        if !self.removed_since_prune && !over {
+            return 0;
+        }
+        self.removed_since_prune = false;
+        self.stacks.drop_unused_tables();
+        let mut holding = HashSet::new();
+        for process in self.processes.values() {
+            process.tracker.model.stacks_holding(|stack| {
+                holding.insert(stack);
+            });
+        }
+        let mut named = holding.clone();
+        for process in self.processes.values() {
+            process.tracker.model.activity().stacks_counted(|stack| {
+                named.insert(stack);
+            });
+        }
+        let mut pruned = self.stacks.table.retain(|stack| named.contains(&stack));
+        if self.stacks.table.len() > cap {
+            for process in self.processes.values_mut() {
+                process
+                    .tracker
+                    .model
+                    .fold_activity_stacks(|stack| holding.contains(&stack));
+            }
+            pruned += self.stacks.table.retain(|stack| holding.contains(&stack));
+        }
+        pruned
     }
 
     /// The parts of a profile of the traced processes `pids`.

@@ -75,6 +75,19 @@ impl TableCache {
         self.bytes
     }
 
+    /// Drops the tables no traced process's unwinder uses any more (files
+    /// of processes that ended), and what was learnt of unreadable files.
+    pub fn drop_unused(&mut self) {
+        self.files
+            .retain(|_, tables| tables.as_ref().is_some_and(|tables| tables.shared()));
+        self.bytes = self
+            .files
+            .values()
+            .flatten()
+            .map(|tables| tables.size())
+            .sum();
+    }
+
     /// The tables of the file at `path` (as opened from memtrace), or
     /// `None` when it cannot be read or is not ELF.
     fn tables(&mut self, path: &PathBuf) -> Option<Arc<UnwindSections>> {
@@ -329,4 +342,25 @@ fn module(
         ..Default::default()
     };
     Module::new(name.to_owned(), range, bias, info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_no_unwinder_holds_are_dropped_and_held_ones_kept() {
+        let mut cache = TableCache::default();
+        let exe = PathBuf::from("/proc/self/exe");
+        let tables = cache.tables(&exe).expect("this test's own tables");
+        let held = tables.eh_frame.as_ref().expect(".eh_frame").bytes.clone();
+        drop(tables);
+        assert!(cache.bytes() > 0);
+        cache.drop_unused();
+        assert_eq!(cache.files.len(), 1, "an unwinder holds its bytes");
+        drop(held);
+        cache.drop_unused();
+        assert!(cache.files.is_empty());
+        assert_eq!(cache.bytes(), 0);
+    }
 }

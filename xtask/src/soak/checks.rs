@@ -16,7 +16,7 @@ use crate::{
 /// the last: 5%. Allocator noise moves it by less, while anything kept per
 /// event, per interval or per stack grows past it in a long run. Shrinking
 /// is fine.
-const FLAT_PERCENT: u64 = 5;
+pub const FLAT_PERCENT: u64 = 5;
 /// How much of the workload's RSS may be unexplained in the last interval
 /// snapshot: 1%.
 const UNEXPLAINED_PERCENT: u64 = 1;
@@ -269,6 +269,63 @@ fn describe_growers(growers: &[(String, u64)]) -> String {
         .join(", ")
 }
 
+/// What went wrong with how `who` ended: gone at a sample before the
+/// soak's end (`ended_early`), or not exiting 0 (`exit_failed` says why;
+/// `asked` how it was asked to end, e.g. " on SIGTERM").
+pub fn ending_problems(
+    who: &str,
+    ended_early: Option<Duration>,
+    exit_failed: Option<&String>,
+    asked: &str,
+) -> Vec<String> {
+    let gone = ended_early.map(|at| {
+        format!(
+            "{who} was gone {} s into the soak, before its end",
+            at.as_secs_f64().round()
+        )
+    });
+    let failed = exit_failed.map(|why| format!("{who} did not exit 0{asked}: {why}"));
+    gone.into_iter().chain(failed).collect()
+}
+
+/// memtrace's RSS from the first reading after warm-up to the last, and the
+/// mappings that grew between `mappings` (baseline, last); a problem is
+/// added when it grew more than 5% or too few readings are past the
+/// warm-up.
+pub fn rss_check(
+    readings: &[Reading],
+    warmup: Duration,
+    mappings: Option<(&Mappings, &Mappings)>,
+    problems: &mut Vec<String>,
+) -> (Option<Flatness>, Vec<(String, u64)>) {
+    let growers = mappings
+        .map(|(before, after)| growers(before, after))
+        .unwrap_or_default();
+    let flatness = match Flatness::of(readings, warmup) {
+        Ok(flatness) => {
+            if !flatness.is_flat() {
+                let mut problem = format!(
+                    "memtrace's RSS grew more than {FLAT_PERCENT}% after warm-up: {}",
+                    flatness.describe()
+                );
+                if !growers.is_empty() {
+                    problem.push_str(&format!(
+                        "; grown in /proc/PID/smaps: {}",
+                        describe_growers(&growers)
+                    ));
+                }
+                problems.push(problem);
+            }
+            Some(flatness)
+        }
+        Err(why) => {
+            problems.push(why);
+            None
+        }
+    };
+    (flatness, growers)
+}
+
 /// Everything the verdict on one memtrace run is drawn from.
 #[derive(Debug)]
 pub struct Evidence<'a> {
@@ -298,43 +355,19 @@ pub struct Verdict {
 
 impl Verdict {
     pub fn judge(evidence: &Evidence) -> Self {
-        let mut problems = Vec::new();
-        if let Some(at) = evidence.ended_early {
-            problems.push(format!(
-                "memtrace was gone {} s into the soak, before its end",
-                at.as_secs_f64().round()
-            ));
-        }
-        if let Err(why) = evidence.exit {
-            problems.push(format!("memtrace did not exit 0: {why}"));
-        }
+        let mut problems = ending_problems(
+            "memtrace",
+            evidence.ended_early,
+            evidence.exit.as_ref().err(),
+            "",
+        );
 
-        let growers = evidence
-            .mappings
-            .map(|(before, after)| growers(before, after))
-            .unwrap_or_default();
-        let flatness = match Flatness::of(evidence.readings, evidence.warmup) {
-            Ok(flatness) => {
-                if !flatness.is_flat() {
-                    let mut problem = format!(
-                        "memtrace's RSS grew more than {FLAT_PERCENT}% after warm-up: {}",
-                        flatness.describe()
-                    );
-                    if !growers.is_empty() {
-                        problem.push_str(&format!(
-                            "; grown in /proc/PID/smaps: {}",
-                            describe_growers(&growers)
-                        ));
-                    }
-                    problems.push(problem);
-                }
-                Some(flatness)
-            }
-            Err(why) => {
-                problems.push(why);
-                None
-            }
-        };
+        let (flatness, growers) = rss_check(
+            evidence.readings,
+            evidence.warmup,
+            evidence.mappings,
+            &mut problems,
+        );
 
         let observed = evidence.observed;
         let lost = match &observed.final_snapshot {
@@ -380,27 +413,50 @@ impl Verdict {
     }
 
     pub fn to_json(&self) -> Value {
-        let reading = |reading: &Reading| json!({"elapsed_s": reading.elapsed.as_secs_f64(), "rss_bytes": reading.rss_bytes});
-        json!({
+        let mut verdict = json!({
             "passed": self.problems.is_empty(),
-            "flat": self.flatness.as_ref().map(Flatness::is_flat),
-            "rss_after_warmup": self.flatness.as_ref().map(|f| reading(&f.baseline)),
-            "rss_last": self.flatness.as_ref().map(|f| reading(&f.last)),
-            "rss_growth_percent": self.flatness.as_ref().map(Flatness::growth_percent),
-            "rss_grown_in": self.growers.iter()
-                .map(|(mapping, bytes)| json!({"mapping": mapping, "bytes": bytes}))
-                .collect::<Vec<_>>(),
             "records_lost": self.lost,
             "unexplained_bytes": self.reconciled.map(|r| r.unexplained_bytes),
             "workload_rss_bytes": self.reconciled.map(|r| r.kernel_rss_bytes),
             "reconciled": self.reconciled.as_ref().map(Reconciled::within_bounds),
             "problems": self.problems,
-        })
+        });
+        add_rss_json(&mut verdict, self.flatness.as_ref(), &self.growers);
+        verdict
+    }
+}
+
+/// Adds what [`rss_check`] found to a verdict's JSON object: `flat`,
+/// `rss_after_warmup`, `rss_last`, `rss_growth_percent`, `rss_grown_in`.
+pub fn add_rss_json(verdict: &mut Value, flatness: Option<&Flatness>, growers: &[(String, u64)]) {
+    let reading = |reading: &Reading| json!({"elapsed_s": reading.elapsed.as_secs_f64(), "rss_bytes": reading.rss_bytes});
+    let rss = json!({
+        "flat": flatness.map(Flatness::is_flat),
+        "rss_after_warmup": flatness.map(|f| reading(&f.baseline)),
+        "rss_last": flatness.map(|f| reading(&f.last)),
+        "rss_growth_percent": flatness.map(Flatness::growth_percent),
+        "rss_grown_in": growers.iter()
+            .map(|(mapping, bytes)| json!({"mapping": mapping, "bytes": bytes}))
+            .collect::<Vec<_>>(),
+    });
+    if let (Some(verdict), Value::Object(rss)) = (verdict.as_object_mut(), rss) {
+        verdict.extend(rss);
     }
 }
 
 fn percent(part: u64, whole: u64) -> f64 {
     part as f64 * 100.0 / whole.max(1) as f64
+}
+
+/// Asserts that each of `expected` is in one of `problems`, and that there
+/// are no others.
+#[cfg(test)]
+pub fn assert_reported(problems: &[String], expected: &[&str]) {
+    let all = problems.join("\n");
+    for expected in expected {
+        assert!(all.contains(expected), "{expected}\nnot in\n{all}");
+    }
+    assert_eq!(problems.len(), expected.len(), "{all}");
 }
 
 #[cfg(test)]
@@ -663,22 +719,18 @@ Rss:                   8 kB
             ended_early: Some(Duration::from_secs(10)),
             ..evidence(&readings, &observed, &exit)
         });
-        let problems = verdict.problems.join("\n");
-        for expected in [
-            "memtrace was gone 10 s into the soak",
-            "memtrace did not exit 0: `memtrace ...`: it failed (exit status: 1)",
-            "0 sample(s) of memtrace's RSS after the 20 s warm-up",
-            "memtrace wrote no final snapshot (2 snapshot(s) read)",
-            "not reconciled in the last interval snapshot: 4,096 B unexplained of 0.4 MiB \
-             (1.01%) at 60 s",
-            "the workload did not finish its run: gochurn printed no result line",
-        ] {
-            assert!(
-                problems.contains(expected),
-                "{expected}\nnot in\n{problems}"
-            );
-        }
-        assert_eq!(verdict.problems.len(), 6, "{problems}");
+        assert_reported(
+            &verdict.problems,
+            &[
+                "memtrace was gone 10 s into the soak",
+                "memtrace did not exit 0: `memtrace ...`: it failed (exit status: 1)",
+                "0 sample(s) of memtrace's RSS after the 20 s warm-up",
+                "memtrace wrote no final snapshot (2 snapshot(s) read)",
+                "not reconciled in the last interval snapshot: 4,096 B unexplained of 0.4 MiB \
+                 (1.01%) at 60 s",
+                "the workload did not finish its run: gochurn printed no result line",
+            ],
+        );
         assert_eq!(verdict.to_json()["passed"], false);
     }
 

@@ -123,16 +123,48 @@ impl Collector for Families {
             cgroup_values(targets, &target_labels, |cgroup| cgroup.limit_bytes),
         )?;
 
+        // The kernel side counts what it loses for every traced process
+        // together: these are the agent's, not a target's.
+        let agent = &state.agent;
         write_family(
             &mut encoder,
             "memtrace_lost_records",
-            "Records the kernel side could not deliver since attaching (the model may be off)",
+            "Records the kernel side could not deliver since the agent started (models may be off)",
             None,
             MetricType::Counter,
-            targets
-                .iter()
-                .enumerate()
-                .map(|(n, t)| (target_labels(n), t.lost_records)),
+            std::iter::once((Labels::new(), agent.lost_records)),
+        )?;
+        write_family(
+            &mut encoder,
+            "memtrace_traced_processes",
+            "Processes the agent traces now",
+            None,
+            MetricType::Gauge,
+            std::iter::once((Labels::new(), agent.traced_processes)),
+        )?;
+        write_family(
+            &mut encoder,
+            "memtrace_stacks",
+            "Call stacks the agent holds",
+            None,
+            MetricType::Gauge,
+            std::iter::once((Labels::new(), agent.stacks)),
+        )?;
+        write_family(
+            &mut encoder,
+            "memtrace_stacks_pruned",
+            "Call stacks dropped to keep the agent under its cap (their counts kept as [pruned stacks])",
+            None,
+            MetricType::Counter,
+            std::iter::once((Labels::new(), agent.stacks_pruned)),
+        )?;
+        write_family(
+            &mut encoder,
+            "memtrace_agent_resident",
+            "The agent's own RSS",
+            Some(&bytes),
+            MetricType::Gauge,
+            std::iter::once((Labels::new(), agent.resident_bytes)),
         )?;
 
         let push = &state.push;

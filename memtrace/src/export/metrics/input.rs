@@ -21,8 +21,20 @@ pub struct TargetMetrics {
     pub trend_bytes_per_second: Option<f64>,
     /// The memory cgroup the target is in, when it has one.
     pub cgroup: Option<CgroupUsage>,
-    /// Records the kernel side could not deliver, since attaching.
+}
+
+/// The agent's own numbers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AgentCounts {
+    /// Records the kernel side could not deliver since the agent started,
+    /// for all targets together.
     pub lost_records: u64,
+    pub traced_processes: u64,
+    /// Stacks in the agent's table now.
+    pub stacks: u64,
+    /// Stacks dropped to stay under the cap, since the agent started.
+    pub stacks_pruned: u64,
+    pub resident_bytes: u64,
 }
 
 /// RSS in four parts that add up to it.

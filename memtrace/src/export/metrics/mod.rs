@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use prometheus_client::registry::Registry;
 
-pub use input::{CgroupUsage, RssParts, TargetMetrics};
+pub use input::{AgentCounts, CgroupUsage, RssParts, TargetMetrics};
 pub use server::{MetricsServer, CONTENT_TYPE};
 
 use super::push::DestinationCounts;
@@ -30,6 +30,7 @@ pub struct Metrics {
 #[derive(Debug, Default)]
 struct State {
     targets: Vec<TargetMetrics>,
+    agent: AgentCounts,
     push: Vec<DestinationCounts>,
 }
 
@@ -54,6 +55,11 @@ impl Metrics {
     /// shown.
     pub fn update_targets(&self, targets: Vec<TargetMetrics>) {
         self.lock().targets = targets;
+    }
+
+    /// Replaces the agent's own numbers.
+    pub fn update_agent(&self, agent: AgentCounts) {
+        self.lock().agent = agent;
     }
 
     /// Replaces the push counters.
@@ -98,7 +104,6 @@ mod tests {
                 usage_bytes: 5000,
                 limit_bytes: Some(10_000),
             }),
-            lost_records: 3,
         }
     }
 
@@ -119,6 +124,13 @@ mod tests {
                 ..TargetMetrics::default()
             },
         ]);
+        metrics.update_agent(AgentCounts {
+            lost_records: 3,
+            traced_processes: 2,
+            stacks: 900,
+            stacks_pruned: 40,
+            resident_bytes: 12_345,
+        });
         let mut dropped = DropReason::ALL.map(|reason| (reason, 0));
         dropped[DropReason::RetriesExhausted as usize].1 = 2;
         metrics.update_push(vec![DestinationCounts {
@@ -148,7 +160,11 @@ mod tests {
             format!(r#"memtrace_cgroup_usage_bytes{{{api}}} 5000"#),
             format!(r#"memtrace_cgroup_limit_bytes{{{api}}} 10000"#),
             format!(r#"memtrace_cgroup_usage_bytes{{{batch}}} 1"#),
-            format!(r#"memtrace_lost_records_total{{{api}}} 3"#),
+            "memtrace_lost_records_total 3".to_owned(),
+            "memtrace_traced_processes 2".to_owned(),
+            "memtrace_stacks 900".to_owned(),
+            "memtrace_stacks_pruned_total 40".to_owned(),
+            "memtrace_agent_resident_bytes 12345".to_owned(),
             r#"memtrace_push_sent_windows_total{destination="pyroscope"} 9"#.to_owned(),
             r#"memtrace_push_retries_total{destination="pyroscope"} 4"#.to_owned(),
             r#"memtrace_push_dropped_windows_total{destination="pyroscope",reason="retries_exhausted"} 2"#.to_owned(),

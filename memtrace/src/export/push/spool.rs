@@ -56,15 +56,19 @@ impl PprofDir {
     ///
     /// # Errors
     ///
-    /// [`PprofDirError`] if `dir` is not a readable directory.
+    /// [`PprofDirError`] if `dir` is not a readable directory and cannot
+    /// be made one (it is created when missing).
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Self, PprofDirError> {
-        if !dir.is_dir() {
-            return Err(PprofDirError::NotADirectory(dir.to_owned()));
-        }
         let read_error = |source| PprofDirError::Read {
             path: dir.to_owned(),
             source,
         };
+        if !dir.exists() {
+            fs::create_dir_all(dir).map_err(read_error)?;
+        }
+        if !dir.is_dir() {
+            return Err(PprofDirError::NotADirectory(dir.to_owned()));
+        }
         let mut files = Vec::new();
         for entry in fs::read_dir(dir).map_err(read_error)? {
             let entry = entry.map_err(read_error)?;
@@ -303,12 +307,16 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_directory_is_an_error() {
+    fn a_missing_directory_is_made_and_a_file_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        let missing = dir.path().join("nope");
+        let missing = dir.path().join("nope/deeper");
+        assert_eq!(PprofDir::open(&missing, 1).unwrap().total_bytes(), 0);
+        assert!(missing.is_dir());
+        let file = dir.path().join("file");
+        fs::write(&file, b"x").unwrap();
         assert!(matches!(
-            PprofDir::open(&missing, 1),
-            Err(PprofDirError::NotADirectory(path)) if path == missing
+            PprofDir::open(&file, 1),
+            Err(PprofDirError::NotADirectory(path)) if path == file
         ));
     }
 }

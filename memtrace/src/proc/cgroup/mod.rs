@@ -20,7 +20,7 @@ use std::{
 use super::tape::read_text;
 
 pub use container::{container_id_in_path, resolve_container, Container};
-pub use stat::MemoryStat;
+pub use stat::{parse_v1 as parse_memory_stat_v1, parse_v2 as parse_memory_stat_v2, MemoryStat};
 
 /// The cgroup's memory use, limits and charge, in bytes (`None`: no
 /// limit).
@@ -247,13 +247,13 @@ impl Cgroup {
 /// The path of the memory cgroup process `pid` is in, as its
 /// /proc/PID/cgroup names it.
 pub fn membership_of(pid: u32) -> Option<String> {
-    membership(&read_text(pid, Path::new(&format!("/proc/{pid}/cgroup")))?)
+    parse_membership(&read_text(pid, Path::new(&format!("/proc/{pid}/cgroup")))?)
 }
 
 /// The memory cgroup's path in /proc/PID/cgroup's text. A v1 memory line
 /// wins over the v2 one: on hybrid hosts the v2 hierarchy has no memory
 /// controller.
-fn membership(text: &str) -> Option<String> {
+pub fn parse_membership(text: &str) -> Option<String> {
     let mut v2 = None;
     for line in text.lines() {
         let mut fields = line.splitn(3, ':');
@@ -295,16 +295,16 @@ mod tests {
     #[test]
     fn v1_memory_wins_on_hybrid_systems() {
         let text = "12:memory:/user.slice/test\n11:cpu,cpuacct:/\n0::/user.slice\n";
-        assert_eq!(membership(text).as_deref(), Some("/user.slice/test"));
+        assert_eq!(parse_membership(text).as_deref(), Some("/user.slice/test"));
     }
 
     #[test]
     fn pure_v2() {
         assert_eq!(
-            membership("0::/system.slice/app.service\n").as_deref(),
+            parse_membership("0::/system.slice/app.service\n").as_deref(),
             Some("/system.slice/app.service")
         );
-        assert_eq!(membership("garbage"), None);
+        assert_eq!(parse_membership("garbage"), None);
     }
 
     #[test]
