@@ -592,6 +592,9 @@ mod tests {
             .invocation()
             .is_err());
         assert!(parse(["memtrace", "record", "-p", "7"]).is_err());
+        assert!(
+            matches!(parse(["memtrace", "report"]), Err(Usage::Bad(line)) if line == "report needs the capture FILE to read")
+        );
         let cli = parse(["memtrace", "report", "c.mtc"]).unwrap();
         assert!(
             matches!(cli.invocation(), Ok(Invocation::Report(path)) if path == Path::new("c.mtc"))
