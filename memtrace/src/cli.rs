@@ -57,6 +57,26 @@ pub enum Command {
     /// Trace a built-in workload that maps memory, touches it, and gives it
     /// back with MADV_FREE, MADV_DONTNEED and munmap.
     Demo,
+    /// Trace as usual and also write what the trace consumed to a capture
+    /// FILE, to report later, elsewhere (`memtrace report FILE`).
+    Record {
+        /// The capture file to write.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+        /// Keep the capture within BYTES (e.g. 512M); past that it says so
+        /// and records nothing more.
+        #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+        max_size: Option<u64>,
+        /// Start CMD and record it from its first instruction.
+        #[arg(last = true, value_name = "CMD")]
+        cmd: Vec<OsString>,
+    },
+    /// Read a capture written by `memtrace record`.
+    Report {
+        /// The capture file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
     /// The demo's workload itself (what `memtrace demo` runs and traces).
     #[command(hide = true)]
     DemoWorkload {
@@ -183,6 +203,19 @@ pub struct TraceOptions {
     /// Kernel BTF file, when /sys/kernel/btf/vmlinux is missing.
     #[arg(long, value_name = "FILE", global = true)]
     pub btf: Option<PathBuf>,
+
+    /// `memtrace record`: where the capture goes.
+    #[arg(skip)]
+    pub record: Option<RecordTo>,
+}
+
+/// Where `memtrace record` writes its capture, and how much it may take.
+#[derive(Debug, Clone)]
+pub struct RecordTo {
+    pub path: PathBuf,
+    pub max_size: Option<u64>,
+    /// The command line, for the capture's header.
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -231,6 +264,8 @@ pub enum Invocation {
     Cgroup(PathBuf),
     Container(String),
     Demo,
+    /// `memtrace report FILE`.
+    Report(PathBuf),
     /// The demo's own workload, holding its memory for the seconds given.
     DemoWorkload(f64),
 }
@@ -298,18 +333,23 @@ impl Cli {
         }
         match (&self.command, targets.len()) {
             (Some(Command::DemoWorkload { hold }), _) => Ok(Invocation::DemoWorkload(*hold)),
+            (Some(Command::Report { file }), 0) => Ok(Invocation::Report(file.clone())),
+            (Some(Command::Report { .. }), _) => Err(Usage::Bad(
+                "`report` reads a capture: leave out -p, --cgroup, --container and -- COMMAND"
+                    .to_owned(),
+            )),
             (Some(Command::Demo), 0) => Ok(Invocation::Demo),
             (Some(Command::Demo), _) => Err(Usage::Bad(
                 "`demo` traces its own workload: leave out -p, --cgroup, --container and -- COMMAND"
                     .to_owned(),
             )),
-            (None, 0) => Err(Usage::Bad(
+            (None | Some(Command::Record { .. }), 0) => Err(Usage::Bad(
                 "say what to trace: -p PID, --cgroup PATH, --container ID|NAME, -- COMMAND [ARGS...], \
                  or `memtrace demo` (see --help)"
                     .to_owned(),
             )),
-            (None, 1) => Ok(targets.remove(0).1),
-            (None, _) => Err(Usage::Bad(format!(
+            (None | Some(Command::Record { .. }), 1) => Ok(targets.remove(0).1),
+            (None | Some(Command::Record { .. }), _) => Err(Usage::Bad(format!(
                 "{} cannot go together: trace one process, cgroup, container or command",
                 targets
                     .iter()
@@ -328,7 +368,26 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    Cli::try_parse_from(args).map_err(|err| Usage::from_clap(&err))
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let mut cli = Cli::try_parse_from(&args).map_err(|err| Usage::from_clap(&err))?;
+    if let Some(Command::Record {
+        output,
+        max_size,
+        cmd,
+    }) = &mut cli.command
+    {
+        // `record ... -- CMD` names the command the way `-- CMD` does.
+        cli.cmd.append(cmd);
+        cli.options.record = Some(RecordTo {
+            path: output.clone(),
+            max_size: *max_size,
+            command: args
+                .iter()
+                .map(|arg| arg.to_string_lossy().into_owned())
+                .collect(),
+        });
+    }
+    Ok(cli)
 }
 
 /// `memtrace agent ARGS...` as its own command line, or `None` when the
@@ -503,6 +562,48 @@ mod tests {
         assert_eq!(cli.options.interval, Duration::from_secs(1));
         let cli = parse(["memtrace", "-p", "7", "demo"]).unwrap();
         assert!(cli.invocation().is_err());
+    }
+
+    #[test]
+    fn record_takes_a_target_and_report_takes_none() {
+        use std::path::Path;
+        let cli = parse([
+            "memtrace",
+            "record",
+            "-o",
+            "c.mtc",
+            "--max-size",
+            "1M",
+            "-d",
+            "2",
+            "-p",
+            "7",
+        ])
+        .unwrap();
+        assert!(matches!(cli.invocation(), Ok(Invocation::Pid(7))));
+        let record = cli.options.record.unwrap();
+        assert_eq!(record.path, PathBuf::from("c.mtc"));
+        assert_eq!(record.max_size, Some(1 << 20));
+        assert_eq!(record.command[..2], ["memtrace", "record"]);
+        let cli = parse(["memtrace", "record", "-o", "c.mtc", "--", "ls", "-l"]).unwrap();
+        assert!(matches!(cli.invocation(), Ok(Invocation::Command(argv)) if argv == ["ls", "-l"]));
+        assert!(parse(["memtrace", "record", "-o", "c.mtc"])
+            .unwrap()
+            .invocation()
+            .is_err());
+        assert!(parse(["memtrace", "record", "-p", "7"]).is_err());
+        assert!(
+            matches!(parse(["memtrace", "report"]), Err(Usage::Bad(line)) if line == "report needs the capture FILE to read")
+        );
+        let cli = parse(["memtrace", "report", "c.mtc"]).unwrap();
+        assert!(
+            matches!(cli.invocation(), Ok(Invocation::Report(path)) if path == Path::new("c.mtc"))
+        );
+        assert!(cli.options.record.is_none());
+        assert!(parse(["memtrace", "report", "c.mtc", "-p", "7"])
+            .unwrap()
+            .invocation()
+            .is_err());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! memtrace's exit codes: one per way it can fail, so scripts can tell them
 //! apart. The README lists them.
 
-use crate::{agent::AgentError, kernel::KernelError, session::SessionError};
+use crate::{agent::AgentError, capture::CaptureError, kernel::KernelError, session::SessionError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -33,6 +33,23 @@ pub enum ExitCode {
     CommandFailed = 12,
     /// Stopped by a second Ctrl-C before the final report was written.
     Interrupted = 13,
+    /// The capture was written by a newer memtrace, in a format this one
+    /// does not read.
+    NewerCapture = 14,
+}
+
+impl From<&CaptureError> for ExitCode {
+    fn from(error: &CaptureError) -> Self {
+        match error {
+            CaptureError::Newer { .. } => Self::NewerCapture,
+            CaptureError::NotACapture | CaptureError::Corrupt { .. } | CaptureError::Read(_) => {
+                Self::BadInput
+            }
+            CaptureError::Write(_) => Self::Output,
+            CaptureError::LimitTooSmall { .. } => Self::Usage,
+            CaptureError::EntryTooLarge { .. } => Self::Failure,
+        }
+    }
 }
 
 impl From<&SessionError> for ExitCode {
@@ -48,6 +65,7 @@ impl From<&SessionError> for ExitCode {
             SessionError::GoPprof(_) => Self::BadInput,
             SessionError::Interrupted => Self::Interrupted,
             SessionError::Io { .. } | SessionError::Proc(_) => Self::Failure,
+            SessionError::Capture { source, .. } => source.into(),
         }
     }
 }

@@ -5,6 +5,8 @@
 //!
 //! - [`kernel`]: checks the machine, loads and attaches the eBPF programs
 //!   (built from `memtrace-ebpf`), hands out their maps;
+//! - [`capture`]: the capture file `memtrace record` writes and
+//!   `memtrace report` reads;
 //! - [`intake`]: ring-buffer records decoded into typed events, and the user
 //!   stacks they name;
 //! - [`model`]: the address-space model, pure logic, kept current by events
@@ -24,6 +26,7 @@
 
 pub mod agent;
 pub mod attribution;
+pub mod capture;
 pub mod cli;
 pub mod demo;
 pub mod elf;

@@ -18,6 +18,18 @@ fn main() -> ExitCode {
     let cli = cli::parse(args).and_then(|cli| Ok((cli.invocation()?, cli)));
     let (target, options) = match cli {
         Ok((Invocation::DemoWorkload(hold), _)) => return demo::workload(hold).into(),
+        Ok((Invocation::Report(path), _)) => {
+            return match session::report_capture(&path) {
+                Ok(text) => {
+                    print!("{text}");
+                    exit::ExitCode::Success.into()
+                }
+                Err(err) => {
+                    eprintln!("memtrace: {err}");
+                    exit::ExitCode::from(&err).into()
+                }
+            }
+        }
         Ok((Invocation::Demo, cli)) => (Target::Command(demo::command()), cli.options),
         Ok((Invocation::Pid(pid), cli)) => (Target::Pid(pid), cli.options),
         Ok((Invocation::Command(argv), cli)) => (Target::Command(argv), cli.options),

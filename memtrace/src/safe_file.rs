@@ -352,6 +352,19 @@ impl StreamFile {
     }
 }
 
+/// Bytes as they come (a capture's chunks), each write in the file at once.
+impl Write for StreamFile {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let written = self.file.write(bytes)?;
+        self.lines += 1;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
 impl Drop for StreamFile {
     fn drop(&mut self) {
         if self.lines > 0 {

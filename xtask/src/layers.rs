@@ -24,6 +24,7 @@ use crate::workspace;
 pub const LAYERS: &[&[&str]] = &[
     &[
         "cli",
+        "capture",
         "safe_file",
         "kernel",
         "intake",

@@ -57,7 +57,11 @@ fn text(err: &clap::Error, kind: ContextKind) -> Option<String> {
 fn option_name(described: &str) -> String {
     let flag = described.split([' ', '=']).next().unwrap_or(described);
     if !flag.starts_with('-') {
-        return "-- COMMAND".to_owned();
+        // `report FILE`'s one positional; any other is the command.
+        return match value_name(described) {
+            Some("FILE") => "FILE".to_owned(),
+            _ => "-- COMMAND".to_owned(),
+        };
     }
     let long = flag.trim_start_matches('-');
     Cli::command()
@@ -119,6 +123,7 @@ fn explain(err: &clap::Error) -> String {
             match missing.as_str() {
                 "--pprof-dir" => "--pprof-every needs --pprof-dir DIR to write into".to_owned(),
                 "--go-pprof" => "--go-pprof-remote goes with --go-pprof URL".to_owned(),
+                "FILE" => "report needs the capture FILE to read".to_owned(),
                 _ => format!("{missing} is needed too"),
             }
         }

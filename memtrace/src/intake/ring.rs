@@ -32,13 +32,14 @@ impl EventSource {
         Ok(())
     }
 
-    /// Decodes every record waiting, in order, handing each to `sink`;
-    /// returns how many there were.
-    pub fn drain(&mut self, mut sink: impl FnMut(Result<Decoded, DecodeError>)) -> usize {
+    /// Decodes every record waiting, in order, handing each to `sink`
+    /// with its bytes as the kernel wrote them (which `memtrace record`
+    /// keeps); returns how many there were.
+    pub fn drain(&mut self, mut sink: impl FnMut(&[u8], Result<Decoded, DecodeError>)) -> usize {
         let ring = self.ring.get_mut();
         let mut count = 0;
         while let Some(item) = ring.next() {
-            sink(decode(&item));
+            sink(&item, decode(&item));
             count += 1;
         }
         count

@@ -175,11 +175,11 @@ impl StackTable {
     }
 
     /// Copies new stacks out of the kernel map and deletes every entry read.
-    /// Returns the number of new stacks.
-    pub fn sync(&mut self, kernel: &mut BpfHashMap<MapData, u64, StackFrames>) -> usize {
+    /// Returns the ids of the new stacks.
+    pub fn sync(&mut self, kernel: &mut BpfHashMap<MapData, u64, StackFrames>) -> Vec<StackId> {
         self.wanted = 0;
         let keys: Vec<u64> = kernel.keys().filter_map(Result::ok).collect();
-        let mut added = 0;
+        let mut added = Vec::new();
         for key in keys {
             let Some(id) = StackId::new(key) else {
                 continue;
@@ -195,7 +195,7 @@ impl StackTable {
                         frames: stack.ips[..len].into(),
                         end,
                     });
-                    added += 1;
+                    added.push(id);
                 }
             }
             // Already gone if the kernel side raced us; nothing to undo.

@@ -4,8 +4,16 @@
 mod cgroup;
 mod pagemap;
 mod smaps;
+mod tape;
 
-use std::{fs::File, io, ops::Range, os::unix::fs::FileExt, path::PathBuf};
+use std::{
+    ffi::OsString,
+    fs::File,
+    io,
+    ops::Range,
+    os::unix::{ffi::OsStringExt, fs::FileExt},
+    path::{Path, PathBuf},
+};
 
 pub use cgroup::{
     container_id_in_path, membership_of as cgroup_membership, memory_of as cgroup_memory,
@@ -15,6 +23,7 @@ pub use cgroup::{
 };
 pub use pagemap::{decode_pagemap, zero_page_pfn};
 pub use smaps::{parse_rollup, parse_smaps, parse_status};
+pub use tape::{record_answers, Tape};
 
 use crate::model::reconcile::{KernelVma, PageEntry};
 
@@ -47,16 +56,21 @@ impl Pagemap {
         let count = pages.end.saturating_sub(pages.start);
         let mut raw = vec![0u8; usize::try_from(count.saturating_mul(8)).unwrap_or(usize::MAX)];
         let offset = pages.start.saturating_mul(8);
-        let mut read = 0;
-        while read < raw.len() {
-            match self.file.read_at(&mut raw[read..], offset + read as u64) {
-                Ok(0) => break,
-                Ok(n) => read += n,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(source) => return Err(self.view.io_error(self.path.clone(), source)),
+        let question = format!("pagemap {}-{}", pages.start, pages.end);
+        let raw = tape::ask(self.view.pid, &question, || {
+            let mut read = 0;
+            while read < raw.len() {
+                match self.file.read_at(&mut raw[read..], offset + read as u64) {
+                    Ok(0) => break,
+                    Ok(n) => read += n,
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                    Err(source) => return Err(source),
+                }
             }
-        }
-        raw.truncate(read - read % 8);
+            raw.truncate(read - read % 8);
+            Ok(raw)
+        })
+        .map_err(|source| self.view.io_error(self.path.clone(), source))?;
         Ok(decode_pagemap(&raw))
     }
 }
@@ -142,7 +156,22 @@ impl ProcessView {
 
     fn read(&self, name: &str) -> Result<Vec<u8>, ProcError> {
         let path = self.path(name);
-        std::fs::read(&path).map_err(|source| self.io_error(path, source))
+        tape::ask(self.pid, name, || std::fs::read(&path))
+            .map_err(|source| self.io_error(path, source))
+    }
+
+    /// A file of the process's directory as text, if it reads.
+    fn read_text(&self, name: &str) -> Option<String> {
+        String::from_utf8(self.read(name).ok()?).ok()
+    }
+
+    /// Where a link of the process's directory points.
+    fn read_link(&self, name: &str) -> Option<PathBuf> {
+        let path = self.path(name);
+        let target = tape::ask(self.pid, &format!("readlink {name}"), || {
+            Ok(std::fs::read_link(&path)?.into_os_string().into_vec())
+        });
+        Some(OsString::from_vec(target.ok()?).into())
     }
 
     fn io_error(&self, path: PathBuf, source: io::Error) -> ProcError {
@@ -188,7 +217,13 @@ impl ProcessView {
     /// The process's pagemap, opened for reading a range of pages at a time.
     pub fn pagemap(&self) -> Result<Pagemap, ProcError> {
         let path = self.path("pagemap");
-        let file = File::open(&path).map_err(|source| self.io_error(path.clone(), source))?;
+        let mut file = None;
+        tape::ask(self.pid, "open pagemap", || {
+            file = Some(File::open(&path)?);
+            Ok(Vec::new())
+        })
+        .map_err(|source| self.io_error(path.clone(), source))?;
+        let file = file.expect("opened when the answer is yes");
         Ok(Pagemap {
             view: self.clone(),
             path,
@@ -200,8 +235,7 @@ impl ProcessView {
     /// /proc/PID/map_files (which names it while the mapping lives, even
     /// after its descriptor is closed).
     pub fn mapped_file(&self, start: u64, end: u64) -> Option<String> {
-        let link = self.path(&format!("map_files/{start:x}-{end:x}"));
-        let path = std::fs::read_link(link).ok()?;
+        let path = self.read_link(&format!("map_files/{start:x}-{end:x}"))?;
         Some(path.to_string_lossy().into_owned())
     }
 
@@ -209,8 +243,12 @@ impl ProcessView {
     /// root while it lives (which reaches files inside containers), as is
     /// afterwards.
     pub fn file(&self, path: &str) -> PathBuf {
-        let through_root = self.path("root").join(path.trim_start_matches('/'));
-        if through_root.exists() {
+        let inside = format!("root/{}", path.trim_start_matches('/'));
+        let through_root = self.path(&inside);
+        let exists = tape::ask(self.pid, &format!("exists {inside}"), || {
+            Ok(vec![u8::from(through_root.exists())])
+        });
+        if exists.is_ok_and(|answer| answer == [1]) {
             through_root
         } else {
             PathBuf::from(path)
@@ -220,7 +258,7 @@ impl ProcessView {
     /// The process's PID in its own PID namespace (a container's), the
     /// last number of `NStgid` in its status.
     pub fn namespace_pid(&self) -> Option<u32> {
-        let status = std::fs::read_to_string(self.path("status")).ok()?;
+        let status = self.read_text("status")?;
         status
             .lines()
             .find_map(|line| line.strip_prefix("NStgid:"))?
@@ -244,13 +282,13 @@ impl ProcessView {
 
     /// The executable, as the kernel shows it.
     pub fn exe(&self) -> Option<PathBuf> {
-        std::fs::read_link(self.path("exe")).ok()
+        self.read_link("exe")
     }
 
     /// Whether the process still runs: its /proc entry is there and it is
     /// not a zombie (exited, waiting for its parent to reap it).
     pub fn alive(&self) -> bool {
-        std::fs::read_to_string(self.path("stat")).is_ok_and(|stat| {
+        self.read_text("stat").is_some_and(|stat| {
             // The state follows the command name, which may hold spaces and
             // parentheses: look after the last ')'.
             stat.rfind(')')
@@ -282,7 +320,7 @@ impl ProcessView {
     /// index 0): the command name before it can hold spaces and
     /// parentheses, so fields are counted from the last ')'.
     fn stat_field<T: std::str::FromStr>(&self, index: usize) -> Option<T> {
-        let stat = std::fs::read_to_string(self.path("stat")).ok()?;
+        let stat = self.read_text("stat")?;
         let after = &stat[stat.rfind(')')? + 1..];
         after.split_whitespace().nth(index)?.parse().ok()
     }
@@ -290,7 +328,7 @@ impl ProcessView {
     /// Whether the PID is a process (a thread group's leader), not one of
     /// its other threads, which the fork tracepoint also reports.
     pub fn is_process(&self) -> bool {
-        std::fs::read_to_string(self.path("status")).is_ok_and(|status| {
+        self.read_text("status").is_some_and(|status| {
             status
                 .lines()
                 .find_map(|line| line.strip_prefix("Tgid:"))
@@ -302,14 +340,14 @@ impl ProcessView {
     /// The process's stack size limit (`RLIMIT_STACK`, soft), in bytes;
     /// `u64::MAX` when unlimited.
     pub fn stack_limit(&self) -> Option<u64> {
-        let limits = std::fs::read_to_string(self.path("limits")).ok()?;
+        let limits = self.read_text("limits")?;
         parse_stack_limit(&limits)
     }
 
     /// Which process the process's descriptor `pidfd` refers to (from its
     /// fdinfo), when it is a pidfd.
     pub fn pidfd_target(&self, pidfd: i32) -> Option<u32> {
-        let info = std::fs::read_to_string(self.path(&format!("fdinfo/{pidfd}"))).ok()?;
+        let info = self.read_text(&format!("fdinfo/{pidfd}"))?;
         info.lines()
             .find_map(|line| line.strip_prefix("Pid:"))
             .and_then(|value| value.trim().parse().ok())
@@ -319,7 +357,8 @@ impl ProcessView {
 /// Whether the kernel's automatic NUMA balancing is on: it then unmaps
 /// present pages now and then to see which node touches them.
 pub fn numa_balancing() -> bool {
-    std::fs::read_to_string("/proc/sys/kernel/numa_balancing").is_ok_and(|mode| mode.trim() != "0")
+    tape::read_text(0, Path::new("/proc/sys/kernel/numa_balancing"))
+        .is_some_and(|mode| mode.trim() != "0")
 }
 
 /// The soft limit in a /proc/PID/limits text's `Max stack size` line.

@@ -2,6 +2,7 @@
 //! exit code (see [`crate::exit`]), so scripts can tell them apart.
 
 use crate::{
+    capture::CaptureError,
     gopprof::GoPprofError,
     kernel::KernelError,
     proc::{CgroupError, ProcError},
@@ -44,4 +45,10 @@ pub enum SessionError {
     },
     #[error(transparent)]
     Proc(#[from] ProcError),
+    #[error("capture {}: {source}", path.display())]
+    Capture {
+        path: std::path::PathBuf,
+        #[source]
+        source: CaptureError,
+    },
 }

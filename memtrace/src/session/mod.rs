@@ -10,7 +10,9 @@ mod exits;
 mod heap;
 mod launch;
 mod outputs;
+mod playback;
 mod process;
+mod record;
 mod scope;
 mod signals;
 mod stacks;
@@ -22,6 +24,7 @@ use std::{ffi::OsString, io::Write as _, time::Duration};
 use tokio::time::{interval, sleep_until, MissedTickBehavior};
 
 pub use error::SessionError;
+pub use playback::report as report_capture;
 pub use process::Process;
 pub use scope::CgroupTarget;
 pub use stacks::Stacks;
@@ -47,6 +50,7 @@ use crate::{
     unwind,
 };
 use outputs::Outputs;
+use record::Recorder;
 use scope::CgroupScope;
 use signals::{Signals, Steer};
 
@@ -93,6 +97,9 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
         owner,
     };
     let mut outputs = Outputs::open(options, &policy)?;
+    if let Some(to) = &options.record {
+        policy.check(&to.path)?;
+    }
     // A bad profile file is the user's to fix before anything is loaded.
     let heap = options
         .go_pprof
@@ -166,6 +173,10 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
             })
             .ok()
     };
+    if let Some(to) = &options.record {
+        // From before the target is seeded: its first readings are taped.
+        traced.record_to(Recorder::open(to, &policy)?);
+    }
     let mut launched = None;
     let scope = match (&target, cgroup) {
         (_, Some(cgroup)) => {
@@ -237,6 +248,9 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
     if let Some(screen) = session.screen.take() {
         screen.close();
     }
+    if let Some(recording) = session.traced.recording() {
+        recording.borrow_mut().stopped(stop);
+    }
     signals.stopping(stop == Stop::Interrupt);
     session.traced.drain(&mut source);
     if let Some(heap) = session.heap.as_mut() {
@@ -247,6 +261,9 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
         }
     }
     session.final_reports(&mut outputs, &signals)?;
+    if let Some(recording) = session.traced.recording() {
+        recording.borrow_mut().finish();
+    }
     drop(tracer);
     Ok(stop)
 }
@@ -355,6 +372,9 @@ impl Session {
                 }
                 _ = drains.tick() => reconcile_soon |= self.traced.drain(source),
                 _ = ticks.tick() => {
+                    if let Some(recording) = self.traced.recording() {
+                        recording.borrow_mut().tick();
+                    }
                     if let Some(heap) = self.heap.as_mut() {
                         heap.poll().await;
                     }
@@ -387,6 +407,9 @@ impl Session {
                     }
                 }
                 pid = self.traced.next_exit() => {
+                    if let Some(recording) = self.traced.recording() {
+                        recording.borrow_mut().exit(pid);
+                    }
                     // Its last events first (an OOM kill says why it ended).
                     self.traced.drain(source);
                     self.traced.exited(pid);

@@ -5,7 +5,7 @@
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use memtrace_common::{stack_key, StackFrames, StackSource};
 
-use super::process::Process;
+use super::{process::Process, record::Recording};
 use crate::{
     cli::Unwind,
     elf::ProgramKind,
@@ -22,6 +22,8 @@ pub struct Stacks {
     choice: Unwind,
     /// Bytes a sample copies at most.
     stack_bytes: usize,
+    /// `memtrace record`'s capture, which every stack taken goes to.
+    recording: Option<Recording>,
 }
 
 impl Stacks {
@@ -38,7 +40,13 @@ impl Stacks {
             tables: TableCache::default(),
             choice,
             stack_bytes: stack_bytes as usize,
+            recording: None,
         }
+    }
+
+    /// Records every stack taken into `recording` from now on.
+    pub fn record_to(&mut self, recording: Recording) {
+        self.recording = Some(recording);
     }
 
     /// How the kernel side takes the stacks of `program` (unknown: not
@@ -67,7 +75,12 @@ impl Stacks {
             return;
         };
         let unwound = process.unwind(&mut self.tables, sample, self.stack_bytes);
-        self.table.add_unwound(id, &unwound.frames, unwound.end);
+        let stack = self.table.add_unwound(id, &unwound.frames, unwound.end);
+        if let Some(recording) = &self.recording {
+            recording
+                .borrow_mut()
+                .stack(stack, Some(id), &unwound.frames, unwound.end);
+        }
         for (address, hint) in unwound.hints {
             self.hints.insert(process.pid, address, hint);
         }
@@ -90,7 +103,16 @@ impl Stacks {
     /// named any the table lacks.
     pub fn sync(&mut self) {
         if self.table.wants_sync() {
-            self.table.sync(&mut self.kernel);
+            let added = self.table.sync(&mut self.kernel);
+            if let Some(recording) = &self.recording {
+                let mut recording = recording.borrow_mut();
+                for (id, stack) in added
+                    .into_iter()
+                    .filter_map(|id| Some((id, self.table.get(id)?)))
+                {
+                    recording.stack(id, None, &stack.frames, stack.end);
+                }
+            }
         }
     }
 

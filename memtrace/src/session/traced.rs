@@ -5,6 +5,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
+    rc::Rc,
     time::Instant,
 };
 
@@ -14,6 +15,7 @@ use super::{
     exits::Exits,
     heap::HeapWatch,
     process::{Process, ReadingRules, Shared},
+    record::{Batch, Recording},
     stacks::Stacks,
     tracker::{Ending, Follow, Tracker},
     SessionError,
@@ -21,7 +23,7 @@ use super::{
 use crate::{
     export::Part,
     intake::{EventKind, EventSource},
-    kernel::{maps_memory, KernelCounters, Targets},
+    kernel::{maps_memory, KernelCounters, KernelError, Targets},
     model::reconcile::FOLIO_BATCH_PAGES,
     proc::{zero_page_pfn, ProcError, ProcessView},
     report::snapshot::{Footprint, Lost, Snapshot},
@@ -56,6 +58,8 @@ pub struct Traced {
     last_lost: Lost,
     rules: ReadingRules,
     started: Instant,
+    /// `memtrace record`'s capture, which every drain's records go to.
+    recording: Option<Recording>,
     /// A process was removed: its stacks may be named by no one now.
     removed_since_prune: bool,
 }
@@ -86,8 +90,22 @@ impl Traced {
                     * std::thread::available_parallelism().map_or(1, |cpus| cpus.get() as u64),
             },
             started: Instant::now(),
+            recording: None,
             removed_since_prune: false,
         }
+    }
+
+    /// Records every drain's records into `recording` from now on.
+    pub fn record_to(&mut self, recording: Recording) {
+        recording
+            .borrow_mut()
+            .rules(self.rules.zero_pfn, self.rules.lazyfree_slack);
+        self.stacks.record_to(Rc::clone(&recording));
+        self.recording = Some(recording);
+    }
+
+    pub fn recording(&self) -> Option<&Recording> {
+        self.recording.as_ref()
     }
 
     pub fn started(&self) -> Instant {
@@ -200,7 +218,11 @@ impl Traced {
         let debug = &self.debug;
         let exits = &self.exits;
         let rules = self.rules;
-        source.drain(|decoded| {
+        let mut batch = self.recording.as_ref().map(|_| Batch::default());
+        source.drain(|raw, decoded| {
+            if let Some(batch) = batch.as_mut() {
+                batch.add(raw);
+            }
             let Ok(mut decoded) = decoded else {
                 *decode_errors += 1;
                 return;
@@ -275,6 +297,9 @@ impl Traced {
                 Follow::Forked { .. } | Follow::Nothing | Follow::Ended => {}
             }
         });
+        if let (Some(recording), Some(batch)) = (&self.recording, batch) {
+            recording.borrow_mut().batch(&batch);
+        }
         self.stacks.sync();
         for line in joined {
             eprintln!("memtrace: {line}");
@@ -360,10 +385,10 @@ impl Traced {
     /// kernel will not give keeps its last value and the loss is marked
     /// unknown, never taken for 0; the failure is said once.
     pub fn lost(&mut self) -> Lost {
-        let (counters, last) = (&self.counters, self.last_lost);
+        let last = self.last_lost;
         let mut failure = None;
         let mut read = |counter, last| {
-            counters.read(counter).unwrap_or_else(|err| {
+            self.read_counter(counter).unwrap_or_else(|err| {
                 failure.get_or_insert(err);
                 last
             })
@@ -385,6 +410,17 @@ impl Traced {
         }
         self.last_lost = lost;
         lost
+    }
+
+    /// Reads one of the kernel side's counters, and records what it said.
+    fn read_counter(&self, counter: Counter) -> Result<u64, KernelError> {
+        let value = self.counters.read(counter);
+        if let Some(recording) = &self.recording {
+            recording
+                .borrow_mut()
+                .counter(counter, value.as_ref().ok().copied());
+        }
+        value
     }
 
     /// What memtrace itself takes, to trace.
@@ -413,8 +449,8 @@ impl Traced {
         let shared = Shared {
             stacks: &self.stacks.table,
             lost,
-            stack_walks: self.counters.read(Counter::FaultStackWalks).unwrap_or(0)
-                + self.counters.read(Counter::FaultStackSamples).unwrap_or(0),
+            stack_walks: self.read_counter(Counter::FaultStackWalks).unwrap_or(0)
+                + self.read_counter(Counter::FaultStackSamples).unwrap_or(0),
             elapsed: self.started.elapsed(),
             heap,
             footprint,

@@ -17,6 +17,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use super::tape::read_text;
+
 pub use container::{container_id_in_path, resolve_container, Container};
 pub use stat::{parse_v1 as parse_memory_stat_v1, parse_v2 as parse_memory_stat_v2, MemoryStat};
 
@@ -98,15 +100,15 @@ impl Mounts {
     }
 
     fn read() -> Self {
-        Self::parse(&fs::read_to_string("/proc/self/mounts").unwrap_or_default())
+        Self::parse(&read_text(0, Path::new("/proc/self/mounts")).unwrap_or_default())
     }
 
     /// Whether the v2 hierarchy has the memory controller (a v2 host, not
     /// a hybrid one).
     fn v2_has_memory(&self) -> bool {
         self.v2.as_ref().is_some_and(|root| {
-            fs::read_to_string(root.join("cgroup.controllers"))
-                .is_ok_and(|controllers| controllers.split_whitespace().any(|c| c == "memory"))
+            read_text(0, &root.join("cgroup.controllers"))
+                .is_some_and(|controllers| controllers.split_whitespace().any(|c| c == "memory"))
         })
     }
 }
@@ -185,7 +187,7 @@ impl Cgroup {
     /// Its memory use, limits and charge now.
     pub fn memory(&self) -> Option<CgroupMemory> {
         let dir = &self.memory_dir;
-        let read = |name: &str| fs::read_to_string(dir.join(name)).ok();
+        let read = |name: &str| read_text(0, &dir.join(name));
         let (current, max, high, stat) = match self.version {
             Version::V2 => (
                 number(dir.join("memory.current"))?,
@@ -245,7 +247,7 @@ impl Cgroup {
 /// The path of the memory cgroup process `pid` is in, as its
 /// /proc/PID/cgroup names it.
 pub fn membership_of(pid: u32) -> Option<String> {
-    parse_membership(&fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?)
+    parse_membership(&read_text(pid, Path::new(&format!("/proc/{pid}/cgroup")))?)
 }
 
 /// The memory cgroup's path in /proc/PID/cgroup's text. A v1 memory line
@@ -277,7 +279,7 @@ fn limit(path: PathBuf) -> Option<u64> {
 }
 
 fn number(path: PathBuf) -> Option<u64> {
-    fs::read_to_string(path).ok()?.trim().parse().ok()
+    read_text(0, &path)?.trim().parse().ok()
 }
 
 /// The memory cgroup of `pid` and its figures, or `None` where there is

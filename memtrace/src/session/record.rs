@@ -1,0 +1,272 @@
+//! `memtrace record`: while the session traces as usual, what it consumes
+//! goes into a capture file too (see [`crate::capture`]): the ring
+//! buffer's records in the batches they were drained in, every interval's
+//! tick, what /proc answered, the exits pidfds told, and how it stopped.
+
+use std::{cell::RefCell, io, rc::Rc, time::Instant};
+
+use memtrace_common::Counter;
+
+use super::{SessionError, Stop};
+use crate::{
+    capture::{CaptureError, CaptureWriter, Header, Kind, Written},
+    cli::RecordTo,
+    intake::{StackEnd, StackId},
+    proc::{record_answers, Tape},
+    safe_file::{OutputPolicy, StreamFile},
+};
+
+/// The recorder, shared by the session, its traced processes and the
+/// /proc tape (all on the session's one thread).
+pub type Recording = Rc<RefCell<Recorder>>;
+
+pub struct Recorder {
+    /// `None` once writing failed: the capture keeps what it has.
+    writer: Option<CaptureWriter<StreamFile>>,
+    to: RecordTo,
+    started: Instant,
+    records: u64,
+}
+
+impl Recorder {
+    /// Creates the capture (checked like every output) and starts taking
+    /// /proc's answers.
+    pub fn open(to: &RecordTo, policy: &OutputPolicy) -> Result<Recording, SessionError> {
+        let file = policy.stream(&to.path)?;
+        let header = Header::of_this_machine(to.command.clone());
+        let started = Instant::now();
+        let writer = CaptureWriter::create(file, &header, to.max_size).map_err(|err| {
+            SessionError::Capture {
+                path: to.path.clone(),
+                source: err,
+            }
+        })?;
+        let recording = Rc::new(RefCell::new(Self {
+            writer: Some(writer),
+            to: to.clone(),
+            started,
+            records: 0,
+        }));
+        record_answers(Some(Box::new(ProcTape(Rc::clone(&recording)))));
+        Ok(recording)
+    }
+
+    fn push(&mut self, kind: Kind, payload: &[u8]) {
+        let time = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let Some(writer) = self.writer.as_mut() else {
+            return;
+        };
+        match writer.push(kind, time, payload) {
+            Ok(_) => {}
+            // Only this entry is lost: say so in the capture.
+            Err(err @ CaptureError::EntryTooLarge { .. }) => {
+                let note = format!("an entry was left out: {err}");
+                if let Err(err) = writer.push(Kind::Note, time, note.as_bytes()) {
+                    self.failed(&err);
+                }
+            }
+            Err(err) => self.failed(&err),
+        }
+    }
+
+    /// Writing failed (a full disk): the trace goes on, the capture ends
+    /// with what was written before.
+    fn failed(&mut self, err: &CaptureError) {
+        eprintln!(
+            "memtrace: the capture {} stops here ({err}); the trace goes on",
+            self.to.path.display()
+        );
+        self.writer = None;
+    }
+
+    /// One drain of the ring buffer.
+    pub fn batch(&mut self, batch: &Batch) {
+        if batch.records > 0 {
+            self.records += batch.records;
+            self.push(Kind::Batch, &batch.bytes);
+        }
+    }
+
+    /// An interval's tick; what came before it is written out now, so a
+    /// kill loses at most an interval.
+    pub fn tick(&mut self) {
+        self.push(Kind::Tick, &[]);
+        if let Some(Err(err)) = self.writer.as_mut().map(CaptureWriter::flush_chunk) {
+            self.failed(&err);
+        }
+    }
+
+    /// Stack `id` as the table took it: walked by the kernel (`sample`
+    /// none) or unwound from `sample`; `end`, how it ends when known.
+    pub fn stack(
+        &mut self,
+        id: StackId,
+        sample: Option<StackId>,
+        frames: &[u64],
+        end: Option<StackEnd>,
+    ) {
+        let end = end.map(|end| end.to_string()).unwrap_or_default();
+        let mut payload = Vec::with_capacity(24 + end.len() + frames.len() * 8);
+        payload.extend_from_slice(&id.key().to_le_bytes());
+        payload.extend_from_slice(&sample.map_or(0, StackId::key).to_le_bytes());
+        payload.extend_from_slice(&(end.len() as u32).to_le_bytes());
+        payload.extend_from_slice(end.as_bytes());
+        payload.extend_from_slice(&(frames.len() as u32).to_le_bytes());
+        for frame in frames {
+            payload.extend_from_slice(&frame.to_le_bytes());
+        }
+        self.push(Kind::Stack, &payload);
+    }
+
+    /// What the kernel side's `counter` read (none: it could not be read).
+    pub fn counter(&mut self, counter: Counter, value: Option<u64>) {
+        let mut payload = Vec::with_capacity(13);
+        payload.extend_from_slice(&(counter as u32).to_le_bytes());
+        payload.push(u8::from(value.is_none()));
+        payload.extend_from_slice(&value.unwrap_or(0).to_le_bytes());
+        self.push(Kind::Counter, &payload);
+    }
+
+    /// What reconciliation took from the machine before recording began:
+    /// the zero page's frame (none: unknown) and the LazyFree slack.
+    pub fn rules(&mut self, zero_pfn: Option<u64>, lazyfree_slack: u64) {
+        let mut payload = Vec::with_capacity(17);
+        payload.push(u8::from(zero_pfn.is_some()));
+        payload.extend_from_slice(&zero_pfn.unwrap_or(0).to_le_bytes());
+        payload.extend_from_slice(&lazyfree_slack.to_le_bytes());
+        self.push(Kind::Rules, &payload);
+    }
+
+    pub fn exit(&mut self, pid: u32) {
+        self.push(Kind::Exit, &pid.to_le_bytes());
+    }
+
+    /// How the session stopped (what it reads for its final report
+    /// follows).
+    pub fn stopped(&mut self, stop: Stop) {
+        self.push(Kind::Stop, format!("{stop:?}").as_bytes());
+    }
+
+    /// Ends the capture, and says what was recorded and at what rate.
+    pub fn finish(&mut self) {
+        record_answers(None);
+        let Some(writer) = self.writer.take() else {
+            return;
+        };
+        match writer.finish() {
+            Ok(written) => eprintln!("memtrace: {}", self.rate(&written)),
+            Err(err) => self.failed(&err),
+        }
+    }
+
+    /// The line that says what went into the capture, and how fast.
+    fn rate(&self, written: &Written) -> String {
+        let seconds = self.started.elapsed().as_secs_f64().max(1e-3);
+        let limit = if written.limit_reached {
+            format!(
+                "; its size limit was reached and {} entries were left out",
+                written.dropped
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "recorded {} records in {} entries to {}: {} bytes ({} before compression) in {:.1} s, \
+             {:.0} bytes/s, {:.0} records/s{limit}",
+            self.records,
+            written.entries,
+            self.to.path.display(),
+            written.bytes,
+            written.raw_bytes,
+            seconds,
+            written.bytes as f64 / seconds,
+            self.records as f64 / seconds,
+        )
+    }
+}
+
+/// A drain's records, each as its length and bytes.
+#[derive(Default)]
+pub struct Batch {
+    bytes: Vec<u8>,
+    records: u64,
+}
+
+impl Batch {
+    pub fn add(&mut self, record: &[u8]) {
+        let len = u32::try_from(record.len()).expect("ring-buffer records are small");
+        self.bytes.extend_from_slice(&len.to_le_bytes());
+        self.bytes.extend_from_slice(record);
+        self.records += 1;
+    }
+
+    /// The records in a batch's bytes; bytes that do not divide into
+    /// records give those they hold whole.
+    pub fn records(mut bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+        std::iter::from_fn(move || {
+            let (len, rest) = bytes.split_first_chunk::<4>()?;
+            let len = u32::from_le_bytes(*len) as usize;
+            let record = rest.get(..len)?;
+            bytes = &rest[len..];
+            Some(record)
+        })
+    }
+}
+
+/// Answers longer than this are kept zstd-compressed.
+const PACK_ABOVE: usize = 64 << 10;
+
+/// Hands /proc's answers to the recorder: the process, the question, and
+/// the bytes or the error number.
+struct ProcTape(Recording);
+
+impl Tape for ProcTape {
+    fn answered(&mut self, pid: u32, question: &str, answer: &io::Result<Vec<u8>>) {
+        let mut payload = Vec::new();
+        payload.extend_from_slice(&pid.to_le_bytes());
+        payload.extend_from_slice(&(question.len() as u32).to_le_bytes());
+        payload.extend_from_slice(question.as_bytes());
+        match answer {
+            // Pagemap answers run to 8 bytes a page, mostly zeros: packed.
+            Ok(bytes) if bytes.len() > PACK_ABOVE => match zstd::bulk::compress(bytes, 1) {
+                Ok(packed) => {
+                    payload.push(2);
+                    payload.extend_from_slice(&packed);
+                }
+                Err(_) => {
+                    payload.push(0);
+                    payload.extend_from_slice(bytes);
+                }
+            },
+            Ok(bytes) => {
+                payload.push(0);
+                payload.extend_from_slice(bytes);
+            }
+            Err(err) => {
+                payload.push(1);
+                payload.extend_from_slice(&err.raw_os_error().unwrap_or(0).to_le_bytes());
+            }
+        }
+        self.0.borrow_mut().push(Kind::Proc, &payload);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_counts_its_whole_records() {
+        let mut batch = Batch::default();
+        for record in [&b"abc"[..], b"", b"defgh"] {
+            batch.add(record);
+        }
+        assert_eq!(batch.records, 3);
+        let records: Vec<&[u8]> = Batch::records(&batch.bytes).collect();
+        assert_eq!(records, [&b"abc"[..], b"", b"defgh"]);
+        assert_eq!(
+            Batch::records(&batch.bytes[..batch.bytes.len() - 1]).count(),
+            2
+        );
+    }
+}

@@ -1,0 +1,354 @@
+//! `memtrace record` and `memtrace report`: a capture of a real trace is
+//! written beside the live report, holds what the session consumed, and
+//! reads back whole, killed, cut at a random byte, from a newer memtrace,
+//! or corrupt, each the way it should.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime},
+};
+
+use memtrace_tests::{
+    memtrace::{number, run, Argv, Finished, Line, Tracing},
+    workloads::ensure_built,
+};
+use serde_json::Value;
+
+const MIB: u64 = 1 << 20;
+
+/// A scratch directory for captures.
+fn scratch() -> tempfile::TempDir {
+    tempfile::tempdir().expect("a scratch directory")
+}
+
+fn report(capture: &Path) -> Finished {
+    run(
+        &["report", capture.to_str().unwrap()],
+        Duration::from_secs(60),
+    )
+}
+
+/// The number right before the first ` unit` in `text` (`records in`,
+/// `interval ticks`).
+fn count_before(text: &str, unit: &str) -> u64 {
+    let at = text
+        .find(&format!(" {unit}"))
+        .unwrap_or_else(|| panic!("no `{unit}` in:\n{text}"));
+    text[..at]
+        .rsplit(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|digits| digits.parse().ok())
+        .unwrap_or_else(|| panic!("no number before `{unit}` in:\n{text}"))
+}
+
+/// The records `memtrace record` said it recorded, from its last line.
+fn recorded(finished: &Finished) -> u64 {
+    let line = finished
+        .stderr()
+        .into_iter()
+        .find(|line| line.starts_with("memtrace: recorded "))
+        .unwrap_or_else(|| panic!("no rate line:\n{}", finished.transcript()))
+        .to_owned();
+    count_before(&line, "records in")
+}
+
+/// Records a memops script with `--json -`, and returns the capture and
+/// what memtrace printed.
+fn record_memops(dir: &Path, script: &str, extra: &[&str]) -> (PathBuf, Finished) {
+    let workloads = ensure_built().expect("workloads build");
+    let capture = dir.join("memops.mtc");
+    let finished = run(
+        &Argv::new()
+            .words("record -o")
+            .arg(capture.to_str().unwrap())
+            .args(extra)
+            .words("--json - -q -i 0.2 --")
+            .arg(workloads.memops.to_str().unwrap())
+            .words(script),
+        Duration::from_secs(120),
+    );
+    (capture, finished)
+}
+
+#[test]
+fn a_recorded_c_workload_is_traced_as_live_and_its_capture_is_complete() {
+    let dir = scratch();
+    let (capture, finished) = record_memops(
+        dir.path(),
+        "map A 48M ; touch A 0 48M ; free A 0 16M ; hold 1",
+        &[],
+    );
+    finished.assert_code(0);
+    // The live trace is what it is without recording.
+    let last: Value = finished
+        .snapshots()
+        .last()
+        .cloned()
+        .expect("a final snapshot");
+    assert!(number(&last, "/faults/bytes") >= 48 * MIB, "{last}");
+    assert_eq!(number(&last, "/madvise/MADV_FREE/bytes"), 16 * MIB);
+    let records = recorded(&finished);
+    assert!(
+        records >= 48 * MIB / 4096 / 64,
+        "{records} records for 12288 faults"
+    );
+
+    let reported = report(&capture);
+    reported.assert_code(0);
+    let text = reported.stdout().join("\n");
+    // Every record the session took in is in the capture: as many of the
+    // workload's events as the live trace counted.
+    assert_eq!(count_before(&text, "records in"), records, "{text}");
+    let pid = number(&last, "/pid");
+    let events = text
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("pid {pid}: ")))
+        .unwrap_or_else(|| panic!("no line for pid {pid}:\n{text}"));
+    assert_eq!(
+        count_before(events, "event records"),
+        number(&last, "/records/seen"),
+        "{text}"
+    );
+    // Every stack sample's unwound stack, which cannot be unwound again
+    // once the binaries are gone.
+    let samples = count_before(events, "stack samples");
+    assert!(samples > 0, "{text}");
+    assert_eq!(
+        count_before(&text, "unwound from samples"),
+        samples,
+        "{text}"
+    );
+    assert!(count_before(&text, "interval ticks") >= 3, "{text}");
+    assert!(count_before(&text, "answers from /proc") > 0, "{text}");
+    assert!(count_before(&text, "kernel counter readings") > 0, "{text}");
+    assert!(text.contains("stopped: TargetExited"), "{text}");
+    assert!(text.contains("memops"), "the command line: {text}");
+    assert!(text.ends_with("the capture is complete"), "{text}");
+}
+
+#[test]
+fn a_recorded_fork_workload_keeps_the_childs_records() {
+    let workloads = ensure_built().expect("workloads build");
+    let dir = scratch();
+    let capture = dir.path().join("forks.mtc");
+    let finished = run(
+        &Argv::new()
+            .words("record -o")
+            .arg(capture.to_str().unwrap())
+            .words("--follow-forks --json - -q -i 0.2 --")
+            .arg(workloads.many_threads.to_str().unwrap())
+            .words("--threads 4 --mib 16"),
+        Duration::from_secs(120),
+    );
+    finished.assert_code(0);
+    let child = finished
+        .stdout()
+        .into_iter()
+        .find(|line| line.starts_with("{\"child\""))
+        .and_then(|line| serde_json::from_str::<Value>(line).ok())
+        .and_then(|said| said["child"].as_u64())
+        .expect("the child's line");
+    let reported = report(&capture);
+    reported.assert_code(0);
+    let text = reported.stdout().join("\n");
+    assert_eq!(count_before(&text, "records in"), recorded(&finished));
+    // The child's events, as many as its live trace counted.
+    let child_last = finished
+        .snapshots()
+        .into_iter()
+        .rfind(|snapshot| snapshot["pid"].as_u64() == Some(child))
+        .unwrap_or_else(|| panic!("child {child} not followed:\n{}", finished.transcript()));
+    let events = text
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("pid {child}: ")))
+        .unwrap_or_else(|| panic!("no line for pid {child}:\n{text}"));
+    assert_eq!(
+        count_before(events, "event records"),
+        number(&child_last, "/records/seen"),
+        "{text}"
+    );
+    assert!(text.ends_with("the capture is complete"), "{text}");
+}
+
+#[test]
+fn a_capture_killed_mid_run_reports_what_it_holds_and_where_it_ends() {
+    let workloads = ensure_built().expect("workloads build");
+    let dir = scratch();
+    let capture = dir.path().join("killed.mtc");
+    let mut tracing = Tracing::start(
+        &Argv::new()
+            .words("record -o")
+            .arg(capture.to_str().unwrap())
+            .words("--json - -q -i 0.2 --")
+            .arg(workloads.memops.to_str().unwrap())
+            .words("map A 32M ; touch A 0 32M ; hold 30"),
+    );
+    let started = tracing.wait_for(
+        Duration::from_secs(30),
+        |line| matches!(line, Line::Stderr(text) if text.starts_with("memtrace: started pid ")),
+    );
+    let Line::Stderr(started) = started else {
+        unreachable!("matched above")
+    };
+    let workload: i32 = started["memtrace: started pid ".len()..]
+        .split(' ')
+        .next()
+        .and_then(|pid| pid.parse().ok())
+        .expect("the workload's pid");
+    // A few intervals, each closing a chunk.
+    tracing.wait_for_snapshot(|snapshot| number(snapshot, "/faults/bytes") >= 32 * MIB);
+    tracing.wait_for_snapshot(|_| true);
+    tracing.wait_for_snapshot(|_| true);
+    tracing.signal(libc::SIGKILL);
+    let killed = tracing.finish(Duration::from_secs(30));
+    assert_eq!(killed.status.code(), None, "killed by a signal");
+    // The killed memtrace's workload holds on: end it.
+    // SAFETY: a plain syscall; the workload is this test's.
+    unsafe { libc::kill(workload, libc::SIGKILL) };
+
+    let reported = report(&capture);
+    reported.assert_code(0);
+    let text = reported.stdout().join("\n");
+    assert!(
+        text.contains("the capture was cut off without its index")
+            || text.contains("the capture was cut off inside a chunk"),
+        "{text}"
+    );
+    let size = fs::metadata(&capture).unwrap().len();
+    assert!(text.contains(&format!("its {size} bytes hold ")), "{text}");
+    assert!(
+        count_before(&text, "records in") >= 32 * MIB / 4096 / 64,
+        "{text}"
+    );
+    assert!(count_before(&text, "interval ticks") >= 2, "{text}");
+    assert!(!text.contains("stopped:"), "{text}");
+}
+
+#[test]
+fn a_capture_cut_at_a_random_byte_reads_to_its_last_whole_chunk() {
+    let dir = scratch();
+    let (capture, finished) = record_memops(
+        dir.path(),
+        "map A 32M ; touch A 0 32M ; free A 0 16M ; hold 1",
+        &[],
+    );
+    finished.assert_code(0);
+    let bytes = fs::read(&capture).unwrap();
+    let whole = report(&capture).stdout().join("\n");
+    // Past the first half: well past the header.
+    let seed = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as usize;
+    let cut = bytes.len() / 2 + seed % (bytes.len() / 2);
+    let cut_path = dir.path().join("cut.mtc");
+    fs::write(&cut_path, &bytes[..cut]).unwrap();
+    let reported = report(&cut_path);
+    reported.assert_code(0);
+    let text = reported.stdout().join("\n");
+    assert!(
+        text.contains("the capture was cut off")
+            && text.contains(&format!("its {cut} bytes hold ")),
+        "cut at byte {cut} of {}:\n{text}",
+        bytes.len()
+    );
+    let held = count_before(&text, "records in");
+    assert!(
+        held <= count_before(&whole, "records in"),
+        "cut at {cut}: {held} records\n{text}\nwhole:\n{whole}"
+    );
+    let whole_to: u64 = text
+        .split("to byte ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no `to byte`:\n{text}"));
+    assert!(whole_to <= cut as u64, "{text}");
+}
+
+#[test]
+fn a_capture_from_a_newer_memtrace_is_refused_in_one_line() {
+    let dir = scratch();
+    let (capture, finished) = record_memops(dir.path(), "map A 8M ; touch A 0 8M", &[]);
+    finished.assert_code(0);
+    let mut bytes = fs::read(&capture).unwrap();
+    let version = u16::from_le_bytes([bytes[8], bytes[9]]);
+    bytes[8..10].copy_from_slice(&(version + 1).to_le_bytes());
+    let newer = dir.path().join("newer.mtc");
+    fs::write(&newer, &bytes).unwrap();
+    let reported = report(&newer);
+    reported.assert_code(14);
+    assert_eq!(
+        reported.stderr(),
+        [format!(
+            "memtrace: capture {}: the capture is format version {}, newer than this memtrace \
+             reads (up to {version}): report it with a newer memtrace",
+            newer.display(),
+            version + 1
+        )]
+    );
+    assert!(reported.stdout().is_empty());
+}
+
+#[test]
+fn corrupt_bytes_in_a_capture_exit_10_in_one_line() {
+    let dir = scratch();
+    let (capture, finished) = record_memops(dir.path(), "map A 8M ; touch A 0 8M", &[]);
+    finished.assert_code(0);
+    let bytes = fs::read(&capture).unwrap();
+    for (name, at) in [("body", bytes.len() / 2), ("end", bytes.len() - 3)] {
+        let mut corrupt = bytes.clone();
+        corrupt[at] ^= 0x5a;
+        let path = dir.path().join(format!("{name}.mtc"));
+        fs::write(&path, &corrupt).unwrap();
+        let reported = report(&path);
+        reported.assert_code(10);
+        let stderr = reported.stderr();
+        assert_eq!(stderr.len(), 1, "{}", reported.transcript());
+        assert!(
+            stderr[0].starts_with(&format!(
+                "memtrace: capture {}: corrupt capture at byte ",
+                path.display()
+            )),
+            "{}",
+            stderr[0]
+        );
+    }
+    // Not a capture at all.
+    let reported = report(&ensure_built().unwrap().memops);
+    reported.assert_code(10);
+    assert!(reported.stderr()[0]
+        .ends_with("not a memtrace capture: it does not start with the capture magic"));
+}
+
+#[test]
+fn a_size_limit_keeps_the_capture_small_and_says_so() {
+    let dir = scratch();
+    let limit = 16 * 1024;
+    let (capture, finished) = record_memops(
+        dir.path(),
+        "map A 64M ; touch A 0 64M ; free A 0 32M ; hold 1",
+        &["--max-size", "16K"],
+    );
+    finished.assert_code(0);
+    let size = fs::metadata(&capture).unwrap().len();
+    assert!(size <= limit, "{size} bytes over a {limit}-byte limit");
+    let rate = finished
+        .stderr()
+        .into_iter()
+        .find(|line| line.starts_with("memtrace: recorded "))
+        .expect("the rate line")
+        .to_owned();
+    assert!(rate.contains("its size limit was reached"), "{rate}");
+    let reported = report(&capture);
+    reported.assert_code(0);
+    let text = reported.stdout().join("\n");
+    assert!(
+        text.contains(&format!(
+            "note: the capture reached its size limit of {limit} bytes at "
+        )),
+        "{text}"
+    );
+    assert!(text.ends_with("the capture is complete"), "{text}");
+}
