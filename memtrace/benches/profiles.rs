@@ -13,7 +13,7 @@ use memtrace::{
         AddressSpace, Backing, PAGE_SIZE,
     },
     proc::ProcessView,
-    symbolize::{DebugSources, Namer, Symbolizer},
+    symbolize::{DebugSources, Library, Namer, Symbolizer},
 };
 
 const SAMPLES: u64 = 100_000;
@@ -92,7 +92,7 @@ fn symbolize(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(20));
     group.bench_function("symbolize 100k stacks, cold cache", |b| {
         b.iter_batched(
-            || Symbolizer::new(std::process::id(), DebugSources::default()),
+            || Symbolizer::new(std::process::id(), Library::shared(DebugSources::default())),
             |mut symbolizer| {
                 for (id, ips) in table.iter() {
                     symbolizer.stack(id, ips, model.extents());
@@ -103,7 +103,8 @@ fn symbolize(c: &mut Criterion) {
         );
     });
     let model = with_resident_pages(model);
-    let mut symbolizer = Symbolizer::new(std::process::id(), DebugSources::default());
+    let mut symbolizer =
+        Symbolizer::new(std::process::id(), Library::shared(DebugSources::default()));
     group.bench_function("pprof of 100k samples, built and gzipped", |b| {
         b.iter(|| {
             let mut parts = [Part {

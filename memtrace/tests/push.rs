@@ -37,7 +37,7 @@ use memtrace::{
         AddressSpace, PAGE_SIZE,
     },
     proc::ProcessView,
-    symbolize::{DebugSources, Namer, Symbolizer},
+    symbolize::{DebugSources, Library, Namer, Symbolizer},
 };
 use memtrace_pprof::{proto::Profile, LineSpec, LocationSpec, ProfileBuilder, ProfileView};
 use memtrace_tests::{
@@ -115,7 +115,10 @@ impl Workload {
         let mut workload = Self {
             model,
             stacks,
-            symbolizer: Symbolizer::new(std::process::id(), DebugSources::default()),
+            symbolizer: Symbolizer::new(
+                std::process::id(),
+                Library::shared(DebugSources::default()),
+            ),
             attached: SystemTime::now(),
         };
         workload.apply(

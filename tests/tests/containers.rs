@@ -412,22 +412,29 @@ fn a_container_is_traced_whole_by_its_name() {
     // The exec'd shell (`sh`; the container's own is `mix.sh`), or its `dd`.
     assert!(
         commands.contains(&"sh") || commands.contains(&"dd"),
-        "the exec'd shell is not traced: {commands:?}"
+        "the exec'd shell is not traced: {commands:?}\n{}",
+        finished.stderr().join("\n")
     );
     // Every process's figures, as the kernel read them (smaps_rollup) at
-    // the same moment, within 1%.
+    // the same moment, within 1%; except where its mappings changed while
+    // /proc was read, which memtrace says (`in_flight_bytes`) and compares
+    // at the next reading.
     let mut compared = 0;
     for snapshot in &processes {
-        if snapshot["state"] != "running" || snapshot["kernel"]["reading"] != "current" {
+        if snapshot["state"] != "running"
+            || snapshot["kernel"]["reading"] != "current"
+            || field(snapshot, "/in_flight_bytes") > 0
+        {
             continue;
         }
         let kernel = field(snapshot, "/kernel/rss_bytes");
         let model = field(snapshot, "/model/rss_bytes");
         assert!(
             model.abs_diff(kernel) * 100 <= kernel,
-            "pid {} ({}): model {model}, kernel {kernel}",
+            "pid {} ({}): model {model}, kernel {kernel}, {}",
             snapshot["pid"],
-            snapshot["command"]
+            snapshot["command"],
+            snapshot["reconcile"]
         );
         compared += 1;
     }

@@ -66,7 +66,8 @@ fn a_full_ring_buffer_is_counted_shown_and_corrected_from_proc() {
     let unexplained = number(&snapshot, "/unexplained_bytes");
     assert!(
         unexplained >= lost_pages,
-        "unexplained {unexplained} for {lost_pages} lost"
+        "unexplained {unexplained} for {lost_pages} lost; model {}",
+        snapshot["model"]
     );
     let shown = finished.stdout().join("\n");
     assert!(shown.contains("APPROXIMATE (records lost)"), "{shown}");

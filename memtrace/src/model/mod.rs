@@ -18,6 +18,7 @@ pub use activity::{Activity, Call, CallStats, Release};
 pub use advice::{Advice, Effect};
 pub use extents::{Backing, CreatedBy, Extent, Extents};
 pub use pages::{Cause, Origin, Page, PageKind, PageMap, PageState, PageUse, PAGE_SIZE};
+pub use reconcile::ExecImage;
 pub use totals::Totals;
 
 use crate::intake::{Access, Errno, Event, EventKind, Fault, Madvise, Mmap, Mremap, StackId};
@@ -34,8 +35,11 @@ pub struct AddressSpace {
     /// the last reconciliation: pages that vanish there went that way.
     reclaim_requested: Vec<Range<Page>>,
     /// `execve` replaced the address space and /proc has not been read
-    /// since: mappings found there were set up by the exec.
+    /// since: the mappings found there that the exec itself makes (see
+    /// [`ExecImage`]) were set up by it.
     fresh_exec: bool,
+    /// What the last exec mapped, as far as the session could tell.
+    exec_image: ExecImage,
     /// The kernel's NUMA balancing is on: it unmaps present pages now and
     /// then to sample accesses, so a missing-page fault no longer proves a
     /// page had left.
@@ -167,9 +171,16 @@ impl AddressSpace {
             activity: Activity::default(),
             reclaim_requested: Vec::new(),
             fresh_exec: false,
+            exec_image: ExecImage::default(),
             numa_hinting: self.numa_hinting,
             stack_limit: self.stack_limit,
         }
+    }
+
+    /// Tells the model what the last exec mapped, before /proc is read
+    /// for the first time since.
+    pub fn exec_image(&mut self, image: ExecImage) {
+        self.exec_image = image;
     }
 
     /// Gives the file extent starting at `start` its path.
@@ -543,6 +554,7 @@ impl AddressSpace {
         self.heap = None;
         self.reclaim_requested.clear();
         self.fresh_exec = true;
+        self.exec_image = ExecImage::default();
         self.activity.execs += 1;
     }
 

@@ -111,6 +111,43 @@ pub enum Moment {
     Interval,
 }
 
+/// What `execve` itself maps: the program, its ELF interpreter, the bss
+/// after either, and the kernel's own areas (`[stack]`, `[vdso]`...).
+/// Everything else in a fresh address space was mapped afterwards by
+/// syscalls memtrace traces; found with no event (records lost, or read
+/// late), it is unexplained, not the exec's.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExecImage {
+    /// The program's path, as smaps shows it.
+    pub program: Option<String>,
+    /// Where the interpreter was loaded (`AT_BASE`); `None` for a static
+    /// program.
+    pub interpreter_base: Option<u64>,
+}
+
+impl ExecImage {
+    /// Which of `vmas` (sorted by start) the exec made.
+    fn made(&self, vmas: &[KernelVma]) -> Vec<bool> {
+        let interpreter = self.interpreter_base.and_then(|base| {
+            vmas.iter()
+                .find(|vma| (vma.start..vma.end).contains(&base))
+                .map(|vma| vma.path.as_str())
+        });
+        let loaded = |path: &str| {
+            !path.is_empty() && (self.program.as_deref() == Some(path) || interpreter == Some(path))
+        };
+        let mut made = Vec::with_capacity(vmas.len());
+        let mut previous: Option<&KernelVma> = None;
+        for vma in vmas {
+            let bss = vma.path.is_empty()
+                && previous.is_some_and(|before| before.end == vma.start && loaded(&before.path));
+            made.push(vma.path.starts_with('[') || loaded(&vma.path) || bss);
+            previous = Some(vma);
+        }
+        made
+    }
+}
+
 /// Address ranges that events touched while /proc was being read.
 #[derive(Clone, Debug, Default)]
 pub struct Busy {
@@ -362,7 +399,12 @@ impl AddressSpace {
             }
         }
 
-        for vma in vmas {
+        let made_by_exec = if self.fresh_exec {
+            self.exec_image.made(vmas)
+        } else {
+            vec![false; vmas.len()]
+        };
+        for (vma, made_by_exec) in vmas.iter().zip(made_by_exec) {
             let range = vma.start..vma.end;
             if busy.overlaps(&range) {
                 continue;
@@ -392,7 +434,7 @@ impl AddressSpace {
             // Mappings the model does not have.
             let created_by = match moment {
                 Moment::Attach => CreatedBy::BeforeAttach,
-                Moment::Interval if self.fresh_exec => CreatedBy::Exec,
+                Moment::Interval if made_by_exec => CreatedBy::Exec,
                 Moment::Interval => CreatedBy::Unobserved,
             };
             let known: Vec<Range<u64>> = self

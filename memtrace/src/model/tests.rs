@@ -1053,3 +1053,47 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn after_an_exec_only_what_the_exec_maps_is_the_execs() {
+    let mut model = AddressSpace::new();
+    model.apply(&event(EventKind::Exec));
+    model.exec_image(ExecImage {
+        program: Some("/usr/bin/server".into()),
+        interpreter_base: Some(0x7f00_0000_0000),
+    });
+    let program = 0x40_0000;
+    let bss = program + MIB;
+    let reserved = 0x10_0000_0000;
+    let interpreter = 0x7f00_0000_0000;
+    let stack = 0x7ffc_0000_0000;
+    // Read late (the exec's record waited in a busy ring buffer, or the
+    // next records were lost): an anonymous mapping made and touched
+    // after the exec is already there.
+    let vmas = [
+        kernel_vma(program, bss, "/usr/bin/server", 0),
+        kernel_vma(bss, bss + MIB, "", MIB),
+        kernel_vma(reserved, reserved + 256 * MIB, "", 256 * MIB),
+        kernel_vma(interpreter, interpreter + MIB, "/lib/ld-linux.so.2", 0),
+        kernel_vma(stack, stack + MIB, "[stack]", MIB),
+    ];
+    reconcile_with(&mut model, &vmas, Moment::Interval, true, |pages| {
+        Some(
+            pages
+                .map(|page| PageEntry::Present {
+                    pfn: 1000 + page,
+                    file_or_shared: false,
+                })
+                .collect(),
+        )
+    });
+    let created: Vec<CreatedBy> = vmas
+        .iter()
+        .map(|vma| model.extents().find(vma.start).unwrap().1.created_by)
+        .collect();
+    use CreatedBy::{Exec, Unobserved};
+    assert_eq!(created, [Exec, Exec, Unobserved, Exec, Exec]);
+    let by_cause = model.totals().by_cause;
+    assert_eq!(by_cause.exec, 2 * MIB);
+    assert_eq!(by_cause.unobserved, 256 * MIB);
+}

@@ -285,6 +285,22 @@ impl ProcessView {
         self.read_link("exe")
     }
 
+    /// Where the ELF interpreter (`ld.so`) was loaded: the auxiliary
+    /// vector's `AT_BASE`, `None` for a static program.
+    pub fn interpreter_base(&self) -> Option<u64> {
+        const AT_BASE: u64 = 7;
+        let auxv = self.read("auxv").ok()?;
+        let words: Vec<u64> = auxv
+            .chunks_exact(8)
+            .filter_map(|word| Some(u64::from_ne_bytes(word.try_into().ok()?)))
+            .collect();
+        words
+            .chunks_exact(2)
+            .find(|pair| pair[0] == AT_BASE)
+            .map(|pair| pair[1])
+            .filter(|&base| base != 0)
+    }
+
     /// Whether the process still runs: its /proc entry is there and it is
     /// not a zombie (exited, waiting for its parent to reap it).
     pub fn alive(&self) -> bool {

@@ -16,7 +16,7 @@ use crate::{
     intake::{Decoded, EventKind, StackSample, StackTable},
     model::{
         reconcile::{Busy, Moment, Outcome, Reading},
-        Backing,
+        Backing, ExecImage,
     },
     proc::{cgroup_memory, numa_balancing, KernelTotals, ProcessView},
     report::{
@@ -26,7 +26,7 @@ use crate::{
         verdict,
     },
     runtime::RuntimeInfo,
-    symbolize::{DebugSources, Namer, Symbolizer},
+    symbolize::{Namer, SharedLibrary, Symbolizer},
     unwind::{self, ProcessUnwinder, TableCache, Unwound},
 };
 
@@ -85,7 +85,12 @@ pub struct Process {
 }
 
 impl Process {
-    pub fn new(pid: u32, mut tracker: Tracker, expected_execs: u64, debug: DebugSources) -> Self {
+    pub fn new(
+        pid: u32,
+        mut tracker: Tracker,
+        expected_execs: u64,
+        library: SharedLibrary,
+    ) -> Self {
         let view = ProcessView::new(pid);
         tracker.model.set_numa_hinting(numa_balancing());
         if let Some(limit) = view.stack_limit() {
@@ -97,7 +102,7 @@ impl Process {
             pid_in_namespace: view.namespace_pid().filter(|&inner| inner != pid),
             view,
             tracker,
-            symbolizer: Symbolizer::new(pid, debug),
+            symbolizer: Symbolizer::new(pid, library),
             unwinder: ProcessUnwinder::default(),
             stack_source: StackSource::default(),
             last_kernel: None,
@@ -164,6 +169,13 @@ impl Process {
                 self.pid
             );
         }
+        self.tracker.model.exec_image(ExecImage {
+            program: self
+                .view
+                .exe()
+                .map(|path| path.to_string_lossy().into_owned()),
+            interpreter_base: self.view.interpreter_base(),
+        });
         if let Ok(vmas) = self.view.smaps() {
             self.tracker
                 .model

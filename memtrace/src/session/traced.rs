@@ -27,7 +27,7 @@ use crate::{
     model::reconcile::FOLIO_BATCH_PAGES,
     proc::{zero_page_pfn, ProcError, ProcessView},
     report::snapshot::{Footprint, Lost, Snapshot},
-    symbolize::DebugSources,
+    symbolize::{DebugSources, Library, SharedLibrary},
 };
 
 /// Which processes join the traced set as the trace goes on.
@@ -47,8 +47,8 @@ pub struct Traced {
     targets: Targets,
     /// Processes whose exit a pidfd tells (see `exits`).
     exits: Exits,
-    /// Where separate debug information is found, for every process.
-    debug: DebugSources,
+    /// Names, resolved once for every process.
+    library: SharedLibrary,
     counters: KernelCounters,
     joining: Joining,
     decode_errors: u64,
@@ -77,7 +77,7 @@ impl Traced {
             stacks,
             targets,
             exits: Exits::new(),
-            debug,
+            library: Library::shared(debug),
             counters,
             joining,
             decode_errors: 0,
@@ -138,7 +138,7 @@ impl Traced {
             pid,
             Tracker::default(),
             u64::from(launched),
-            self.debug.clone(),
+            self.library.clone(),
         ));
         self.set_source(pid, stacks);
         Ok(())
@@ -151,7 +151,7 @@ impl Traced {
         if self.processes.contains_key(&pid) {
             return Ok(());
         }
-        let mut process = Process::new(pid, Tracker::default(), 0, self.debug.clone());
+        let mut process = Process::new(pid, Tracker::default(), 0, self.library.clone());
         process.stack_source = self.stacks.source_for(process.program());
         self.targets.follow(pid, process.stack_source)?;
         self.insert(process);
@@ -215,7 +215,7 @@ impl Traced {
         let targets = &mut self.targets;
         let decode_errors = &mut self.decode_errors;
         let joining = self.joining;
-        let debug = &self.debug;
+        let library = &self.library;
         let exits = &self.exits;
         let rules = self.rules;
         let mut batch = self.recording.as_ref().map(|_| Batch::default());
@@ -232,7 +232,7 @@ impl Traced {
                 && !processes.contains_key(&decoded.tgid)
             {
                 let pid = decoded.tgid;
-                let mut process = Process::new(pid, Tracker::default(), 0, debug.clone());
+                let mut process = Process::new(pid, Tracker::default(), 0, library.clone());
                 // Gone already if either fails: nothing of it to explain.
                 if process.seed(rules).is_ok() && exits.watch(pid).is_ok() {
                     let source = stacks.source_for(process.program());
@@ -284,7 +284,7 @@ impl Traced {
                     let parent = process.pid;
                     // Gone already if this fails: its exit record says so.
                     let _ = exits.watch(child);
-                    let mut child = Process::new(child, tracker, 0, debug.clone());
+                    let mut child = Process::new(child, tracker, 0, library.clone());
                     child.parent = Some(parent);
                     child.stack_source = process.stack_source;
                     child.keep_code_files();

@@ -10,30 +10,28 @@
 //! their separate debug files (`.gnu_debuglink`, the build-id directories
 //! under `/usr/lib/debug` and `--debug-dir`), from debuginfod when
 //! `DEBUGINFOD_URLS` says so, and, for JIT-compiled code, from the perf map
-//! the runtime writes. Each address and each stack is resolved once.
+//! the runtime writes. Each address and each stack is resolved once per
+//! process, and each offset of a binary once for every process (see
+//! [`library`]).
 
 mod binaries;
 mod debuginfod;
 mod ends;
 mod frames;
+mod library;
 mod namer;
 mod perfmap;
 
 use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
-use blazesym::symbolize::{
-    source::{Elf, Source},
-    Input, Symbolized,
-};
-
 pub use debuginfod::Debuginfod;
 pub use ends::{Completeness, STACK_ROOTS};
 pub use frames::{Frame, Function, Module};
+pub use library::{Library, SharedLibrary};
 pub use namer::Namer;
 pub use perfmap::{parse_perf_map, PerfMap};
 
 use crate::{
-    elf::UnwindSections,
     intake::{Stack, StackEnd, StackId},
     model::{Backing, Extents},
     proc::ProcessView,
@@ -63,11 +61,14 @@ pub struct NamedStack {
     pub cut_in: Option<Arc<Module>>,
 }
 
+/// One process's names: its own addresses and stacks, resolved through
+/// the session's shared [`Library`].
 pub struct Symbolizer {
-    inner: blazesym::symbolize::Symbolizer,
+    library: SharedLibrary,
+    /// The library's generation the names here were resolved at.
+    generation: u64,
     pid: u32,
     binaries: binaries::Binaries,
-    debug: DebugSources,
     frames: HashMap<u64, Frame>,
     stacks: HashMap<StackId, Arc<NamedStack>>,
     modules: HashMap<String, Arc<Module>>,
@@ -75,16 +76,13 @@ pub struct Symbolizer {
 }
 
 impl Symbolizer {
-    pub fn new(pid: u32, debug: DebugSources) -> Self {
-        let mut dirs = debug.dirs.clone();
-        dirs.extend(SYSTEM_DEBUG_DIRS.map(PathBuf::from));
+    pub fn new(pid: u32, library: SharedLibrary) -> Self {
+        let generation = library.borrow_mut().generation();
         Self {
-            inner: blazesym::symbolize::Symbolizer::builder()
-                .set_debug_dirs(Some(dirs))
-                .build(),
+            library,
+            generation,
             pid,
             binaries: binaries::Binaries::new(ProcessView::new(pid)),
-            debug,
             frames: HashMap::new(),
             stacks: HashMap::new(),
             modules: HashMap::new(),
@@ -112,7 +110,9 @@ impl Symbolizer {
     /// a perf map the runtime wrote or grew) replace those resolved before:
     /// called before each snapshot.
     pub fn refresh(&mut self) {
-        if self.debug_arrived() || self.perf_map.changed() {
+        let generation = self.library.borrow_mut().generation();
+        let debug_arrived = std::mem::replace(&mut self.generation, generation) != generation;
+        if debug_arrived || self.perf_map.changed() {
             self.frames.clear();
             self.stacks.clear();
         }
@@ -159,15 +159,6 @@ impl Symbolizer {
         named
     }
 
-    /// Whether debuginfod delivered a debug file since the last look: names
-    /// resolved before it may now have file and line.
-    fn debug_arrived(&mut self) -> bool {
-        self.debug
-            .debuginfod
-            .as_mut()
-            .is_some_and(Debuginfod::take_arrivals)
-    }
-
     /// Resolves `addresses` not yet known, grouped by the file they are in.
     fn resolve(&mut self, addresses: &[u64], extents: &Extents) {
         let mut by_file: HashMap<Arc<Module>, Vec<(u64, u64)>> = HashMap::new();
@@ -197,7 +188,11 @@ impl Symbolizer {
         }
         for (module, addresses) in by_file {
             let offsets: Vec<u64> = addresses.iter().map(|&(_, offset)| offset).collect();
-            let results = self.symbolize_in(&module, &offsets);
+            let readable = self.binaries.readable(&module.path);
+            let results = self
+                .library
+                .borrow_mut()
+                .functions(&module, &readable, &offsets);
             for (&(address, file_offset), functions) in addresses.iter().zip(results) {
                 self.frames.insert(
                     address,
@@ -210,84 +205,6 @@ impl Symbolizer {
                 );
             }
         }
-    }
-
-    /// The functions at `offsets` of `module`'s file: from the file itself
-    /// and its separate debug file, or from a debug file debuginfod has
-    /// delivered for its build id when the file has no line information.
-    fn symbolize_in(&mut self, module: &Module, offsets: &[u64]) -> Vec<Vec<Function>> {
-        let readable = self.binaries.readable(&module.path);
-        let mut elf = Elf::new(&readable);
-        let own = match self
-            .inner
-            .symbolize(&Source::Elf(elf.clone()), Input::FileOffset(offsets))
-        {
-            Ok(results) => results,
-            // A debug file whose checksum does not match fails the whole
-            // call: fall back to the file's own symbols.
-            Err(_) => {
-                elf.debug_syms = false;
-                self.inner
-                    .symbolize(&Source::Elf(elf), Input::FileOffset(offsets))
-                    .unwrap_or_default()
-            }
-        };
-        let mut functions: Vec<Vec<Function>> = (0..offsets.len())
-            .map(|index| match own.get(index) {
-                Some(Symbolized::Sym(sym)) => frames::functions(sym),
-                _ => Vec::new(),
-            })
-            .collect();
-        let has_lines = functions
-            .iter()
-            .flatten()
-            .any(|function| function.line.is_some());
-        if !has_lines {
-            if let Some(improved) = self.debuginfod_functions(module, &readable, offsets) {
-                for (slot, better) in functions.iter_mut().zip(improved) {
-                    if !better.is_empty() {
-                        *slot = better;
-                    }
-                }
-            }
-        }
-        functions
-    }
-
-    /// Names from the debug file debuginfod serves for `module`'s build id,
-    /// once it has been fetched (in the background: tracing never waits).
-    fn debuginfod_functions(
-        &mut self,
-        module: &Module,
-        readable: &std::path::Path,
-        offsets: &[u64],
-    ) -> Option<Vec<Vec<Function>>> {
-        let build_id = module.build_id.as_deref()?;
-        let debug_file = self.debug.debuginfod.as_mut()?.debug_file(build_id)?;
-        // The debug file has the program's addresses but none of its code:
-        // look the offsets up by address, placed by the program's segments.
-        let data = std::fs::read(readable).ok()?;
-        let segments = UnwindSections::from_elf(&data).ok()?;
-        let addresses: Vec<u64> = offsets
-            .iter()
-            .map(|&offset| segments.address_of(offset).unwrap_or(u64::MAX))
-            .collect();
-        let results = self
-            .inner
-            .symbolize(
-                &Source::Elf(Elf::new(debug_file)),
-                Input::VirtOffset(&addresses),
-            )
-            .ok()?;
-        Some(
-            results
-                .iter()
-                .map(|result| match result {
-                    Symbolized::Sym(sym) => frames::functions(sym),
-                    _ => Vec::new(),
-                })
-                .collect(),
-        )
     }
 
     /// The build id of the file at `path`, in hex.

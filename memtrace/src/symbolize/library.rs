@@ -1,0 +1,342 @@
+//! Names shared by every traced process: one blazesym symbolizer, each
+//! binary opened once by its build id, and each (build id, offset)
+//! resolved once.
+//!
+//! The agent traces processes that come and go, most of them running the
+//! same few binaries (the service, its libc). Resolved per process, every
+//! new process parsed the same symbols and separate debug information again
+//! (tens of MiB for a libc), and the agent's RSS swung with each one. Keyed
+//! by build id, a binary is parsed once for all of them, whatever path each
+//! process knows it by (its own /proc/PID/root, a container's image).
+//! Bounded: past [`MAX_FILES`] binaries the least recently used one is
+//! forgotten, and past [`MAX_NAMES`] resolved offsets all are.
+
+use std::{
+    cell::RefCell,
+    collections::HashMap,
+    fs::File,
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+    rc::Rc,
+    sync::Arc,
+};
+
+use blazesym::symbolize::{
+    evict,
+    source::{Elf, Source},
+    Input, Symbolized,
+};
+
+use super::{frames, DebugSources, Debuginfod, Function, Module, SYSTEM_DEBUG_DIRS};
+use crate::elf::UnwindSections;
+
+/// Binaries whose parsed symbols and debug information are kept.
+pub const MAX_FILES: usize = 64;
+/// Resolved offsets kept, over all binaries.
+pub const MAX_NAMES: usize = 200_000;
+
+/// The library, shared by the processes of one session (all on its
+/// thread).
+pub type SharedLibrary = Rc<RefCell<Library>>;
+
+/// A binary opened by the library: its descriptor reads the file whatever
+/// happens to the path, and names it to blazesym, which caches by path.
+struct Kept {
+    file: File,
+    /// The separate debug file debuginfod delivered, once used.
+    debuginfod_file: Option<PathBuf>,
+    last_used: u64,
+}
+
+impl Kept {
+    fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
+    }
+}
+
+pub struct Library {
+    inner: blazesym::symbolize::Symbolizer,
+    debuginfod: Option<Debuginfod>,
+    kept: HashMap<Arc<str>, Kept>,
+    names: HashMap<(Arc<str>, u64), Vec<Function>>,
+    /// Counts lookups, to find the least recently used binary.
+    clock: u64,
+    /// Bumped when names resolved before may have changed (a debug file
+    /// arrived): processes compare it with the one they named stacks at.
+    generation: u64,
+}
+
+impl Library {
+    pub fn new(debug: DebugSources) -> Self {
+        let mut dirs = debug.dirs;
+        dirs.extend(SYSTEM_DEBUG_DIRS.map(PathBuf::from));
+        Self {
+            inner: blazesym::symbolize::Symbolizer::builder()
+                .set_debug_dirs(Some(dirs))
+                .build(),
+            debuginfod: debug.debuginfod,
+            kept: HashMap::new(),
+            names: HashMap::new(),
+            clock: 0,
+            generation: 0,
+        }
+    }
+
+    pub fn shared(debug: DebugSources) -> SharedLibrary {
+        Rc::new(RefCell::new(Self::new(debug)))
+    }
+
+    /// Which names are current: changes when debuginfod delivered a debug
+    /// file, since names resolved before it may now have file and line.
+    pub fn generation(&mut self) -> u64 {
+        if self
+            .debuginfod
+            .as_mut()
+            .is_some_and(Debuginfod::take_arrivals)
+        {
+            self.names.clear();
+            self.generation += 1;
+        }
+        self.generation
+    }
+
+    /// How many binaries and resolved offsets are kept now.
+    pub fn size(&self) -> (usize, usize) {
+        (self.kept.len(), self.names.len())
+    }
+
+    /// The functions at `offsets` of `module`, read through `readable` (a
+    /// path that opens it for the process that maps it).
+    pub fn functions(
+        &mut self,
+        module: &Module,
+        readable: &Path,
+        offsets: &[u64],
+    ) -> Vec<Vec<Function>> {
+        let Some(build_id) = module.build_id.as_deref() else {
+            // No build id, nothing to share it by: resolve, and let
+            // blazesym forget the file (its path is this process's).
+            let functions = self.resolve(readable, None, offsets);
+            self.forget_path(readable);
+            return functions;
+        };
+        let build_id = match self.kept.get_key_value(build_id) {
+            Some((key, _)) => key.clone(),
+            None => Arc::from(build_id),
+        };
+        let missing: Vec<u64> = offsets
+            .iter()
+            .copied()
+            .filter(|&offset| !self.names.contains_key(&(build_id.clone(), offset)))
+            .collect();
+        if !missing.is_empty() {
+            let path = self.keep(&build_id, readable);
+            let resolved = self.resolve(&path, Some(&build_id), &missing);
+            if self.names.len() + missing.len() > MAX_NAMES {
+                self.names.clear();
+            }
+            for (offset, functions) in missing.into_iter().zip(resolved) {
+                self.names.insert((build_id.clone(), offset), functions);
+            }
+        }
+        offsets
+            .iter()
+            .map(|&offset| {
+                self.names
+                    .get(&(build_id.clone(), offset))
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
+    /// The path blazesym reads `build_id` by: the library's own descriptor,
+    /// opened from `readable` the first time.
+    fn keep(&mut self, build_id: &Arc<str>, readable: &Path) -> PathBuf {
+        self.clock += 1;
+        let now = self.clock;
+        if let Some(kept) = self.kept.get_mut(build_id) {
+            kept.last_used = now;
+            return kept.path();
+        }
+        let Ok(file) = File::open(readable) else {
+            return readable.to_owned();
+        };
+        if self.kept.len() >= MAX_FILES {
+            self.forget_least_used();
+        }
+        let kept = Kept {
+            file,
+            debuginfod_file: None,
+            last_used: now,
+        };
+        let path = kept.path();
+        self.kept.insert(build_id.clone(), kept);
+        path
+    }
+
+    fn forget_least_used(&mut self) {
+        let Some(oldest) = self
+            .kept
+            .iter()
+            .min_by_key(|(_, kept)| kept.last_used)
+            .map(|(build_id, _)| build_id.clone())
+        else {
+            return;
+        };
+        if let Some(kept) = self.kept.remove(&oldest) {
+            self.forget_path(&kept.path());
+            if let Some(debug_file) = kept.debuginfod_file {
+                self.forget_path(&debug_file);
+            }
+        }
+        self.names.retain(|(build_id, _), _| *build_id != oldest);
+    }
+
+    /// Lets blazesym drop what it parsed of the file at `path`.
+    fn forget_path(&mut self, path: &Path) {
+        // Eviction is best effort; what stays is re-read if asked again.
+        let _ = self.inner.evict(&evict::Evict::from(evict::Elf::new(path)));
+    }
+
+    /// The functions at `offsets` of the file at `path`: from the file
+    /// itself and its separate debug file, or from the debug file
+    /// debuginfod has delivered for `build_id` when the file has no line
+    /// information.
+    fn resolve(
+        &mut self,
+        path: &Path,
+        build_id: Option<&Arc<str>>,
+        offsets: &[u64],
+    ) -> Vec<Vec<Function>> {
+        let mut elf = Elf::new(path);
+        let own = match self
+            .inner
+            .symbolize(&Source::Elf(elf.clone()), Input::FileOffset(offsets))
+        {
+            Ok(results) => results,
+            // A debug file whose checksum does not match fails the whole
+            // call: fall back to the file's own symbols.
+            Err(_) => {
+                elf.debug_syms = false;
+                self.inner
+                    .symbolize(&Source::Elf(elf), Input::FileOffset(offsets))
+                    .unwrap_or_default()
+            }
+        };
+        let mut functions: Vec<Vec<Function>> = (0..offsets.len())
+            .map(|index| match own.get(index) {
+                Some(Symbolized::Sym(sym)) => frames::functions(sym),
+                _ => Vec::new(),
+            })
+            .collect();
+        let has_lines = functions
+            .iter()
+            .flatten()
+            .any(|function| function.line.is_some());
+        if !has_lines {
+            if let Some(improved) =
+                build_id.and_then(|id| self.debuginfod_functions(id, path, offsets))
+            {
+                for (slot, better) in functions.iter_mut().zip(improved) {
+                    if !better.is_empty() {
+                        *slot = better;
+                    }
+                }
+            }
+        }
+        functions
+    }
+
+    /// Names from the debug file debuginfod serves for `build_id`, once it
+    /// has been fetched (in the background: tracing never waits).
+    fn debuginfod_functions(
+        &mut self,
+        build_id: &Arc<str>,
+        path: &Path,
+        offsets: &[u64],
+    ) -> Option<Vec<Vec<Function>>> {
+        let debug_file = self.debuginfod.as_mut()?.debug_file(build_id)?;
+        if let Some(kept) = self.kept.get_mut(build_id) {
+            kept.debuginfod_file = Some(debug_file.clone());
+        }
+        // The debug file has the program's addresses but none of its code:
+        // look the offsets up by address, placed by the program's segments.
+        let data = std::fs::read(path).ok()?;
+        let segments = UnwindSections::from_elf(&data).ok()?;
+        let addresses: Vec<u64> = offsets
+            .iter()
+            .map(|&offset| segments.address_of(offset).unwrap_or(u64::MAX))
+            .collect();
+        let results = self
+            .inner
+            .symbolize(
+                &Source::Elf(Elf::new(debug_file)),
+                Input::VirtOffset(&addresses),
+            )
+            .ok()?;
+        Some(
+            results
+                .iter()
+                .map(|result| match result {
+                    Symbolized::Sym(sym) => frames::functions(sym),
+                    _ => Vec::new(),
+                })
+                .collect(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[inline(never)]
+    fn a_function_to_name() -> u64 {
+        std::hint::black_box(7)
+    }
+
+    /// The file offset of `address` in this test program, from its maps.
+    fn own_file_offset(address: u64) -> u64 {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        maps.lines()
+            .find_map(|line| {
+                let mut fields = line.split_whitespace();
+                let (start, end) = fields.next()?.split_once('-')?;
+                let start = u64::from_str_radix(start, 16).ok()?;
+                let end = u64::from_str_radix(end, 16).ok()?;
+                let offset = u64::from_str_radix(fields.nth(1)?, 16).ok()?;
+                (start..end)
+                    .contains(&address)
+                    .then(|| address - start + offset)
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn a_binary_is_read_once_for_every_process_that_maps_it() {
+        assert_eq!(a_function_to_name(), 7);
+        let offset = own_file_offset(a_function_to_name as *const () as u64);
+        let module = Module {
+            path: "/srv/program".into(),
+            build_id: Some("0123456789abcdef".into()),
+            readable: true,
+        };
+        let mut library = Library::new(DebugSources::default());
+        let first = library.functions(&module, Path::new("/proc/self/exe"), &[offset]);
+        assert!(first[0][0].name.contains("a_function_to_name"), "{first:?}");
+        // Another process, whose path no longer opens: named all the same,
+        // from the file the library keeps.
+        let second = library.functions(&module, Path::new("/nonexistent/program"), &[offset]);
+        assert_eq!(second, first);
+        assert_eq!(library.size(), (1, 1));
+        // Without a build id the file cannot be shared, nor kept.
+        let unshared = Module {
+            build_id: None,
+            ..module
+        };
+        let gone = library.functions(&unshared, Path::new("/nonexistent/program"), &[offset]);
+        assert_eq!(gone, vec![Vec::new()]);
+        assert_eq!(library.size(), (1, 1));
+    }
+}
