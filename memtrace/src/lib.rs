@@ -3,6 +3,7 @@
 //! The crate is laid out the way data flows, bottom up; each module uses
 //! only those below it (`cargo xtask layers` checks it):
 //!
+//! - [`machine`]: the machine's kernel release and host name;
 //! - [`kernel`]: checks the machine, loads and attaches the eBPF programs
 //!   (built from `memtrace-ebpf`), hands out their maps;
 //! - [`capture`]: the capture file `memtrace record` writes and
@@ -22,7 +23,8 @@
 //!   endpoint or a saved file, shown beside RSS;
 //! - [`session`]: runs it all for one target, and [`exit`] turns how it
 //!   ended into an exit code; [`safe_file`] writes files safely as root;
-//! - [`agent`]: the always-on mode for a host (its configuration, for now).
+//! - [`agent`]: the always-on mode for a host: targets selected as processes
+//!   start, Prometheus metrics, profiles pushed every window.
 
 pub mod agent;
 pub mod attribution;
@@ -35,6 +37,7 @@ pub mod export;
 pub mod gopprof;
 pub mod intake;
 pub mod kernel;
+pub mod machine;
 pub mod model;
 pub mod proc;
 pub mod report;

@@ -22,6 +22,7 @@ use crate::workspace;
 /// memtrace's top-level modules from the bottom up. Modules in one layer
 /// are siblings and must not use each other.
 pub const LAYERS: &[&[&str]] = &[
+    &["machine"],
     &[
         "cli",
         "capture",

@@ -29,6 +29,7 @@ use crate::{
     },
     intake::EventSource,
     kernel::{Tracer, TracerOptions},
+    machine::Machine,
     proc::{cgroup_membership, container_id_in_path},
     report::state::TargetState,
     session::{Joining, SessionError, Stacks, Traced, DRAIN_EVERY},
@@ -117,7 +118,10 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     let mut interrupt = signals(SignalKind::interrupt())?;
 
     let mut agent = Agent {
-        host: config.host.clone().unwrap_or_else(host_name),
+        host: config
+            .host
+            .clone()
+            .unwrap_or_else(|| Machine::this().host_name),
         config,
         traced,
         members: BTreeMap::new(),
@@ -386,11 +390,4 @@ fn signals(kind: SignalKind) -> Result<tokio::signal::unix::Signal, AgentError> 
         what: "cannot handle signals",
         source,
     })
-}
-
-/// The machine's host name, the `host` label by default.
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|name| name.trim().to_owned())
-        .unwrap_or_default()
 }

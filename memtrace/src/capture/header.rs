@@ -1,12 +1,11 @@
 //! The capture's header: the machine and the moment it was recorded on, so
 //! a report elsewhere knows what it reads.
 
-use std::ffi::CStr;
-
 use super::{
     format::{In, Out},
     CaptureError,
 };
+use crate::machine::Machine;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {
@@ -29,26 +28,12 @@ pub struct Header {
 impl Header {
     /// This machine, now, recording with `command`.
     pub fn of_this_machine(command: Vec<String>) -> Self {
-        // SAFETY: uname fills the struct it is given; sysconf has no
-        // preconditions.
-        let (kernel_release, host_name, page_size) = unsafe {
-            let mut name: libc::utsname = std::mem::zeroed();
-            let ok = libc::uname(&mut name) == 0;
-            let field = |bytes: &[libc::c_char]| {
-                if ok {
-                    CStr::from_ptr(bytes.as_ptr())
-                        .to_string_lossy()
-                        .into_owned()
-                } else {
-                    String::new()
-                }
-            };
-            (
-                field(&name.release),
-                field(&name.nodename),
-                u64::try_from(libc::sysconf(libc::_SC_PAGESIZE)).unwrap_or(0),
-            )
-        };
+        let Machine {
+            kernel_release,
+            host_name,
+        } = Machine::this();
+        // SAFETY: sysconf has no preconditions.
+        let page_size = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(0);
         Self {
             memtrace_version: env!("CARGO_PKG_VERSION").to_owned(),
             kernel_release,
