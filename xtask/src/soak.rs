@@ -19,8 +19,9 @@
 //! reconciled. CPU time is reported, never judged.
 //!
 //! `--agent` soaks `memtrace agent` instead (see [`agent`]): one agent for N
-//! minutes on a long-lived Go heap churn and a service restarted every 10 s,
-//! read through its own metrics as well as /proc.
+//! minutes on three workloads that keep restarting (a Go heap churn, a
+//! service that forks, and a C program without frame pointers), read
+//! through its own metrics and profile windows as well as /proc.
 
 mod agent;
 mod checks;
@@ -65,8 +66,8 @@ pub struct Options {
     /// Also write the samples and the verdict as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
-    /// Soak `memtrace agent` on a long-lived churn and a restarting
-    /// service, read through its metrics, instead of two memtraces.
+    /// Soak `memtrace agent` on three restarting workloads, read through
+    /// its metrics and profile windows, instead of two memtraces.
     #[arg(long)]
     pub agent: bool,
 }

@@ -1,6 +1,6 @@
 //! What the agent soak reads and whether it passes: the agent's metrics
-//! text, the processes it says it traces, its profile directory, and the
-//! verdict. Pure, so it is tested without root.
+//! text, the processes it says it traces, its profile directory and the
+//! windows seen in it, and the verdict. Pure, so it is tested without root.
 
 use std::{collections::BTreeSet, time::Duration};
 
@@ -17,11 +17,16 @@ use crate::{
 /// past it, stacks that explain no resident memory are pruned.
 pub const STACK_CAP: u64 = 100_000;
 /// Processes the agent may trace at once: the churn, the service and its
-/// forked child, and one that ended within the last interval and is
-/// dropped at the next.
-pub const MAX_TRACED: u64 = 4;
+/// forked child, the C program, and one that ended within the last
+/// interval and is dropped at the next.
+pub const MAX_TRACED: u64 = 5;
 /// The start of the line the agent prints for each process it takes on.
 const TRACING: &str = "memtrace agent: tracing pid ";
+/// A window file's name in `--pprof-dir` is `memtrace-<unix ms, 13
+/// digits>-<service>-<pid>.pb.gz` (memtrace/src/export/push/spool.rs).
+const WINDOW_PREFIX: &str = "memtrace-";
+const WINDOW_SUFFIX: &str = ".pb.gz";
+const WINDOW_TIME_DIGITS: usize = 13;
 
 /// The agent's own series in one scrape of /metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,11 +133,11 @@ impl Adopted {
     }
 }
 
-/// One run of the restarting service.
+/// One run of a restarted workload.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServiceRun {
+pub struct Run {
     pub pid: u32,
-    /// The child its `fork_touch` forked (`child=PID`).
+    /// The child the service's `fork_touch` forked (`child=PID`).
     pub child: Option<u32>,
     /// Why it did not exit 0, if it did not.
     pub failed: Option<String>,
@@ -165,9 +170,69 @@ impl Spool {
     }
 }
 
+/// The profile windows seen in `--pprof-dir` over the soak, by file name.
+/// The directory removes the oldest to stay under its cap, so they are
+/// noted as they arrive, not counted at the end.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Windows {
+    names: BTreeSet<String>,
+}
+
+impl Windows {
+    /// Notes the window files among `names` (other files are not the
+    /// agent's).
+    pub fn observe(&mut self, names: impl IntoIterator<Item = String>) {
+        self.names
+            .extend(names.into_iter().filter(|name| window_of(name).is_some()));
+    }
+
+    /// How many were seen for `service`.
+    pub fn count(&self, service: &str) -> u64 {
+        self.of(service).count() as u64
+    }
+
+    /// The processes of `service` that had one.
+    pub fn pids(&self, service: &str) -> BTreeSet<u32> {
+        self.of(service).collect()
+    }
+
+    /// The PID of each window seen for `service`.
+    fn of<'a>(&'a self, service: &'a str) -> impl Iterator<Item = u32> + 'a {
+        self.names
+            .iter()
+            .filter_map(|name| window_of(name))
+            .filter(move |(of, _)| *of == service)
+            .map(|(_, pid)| pid)
+    }
+}
+
+/// The service and PID in a window file's name, `None` for other names.
+/// The service name may hold `-`, the PID cannot.
+fn window_of(name: &str) -> Option<(&str, u32)> {
+    let rest = name
+        .strip_prefix(WINDOW_PREFIX)?
+        .strip_suffix(WINDOW_SUFFIX)?;
+    let (time, rest) = rest.split_at_checked(WINDOW_TIME_DIGITS)?;
+    if !time.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    let (service, pid) = rest.strip_prefix('-')?.rsplit_once('-')?;
+    Some((service, pid.parse().ok()?))
+}
+
 /// Bytes in KiB, rounded up: profile windows are a few KiB.
 pub fn kibibytes(bytes: u64) -> String {
     format!("{} KiB", thousands(bytes.div_ceil(1024)))
+}
+
+/// One target's figures so far, at a reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    pub target: &'static str,
+    /// PIDs (runs and their children) the agent said it traces for it.
+    pub traced: u64,
+    /// Its profile windows seen in `--pprof-dir`.
+    pub windows: u64,
 }
 
 /// One reading of the agent, every sample period.
@@ -178,8 +243,8 @@ pub struct AgentReading {
     /// Its metrics, or why they could not be read.
     pub scrape: Result<Scrape, String>,
     pub spool: Spool,
-    /// Service PIDs (runs and their children) it said it traces so far.
-    pub adopted: u64,
+    /// Each target's, in the soak's order.
+    pub targets: Vec<Tally>,
 }
 
 impl AgentReading {
@@ -204,7 +269,11 @@ impl AgentReading {
             );
             sample.insert("pprof_files".to_owned(), self.spool.files.into());
             sample.insert("pprof_bytes".to_owned(), self.spool.bytes.into());
-            sample.insert("service_pids_traced".to_owned(), self.adopted.into());
+            let targets = self.targets.iter().map(|tally| {
+                let figures = json!({ "pids_traced": tally.traced, "windows": tally.windows });
+                (tally.target.to_owned(), figures)
+            });
+            sample.insert("targets".to_owned(), targets.collect());
         }
         sample
     }
@@ -224,11 +293,19 @@ pub struct AgentEvidence<'a> {
     /// The profile directory once the agent ended, and its cap.
     pub spool: Spool,
     pub spool_cap: u64,
-    pub service: &'a [ServiceRun],
-    /// The service PIDs the agent said it traces.
+    /// The windows seen in it over the soak.
+    pub windows: &'a Windows,
+    pub targets: &'a [TargetRuns<'a>],
+}
+
+/// One target's workload: its runs and the PIDs the agent said it traces
+/// for it.
+#[derive(Debug)]
+pub struct TargetRuns<'a> {
+    /// The target's name, which is also its windows' service name.
+    pub name: &'a str,
+    pub runs: &'a [Run],
     pub adopted: &'a BTreeSet<u32>,
-    /// Why the long-lived churn did not run to its end, if it did not.
-    pub churn_failed: Option<&'a str>,
 }
 
 /// The number of stacks the agent holds, after warm-up.
@@ -259,7 +336,7 @@ impl StackCount {
     }
 }
 
-/// How many of the service's processes the agent took on.
+/// How many of a target's processes the agent took on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Adoption {
     pub runs: u64,
@@ -269,15 +346,15 @@ pub struct Adoption {
 }
 
 impl Adoption {
-    fn of(service: &[ServiceRun], adopted: &BTreeSet<u32>) -> Self {
+    fn of(ran: &[Run], adopted: &BTreeSet<u32>) -> Self {
         let count = |pids: &mut dyn Iterator<Item = u32>| {
             let (all, traced) = pids.fold((0, 0), |(all, traced), pid| {
                 (all + 1, traced + u64::from(adopted.contains(&pid)))
             });
             (all, traced)
         };
-        let (runs, runs_traced) = count(&mut service.iter().map(|run| run.pid));
-        let (children, children_traced) = count(&mut service.iter().filter_map(|run| run.child));
+        let (runs, runs_traced) = count(&mut ran.iter().map(|run| run.pid));
+        let (children, children_traced) = count(&mut ran.iter().filter_map(|run| run.child));
         Self {
             runs,
             runs_traced,
@@ -292,11 +369,105 @@ impl Adoption {
         self.runs_traced + 1 >= self.runs && self.children_traced + 1 >= self.children
     }
 
+    /// Forked children are named only for a workload that forks.
+    pub fn describe(&self) -> String {
+        let runs = format!("{} of {} runs", self.runs_traced, self.runs);
+        match self.children {
+            0 => runs,
+            children => format!(
+                "{runs} and {} of {children} forked children",
+                self.children_traced
+            ),
+        }
+    }
+}
+
+/// What the agent made of one target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetOutcome {
+    pub name: String,
+    pub adoption: Adoption,
+    /// Its windows seen over the soak.
+    pub windows: u64,
+    /// The PIDs the agent said it traces for it, and how many of them had
+    /// a window seen: each has one at the latest when it ends or the agent
+    /// does.
+    pub traced: u64,
+    pub with_windows: u64,
+    /// What is wrong with it, each a sentence.
+    pub problems: Vec<String>,
+}
+
+impl TargetOutcome {
+    fn of(target: &TargetRuns, windows: &Windows) -> Self {
+        let windowed = windows.pids(target.name);
+        let mut outcome = Self {
+            name: target.name.to_owned(),
+            adoption: Adoption::of(target.runs, target.adopted),
+            windows: windows.count(target.name),
+            traced: target.adopted.len() as u64,
+            with_windows: target.adopted.intersection(&windowed).count() as u64,
+            problems: Vec::new(),
+        };
+        outcome.problems = outcome.find_problems(target.runs);
+        outcome
+    }
+
+    pub fn is_fine(&self) -> bool {
+        self.problems.is_empty()
+    }
+
     pub fn describe(&self) -> String {
         format!(
-            "{} of {} runs and {} of {} forked children",
-            self.runs_traced, self.runs, self.children_traced, self.children
+            "{} traced; {} windows, from {} of {} processes",
+            self.adoption.describe(),
+            thousands(self.windows),
+            self.with_windows,
+            self.traced
         )
+    }
+
+    fn find_problems(&self, runs: &[Run]) -> Vec<String> {
+        let name = &self.name;
+        let mut problems: Vec<String> = runs
+            .iter()
+            .filter_map(|run| {
+                let why = run.failed.as_ref()?;
+                Some(format!("{name}'s run as pid {} failed: {why}", run.pid))
+            })
+            .collect();
+        if self.adoption.runs == 0 {
+            problems.push(format!("{name} never ran"));
+        } else if !self.adoption.is_enough() {
+            problems.push(format!(
+                "the agent traced only {} of {name} (all but one of each expected)",
+                self.adoption.describe()
+            ));
+        }
+        if self.windows == 0 {
+            problems.push(format!("no profile window of {name} reached --pprof-dir"));
+        }
+        if self.with_windows < self.traced {
+            problems.push(format!(
+                "no window of {} of the {} processes traced for {name} reached --pprof-dir",
+                self.traced - self.with_windows,
+                self.traced
+            ));
+        }
+        problems
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "target": self.name,
+            "runs": self.adoption.runs,
+            "runs_traced": self.adoption.runs_traced,
+            "children": self.adoption.children,
+            "children_traced": self.adoption.children_traced,
+            "windows": self.windows,
+            "pids_traced": self.traced,
+            "pids_with_windows": self.with_windows,
+        })
     }
 }
 
@@ -312,7 +483,8 @@ pub struct AgentVerdict {
     pub lost: Option<u64>,
     /// The most processes traced at once after warm-up.
     pub most_traced: Option<u64>,
-    pub adoption: Adoption,
+    /// Each target's, in the soak's order.
+    pub targets: Vec<TargetOutcome>,
 }
 
 impl AgentVerdict {
@@ -399,27 +571,13 @@ impl AgentVerdict {
             ));
         }
 
-        for run in evidence.service {
-            if let Some(why) = &run.failed {
-                problems.push(format!(
-                    "the service's run as pid {} failed: {why}",
-                    run.pid
-                ));
-            }
-        }
-        let adoption = Adoption::of(evidence.service, evidence.adopted);
-        if adoption.runs == 0 {
-            problems.push("the service never ran".to_owned());
-        } else if !adoption.is_enough() {
-            problems.push(format!(
-                "the agent traced only {} (all but one of each expected)",
-                adoption.describe()
-            ));
-        }
-        if let Some(why) = evidence.churn_failed {
-            problems.push(format!(
-                "the long-lived churn did not finish its run: {why}"
-            ));
+        let targets: Vec<TargetOutcome> = evidence
+            .targets
+            .iter()
+            .map(|target| TargetOutcome::of(target, evidence.windows))
+            .collect();
+        for target in &targets {
+            problems.extend(target.problems.iter().cloned());
         }
 
         Self {
@@ -429,7 +587,7 @@ impl AgentVerdict {
             stacks,
             lost,
             most_traced,
-            adoption,
+            targets,
         }
     }
 
@@ -443,10 +601,7 @@ impl AgentVerdict {
             "stacks_bounded": self.stacks.as_ref().map(StackCount::is_bounded),
             "records_lost": self.lost,
             "most_traced_processes": self.most_traced,
-            "service_runs": self.adoption.runs,
-            "service_runs_traced": self.adoption.runs_traced,
-            "service_children": self.adoption.children,
-            "service_children_traced": self.adoption.children_traced,
+            "targets": self.targets.iter().map(TargetOutcome::to_json).collect::<Vec<_>>(),
             "problems": self.problems,
         });
         add_rss_json(&mut verdict, self.flatness.as_ref(), &self.growers);
@@ -541,6 +696,40 @@ memtrace_agent_resident_bytes 3.5e7
         assert_eq!(forked_child("pid 100\n"), None);
     }
 
+    #[test]
+    fn windows_are_counted_by_service_and_pid() {
+        assert_eq!(
+            window_of("memtrace-1700000001000-svc-42.pb.gz"),
+            Some(("svc", 42))
+        );
+        assert_eq!(
+            window_of("memtrace-1700000001000-shop-api-7.pb.gz"),
+            Some(("shop-api", 7)),
+            "a service name may hold dashes"
+        );
+        for other in [
+            "memtrace-1700000001000.pb.gz",
+            "memtrace-170000000100-svc-42.pb.gz",
+            "memtrace-1700000001000-svc-x.pb.gz",
+            "memtrace-1700000001000-svc-42.pb.gz.tmp",
+            "agent.toml",
+        ] {
+            assert_eq!(window_of(other), None, "{other}");
+        }
+        let mut windows = Windows::default();
+        windows.observe([
+            window(1, "svc", 42),
+            window(2, "svc2", 43),
+            "heap.pb.gz".to_owned(),
+        ]);
+        // Seen again at the next look, and a new one: each counts once.
+        windows.observe([window(1, "svc", 42), window(11, "svc", 44)]);
+        assert_eq!(windows.count("svc"), 2);
+        assert_eq!(windows.pids("svc"), BTreeSet::from([42, 44]));
+        assert_eq!(windows.count("svc2"), 1);
+        assert_eq!(windows.count("nofp"), 0);
+    }
+
     fn reading(seconds: u64, rss_mib: u64, stacks: u64) -> AgentReading {
         AgentReading {
             reading: Reading {
@@ -563,43 +752,84 @@ memtrace_agent_resident_bytes 3.5e7
                 files: seconds / 10,
                 bytes: seconds * 1000,
             },
-            adopted: seconds / 5,
+            targets: vec![Tally {
+                target: "svc",
+                traced: seconds / 5,
+                windows: seconds / 10,
+            }],
         }
     }
 
-    fn runs(count: u32) -> Vec<ServiceRun> {
-        (0..count)
-            .map(|n| ServiceRun {
-                pid: 100 + 2 * n,
-                child: Some(101 + 2 * n),
-                failed: None,
-            })
-            .collect()
+    /// The name of `service`'s window of process `pid`, `ms` after a
+    /// moment in 2023.
+    fn window(ms: u64, service: &str, pid: u32) -> String {
+        format!(
+            "memtrace-{:013}-{service}-{pid}.pb.gz",
+            1_700_000_000_000 + ms
+        )
+    }
+
+    /// A target's workload, every process of it traced.
+    struct Target {
+        name: &'static str,
+        runs: Vec<Run>,
+        adopted: BTreeSet<u32>,
+    }
+
+    impl Target {
+        /// `count` runs from pid `first` on, each with a forked child if
+        /// `forks`.
+        fn new(name: &'static str, count: u32, first: u32, forks: bool) -> Self {
+            let runs: Vec<Run> = (0..count)
+                .map(|n| Run {
+                    pid: first + 2 * n,
+                    child: forks.then_some(first + 2 * n + 1),
+                    failed: None,
+                })
+                .collect();
+            let adopted = runs
+                .iter()
+                .flat_map(|run| [run.pid].into_iter().chain(run.child))
+                .collect();
+            Self {
+                name,
+                runs,
+                adopted,
+            }
+        }
     }
 
     struct Case {
         readings: Vec<AgentReading>,
         exit: Result<(), String>,
-        service: Vec<ServiceRun>,
-        adopted: BTreeSet<u32>,
+        targets: Vec<Target>,
+        windows: Windows,
         spool: Spool,
     }
 
     impl Case {
         fn passing() -> Self {
-            let service = runs(6);
-            let adopted = service
-                .iter()
-                .flat_map(|run| [run.pid].into_iter().chain(run.child))
-                .collect();
+            let targets = vec![
+                Target::new("churn", 3, 100, false),
+                Target::new("svc", 6, 200, true),
+                Target::new("nofp", 2, 300, false),
+            ];
+            let mut windows = Windows::default();
+            for target in &targets {
+                let names = target
+                    .adopted
+                    .iter()
+                    .map(|&pid| window(u64::from(pid), target.name, pid));
+                windows.observe(names);
+            }
             Self {
                 readings: [(10, 30, 500), (20, 40, 900), (30, 40, 950), (40, 41, 990)]
                     .into_iter()
                     .map(|(s, rss, stacks)| reading(s, rss, stacks))
                     .collect(),
                 exit: Ok(()),
-                service,
-                adopted,
+                targets,
+                windows,
                 spool: Spool {
                     files: 12,
                     bytes: 300_000,
@@ -607,7 +837,23 @@ memtrace_agent_resident_bytes 3.5e7
             }
         }
 
+        /// Forgets the windows seen of `service`'s process `pid`.
+        fn without_windows(&mut self, service: &str, pid: u32) {
+            self.windows
+                .names
+                .retain(|name| window_of(name) != Some((service, pid)));
+        }
+
         fn judge(&self) -> AgentVerdict {
+            let targets: Vec<TargetRuns> = self
+                .targets
+                .iter()
+                .map(|target| TargetRuns {
+                    name: target.name,
+                    runs: &target.runs,
+                    adopted: &target.adopted,
+                })
+                .collect();
             AgentVerdict::judge(&AgentEvidence {
                 readings: &self.readings,
                 warmup: Duration::from_secs(20),
@@ -616,16 +862,16 @@ memtrace_agent_resident_bytes 3.5e7
                 mappings: None,
                 spool: self.spool,
                 spool_cap: MIB,
-                service: &self.service,
-                adopted: &self.adopted,
-                churn_failed: None,
+                windows: &self.windows,
+                targets: &targets,
             })
         }
     }
 
     #[test]
     fn a_clean_agent_soak_passes() {
-        let verdict = Case::passing().judge();
+        let case = Case::passing();
+        let verdict = case.judge();
         assert_eq!(verdict.problems, Vec::<String>::new());
         assert_eq!(
             verdict.stacks,
@@ -637,16 +883,32 @@ memtrace_agent_resident_bytes 3.5e7
             }),
             "under the cap, growing stacks are fine"
         );
+        let described: Vec<String> = verdict
+            .targets
+            .iter()
+            .map(TargetOutcome::describe)
+            .collect();
         assert_eq!(
-            verdict.adoption.describe(),
-            "6 of 6 runs and 6 of 6 forked children"
+            described,
+            [
+                "3 of 3 runs traced; 3 windows, from 3 of 3 processes",
+                "6 of 6 runs and 6 of 6 forked children traced; 12 windows, from 12 of 12 \
+                 processes",
+                "2 of 2 runs traced; 2 windows, from 2 of 2 processes",
+            ]
         );
+        assert!(verdict.targets.iter().all(TargetOutcome::is_fine));
         let json = verdict.to_json();
         assert_eq!(json["passed"], true);
         assert_eq!(json["flat"], true);
         assert_eq!(json["rss_after_warmup"]["rss_bytes"], 40 * MIB);
         assert_eq!(json["stacks_last"], 990);
         assert_eq!(json["most_traced_processes"], 3);
+        assert_eq!(json["targets"][1]["children_traced"], 6);
+        assert_eq!(json["targets"][2]["pids_with_windows"], 2);
+        let sample = case.readings[3].to_json();
+        assert_eq!(sample["targets"]["svc"]["pids_traced"], 8);
+        assert_eq!(sample["targets"]["svc"]["windows"], 4);
     }
 
     #[test]
@@ -670,16 +932,43 @@ memtrace_agent_resident_bytes 3.5e7
     #[test]
     fn one_missed_run_is_allowed_two_are_not() {
         let mut case = Case::passing();
-        case.adopted.remove(&100);
-        case.adopted.remove(&101);
+        let service = &mut case.targets[1].adopted;
+        service.remove(&200);
+        service.remove(&201);
         assert_eq!(case.judge().problems, Vec::<String>::new());
-        case.adopted.remove(&102);
+        case.targets[1].adopted.remove(&202);
+        case.targets[2].adopted.clear();
         assert_eq!(
             case.judge().problems,
             [
-                "the agent traced only 4 of 6 runs and 5 of 6 forked children (all but one of \
-              each expected)"
+                "the agent traced only 4 of 6 runs and 5 of 6 forked children of svc (all but \
+                 one of each expected)",
+                "the agent traced only 0 of 2 runs of nofp (all but one of each expected)",
             ]
+        );
+    }
+
+    #[test]
+    fn every_traced_process_needs_a_window() {
+        let mut case = Case::passing();
+        case.without_windows("churn", 102);
+        case.without_windows("svc", 203);
+        case.without_windows("nofp", 300);
+        case.without_windows("nofp", 302);
+        let verdict = case.judge();
+        assert_reported(
+            &verdict.problems,
+            &[
+                "no window of 1 of the 3 processes traced for churn reached --pprof-dir",
+                "no window of 1 of the 12 processes traced for svc reached --pprof-dir",
+                "no profile window of nofp reached --pprof-dir",
+                "no window of 2 of the 2 processes traced for nofp reached --pprof-dir",
+            ],
+        );
+        assert!(!verdict.targets[0].is_fine());
+        assert_eq!(
+            verdict.targets[2].describe(),
+            "2 of 2 runs traced; 0 windows, from 0 of 2 processes"
         );
     }
 
@@ -697,8 +986,9 @@ memtrace_agent_resident_bytes 3.5e7
             scrape.stacks = 200_000;
         }
         case.readings[2].scrape.as_mut().unwrap().stacks = 150_000;
-        case.service[2].failed = Some("exit status: 3".to_owned());
-        case.adopted.clear();
+        case.targets[0].runs[1].failed = Some("soak_churn printed no result line".to_owned());
+        case.targets[1].runs[2].failed = Some("exit status: 3".to_owned());
+        case.targets[1].adopted.clear();
         case.spool.files = 0;
         let verdict = case.judge();
         assert_reported(
@@ -713,9 +1003,14 @@ memtrace_agent_resident_bytes 3.5e7
             "the agent traced 7 processes at once after warm-up",
             "the agent wrote no profile window to --pprof-dir",
             "--pprof-dir held 2,048 KiB, more than its cap of 1,024 KiB",
-            "the service's run as pid 104 failed: exit status: 3",
-            "the agent traced only 0 of 6 runs and 0 of 6 forked children",
+            "churn's run as pid 102 failed: soak_churn printed no result line",
+            "svc's run as pid 204 failed: exit status: 3",
+            "the agent traced only 0 of 6 runs and 0 of 6 forked children of svc",
             ],
+        );
+        assert!(
+            !verdict.targets[0].is_fine(),
+            "a failed run marks its target"
         );
         assert_eq!(verdict.to_json()["passed"], false);
     }
@@ -730,9 +1025,12 @@ memtrace_agent_resident_bytes 3.5e7
             mappings: None,
             spool: Spool::default(),
             spool_cap: MIB,
-            service: &[],
-            adopted: &BTreeSet::new(),
-            churn_failed: Some("soak_churn printed no result line"),
+            windows: &Windows::default(),
+            targets: &[TargetRuns {
+                name: "svc",
+                runs: &[],
+                adopted: &BTreeSet::new(),
+            }],
         });
         assert_reported(
             &verdict.problems,
@@ -741,9 +1039,10 @@ memtrace_agent_resident_bytes 3.5e7
                 "0 sample(s) of memtrace's RSS after the 20 s warm-up",
                 "no scrape of /metrics after warm-up",
                 "the agent wrote no profile window",
-                "the service never ran",
-                "the long-lived churn did not finish its run: soak_churn printed no result line",
+                "svc never ran",
+                "no profile window of svc reached --pprof-dir",
             ],
         );
+        assert!(!verdict.targets[0].is_fine());
     }
 }
