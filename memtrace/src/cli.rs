@@ -71,11 +71,16 @@ pub enum Command {
         #[arg(last = true, value_name = "CMD")]
         cmd: Vec<OsString>,
     },
-    /// Read a capture written by `memtrace record`.
+    /// Report a capture written by `memtrace record`, as the live trace
+    /// would have: its final report and verdict, and the outputs asked for
+    /// (--json, --pprof, --folded, --flamegraph...).
     Report {
         /// The capture file.
         #[arg(value_name = "FILE")]
         file: PathBuf,
+        /// Only say what the capture holds and where it ends.
+        #[arg(long)]
+        contents: bool,
     },
     /// The demo's workload itself (what `memtrace demo` runs and traces).
     #[command(hide = true)]
@@ -264,8 +269,12 @@ pub enum Invocation {
     Cgroup(PathBuf),
     Container(String),
     Demo,
-    /// `memtrace report FILE`.
-    Report(PathBuf),
+    /// `memtrace report FILE`: replayed, or with `--contents` only
+    /// described.
+    Report {
+        file: PathBuf,
+        contents: bool,
+    },
     /// The demo's own workload, holding its memory for the seconds given.
     DemoWorkload(f64),
 }
@@ -333,7 +342,10 @@ impl Cli {
         }
         match (&self.command, targets.len()) {
             (Some(Command::DemoWorkload { hold }), _) => Ok(Invocation::DemoWorkload(*hold)),
-            (Some(Command::Report { file }), 0) => Ok(Invocation::Report(file.clone())),
+            (Some(Command::Report { file, contents }), 0) => Ok(Invocation::Report {
+                file: file.clone(),
+                contents: *contents,
+            }),
             (Some(Command::Report { .. }), _) => Err(Usage::Bad(
                 "`report` reads a capture: leave out -p, --cgroup, --container and -- COMMAND"
                     .to_owned(),
@@ -597,7 +609,7 @@ mod tests {
         );
         let cli = parse(["memtrace", "report", "c.mtc"]).unwrap();
         assert!(
-            matches!(cli.invocation(), Ok(Invocation::Report(path)) if path == Path::new("c.mtc"))
+            matches!(cli.invocation(), Ok(Invocation::Report { file, contents: false }) if file == Path::new("c.mtc"))
         );
         assert!(cli.options.record.is_none());
         assert!(parse(["memtrace", "report", "c.mtc", "-p", "7"])

@@ -64,7 +64,9 @@ impl From<&SessionError> for ExitCode {
             SessionError::Output(_) => Self::Output,
             SessionError::GoPprof(_) => Self::BadInput,
             SessionError::Interrupted => Self::Interrupted,
-            SessionError::Io { .. } | SessionError::Proc(_) => Self::Failure,
+            SessionError::Io { .. } | SessionError::Proc(_) | SessionError::Unplayable { .. } => {
+                Self::Failure
+            }
             SessionError::Capture { source, .. } => source.into(),
         }
     }

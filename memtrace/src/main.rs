@@ -18,8 +18,14 @@ fn main() -> ExitCode {
     let cli = cli::parse(args).and_then(|cli| Ok((cli.invocation()?, cli)));
     let (target, options) = match cli {
         Ok((Invocation::DemoWorkload(hold), _)) => return demo::workload(hold).into(),
-        Ok((Invocation::Report(path), _)) => {
-            return match session::report_capture(&path) {
+        Ok((
+            Invocation::Report {
+                file,
+                contents: true,
+            },
+            _,
+        )) => {
+            return match session::capture_contents(&file) {
                 Ok(text) => {
                     print!("{text}");
                     exit::ExitCode::Success.into()
@@ -29,6 +35,25 @@ fn main() -> ExitCode {
                     exit::ExitCode::from(&err).into()
                 }
             }
+        }
+        Ok((
+            Invocation::Report {
+                file,
+                contents: false,
+            },
+            cli,
+        )) => {
+            let runtime = match runtime() {
+                Ok(runtime) => runtime,
+                Err(code) => return code,
+            };
+            return match runtime.block_on(session::report_capture(&file, &cli.options)) {
+                Ok(_) => exit::ExitCode::Success.into(),
+                Err(err) => {
+                    eprintln!("memtrace: {err}");
+                    exit::ExitCode::from(&err).into()
+                }
+            };
         }
         Ok((Invocation::Demo, cli)) => (Target::Command(demo::command()), cli.options),
         Ok((Invocation::Pid(pid), cli)) => (Target::Pid(pid), cli.options),

@@ -22,11 +22,83 @@ fn scratch() -> tempfile::TempDir {
     tempfile::tempdir().expect("a scratch directory")
 }
 
+/// What `memtrace report --contents` says the capture holds.
 fn report(capture: &Path) -> Finished {
     run(
-        &["report", capture.to_str().unwrap()],
+        &["report", "--contents", capture.to_str().unwrap()],
         Duration::from_secs(60),
     )
+}
+
+/// The capture played back: `memtrace report` with `--json -`.
+fn replay(capture: &Path) -> Finished {
+    let finished = run(
+        &Argv::new()
+            .words("report --json - -q")
+            .arg(capture.to_str().unwrap()),
+        Duration::from_secs(120),
+    );
+    finished.assert_code(0);
+    finished
+}
+
+/// A snapshot's figures: all of it but when it was taken (`elapsed_s`,
+/// `timestamp_unix_ms`, and the trend's timing, whose kind is kept) and
+/// memtrace's own footprint, which is the reporting memtrace's.
+fn figures(snapshot: &Value) -> Value {
+    let mut figures = snapshot.clone();
+    let object = figures.as_object_mut().expect("a snapshot is an object");
+    for timing in ["elapsed_s", "timestamp_unix_ms", "memtrace"] {
+        assert!(object.remove(timing).is_some(), "no {timing} in {snapshot}");
+    }
+    let trend = object.remove("trend").expect("a trend");
+    object.insert("trend_kind".into(), trend["kind"].clone());
+    figures
+}
+
+/// Every snapshot the report gives is the live run's, figure for figure,
+/// in the same order; returns how many.
+fn assert_replayed_as_live(live: &Finished, capture: &Path) -> usize {
+    let replayed = replay(capture);
+    let live: Vec<Value> = live.snapshots().iter().map(figures).collect();
+    let played: Vec<Value> = replayed.snapshots().iter().map(figures).collect();
+    assert_eq!(played.len(), live.len(), "{}", replayed.transcript());
+    for (index, (live, played)) in live.iter().zip(&played).enumerate() {
+        let mut differences = Vec::new();
+        differ(live, played, String::new(), &mut differences);
+        assert!(
+            differences.is_empty(),
+            "snapshot {index} differs (live, then played):\n{}",
+            differences.join("\n")
+        );
+    }
+    live.len()
+}
+
+/// Where `a` and `b` differ, as JSON pointers with both values.
+fn differ(a: &Value, b: &Value, at: String, differences: &mut Vec<String>) {
+    match (a, b) {
+        (Value::Object(a_fields), Value::Object(b_fields)) => {
+            for key in a_fields
+                .keys()
+                .chain(b_fields.keys().filter(|k| !a_fields.contains_key(*k)))
+            {
+                differ(
+                    a_fields.get(key).unwrap_or(&Value::Null),
+                    b_fields.get(key).unwrap_or(&Value::Null),
+                    format!("{at}/{key}"),
+                    differences,
+                );
+            }
+        }
+        (Value::Array(a_items), Value::Array(b_items)) if a_items.len() == b_items.len() => {
+            for (index, (a, b)) in a_items.iter().zip(b_items).enumerate() {
+                differ(a, b, format!("{at}/{index}"), differences);
+            }
+        }
+        _ if a != b => differences.push(format!("{at}: {a} | {b}")),
+        _ => {}
+    }
 }
 
 /// The number right before the first ` unit` in `text` (`records in`,
@@ -169,6 +241,53 @@ fn a_recorded_fork_workload_keeps_the_childs_records() {
         "{text}"
     );
     assert!(text.ends_with("the capture is complete"), "{text}");
+}
+
+#[test]
+fn a_report_of_a_c_workload_that_forks_is_the_live_run_figure_for_figure() {
+    let dir = scratch();
+    let (capture, finished) = record_memops(
+        dir.path(),
+        "map A 48M ; touch A 0 48M ; free A 0 16M ; fork_touch A 16M 8M 1 ; \
+         dontneed A 24M 8M ; unmap A 40M 8M ; hold 1",
+        &["--follow-forks"],
+    );
+    finished.assert_code(0);
+    let snapshots = finished.snapshots();
+    assert!(
+        snapshots
+            .iter()
+            .any(|snapshot| snapshot["pid"] != snapshots[0]["pid"]),
+        "the child was not followed"
+    );
+    assert!(assert_replayed_as_live(&finished, &capture) >= 5);
+}
+
+#[test]
+fn a_report_of_a_go_program_that_execs_is_the_live_run_figure_for_figure() {
+    let workloads = ensure_built().expect("workloads build");
+    let dir = scratch();
+    let capture = dir.path().join("go.mtc");
+    // `env` execs the Go program: the capture holds an exec, a Go heap
+    // and the runtime's MADV_DONTNEED.
+    let finished = run(
+        &Argv::new()
+            .words("record -o")
+            .arg(capture.to_str().unwrap())
+            .words("--json - -q -i 0.3 -- env GODEBUG=madvdontneed=1")
+            .arg(workloads.goheap.to_str().unwrap())
+            .words("-alloc-mib 256 -hold 1s"),
+        Duration::from_secs(120),
+    );
+    finished.assert_code(0);
+    let last = finished
+        .snapshots()
+        .last()
+        .cloned()
+        .expect("a final snapshot");
+    assert_eq!(last["command"], "goheap", "{last}");
+    assert!(number(&last, "/released_bytes/MADV_DONTNEED") > 0, "{last}");
+    assert!(assert_replayed_as_live(&finished, &capture) >= 3);
 }
 
 #[test]

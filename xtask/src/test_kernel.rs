@@ -198,7 +198,14 @@ fn guest_script(memtrace: &Path, tests: &[PathBuf]) -> String {
         "echo +memory > /sys/fs/cgroup/cgroup.subtree_control".to_owned(),
         format!("export MEMTRACE_BIN={} RUST_BACKTRACE=1", quoted(memtrace)),
     ];
-    lines.extend(tests.iter().map(|test| quoted(test)));
+    // One test at a time: the guest's two CPUs are emulated, and two
+    // workloads of hundreds of MiB traced side by side take longer than
+    // the tests' own time limits.
+    lines.extend(
+        tests
+            .iter()
+            .map(|test| format!("{} --test-threads=1", quoted(test))),
+    );
     lines.join("\n")
 }
 
@@ -329,7 +336,10 @@ mod tests {
         );
         assert_eq!(
             lines[lines.len() - 2..],
-            ["'/w/deps/foundation-1'", r"'/w/it'\''s'"]
+            [
+                "'/w/deps/foundation-1' --test-threads=1",
+                r"'/w/it'\''s' --test-threads=1"
+            ]
         );
     }
 }

@@ -32,7 +32,7 @@ use crate::{
     machine::Machine,
     proc::{cgroup_membership, container_id_in_path},
     report::state::TargetState,
-    session::{Joining, SessionError, Stacks, Traced, DRAIN_EVERY},
+    session::{Exits, Joining, SessionError, Stacks, Traced, DRAIN_EVERY},
     symbolize::{DebugSources, Debuginfod},
 };
 
@@ -102,7 +102,8 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     let traced = Traced::new(
         stacks,
         maps.targets,
-        maps.counters,
+        Box::new(maps.counters),
+        Exits::new(),
         debug,
         Joining {
             forks: true,

@@ -54,6 +54,8 @@ pub enum Kind {
     /// What reconciliation takes from the machine once, before recording
     /// starts: the zero page's frame, the LazyFree slack.
     Rules,
+    /// The process traced (the primary target; 0 for a cgroup).
+    Target,
     /// A kind this memtrace does not know (from a newer one).
     Unknown(u8),
 }
@@ -70,6 +72,7 @@ impl Kind {
             Self::Stack => 7,
             Self::Counter => 8,
             Self::Rules => 9,
+            Self::Target => 10,
             Self::Unknown(code) => code,
         }
     }
@@ -85,6 +88,7 @@ impl Kind {
             7 => Self::Stack,
             8 => Self::Counter,
             9 => Self::Rules,
+            10 => Self::Target,
             other => Self::Unknown(other),
         }
     }

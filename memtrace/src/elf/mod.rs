@@ -70,6 +70,29 @@ impl ProgramKind {
                 || file.section_by_name(".note.go.buildid").is_some(),
         })
     }
+
+    /// The program file at `path`, if it can be read.
+    pub fn read(path: &std::path::Path) -> Option<Self> {
+        let file = std::fs::File::open(path).ok()?;
+        // SAFETY: read-only, only while this function runs; a file changed
+        // meanwhile gives a wrong kind or none, never undefined behaviour
+        // in safe code that outlives the map.
+        let data = unsafe { memmap2::Mmap::map(&file) }.ok()?;
+        Self::of(&data).ok()
+    }
+
+    /// One byte that says it all, for /proc's tape.
+    pub fn to_byte(self) -> u8 {
+        u8::from(self.bits32) | u8::from(self.dynamic) << 1 | u8::from(self.go) << 2
+    }
+
+    pub fn from_byte(byte: u8) -> Self {
+        Self {
+            bits32: byte & 1 != 0,
+            dynamic: byte & 2 != 0,
+            go: byte & 4 != 0,
+        }
+    }
 }
 
 impl UnwindSections {

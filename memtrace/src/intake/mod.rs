@@ -11,5 +11,5 @@ pub use event::{
     Access, Errno, Event, EventKind, Fault, Madvise, Mmap, Mremap, OomKill, ProcessMadvise,
     RssMember, StackId, StackIdHasher, StackKeyed, StackSample, SyscallResult,
 };
-pub use ring::EventSource;
+pub use ring::{EventSource, Records, Sink};
 pub use stacks::{CutReason, Frames, Stack, StackEnd, StackTable};

@@ -31,17 +31,25 @@ impl EventSource {
         guard.clear_ready();
         Ok(())
     }
+}
 
+/// What takes each record drained: its bytes as the kernel wrote them, and
+/// what they decode to.
+pub type Sink<'a> = dyn FnMut(&[u8], Result<Decoded, DecodeError>) + 'a;
+
+/// Where records come from: the ring buffer, or a capture played back.
+pub trait Records {
     /// Decodes every record waiting, in order, handing each to `sink`
     /// with its bytes as the kernel wrote them (which `memtrace record`
-    /// keeps); returns how many there were.
-    pub fn drain(&mut self, mut sink: impl FnMut(&[u8], Result<Decoded, DecodeError>)) -> usize {
+    /// keeps).
+    fn drain(&mut self, sink: &mut Sink<'_>);
+}
+
+impl Records for EventSource {
+    fn drain(&mut self, sink: &mut Sink<'_>) {
         let ring = self.ring.get_mut();
-        let mut count = 0;
         while let Some(item) = ring.next() {
             sink(&item, decode(&item));
-            count += 1;
         }
-        count
     }
 }

@@ -89,6 +89,31 @@ impl CutReason {
     }
 }
 
+impl StackEnd {
+    /// The end its [`Display`](fmt::Display) names; `None` for any other
+    /// text (an empty one: not known).
+    pub fn parse(text: &str) -> Option<Self> {
+        use CutReason::*;
+        if text == "complete" {
+            return Some(Self::Root);
+        }
+        [
+            NoFramePointer,
+            NoUnwindInfo,
+            JitCode,
+            StackCopyTooSmall,
+            DepthLimit,
+            BadUnwind,
+            NotTaken,
+            RingBufferBusy,
+            UnreadableCode,
+        ]
+        .into_iter()
+        .find(|reason| reason.name() == text)
+        .map(Self::Cut)
+    }
+}
+
 impl fmt::Display for StackEnd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -225,6 +250,17 @@ impl StackTable {
             }
         }
         id
+    }
+
+    /// Adds stack `id` as a capture recorded it, walked by the kernel and
+    /// ending as `end` said then.
+    pub fn add_walked(&mut self, id: StackId, frames: &[u64], end: Option<StackEnd>) {
+        self.wanted = 0;
+        let busy = self.walked_instead.remove(&id);
+        self.stacks.entry(id).or_insert_with(|| Stack {
+            frames: frames.into(),
+            end: end.or(busy.then_some(StackEnd::Cut(CutReason::RingBufferBusy))),
+        });
     }
 
     /// Adds a stack directly (tests, and stacks read from elsewhere).

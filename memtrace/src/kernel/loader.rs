@@ -241,18 +241,18 @@ impl Tracer {
         }
 
         let maps = Maps {
-            targets: Targets {
+            targets: Targets(Some(TargetMaps {
                 primary: Array::try_from(take_map(&mut ebpf, "PRIMARY")?)
                     .map_err(map_err("PRIMARY"))?,
                 followed: HashMap::try_from(take_map(&mut ebpf, "TARGETS")?)
                     .map_err(map_err("TARGETS"))?,
-            },
+            })),
             events: RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?).map_err(map_err("EVENTS"))?,
             stacks: HashMap::try_from(take_map(&mut ebpf, "STACKS")?).map_err(map_err("STACKS"))?,
-            hints: FrameHints {
-                map: HashMap::try_from(take_map(&mut ebpf, "FRAME_HINTS")?)
+            hints: FrameHints(Some(
+                HashMap::try_from(take_map(&mut ebpf, "FRAME_HINTS")?)
                     .map_err(map_err("FRAME_HINTS"))?,
-            },
+            )),
             counters: KernelCounters {
                 map: PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)
                     .map_err(map_err("COUNTERS"))?,
@@ -393,33 +393,46 @@ fn set_cgroup(ebpf: &mut Ebpf, dir: &std::path::Path) -> Result<(), KernelError>
 }
 
 /// The processes the kernel side traces: the target, and the children it
-/// follows.
-pub struct Targets {
+/// follows. Detached (no programs loaded: a capture played back), every
+/// change is taken and goes nowhere.
+pub struct Targets(Option<TargetMaps>);
+
+struct TargetMaps {
     primary: Array<MapData, TargetState>,
     followed: HashMap<MapData, u32, TargetState>,
 }
 
 impl Targets {
+    pub fn detached() -> Self {
+        Self(None)
+    }
+
     /// Trace process `tgid` (all its threads, and with `follow_forks` the
     /// children it forks from now on), taking its stacks from `stacks`.
     pub fn set_primary(&mut self, tgid: u32, stacks: StackSource) -> Result<(), KernelError> {
+        let Some(maps) = &mut self.0 else {
+            return Ok(());
+        };
         let state = TargetState {
             tgid,
             stacks: stacks as u32,
             ..TargetState::default()
         };
-        self.primary.set(0, state, 0).map_err(map_err("PRIMARY"))
+        maps.primary.set(0, state, 0).map_err(map_err("PRIMARY"))
     }
 
     /// Trace process `tgid` too (one found in the traced cgroup, or
     /// selected by the agent), taking its stacks from `stacks`.
     pub fn follow(&mut self, tgid: u32, stacks: StackSource) -> Result<(), KernelError> {
+        let Some(maps) = &mut self.0 else {
+            return Ok(());
+        };
         let state = TargetState {
             tgid,
             stacks: stacks as u32,
             ..TargetState::default()
         };
-        self.followed
+        maps.followed
             .insert(tgid, state, 0)
             .map_err(map_err("TARGETS"))
     }
@@ -427,17 +440,20 @@ impl Targets {
     /// Takes the stacks of traced process `tgid` from `stacks` from now on
     /// (its program changed with exec).
     pub fn set_stacks(&mut self, tgid: u32, stacks: StackSource) -> Result<(), KernelError> {
+        let Some(maps) = &mut self.0 else {
+            return Ok(());
+        };
         let stacks = stacks as u32;
-        if let Ok(mut state) = self.primary.get(&0, 0) {
+        if let Ok(mut state) = maps.primary.get(&0, 0) {
             if state.tgid == tgid {
                 state.stacks = stacks;
-                return self.primary.set(0, state, 0).map_err(map_err("PRIMARY"));
+                return maps.primary.set(0, state, 0).map_err(map_err("PRIMARY"));
             }
         }
-        match self.followed.get(&tgid, 0) {
+        match maps.followed.get(&tgid, 0) {
             Ok(mut state) => {
                 state.stacks = stacks;
-                self.followed
+                maps.followed
                     .insert(tgid, state, 0)
                     .map_err(map_err("TARGETS"))
             }
@@ -445,45 +461,56 @@ impl Targets {
             Err(_) => Ok(()),
         }
     }
+
     /// Stops tracing `tgid`, which has exited: its PID may be reused.
     pub fn forget(&mut self, tgid: u32) {
-        if self
+        let Some(maps) = &mut self.0 else {
+            return;
+        };
+        if maps
             .primary
             .get(&0, 0)
             .is_ok_and(|state| state.tgid == tgid)
         {
-            let _ = self.primary.set(0, TargetState::default(), 0);
+            let _ = maps.primary.set(0, TargetState::default(), 0);
         }
-        let _ = self.followed.remove(&tgid);
+        let _ = maps.followed.remove(&tgid);
     }
 }
 
 /// Where the return address is at instructions of traced processes, learnt
-/// by unwinding samples taken there (see `memtrace_common::FrameHint`).
-pub struct FrameHints {
-    map: HashMap<MapData, FrameHintKey, FrameHint>,
-}
+/// by unwinding samples taken there (see `memtrace_common::FrameHint`);
+/// detached, as [`Targets`].
+pub struct FrameHints(Option<HashMap<MapData, FrameHintKey, FrameHint>>);
 
 impl FrameHints {
+    pub fn detached() -> Self {
+        Self(None)
+    }
+
     /// Where the return address is at code address `ip` of process `tgid`.
     /// The map is an LRU: old hints make room for new ones, which only costs
     /// samples.
     pub fn insert(&mut self, tgid: u32, ip: u64, hint: FrameHint) {
         let key = FrameHintKey { tgid, _pad: 0, ip };
-        // A failed insert only means more samples are taken there.
-        let _ = self.map.insert(key, hint, 0);
+        if let Some(map) = &mut self.0 {
+            // A failed insert only means more samples are taken there.
+            let _ = map.insert(key, hint, 0);
+        }
     }
 
     /// Forgets every hint of `tgid`, whose program was replaced by exec.
     pub fn forget(&mut self, tgid: u32) {
-        let keys: Vec<FrameHintKey> = self
-            .map
+        let Some(map) = &mut self.0 else {
+            return;
+        };
+        let keys: Vec<FrameHintKey> = map
             .keys()
             .filter_map(Result::ok)
             .filter(|key| key.tgid == tgid)
             .collect();
         for key in keys {
-            let _ = self.map.remove(&key);
+            let _ = map.remove(&key);
         }
     }
 }

@@ -23,9 +23,13 @@ pub use cgroup::{
 };
 pub use pagemap::{decode_pagemap, zero_page_pfn};
 pub use smaps::{parse_rollup, parse_smaps, parse_status};
-pub use tape::{record_answers, Tape};
+pub use tape::{play_answers, record_answers, Answers, Tape};
 
-use crate::model::reconcile::{KernelVma, PageEntry};
+use crate::{
+    elf::ProgramKind,
+    model::reconcile::{KernelVma, PageEntry},
+    runtime::RuntimeInfo,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcError {
@@ -41,12 +45,12 @@ pub enum ProcError {
     Parse { path: PathBuf, detail: String },
 }
 
-/// An open /proc/PID/pagemap.
+/// An open /proc/PID/pagemap (none when its answers are played back).
 #[derive(Debug)]
 pub struct Pagemap {
     view: ProcessView,
     path: PathBuf,
-    file: File,
+    file: Option<File>,
 }
 
 impl Pagemap {
@@ -58,9 +62,13 @@ impl Pagemap {
         let offset = pages.start.saturating_mul(8);
         let question = format!("pagemap {}-{}", pages.start, pages.end);
         let raw = tape::ask(self.view.pid, &question, || {
+            let file = self
+                .file
+                .as_ref()
+                .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?;
             let mut read = 0;
             while read < raw.len() {
-                match self.file.read_at(&mut raw[read..], offset + read as u64) {
+                match file.read_at(&mut raw[read..], offset + read as u64) {
                     Ok(0) => break,
                     Ok(n) => read += n,
                     Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
@@ -223,7 +231,6 @@ impl ProcessView {
             Ok(Vec::new())
         })
         .map_err(|source| self.io_error(path.clone(), source))?;
-        let file = file.expect("opened when the answer is yes");
         Ok(Pagemap {
             view: self.clone(),
             path,
@@ -278,6 +285,28 @@ impl ProcessView {
     /// container's, a deleted one's).
     pub fn exe_file(&self) -> PathBuf {
         self.path("exe")
+    }
+
+    /// What kind of program the process runs (how its stacks can be
+    /// taken), if its executable can be read.
+    pub fn program(&self) -> Option<ProgramKind> {
+        let answer = tape::ask(self.pid, "program kind", || {
+            ProgramKind::read(&self.exe_file())
+                .map(|kind| vec![kind.to_byte()])
+                .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOEXEC))
+        });
+        Some(ProgramKind::from_byte(*answer.ok()?.first()?))
+    }
+
+    /// What the process runs on (see [`crate::runtime::detect`]), with
+    /// `mapped_paths` the files it maps.
+    pub fn runtime(&self, mapped_paths: &[String]) -> RuntimeInfo {
+        let answer = tape::ask(self.pid, "runtime facts", || {
+            Ok(crate::runtime::detect(self.pid, mapped_paths).to_entries())
+        });
+        answer
+            .map(|entries| RuntimeInfo::from_entries(&entries))
+            .unwrap_or_default()
     }
 
     /// The executable, as the kernel shows it.

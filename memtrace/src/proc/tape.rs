@@ -1,7 +1,8 @@
 //! What /proc answered, handed as it is given to a [`Tape`] when one is
-//! set (`memtrace record` keeps the answers, in the order they were asked,
-//! so a report can replay them). The session runs on one thread: the tape
-//! is that thread's.
+//! set (`memtrace record` keeps the answers, in the order they were asked),
+//! or taken from [`Answers`] instead of /proc when those are set
+//! (`memtrace report` plays a capture's answers back). The session runs on
+//! one thread: the tape and the answers are that thread's.
 
 use std::{cell::RefCell, io, path::Path};
 
@@ -12,13 +13,27 @@ pub trait Tape {
     fn answered(&mut self, pid: u32, question: &str, answer: &io::Result<Vec<u8>>);
 }
 
+/// Gives the answers /proc gave when a capture was recorded.
+pub trait Answers {
+    /// The answer recorded for the next `question` about `pid`; `None`
+    /// when the capture has no more.
+    fn answer(&mut self, pid: u32, question: &str) -> Option<io::Result<Vec<u8>>>;
+}
+
 thread_local! {
     static TAPE: RefCell<Option<Box<dyn Tape>>> = RefCell::new(None);
+    static PLAYED: RefCell<Option<Box<dyn Answers>>> = RefCell::new(None);
 }
 
 /// Hands every later answer on this thread to `tape`; `None` stops.
 pub fn record_answers(tape: Option<Box<dyn Tape>>) {
     TAPE.with(|slot| *slot.borrow_mut() = tape);
+}
+
+/// Takes every later answer on this thread from `answers` rather than from
+/// /proc; `None` goes back to /proc.
+pub fn play_answers(answers: Option<Box<dyn Answers>>) {
+    PLAYED.with(|slot| *slot.borrow_mut() = answers);
 }
 
 /// Asks /proc through `read`, handing the answer to the tape if one is set.
@@ -27,6 +42,23 @@ pub(super) fn ask(
     question: &str,
     read: impl FnOnce() -> io::Result<Vec<u8>>,
 ) -> io::Result<Vec<u8>> {
+    // memtrace's own figures are of this run, never of the one recorded.
+    if pid == std::process::id() {
+        return read();
+    }
+    let played = PLAYED.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        let answers = slot.as_mut()?;
+        // A question the recording never asked: as if the process was gone.
+        Some(
+            answers
+                .answer(pid, question)
+                .unwrap_or_else(|| Err(io::Error::from_raw_os_error(libc::ENOENT))),
+        )
+    });
+    if let Some(answer) = played {
+        return answer;
+    }
     let answer = read();
     TAPE.with(|slot| {
         if let Some(tape) = slot.borrow_mut().as_mut() {

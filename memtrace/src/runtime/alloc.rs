@@ -24,6 +24,10 @@ pub enum Allocator {
     Mimalloc,
 }
 
+impl Allocator {
+    pub const ALL: [Self; 4] = [Self::Glibc, Self::Jemalloc, Self::Tcmalloc, Self::Mimalloc];
+}
+
 impl fmt::Display for Allocator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

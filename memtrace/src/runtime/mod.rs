@@ -39,6 +39,66 @@ pub struct RuntimeInfo {
     pub allocators: Vec<Allocator>,
 }
 
+impl RuntimeInfo {
+    /// As `KEY=VALUE` entries separated by NULs (like an environment
+    /// block), for /proc's tape: a capture keeps the facts, not the
+    /// executable they were read from.
+    pub fn to_entries(&self) -> Vec<u8> {
+        let mut entries: Vec<String> = Vec::new();
+        if let Some(go) = &self.go {
+            entries.push(format!("go.version={}", go.version));
+            entries.extend(go.path.iter().map(|path| format!("go.path={path}")));
+            entries.extend(go.module.iter().map(|module| format!("go.module={module}")));
+        }
+        let settings = &self.go_settings;
+        for (key, value) in [
+            ("GOGC", &settings.gogc),
+            ("GOMEMLIMIT", &settings.gomemlimit),
+            ("GODEBUG", &settings.godebug),
+        ] {
+            entries.extend(value.iter().map(|value| format!("{key}={value}")));
+        }
+        entries.extend(
+            self.allocators
+                .iter()
+                .map(|allocator| format!("allocator={allocator}")),
+        );
+        entries.join("\0").into_bytes()
+    }
+
+    /// What [`Self::to_entries`] wrote; entries it does not know are
+    /// skipped.
+    pub fn from_entries(bytes: &[u8]) -> Self {
+        let mut info = Self::default();
+        let mut go = GoBuildInfo {
+            version: String::new(),
+            path: None,
+            module: None,
+        };
+        for entry in bytes.split(|&byte| byte == 0) {
+            let entry = String::from_utf8_lossy(entry);
+            let Some((key, value)) = entry.split_once('=') else {
+                continue;
+            };
+            let value = value.to_owned();
+            match key {
+                "go.version" => go.version = value,
+                "go.path" => go.path = Some(value),
+                "go.module" => go.module = Some(value),
+                "GOGC" => info.go_settings.gogc = Some(value),
+                "GOMEMLIMIT" => info.go_settings.gomemlimit = Some(value),
+                "GODEBUG" => info.go_settings.godebug = Some(value),
+                "allocator" => info
+                    .allocators
+                    .extend(Allocator::ALL.into_iter().find(|a| a.to_string() == value)),
+                _ => {}
+            }
+        }
+        info.go = (!go.version.is_empty()).then_some(go);
+        info
+    }
+}
+
 /// Finds out what process `pid` runs on, from its executable (through
 /// `/proc/PID/exe`, so it works across mount namespaces), its environment
 /// and `mapped_paths`, the file names of its mappings.
@@ -271,6 +331,28 @@ mod tests {
                 allocators: vec![Allocator::Jemalloc],
                 ..RuntimeInfo::default()
             }
+        );
+    }
+
+    #[test]
+    fn the_facts_read_back_as_written() {
+        let info = RuntimeInfo {
+            go: Some(GoBuildInfo {
+                version: "go1.22.1".into(),
+                path: Some("example.com/server".into()),
+                module: None,
+            }),
+            go_settings: GoSettings {
+                gogc: Some("200".into()),
+                gomemlimit: None,
+                godebug: Some("madvdontneed=1,gctrace=1".into()),
+            },
+            allocators: vec![Allocator::Glibc, Allocator::Jemalloc],
+        };
+        assert_eq!(RuntimeInfo::from_entries(&info.to_entries()), info);
+        assert_eq!(
+            RuntimeInfo::from_entries(&RuntimeInfo::default().to_entries()),
+            RuntimeInfo::default()
         );
     }
 }

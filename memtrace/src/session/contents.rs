@@ -1,4 +1,4 @@
-//! `memtrace report FILE`: reads a capture `memtrace record` wrote, whole
+//! `memtrace report --contents FILE`: reads a capture `memtrace record` wrote,
 //! or cut off, and says what it holds and where it ends.
 
 use std::{
@@ -83,7 +83,7 @@ pub fn report(path: &Path) -> Result<String, SessionError> {
                 Kind::Proc => contents.proc_answers += 1,
                 Kind::Counter => contents.counter_readings += 1,
                 // For the replay: nothing to count.
-                Kind::Rules => {}
+                Kind::Rules | Kind::Target => {}
                 Kind::Exit => {
                     if let Ok(pid) = entry.payload.as_slice().try_into() {
                         contents.exits.insert(u32::from_le_bytes(pid));

@@ -45,6 +45,12 @@ pub enum SessionError {
     },
     #[error(transparent)]
     Proc(#[from] ProcError),
+    /// A capture that reads but cannot be played back.
+    #[error("capture {}: {why}", path.display())]
+    Unplayable {
+        path: std::path::PathBuf,
+        why: String,
+    },
     #[error("capture {}: {source}", path.display())]
     Capture {
         path: std::path::PathBuf,

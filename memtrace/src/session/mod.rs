@@ -5,14 +5,15 @@
 //! (the model) ← /proc ([`crate::proc`]) → [`crate::report`] and
 //! [`crate::export`].
 
+mod contents;
 mod error;
 mod exits;
 mod heap;
 mod launch;
 mod outputs;
-mod playback;
 mod process;
 mod record;
+mod replay;
 mod scope;
 mod signals;
 mod stacks;
@@ -23,9 +24,11 @@ use std::{ffi::OsString, io::Write as _, time::Duration};
 
 use tokio::time::{interval, sleep_until, MissedTickBehavior};
 
+pub use contents::report as capture_contents;
 pub use error::SessionError;
-pub use playback::report as report_capture;
+pub use exits::Exits;
 pub use process::Process;
+pub use replay::report as report_capture;
 pub use scope::CgroupTarget;
 pub use stacks::Stacks;
 pub use traced::{Joining, Traced};
@@ -33,7 +36,8 @@ pub use tracker::{Ending, Tracker};
 
 use crate::{
     cli::{Hook, TraceOptions},
-    intake::EventSource,
+    elf::ProgramKind,
+    intake::{EventSource, Records},
     kernel::{SyscallHook, Tracer, TracerOptions},
     proc::{ProcError, ProcessView},
     report::{
@@ -47,7 +51,6 @@ use crate::{
     },
     safe_file::{OutputPolicy, Owner},
     symbolize::{DebugSources, Debuginfod},
-    unwind,
 };
 use outputs::Outputs;
 use record::Recorder;
@@ -108,12 +111,7 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
         .transpose()?;
 
     if let Target::Pid(pid) = target {
-        if !ProcessView::new(pid).alive() {
-            return Err(SessionError::NoSuchProcess { pid });
-        }
-        if let Some(name) = ProcessView::new(pid).kernel_thread_name() {
-            return Err(SessionError::KernelThread { pid, name });
-        }
+        check_pid(pid)?;
     }
     let cgroup = match &target {
         Target::Cgroup(which) => Some(CgroupScope::open(which)?),
@@ -153,7 +151,8 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
     let mut traced = Traced::new(
         stacks,
         maps.targets,
-        maps.counters,
+        Box::new(maps.counters),
+        Exits::new(),
         debug,
         Joining {
             forks: tracer_options.follow_forks,
@@ -186,22 +185,8 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
             Scope::Cgroup(Box::new(cgroup))
         }
         (Target::Pid(pid), None) => {
-            let pid = *pid;
-            let start_time = ProcessView::new(pid).start_time();
-            let program = unwind::program_kind(&ProcessView::new(pid).exe_file());
-            traced.add_primary(pid, false, traced.stacks.source_for(program))?;
-            tracer.attach()?;
-            // The PID must still be the process we were asked for.
-            if ProcessView::new(pid).start_time() != start_time || start_time.is_none() {
-                return Err(SessionError::ExitedWhileAttaching { pid });
-            }
-            traced.seed(pid).map_err(|err| match err {
-                SessionError::Proc(ProcError::Gone { .. }) => {
-                    SessionError::ExitedWhileAttaching { pid }
-                }
-                other => other,
-            })?;
-            Scope::Process { primary: pid }
+            start_pid(&mut traced, *pid, || Ok(tracer.attach()?))?;
+            Scope::Process { primary: *pid }
         }
         (Target::Command(argv), None) => {
             let command = argv[0].to_string_lossy().into_owned();
@@ -210,7 +195,7 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
                 source,
             };
             let mut child = launch::launch(argv, owner).map_err(launch_error)?;
-            let program = launch::resolve(&argv[0]).and_then(|path| unwind::program_kind(&path));
+            let program = launch::resolve(&argv[0]).and_then(|path| ProgramKind::read(&path));
             traced.add_primary(child.pid, true, traced.stacks.source_for(program))?;
             tracer.attach()?;
             child.release().map_err(launch_error)?;
@@ -220,6 +205,12 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
         }
         (Target::Cgroup(_), None) => unreachable!("a cgroup target is opened above"),
     };
+    if let Some(recording) = traced.recording() {
+        recording.borrow_mut().target(match &scope {
+            Scope::Process { primary } => *primary,
+            Scope::Cgroup(_) => 0,
+        });
+    }
     let mut session = Session {
         traced,
         scope,
@@ -266,6 +257,40 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
     }
     drop(tracer);
     Ok(stop)
+}
+
+/// Refuses a PID that names no user process, before anything is loaded.
+fn check_pid(pid: u32) -> Result<(), SessionError> {
+    if !ProcessView::new(pid).alive() {
+        return Err(SessionError::NoSuchProcess { pid });
+    }
+    if let Some(name) = ProcessView::new(pid).kernel_thread_name() {
+        return Err(SessionError::KernelThread { pid, name });
+    }
+    Ok(())
+}
+
+/// Starts tracing running process `pid`: taken into `traced`, the programs
+/// attached (`attach`), then what it held before read from /proc. A
+/// capture played back takes the same steps, so that it asks /proc the
+/// same questions.
+fn start_pid(
+    traced: &mut Traced,
+    pid: u32,
+    attach: impl FnOnce() -> Result<(), SessionError>,
+) -> Result<(), SessionError> {
+    let start_time = ProcessView::new(pid).start_time();
+    let program = ProcessView::new(pid).program();
+    traced.add_primary(pid, false, traced.stacks.source_for(program))?;
+    attach()?;
+    // The PID must still be the process we were asked for.
+    if ProcessView::new(pid).start_time() != start_time || start_time.is_none() {
+        return Err(SessionError::ExitedWhileAttaching { pid });
+    }
+    traced.seed(pid).map_err(|err| match err {
+        SessionError::Proc(ProcError::Gone { .. }) => SessionError::ExitedWhileAttaching { pid },
+        other => other,
+    })
 }
 
 struct Session {
@@ -391,17 +416,33 @@ impl Session {
                 steer = signals.next() => match steer {
                     Steer::Stop { by_interrupt: true } => return Ok(Stop::Interrupt),
                     Steer::Stop { by_interrupt: false } => return Ok(Stop::Signal),
-                    Steer::ReportNow => self.report_now(),
+                    Steer::ReportNow => {
+                        let recording = self.traced.recording().cloned();
+                        Recorder::aside(recording.as_ref(), || self.report_now());
+                    }
                 },
                 key = next_key(&mut self.screen) => match key {
                     Key::Quit => return Ok(Stop::Quit),
                     Key::Toggle => self.screen_mut().toggle(),
                     Key::Redraw => self.screen_mut().redraw(),
-                    Key::Pprof => self.profile_now(outputs),
+                    Key::Pprof => {
+                        let recording = self.traced.recording().cloned();
+                        Recorder::aside(recording.as_ref(), || self.profile_now(outputs));
+                    }
                 },
                 _ = sleep_until_or_never(deadline) => return Ok(Stop::Duration),
                 _ = wait_child(&mut child) => {
-                    self.traced.drain(source);
+                    // The command memtrace started has exited: said here for
+                    // certain, since on kernels without the exit
+                    // tracepoint's `group_dead` (6.1) no record says which
+                    // thread's exit ended the process.
+                    if let Scope::Process { primary } = self.scope {
+                        if let Some(recording) = self.traced.recording() {
+                            recording.borrow_mut().exit(primary);
+                        }
+                        self.traced.drain(source);
+                        self.traced.exited(primary);
+                    }
                     if let Some(stop) = self.primary_ended() {
                         return Ok(stop);
                     }
@@ -462,7 +503,7 @@ impl Session {
                 .set_status("no profile yet: the first interval is not over".into());
             return;
         };
-        let elapsed = self.traced.started().elapsed();
+        let elapsed = self.traced.elapsed();
         let pids = self.profiled();
         let mut parts = self.traced.parts(&pids);
         let status = match outputs.profile_now(&snapshot, elapsed, &mut parts) {
@@ -491,7 +532,7 @@ impl Session {
 
     fn interval_report(
         &mut self,
-        source: &mut EventSource,
+        source: &mut dyn Records,
         outputs: &mut Outputs,
     ) -> Result<(), SessionError> {
         self.traced.reconcile(source);
@@ -626,7 +667,7 @@ impl Session {
 
     /// The cgroup as a whole, from its processes' snapshots.
     fn whole_of(&mut self, is_final: bool, members: &[Snapshot]) -> Snapshot {
-        let elapsed = self.traced.started().elapsed();
+        let elapsed = self.traced.elapsed();
         let Scope::Cgroup(cgroup) = &mut self.scope else {
             unreachable!("only a cgroup is seen whole");
         };

@@ -27,7 +27,7 @@ use crate::{
     },
     runtime::RuntimeInfo,
     symbolize::{Namer, SharedLibrary, Symbolizer},
-    unwind::{self, ProcessUnwinder, TableCache, Unwound},
+    unwind::{ProcessUnwinder, TableCache, Unwound},
 };
 
 /// How /proc is read for every process alike.
@@ -202,7 +202,7 @@ impl Process {
 
     /// The program the process runs now, as far as taking stacks goes.
     pub fn program(&self) -> Option<ProgramKind> {
-        unwind::program_kind(&self.view.exe_file())
+        self.view.program()
     }
 
     /// Follows a `process_madvise` the process made, resolving its pidfd
@@ -305,7 +305,7 @@ impl Process {
                     _ => None,
                 })
                 .collect();
-            self.runtime = Some(crate::runtime::detect(self.pid, &mapped));
+            self.runtime = Some(self.view.runtime(&mapped));
         }
     }
 

@@ -26,6 +26,10 @@ pub struct Recorder {
     to: RecordTo,
     started: Instant,
     records: u64,
+    /// What the session reads now is for the user only (a report on
+    /// SIGUSR1, a profile on a key), not part of the trace a report
+    /// replays: kept out.
+    aside: bool,
 }
 
 impl Recorder {
@@ -46,12 +50,16 @@ impl Recorder {
             to: to.clone(),
             started,
             records: 0,
+            aside: false,
         }));
         record_answers(Some(Box::new(ProcTape(Rc::clone(&recording)))));
         Ok(recording)
     }
 
     fn push(&mut self, kind: Kind, payload: &[u8]) {
+        if self.aside {
+            return;
+        }
         let time = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let Some(writer) = self.writer.as_mut() else {
             return;
@@ -79,12 +87,16 @@ impl Recorder {
         self.writer = None;
     }
 
-    /// One drain of the ring buffer.
+    /// One drain of the ring buffer; an empty one too, so that a report
+    /// drains exactly where this trace did.
     pub fn batch(&mut self, batch: &Batch) {
-        if batch.records > 0 {
-            self.records += batch.records;
-            self.push(Kind::Batch, &batch.bytes);
-        }
+        self.records += batch.records;
+        self.push(Kind::Batch, &batch.bytes);
+    }
+
+    /// The process traced: `pid` (0 for a cgroup).
+    pub fn target(&mut self, pid: u32) {
+        self.push(Kind::Target, &pid.to_le_bytes());
     }
 
     /// An interval's tick; what came before it is written out now, so a
@@ -139,6 +151,19 @@ impl Recorder {
 
     pub fn exit(&mut self, pid: u32) {
         self.push(Kind::Exit, &pid.to_le_bytes());
+    }
+
+    /// Keeps what `read` reads out of the capture.
+    pub fn aside<T>(recording: Option<&Recording>, read: impl FnOnce() -> T) -> T {
+        let set = |aside| {
+            if let Some(recording) = recording {
+                recording.borrow_mut().aside = aside;
+            }
+        };
+        set(true);
+        let value = read();
+        set(false);
+        value
     }
 
     /// How the session stopped (what it reads for its final report

@@ -9,14 +9,31 @@ use super::{process::Process, record::Recording};
 use crate::{
     cli::Unwind,
     elf::ProgramKind,
-    intake::{StackId, StackSample, StackTable},
+    intake::{StackEnd, StackId, StackSample, StackTable},
     kernel::FrameHints,
     unwind::{self, TableCache},
 };
 
+/// Stacks as a capture recorded them, for a report: the binaries' unwind
+/// tables may be gone, and the kernel's map is.
+pub trait StackRecord {
+    /// The frames and end stack sample `sample` was unwound to.
+    fn unwound(&mut self, sample: StackId) -> Option<(Vec<u64>, Option<StackEnd>)>;
+    /// The stacks the kernel walked that the recording took since the last
+    /// call.
+    fn walked(&mut self) -> Vec<(StackId, Vec<u64>, Option<StackEnd>)>;
+}
+
+/// Where the stacks records name come from.
+enum Origin {
+    /// The kernel side's map of walked stacks, and samples unwound here.
+    Kernel(BpfHashMap<MapData, u64, StackFrames>),
+    Played(Box<dyn StackRecord>),
+}
+
 pub struct Stacks {
     pub table: StackTable,
-    kernel: BpfHashMap<MapData, u64, StackFrames>,
+    origin: Origin,
     hints: FrameHints,
     tables: TableCache,
     choice: Unwind,
@@ -35,8 +52,22 @@ impl Stacks {
     ) -> Self {
         Self {
             table: StackTable::default(),
-            kernel,
+            origin: Origin::Kernel(kernel),
             hints,
+            tables: TableCache::default(),
+            choice,
+            stack_bytes: stack_bytes as usize,
+            recording: None,
+        }
+    }
+
+    /// Stacks as `record` holds them, for a capture played back with
+    /// `choice` as it was recorded with.
+    pub fn played(record: Box<dyn StackRecord>, choice: Unwind, stack_bytes: u32) -> Self {
+        Self {
+            table: StackTable::default(),
+            origin: Origin::Played(record),
+            hints: FrameHints::detached(),
             tables: TableCache::default(),
             choice,
             stack_bytes: stack_bytes as usize,
@@ -74,6 +105,12 @@ impl Stacks {
         let Some(id) = StackId::new(sample.id) else {
             return;
         };
+        if let Origin::Played(record) = &mut self.origin {
+            if let Some((frames, end)) = record.unwound(id) {
+                self.table.add_unwound(id, &frames, end);
+            }
+            return;
+        }
         let unwound = process.unwind(&mut self.tables, sample, self.stack_bytes);
         let stack = self.table.add_unwound(id, &unwound.frames, unwound.end);
         if let Some(recording) = &self.recording {
@@ -102,8 +139,17 @@ impl Stacks {
     /// Copies the stacks the kernel walked since the last time, if records
     /// named any the table lacks.
     pub fn sync(&mut self) {
+        let kernel = match &mut self.origin {
+            Origin::Kernel(kernel) => kernel,
+            Origin::Played(record) => {
+                for (id, frames, end) in record.walked() {
+                    self.table.add_walked(id, &frames, end);
+                }
+                return;
+            }
+        };
         if self.table.wants_sync() {
-            let added = self.table.sync(&mut self.kernel);
+            let added = self.table.sync(kernel);
             if let Some(recording) = &self.recording {
                 let mut recording = recording.borrow_mut();
                 for (id, stack) in added

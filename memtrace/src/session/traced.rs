@@ -6,7 +6,7 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     rc::Rc,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use memtrace_common::{Counter, StackSource};
@@ -22,13 +22,25 @@ use super::{
 };
 use crate::{
     export::Part,
-    intake::{EventKind, EventSource},
+    intake::{EventKind, Records},
     kernel::{maps_memory, KernelCounters, KernelError, Targets},
     model::reconcile::FOLIO_BATCH_PAGES,
     proc::{zero_page_pfn, ProcError, ProcessView},
     report::snapshot::{Footprint, Lost, Snapshot},
     symbolize::{DebugSources, Library, SharedLibrary},
 };
+
+/// The kernel side's counters: read from its map, or as a capture recorded
+/// them.
+pub trait Counters {
+    fn read(&mut self, counter: Counter) -> Result<u64, KernelError>;
+}
+
+impl Counters for KernelCounters {
+    fn read(&mut self, counter: Counter) -> Result<u64, KernelError> {
+        KernelCounters::read(self, counter)
+    }
+}
 
 /// Which processes join the traced set as the trace goes on.
 #[derive(Clone, Copy, Debug, Default)]
@@ -49,7 +61,7 @@ pub struct Traced {
     exits: Exits,
     /// Names, resolved once for every process.
     library: SharedLibrary,
-    counters: KernelCounters,
+    counters: Box<dyn Counters>,
     joining: Joining,
     decode_errors: u64,
     /// Records lost as of the last reconciliation.
@@ -58,6 +70,8 @@ pub struct Traced {
     last_lost: Lost,
     rules: ReadingRules,
     started: Instant,
+    /// When playing a capture back: how far into the recording it is.
+    played_at: Option<Duration>,
     /// `memtrace record`'s capture, which every drain's records go to.
     recording: Option<Recording>,
     /// A process was removed: its stacks may be named by no one now.
@@ -68,7 +82,8 @@ impl Traced {
     pub fn new(
         stacks: Stacks,
         targets: Targets,
-        counters: KernelCounters,
+        counters: Box<dyn Counters>,
+        exits: Exits,
         debug: DebugSources,
         joining: Joining,
     ) -> Self {
@@ -76,7 +91,7 @@ impl Traced {
             processes: BTreeMap::new(),
             stacks,
             targets,
-            exits: Exits::new(),
+            exits,
             library: Library::shared(debug),
             counters,
             joining,
@@ -90,6 +105,7 @@ impl Traced {
                     * std::thread::available_parallelism().map_or(1, |cpus| cpus.get() as u64),
             },
             started: Instant::now(),
+            played_at: None,
             recording: None,
             removed_since_prune: false,
         }
@@ -108,8 +124,18 @@ impl Traced {
         self.recording.as_ref()
     }
 
-    pub fn started(&self) -> Instant {
-        self.started
+    /// How long the trace has run (as recorded, for a capture played back).
+    pub fn elapsed(&self) -> Duration {
+        self.played_at.unwrap_or_else(|| self.started.elapsed())
+    }
+
+    /// Plays a capture back: `at` into the recording, with the rules its
+    /// machine had.
+    pub fn play_at(&mut self, at: Duration, rules: Option<ReadingRules>) {
+        self.played_at = Some(at);
+        if let Some(rules) = rules {
+            self.rules = rules;
+        }
     }
 
     pub fn get(&self, pid: u32) -> Option<&Process> {
@@ -207,7 +233,7 @@ impl Traced {
 
     /// Applies every waiting record; returns whether a reconciliation is due
     /// (something else changed a target's RSS).
-    pub fn drain(&mut self, source: &mut EventSource) -> bool {
+    pub fn drain(&mut self, source: &mut dyn Records) -> bool {
         let mut reconcile = false;
         let mut joined = Vec::new();
         let processes = &mut self.processes;
@@ -219,7 +245,7 @@ impl Traced {
         let exits = &self.exits;
         let rules = self.rules;
         let mut batch = self.recording.as_ref().map(|_| Batch::default());
-        source.drain(|raw, decoded| {
+        source.drain(&mut |raw, decoded| {
             if let Some(batch) = batch.as_mut() {
                 batch.add(raw);
             }
@@ -308,7 +334,7 @@ impl Traced {
     }
 
     /// Reads /proc and folds it into every model.
-    pub fn reconcile(&mut self, source: &mut EventSource) {
+    pub fn reconcile(&mut self, source: &mut dyn Records) {
         self.drain(source);
         let readings: Vec<(u32, _)> = self
             .processes
@@ -413,7 +439,7 @@ impl Traced {
     }
 
     /// Reads one of the kernel side's counters, and records what it said.
-    fn read_counter(&self, counter: Counter) -> Result<u64, KernelError> {
+    fn read_counter(&mut self, counter: Counter) -> Result<u64, KernelError> {
         let value = self.counters.read(counter);
         if let Some(recording) = &self.recording {
             recording
@@ -446,12 +472,13 @@ impl Traced {
         footprint: Footprint,
     ) -> Snapshot {
         let lost = self.lost();
+        let stack_walks = self.read_counter(Counter::FaultStackWalks).unwrap_or(0)
+            + self.read_counter(Counter::FaultStackSamples).unwrap_or(0);
         let shared = Shared {
             stacks: &self.stacks.table,
             lost,
-            stack_walks: self.read_counter(Counter::FaultStackWalks).unwrap_or(0)
-                + self.read_counter(Counter::FaultStackSamples).unwrap_or(0),
-            elapsed: self.started.elapsed(),
+            stack_walks,
+            elapsed: self.elapsed(),
             heap,
             footprint,
         };

@@ -46,14 +46,6 @@ pub fn stack_source(program: &ProgramKind) -> StackSource {
     }
 }
 
-/// The program file `path` is, if it can be read.
-pub fn program_kind(path: &std::path::Path) -> Option<ProgramKind> {
-    let file = std::fs::File::open(path).ok()?;
-    // SAFETY: read-only, only while this function runs (see `read_tables`).
-    let data = unsafe { memmap2::Mmap::map(&file) }.ok()?;
-    ProgramKind::of(&data).ok()
-}
-
 /// A file as the kernel knows it: device and inode, so a file replaced at
 /// the same path is read again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -1,0 +1,492 @@
+//! `memtrace report FILE`: a capture played back through the session's own
+//! code.
+//!
+//! The capture holds what the live session consumed, in order: the ring
+//! buffer's drains, the interval ticks, the exits pidfds told, how it
+//! stopped; and the answers it got on the way from /proc, from the kernel
+//! side's counters and from its stack table. Playing it back, the drains,
+//! ticks and exits drive the same [`Traced`] and [`Session`] steps live
+//! tracing takes, and the answers come from the capture instead of the
+//! machine. The model, reconciliation, report and outputs are the live
+//! ones, so the report is the live run's, figure for figure.
+//!
+//! Answers are matched by what was asked (the process and the question, the
+//! counter): the playback asks the same questions in the same order as the
+//! recording did, but an answer is written when it was given, which may be
+//! before the step that asked for it is (a drain's batch is written when
+//! the drain is over).
+
+use std::{
+    cell::RefCell,
+    collections::{HashMap, VecDeque},
+    fs::File,
+    io::{self, BufReader},
+    path::{Path, PathBuf},
+    rc::Rc,
+    time::Duration,
+};
+
+use memtrace_common::Counter;
+
+use super::{
+    exits::Exits,
+    launch,
+    outputs::Outputs,
+    process::ReadingRules,
+    record::Batch,
+    signals::Signals,
+    stacks::{StackRecord, Stacks},
+    start_pid,
+    traced::{Counters, Joining, Traced},
+    Scope, Session, SessionError, Stop,
+};
+use crate::{
+    capture::{CaptureError, CaptureReader, Entry, Kind},
+    cli::{self, Invocation, TraceOptions},
+    elf::ProgramKind,
+    intake::{decode, Records, Sink, StackEnd, StackId},
+    kernel::{KernelError, Targets},
+    proc::{play_answers, Answers},
+    safe_file::{OutputPolicy, Owner},
+    symbolize::{DebugSources, Debuginfod},
+};
+
+/// What drives the session, in the order the recording took it.
+enum Step {
+    /// A drain of the ring buffer, its records back to back.
+    Drain(Vec<u8>),
+    /// An interval's tick.
+    Tick,
+    /// A pidfd said process `pid` exited.
+    Exit(u32),
+    /// How the session stopped.
+    Stop(String),
+}
+
+/// A /proc answer as recorded: the process, the question, the answer.
+type Answer = (u32, String, io::Result<Vec<u8>>);
+
+/// How many steps ahead of the one being played an answer is looked for.
+/// A step's answers are written next to it (before a drain's batch, after
+/// a tick); one not found this close was never given (the recording did
+/// not ask it), and looking further would read the whole capture.
+const LOOKAHEAD_STEPS: usize = 3;
+/// Answers and counter readings the playback did not ask for are dropped
+/// this many steps after they were read.
+const KEEP_UNASKED_STEPS: u64 = 4;
+
+/// The capture, read as far as the playback needs.
+struct Player {
+    path: PathBuf,
+    reader: CaptureReader<BufReader<File>>,
+    /// Entries of the chunk being read, not taken yet.
+    entries: VecDeque<Entry>,
+    steps: VecDeque<(Duration, Step)>,
+    /// Steps read so far: what answers are dated by.
+    steps_read: u64,
+    /// Answers and counter readings not asked for yet, with the number of
+    /// steps read before them.
+    answers: VecDeque<(u64, Answer)>,
+    counters: VecDeque<(u64, u32, Option<u64>)>,
+    walked: Vec<(StackId, Vec<u64>, Option<StackEnd>)>,
+    unwound: HashMap<StackId, (Vec<u64>, Option<StackEnd>)>,
+    rules: Option<ReadingRules>,
+    target: Option<u32>,
+    /// Where reading stopped on bad bytes (the entries before it are
+    /// played).
+    error: Option<CaptureError>,
+    done: bool,
+}
+
+impl Player {
+    fn open(path: &Path) -> Result<Self, SessionError> {
+        let capture_error = |source| SessionError::Capture {
+            path: path.to_owned(),
+            source,
+        };
+        let file = File::open(path).map_err(|err| capture_error(CaptureError::Read(err)))?;
+        let reader = CaptureReader::open(BufReader::new(file)).map_err(capture_error)?;
+        Ok(Self {
+            path: path.to_owned(),
+            reader,
+            entries: VecDeque::new(),
+            steps: VecDeque::new(),
+            steps_read: 0,
+            answers: VecDeque::new(),
+            counters: VecDeque::new(),
+            walked: Vec::new(),
+            unwound: HashMap::new(),
+            rules: None,
+            target: None,
+            error: None,
+            done: false,
+        })
+    }
+
+    /// Reads one more entry into its place; `false` at the end.
+    fn pull(&mut self) -> bool {
+        while self.entries.is_empty() {
+            if self.done {
+                return false;
+            }
+            match self.reader.next_chunk() {
+                Ok(Some(chunk)) => self.entries.extend(chunk.entries),
+                Ok(None) => self.done = true,
+                Err(err) => {
+                    self.error = Some(err);
+                    self.done = true;
+                }
+            }
+        }
+        let Some(entry) = self.entries.pop_front() else {
+            return false;
+        };
+        let at = Duration::from_nanos(entry.time_ns);
+        let payload = entry.payload;
+        let read = self.steps_read;
+        if matches!(
+            entry.kind,
+            Kind::Batch | Kind::Tick | Kind::Exit | Kind::Stop
+        ) {
+            self.steps_read += 1;
+            // What was never asked for by now never will be.
+            let stale = |dated: u64| dated + KEEP_UNASKED_STEPS < read;
+            while self.answers.front().is_some_and(|(dated, _)| stale(*dated)) {
+                self.answers.pop_front();
+            }
+            while self
+                .counters
+                .front()
+                .is_some_and(|(dated, ..)| stale(*dated))
+            {
+                self.counters.pop_front();
+            }
+        }
+        match entry.kind {
+            Kind::Batch => self.steps.push_back((at, Step::Drain(payload))),
+            Kind::Tick => self.steps.push_back((at, Step::Tick)),
+            Kind::Exit => {
+                if let Some(pid) = u32_at(&payload, 0) {
+                    self.steps.push_back((at, Step::Exit(pid)));
+                }
+            }
+            Kind::Stop => self.steps.push_back((
+                at,
+                Step::Stop(String::from_utf8_lossy(&payload).into_owned()),
+            )),
+            Kind::Proc => {
+                if let Some(answer) = proc_answer(&payload) {
+                    self.answers.push_back((read, answer));
+                }
+            }
+            Kind::Counter => {
+                if let (Some(counter), Some(&unread), Some(value)) =
+                    (u32_at(&payload, 0), payload.get(4), u64_at(&payload, 5))
+                {
+                    self.counters
+                        .push_back((read, counter, (unread == 0).then_some(value)));
+                }
+            }
+            Kind::Stack => {
+                if let Some((id, sample, frames, end)) = stack(&payload) {
+                    match sample {
+                        Some(sample) => {
+                            self.unwound.insert(sample, (frames, end));
+                        }
+                        None => self.walked.push((id, frames, end)),
+                    }
+                }
+            }
+            Kind::Rules => {
+                if let (Some(&known), Some(zero_pfn), Some(lazyfree_slack)) =
+                    (payload.first(), u64_at(&payload, 1), u64_at(&payload, 9))
+                {
+                    self.rules = Some(ReadingRules {
+                        zero_pfn: (known != 0).then_some(zero_pfn),
+                        lazyfree_slack,
+                    });
+                }
+            }
+            Kind::Target => self.target = u32_at(&payload, 0),
+            Kind::Note | Kind::Unknown(_) => {}
+        }
+        true
+    }
+
+    /// When the next step was taken; `None` at the end.
+    fn next_at(&mut self) -> Option<Duration> {
+        while self.steps.is_empty() && self.pull() {}
+        self.steps.front().map(|(at, _)| *at)
+    }
+
+    /// Reads until `found` finds what it looks for in what was read, at
+    /// most [`LOOKAHEAD_STEPS`] steps ahead.
+    fn pull_until<T>(&mut self, mut found: impl FnMut(&mut Self) -> Option<T>) -> Option<T> {
+        loop {
+            if let Some(value) = found(self) {
+                return Some(value);
+            }
+            if self.steps.len() > LOOKAHEAD_STEPS || !self.pull() {
+                return None;
+            }
+        }
+    }
+
+    /// The process traced, and the rules its machine had, from the start
+    /// of the capture.
+    fn start(&mut self) -> Option<(u32, Option<ReadingRules>)> {
+        let target = self.pull_until(|player| player.target)?;
+        Some((target, self.rules))
+    }
+}
+
+/// The player, shared by the playback loop and the parts of the session
+/// that ask it (on the session's one thread).
+#[derive(Clone)]
+struct Shared(Rc<RefCell<Player>>);
+
+impl Answers for Shared {
+    fn answer(&mut self, pid: u32, question: &str) -> Option<io::Result<Vec<u8>>> {
+        self.0.borrow_mut().pull_until(|player| {
+            let position = player
+                .answers
+                .iter()
+                .position(|(_, (asked, text, _))| *asked == pid && text == question)?;
+            player
+                .answers
+                .remove(position)
+                .map(|(_, (_, _, answer))| answer)
+        })
+    }
+}
+
+impl Counters for Shared {
+    fn read(&mut self, counter: Counter) -> Result<u64, KernelError> {
+        let code = counter as u32;
+        let value = self.0.borrow_mut().pull_until(|player| {
+            let position = player
+                .counters
+                .iter()
+                .position(|(_, read, _)| *read == code)?;
+            player.counters.remove(position).map(|(.., value)| value)
+        });
+        value.flatten().ok_or_else(|| KernelError::Map {
+            map: "COUNTERS",
+            detail: format!("the capture has no reading of {counter:?} here"),
+        })
+    }
+}
+
+impl StackRecord for Shared {
+    fn unwound(&mut self, sample: StackId) -> Option<(Vec<u64>, Option<StackEnd>)> {
+        self.0.borrow_mut().unwound.remove(&sample)
+    }
+
+    fn walked(&mut self) -> Vec<(StackId, Vec<u64>, Option<StackEnd>)> {
+        let mut player = self.0.borrow_mut();
+        // A drain's walked stacks are written right after its batch: read
+        // up to the next step.
+        while player.steps.is_empty() && player.pull() {}
+        std::mem::take(&mut player.walked)
+    }
+}
+
+/// The drains of a capture: each takes the next recorded batch, if that is
+/// the next step (a drain the recording did not make takes nothing).
+impl Records for Shared {
+    fn drain(&mut self, sink: &mut Sink<'_>) {
+        let batch = {
+            let mut player = self.0.borrow_mut();
+            while player.steps.is_empty() && player.pull() {}
+            match player.steps.front() {
+                Some((_, Step::Drain(_))) => match player.steps.pop_front() {
+                    Some((_, Step::Drain(batch))) => batch,
+                    _ => return,
+                },
+                _ => return,
+            }
+        };
+        for record in Batch::records(&batch) {
+            sink(record, decode(record));
+        }
+    }
+}
+
+/// Plays the capture at `path` back, with `options` for what to write
+/// (the tracing options are the recording's).
+pub async fn report(path: &Path, options: &TraceOptions) -> Result<Stop, SessionError> {
+    let player = Player::open(path)?;
+    let unplayable = |why: String| SessionError::Unplayable {
+        path: path.to_owned(),
+        why,
+    };
+    let recorded = cli::parse(&player.reader.header().command)
+        .map_err(|usage| unplayable(format!("its command line does not read: {usage:?}")))?;
+    let invocation = recorded
+        .invocation()
+        .map_err(|usage| unplayable(format!("its command line does not read: {usage:?}")))?;
+    let recorded_options = &recorded.options;
+    let shared = Shared(Rc::new(RefCell::new(player)));
+    let (pid, rules) = shared
+        .0
+        .borrow_mut()
+        .start()
+        .ok_or_else(|| unplayable("it ends before the traced process is named".into()))?;
+    let policy = OutputPolicy {
+        force: options.force,
+        owner: Owner::invoking_user(),
+    };
+    let mut outputs = Outputs::open(options, &policy)?;
+    play_answers(Some(Box::new(shared.clone())));
+    let stacks = Stacks::played(
+        Box::new(shared.clone()),
+        recorded_options.unwind,
+        recorded_options.stack_bytes,
+    );
+    let mut traced = Traced::new(
+        stacks,
+        Targets::detached(),
+        Box::new(shared.clone()),
+        Exits::played(),
+        DebugSources {
+            dirs: options.debug_dir.clone(),
+            debuginfod: Debuginfod::from_env(),
+        },
+        Joining {
+            forks: recorded_options.follow_forks,
+            found: false,
+        },
+    );
+    traced.play_at(Duration::ZERO, rules);
+    match invocation {
+        Invocation::Pid(_) => start_pid(&mut traced, pid, || Ok(()))?,
+        Invocation::Command(argv) => {
+            let program = launch::resolve(&argv[0]).and_then(|path| ProgramKind::read(&path));
+            traced.add_primary(pid, true, traced.stacks.source_for(program))?;
+        }
+        _ => {
+            return Err(unplayable(
+                "only a process's capture plays back yet, not a cgroup's".into(),
+            ))
+        }
+    }
+    let mut session = Session {
+        traced,
+        scope: Scope::Process { primary: pid },
+        heap: None,
+        live_to_stderr: outputs.json_on_stdout(),
+        quiet: options.quiet,
+        screen: None,
+    };
+    let signals = Signals::new()?;
+    let stop = session.play(&shared, &mut outputs)?;
+    session.traced.drain(&mut shared.clone());
+    session.final_reports(&mut outputs, &signals)?;
+    play_answers(None);
+    if let Some(err) = shared.0.borrow_mut().error.take() {
+        let path = shared.0.borrow().path.clone();
+        eprintln!(
+            "memtrace: capture {}: {err}; reported up to there",
+            path.display()
+        );
+    }
+    Ok(stop)
+}
+
+impl Session {
+    /// Takes the recorded steps as the live loop took their events, up to
+    /// the recorded stop.
+    fn play(&mut self, shared: &Shared, outputs: &mut Outputs) -> Result<Stop, SessionError> {
+        let mut source = shared.clone();
+        loop {
+            let Some(at) = shared.0.borrow_mut().next_at() else {
+                // Cut off before it said how it stopped.
+                return Ok(Stop::Interrupt);
+            };
+            self.traced.play_at(at, None);
+            // A drain takes its batch itself (see `Records for Shared`).
+            let step = {
+                let mut player = shared.0.borrow_mut();
+                match player.steps.front() {
+                    Some((_, Step::Drain(_))) => None,
+                    _ => player.steps.pop_front().map(|(_, step)| step),
+                }
+            };
+            let reconcile_soon = match step {
+                None | Some(Step::Drain(_)) => self.traced.drain(&mut source),
+                Some(Step::Tick) => {
+                    self.interval_report(&mut source, outputs)?;
+                    false
+                }
+                Some(Step::Exit(pid)) => {
+                    self.traced.drain(&mut source);
+                    self.traced.exited(pid);
+                    false
+                }
+                Some(Step::Stop(how)) => return Ok(stop_named(&how)),
+            };
+            if reconcile_soon {
+                self.traced.reconcile(&mut source);
+            }
+        }
+    }
+}
+
+/// The stop a capture names.
+fn stop_named(how: &str) -> Stop {
+    match how {
+        "TargetExited" => Stop::TargetExited,
+        "TargetOomKilled" => Stop::TargetOomKilled,
+        "CgroupRemoved" => Stop::CgroupRemoved,
+        "Duration" => Stop::Duration,
+        "Signal" => Stop::Signal,
+        "Quit" => Stop::Quit,
+        _ => Stop::Interrupt,
+    }
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// A proc entry's payload (see `record::ProcTape`).
+fn proc_answer(payload: &[u8]) -> Option<Answer> {
+    let pid = u32_at(payload, 0)?;
+    let len = u32_at(payload, 4)? as usize;
+    let question = std::str::from_utf8(payload.get(8..8 + len)?).ok()?;
+    let rest = payload.get(8 + len..)?;
+    let (&status, bytes) = rest.split_first()?;
+    let answer = match status {
+        0 => Ok(bytes.to_vec()),
+        2 => Ok(zstd::stream::decode_all(bytes).ok()?),
+        _ => Err(io::Error::from_raw_os_error(i32::from_le_bytes(
+            bytes.get(..4)?.try_into().ok()?,
+        ))),
+    };
+    Some((pid, question.to_owned(), answer))
+}
+
+/// A stack as recorded: its id, the sample it was unwound from, its frames
+/// and end.
+type RecordedStack = (StackId, Option<StackId>, Vec<u64>, Option<StackEnd>);
+
+/// A stack entry's payload.
+fn stack(payload: &[u8]) -> Option<RecordedStack> {
+    let id = StackId::new(u64_at(payload, 0)?)?;
+    let sample = StackId::new(u64_at(payload, 8)?);
+    let end_len = u32_at(payload, 16)? as usize;
+    let end = std::str::from_utf8(payload.get(20..20 + end_len)?).ok()?;
+    let at = 20 + end_len;
+    let count = u32_at(payload, at)? as usize;
+    let frames = payload
+        .get(at + 4..)?
+        .chunks_exact(8)
+        .take(count)
+        .filter_map(|word| Some(u64::from_le_bytes(word.try_into().ok()?)))
+        .collect();
+    Some((id, sample, frames, StackEnd::parse(end)))
+}
