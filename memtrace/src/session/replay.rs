@@ -462,12 +462,28 @@ fn proc_answer(payload: &[u8]) -> Option<Answer> {
     let (&status, bytes) = rest.split_first()?;
     let answer = match status {
         0 => Ok(bytes.to_vec()),
-        2 => Ok(zstd::stream::decode_all(bytes).ok()?),
+        2 => Ok(unpack(bytes)?),
         _ => Err(io::Error::from_raw_os_error(i32::from_le_bytes(
             bytes.get(..4)?.try_into().ok()?,
         ))),
     };
     Some((pid, question.to_owned(), answer))
+}
+
+/// Packed answers are at most this large unpacked: what the recorder packs
+/// is bounded (pagemap is read in chunks), and a hostile frame must not
+/// unpack to all of memory.
+const MAX_UNPACKED: u64 = 256 << 20;
+
+fn unpack(packed: &[u8]) -> Option<Vec<u8>> {
+    use std::io::Read as _;
+    let mut unpacked = Vec::new();
+    zstd::stream::read::Decoder::new(packed)
+        .ok()?
+        .take(MAX_UNPACKED)
+        .read_to_end(&mut unpacked)
+        .ok()?;
+    Some(unpacked)
 }
 
 /// A stack as recorded: its id, the sample it was unwound from, its frames
@@ -489,4 +505,60 @@ fn stack(payload: &[u8]) -> Option<RecordedStack> {
         .filter_map(|word| Some(u64::from_le_bytes(word.try_into().ok()?)))
         .collect();
     Some((id, sample, frames, StackEnd::parse(end)))
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn a_proc_answer_reads_back_as_the_recorder_wrote_it() {
+        let mut payload = Vec::new();
+        payload.extend_from_slice(&7u32.to_le_bytes());
+        payload.extend_from_slice(&5u32.to_le_bytes());
+        payload.extend_from_slice(b"smaps");
+        payload.push(0);
+        payload.extend_from_slice(b"7f00-7f01 rw-p");
+        let (pid, question, answer) = proc_answer(&payload).unwrap();
+        assert_eq!((pid, question.as_str()), (7, "smaps"));
+        assert_eq!(answer.unwrap(), b"7f00-7f01 rw-p");
+        // An error: its number.
+        let mut failed = payload[..13].to_vec();
+        failed.push(1);
+        failed.extend_from_slice(&libc::ESRCH.to_le_bytes());
+        let (_, _, answer) = proc_answer(&failed).unwrap();
+        assert_eq!(answer.unwrap_err().raw_os_error(), Some(libc::ESRCH));
+    }
+
+    #[test]
+    fn a_stack_reads_back_with_its_sample_and_end() {
+        let mut payload = Vec::new();
+        payload.extend_from_slice(&0x11u64.to_le_bytes());
+        payload.extend_from_slice(&0x22u64.to_le_bytes());
+        payload.extend_from_slice(&10u32.to_le_bytes());
+        payload.extend_from_slice(b"bad_unwind");
+        payload.extend_from_slice(&2u32.to_le_bytes());
+        payload.extend_from_slice(&0x401000u64.to_le_bytes());
+        payload.extend_from_slice(&0x402000u64.to_le_bytes());
+        let (id, sample, frames, end) = stack(&payload).unwrap();
+        assert_eq!(id, StackId::new(0x11).unwrap());
+        assert_eq!(sample, StackId::new(0x22));
+        assert_eq!(frames, [0x401000, 0x402000]);
+        assert_eq!(
+            end,
+            Some(StackEnd::Cut(crate::intake::CutReason::BadUnwind))
+        );
+    }
+
+    proptest! {
+        /// Entries come from a file anyone may hand over: any bytes decode
+        /// to something or to nothing, never to a panic.
+        #[test]
+        fn any_payload_decodes_or_is_skipped(payload in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = proc_answer(&payload);
+            let _ = stack(&payload);
+        }
+    }
 }
