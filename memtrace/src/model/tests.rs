@@ -301,6 +301,17 @@ fn kernel_vma(start: u64, end: u64, path: &str, rss: u64) -> KernelVma {
     }
 }
 
+/// Pagemap saying every page of `pages` is present, each in a frame of
+/// its own.
+fn all_present(pages: std::ops::Range<Page>) -> Vec<PageEntry> {
+    pages
+        .map(|page| PageEntry::Present {
+            pfn: 1000 + page,
+            file_or_shared: false,
+        })
+        .collect()
+}
+
 fn reconcile_with(
     model: &mut AddressSpace,
     vmas: &[KernelVma],
@@ -533,14 +544,7 @@ fn pagemap_is_read_in_bounded_chunks_and_never_for_mappings_without_rss() {
     let mut requested: Vec<std::ops::Range<Page>> = Vec::new();
     let outcome = reconcile_with(&mut model, &vmas, Moment::Interval, true, |pages| {
         requested.push(pages.clone());
-        Some(
-            pages
-                .map(|page| PageEntry::Present {
-                    pfn: 1000 + page,
-                    file_or_shared: false,
-                })
-                .collect(),
-        )
+        Some(all_present(pages))
     });
     assert!(requested
         .iter()
@@ -1078,14 +1082,7 @@ fn after_an_exec_only_what_the_exec_maps_is_the_execs() {
         kernel_vma(stack, stack + MIB, "[stack]", MIB),
     ];
     reconcile_with(&mut model, &vmas, Moment::Interval, true, |pages| {
-        Some(
-            pages
-                .map(|page| PageEntry::Present {
-                    pfn: 1000 + page,
-                    file_or_shared: false,
-                })
-                .collect(),
-        )
+        Some(all_present(pages))
     });
     let created: Vec<CreatedBy> = vmas
         .iter()
