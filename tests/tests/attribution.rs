@@ -8,7 +8,7 @@ use std::time::Duration;
 use memtrace_tests::{
     kernel::{within, MemoryCgroup},
     memtrace::{
-        assert_absent, last_running, number, run, size_before, verdict, Argv, Finished, Tracing,
+        assert_absent, last_running, number, size_before, verdict, Argv, Finished, Tracing,
     },
     workloads::ensure_built,
 };
@@ -73,11 +73,16 @@ fn reclaim_of_lazily_freed_memory_under_pressure_is_seen() {
     let mut tracing =
         Tracing::start(&["--json", "-", "-q", "-i", "0.3", "--", "sh", "-c", &script]);
     tracing.wait_for_stdout("op 2 free");
-    std::thread::sleep(Duration::from_millis(500));
+    tracing.wait_until_settled(|snapshot| {
+        bytes_at(snapshot, "/madvise/MADV_FREE/bytes") == Some(96 * MIB)
+    });
     // Under a 48 MiB limit the kernel must take back most of the 96 MiB of
     // lazily freed pages, with no call from the program.
     cgroup.limit(48 * MIB);
-    std::thread::sleep(Duration::from_millis(1500));
+    tracing.wait_until_settled(|snapshot| {
+        bytes_at(snapshot, "/released_bytes/reclaim of MADV_FREE pages")
+            .is_some_and(|reclaimed| reclaimed >= 48 * MIB)
+    });
     tracing.send_line("go");
     let finished: Finished = tracing.finish(Duration::from_secs(60));
     finished.assert_code(0);
@@ -99,37 +104,43 @@ fn reclaim_of_lazily_freed_memory_under_pressure_is_seen() {
     assert!(within(taken, reclaimed, 1.0), "{text}");
 }
 
-/// The Go runtime's own account, as goheap prints it after releasing.
-fn released_event(finished: &Finished) -> Value {
-    finished
-        .stdout()
-        .iter()
-        .filter(|line| line.contains("\"event\":\"released\""))
-        .find_map(|line| serde_json::from_str(line).ok())
-        .expect("goheap's released event")
+/// The number at `pointer` in `snapshot`, if there is one.
+fn bytes_at(snapshot: &Value, pointer: &str) -> Option<u64> {
+    snapshot.pointer(pointer).and_then(Value::as_u64)
 }
 
-fn trace_goheap(madvdontneed: u8) -> Finished {
+/// Traces goheap, which allocates 512 MiB and gives it back with `advice`
+/// (as `GODEBUG=madvdontneed` says), until memtrace has read /proc after it
+/// saw the whole release; returns the trace and the Go runtime's own
+/// account of the bytes it released (`HeapReleased`).
+fn trace_goheap(madvdontneed: u8, advice: &str) -> (Finished, u64) {
     let workloads = ensure_built().expect("workloads build");
     let godebug = format!("GODEBUG=madvdontneed={madvdontneed}");
-    let finished = run(
+    let mut tracing = Tracing::start(
         &Argv::new()
             .words("--json - -q -i 0.3 -- env")
             .arg(&godebug)
             .arg(workloads.goheap.to_str().unwrap())
-            .words("-alloc-mib 512 -hold 1.5s"),
-        Duration::from_secs(120),
+            .words("-alloc-mib 512 -wait-end"),
     );
+    let line = tracing.wait_for_stdout("\"event\":\"released\"");
+    let released: Value = serde_json::from_str(&line).expect("goheap's released event");
+    let released = released["HeapReleased"].as_u64().expect("HeapReleased");
+    let advised = format!("/madvise/{advice}/bytes");
+    tracing.wait_until_settled(|snapshot| {
+        bytes_at(snapshot, &advised).is_some_and(|bytes| within(bytes, released, 1.0))
+    });
+    tracing.send_line("go");
+    let finished = tracing.finish(Duration::from_secs(120));
     finished.assert_code(0);
-    finished
+    (finished, released)
 }
 
 #[test]
 fn go_with_madv_free_is_named_with_the_setting_to_change() {
-    let finished = trace_goheap(0);
+    let (finished, released) = trace_goheap(0, "MADV_FREE");
     let snapshot = last_running(&finished.snapshots());
     assert_reconciled(&snapshot);
-    let released = released_event(&finished)["HeapReleased"].as_u64().unwrap();
     let freed = number(&snapshot, "/madvise/MADV_FREE/bytes");
     assert_absent(&snapshot, "/madvise/MADV_DONTNEED");
     assert!(
@@ -153,10 +164,9 @@ fn go_with_madv_free_is_named_with_the_setting_to_change() {
 
 #[test]
 fn go_with_madv_dontneed_follows_the_heap() {
-    let finished = trace_goheap(1);
+    let (finished, released) = trace_goheap(1, "MADV_DONTNEED");
     let snapshot = last_running(&finished.snapshots());
     assert_reconciled(&snapshot);
-    let released = released_event(&finished)["HeapReleased"].as_u64().unwrap();
     let dontneed = number(&snapshot, "/madvise/MADV_DONTNEED/bytes");
     assert_absent(&snapshot, "/madvise/MADV_FREE");
     assert!(

@@ -3,12 +3,13 @@
 // scavenger (MADV_DONTNEED or MADV_FREE, chosen by GODEBUG=madvdontneed).
 //
 //	goheap [-alloc-mib 256] [-chunk-kib 64] [-steps free] [-hold 30s]
-//	       [-pprof 127.0.0.1:0] [-wait]
+//	       [-pprof 127.0.0.1:0] [-wait] [-wait-end]
 //
 // Output, one JSON object per line: {"event":"pprof","addr":...} (with
 // -pprof), {"event":"ready"} (with -wait), then memory snapshots with event
 // "allocated", "released" (unless -steps ""), and "memstats" once a second
-// while holding.
+// while holding. With -wait-end it holds until a line comes on stdin
+// rather than for -hold, so a test decides when it has seen enough.
 package main
 
 import (
@@ -37,6 +38,7 @@ func main() {
 	hold := flag.Duration("hold", 30*time.Second, "how long to stay alive at the end")
 	pprofAddr := flag.String("pprof", "", "serve net/http/pprof on this loopback address")
 	wait := flag.Bool("wait", false, "wait for a line on stdin before allocating")
+	waitEnd := flag.Bool("wait-end", false, "hold until a line comes on stdin, not for -hold")
 	flag.Parse()
 	if *allocMiB <= 0 || *chunkKiB <= 0 {
 		workload.Fatal(fmt.Errorf("-alloc-mib and -chunk-kib must be positive"))
@@ -62,7 +64,11 @@ func main() {
 	}
 
 	workload.EmitEverySecond(func() any { return workload.ReadStats("memstats") })
-	time.Sleep(*hold)
+	if *waitEnd {
+		workload.WaitForGo()
+	} else {
+		time.Sleep(*hold)
+	}
 }
 
 // allocate allocates total bytes in chunk-sized slices and writes one byte
