@@ -109,10 +109,11 @@ fn bytes_at(snapshot: &Value, pointer: &str) -> Option<u64> {
     snapshot.pointer(pointer).and_then(Value::as_u64)
 }
 
-/// Traces goheap, which allocates 512 MiB and gives it back with `advice`
+/// Traces goheap, which allocates 128 MiB and gives it back with `advice`
 /// (as `GODEBUG=madvdontneed` says), until memtrace has read /proc after it
 /// saw the whole release; returns the trace and the Go runtime's own
-/// account of the bytes it released (`HeapReleased`).
+/// account of the bytes it gave back: `HeapReleased` after the release
+/// less before it (the runtime counts heap it never used as released too).
 fn trace_goheap(madvdontneed: u8, advice: &str) -> (Finished, u64) {
     let workloads = ensure_built().expect("workloads build");
     let godebug = format!("GODEBUG=madvdontneed={madvdontneed}");
@@ -121,11 +122,15 @@ fn trace_goheap(madvdontneed: u8, advice: &str) -> (Finished, u64) {
             .words("--json - -q -i 0.3 -- env")
             .arg(&godebug)
             .arg(workloads.goheap.to_str().unwrap())
-            .words("-alloc-mib 512 -wait-end"),
+            .words("-alloc-mib 128 -wait-end"),
     );
-    let line = tracing.wait_for_stdout("\"event\":\"released\"");
-    let released: Value = serde_json::from_str(&line).expect("goheap's released event");
-    let released = released["HeapReleased"].as_u64().expect("HeapReleased");
+    let mut heap_released = |event: &str| {
+        let line = tracing.wait_for_stdout(&format!("\"event\":\"{event}\""));
+        let stats: Value = serde_json::from_str(&line).expect("a goheap event");
+        stats["HeapReleased"].as_u64().expect("HeapReleased")
+    };
+    let before = heap_released("allocated");
+    let released = heap_released("released") - before;
     let advised = format!("/madvise/{advice}/bytes");
     tracing.wait_until_settled(|snapshot| {
         bytes_at(snapshot, &advised).is_some_and(|bytes| within(bytes, released, 1.0))

@@ -1,5 +1,5 @@
-//! `memtrace report --contents FILE`: reads a capture `memtrace record` wrote,
-//! or cut off, and says what it holds and where it ends.
+//! `memtrace report --contents FILE`: reads a capture `memtrace record`
+//! wrote, whole or cut off, and says what it holds and where it ends.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
