@@ -59,6 +59,18 @@ pub enum CutReason {
 }
 
 impl CutReason {
+    pub const ALL: [Self; 9] = [
+        Self::NoFramePointer,
+        Self::NoUnwindInfo,
+        Self::JitCode,
+        Self::StackCopyTooSmall,
+        Self::DepthLimit,
+        Self::BadUnwind,
+        Self::NotTaken,
+        Self::RingBufferBusy,
+        Self::UnreadableCode,
+    ];
+
     pub fn describe(self) -> &'static str {
         match self {
             Self::NoFramePointer => "code without frame pointers",
@@ -93,24 +105,13 @@ impl StackEnd {
     /// The end its [`Display`](fmt::Display) names; `None` for any other
     /// text (an empty one: not known).
     pub fn parse(text: &str) -> Option<Self> {
-        use CutReason::*;
         if text == "complete" {
             return Some(Self::Root);
         }
-        [
-            NoFramePointer,
-            NoUnwindInfo,
-            JitCode,
-            StackCopyTooSmall,
-            DepthLimit,
-            BadUnwind,
-            NotTaken,
-            RingBufferBusy,
-            UnreadableCode,
-        ]
-        .into_iter()
-        .find(|reason| reason.name() == text)
-        .map(Self::Cut)
+        CutReason::ALL
+            .into_iter()
+            .find(|reason| reason.name() == text)
+            .map(Self::Cut)
     }
 }
 
@@ -350,5 +351,17 @@ mod tests {
         );
         assert_eq!(table.resolve(Some(id(stack_key::SAMPLE_BIT | 2))), None);
         assert_eq!(table.alias_order.len(), 1);
+    }
+
+    #[test]
+    fn every_end_reads_back_from_its_name() {
+        for end in CutReason::ALL
+            .into_iter()
+            .map(StackEnd::Cut)
+            .chain([StackEnd::Root])
+        {
+            assert_eq!(StackEnd::parse(&end.to_string()), Some(end));
+        }
+        assert_eq!(StackEnd::parse(""), None);
     }
 }
