@@ -6,7 +6,8 @@
 //! same few binaries (the service, its libc). Resolved per process, every
 //! new process parsed the same symbols and separate debug information again
 //! (tens of MiB for a libc), and the agent's RSS swung with each one. Keyed
-//! by build id, a binary is parsed once for all of them, whatever path each
+//! by build id (or, for a file without one, by its device, inode, size and
+//! time), a binary is parsed once for all of them, whatever path each
 //! process knows it by (its own /proc/PID/root, a container's image).
 //! Bounded: past [`MAX_FILES`] binaries the least recently used one is
 //! forgotten, and past [`MAX_NAMES`] resolved offsets all are.
@@ -29,6 +30,21 @@ use blazesym::symbolize::{
 
 use super::{frames, DebugSources, Debuginfod, Function, Module, SYSTEM_DEBUG_DIRS};
 use crate::elf::UnwindSections;
+
+/// A file's identity where it has no build id: its device, inode, size and
+/// modification time, which change when it is replaced or rewritten.
+fn file_identity(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some(format!(
+        "file {:x}:{:x} {} {}.{}",
+        meta.dev(),
+        meta.ino(),
+        meta.size(),
+        meta.mtime(),
+        meta.mtime_nsec()
+    ))
+}
 
 /// Binaries whose parsed symbols and debug information are kept.
 pub const MAX_FILES: usize = 64;
@@ -113,16 +129,18 @@ impl Library {
         readable: &Path,
         offsets: &[u64],
     ) -> Vec<Vec<Function>> {
-        let Some(build_id) = module.build_id.as_deref() else {
-            // No build id, nothing to share it by: resolve, and let
-            // blazesym forget the file (its path is this process's).
+        // A binary is known by its build id, or, without one (Go's linker
+        // writes none unless asked), by the file itself.
+        let Some(key) = module.build_id.clone().or_else(|| file_identity(readable)) else {
+            // Nothing to share it by: resolve, and let blazesym forget the
+            // file (its path is this process's).
             let functions = self.resolve(readable, None, offsets);
             self.forget_path(readable);
             return functions;
         };
-        let build_id = match self.kept.get_key_value(build_id) {
+        let build_id = match self.kept.get_key_value(key.as_str()) {
             Some((key, _)) => key.clone(),
-            None => Arc::from(build_id),
+            None => Arc::from(key),
         };
         let missing: Vec<u64> = offsets
             .iter()
@@ -131,7 +149,7 @@ impl Library {
             .collect();
         if !missing.is_empty() {
             let path = self.keep(&build_id, readable);
-            let resolved = self.resolve(&path, Some(&build_id), &missing);
+            let resolved = self.resolve(&path, module.build_id.as_deref(), &missing);
             if self.names.len() + missing.len() > MAX_NAMES {
                 self.names.clear();
             }
@@ -206,7 +224,7 @@ impl Library {
     fn resolve(
         &mut self,
         path: &Path,
-        build_id: Option<&Arc<str>>,
+        build_id: Option<&str>,
         offsets: &[u64],
     ) -> Vec<Vec<Function>> {
         let mut elf = Elf::new(path);
@@ -252,7 +270,7 @@ impl Library {
     /// has been fetched (in the background: tracing never waits).
     fn debuginfod_functions(
         &mut self,
-        build_id: &Arc<str>,
+        build_id: &str,
         path: &Path,
         offsets: &[u64],
     ) -> Option<Vec<Vec<Function>>> {
@@ -330,13 +348,18 @@ mod tests {
         let second = library.functions(&module, Path::new("/nonexistent/program"), &[offset]);
         assert_eq!(second, first);
         assert_eq!(library.size(), (1, 1));
-        // Without a build id the file cannot be shared, nor kept.
-        let unshared = Module {
+        // Without a build id (a Go program's), a file is known by itself:
+        // kept, and named once.
+        let no_build_id = Module {
             build_id: None,
             ..module
         };
-        let gone = library.functions(&unshared, Path::new("/nonexistent/program"), &[offset]);
+        let own = library.functions(&no_build_id, Path::new("/proc/self/exe"), &[offset]);
+        assert_eq!(own, first);
+        assert_eq!(library.size(), (2, 2));
+        // ... but one that no longer opens has nothing to be known by.
+        let gone = library.functions(&no_build_id, Path::new("/nonexistent/program"), &[offset]);
         assert_eq!(gone, vec![Vec::new()]);
-        assert_eq!(library.size(), (1, 1));
+        assert_eq!(library.size(), (2, 2));
     }
 }
