@@ -370,18 +370,6 @@ impl ProcessView {
         after.split_whitespace().nth(index)?.parse().ok()
     }
 
-    /// Whether the PID is a process (a thread group's leader), not one of
-    /// its other threads, which the fork tracepoint also reports.
-    pub fn is_process(&self) -> bool {
-        self.read_text("status").is_some_and(|status| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix("Tgid:"))
-                .and_then(|tgid| tgid.trim().parse::<u32>().ok())
-                == Some(self.pid)
-        })
-    }
-
     /// The process's stack size limit (`RLIMIT_STACK`, soft), in bytes;
     /// `u64::MAX` when unlimited.
     pub fn stack_limit(&self) -> Option<u64> {

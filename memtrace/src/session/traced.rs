@@ -301,7 +301,10 @@ impl Traced {
                 Follow::Forked {
                     child,
                     shares_memory,
-                } if joining.forks && ProcessView::new(child).is_process() => {
+                    // The kernel side sends forks of new processes only (not
+                    // threads); one that already ended is still followed, for
+                    // the records it left.
+                } if joining.forks => {
                     let tracker = if shares_memory {
                         Tracker::sharing_parents_memory()
                     } else {
