@@ -125,22 +125,33 @@ fn recorded(finished: &Finished) -> u64 {
     count_before(&line, "records in")
 }
 
-/// Records a memops script with `--json -`, and returns the capture and
-/// what memtrace printed.
-fn record_memops(dir: &Path, script: &str, extra: &[&str]) -> (PathBuf, Finished) {
-    let workloads = ensure_built().expect("workloads build");
-    let capture = dir.join("memops.mtc");
+/// Records into `dir`/`name`.mtc with `options` (memtrace's options, `--`
+/// and the command); returns the capture and what memtrace printed.
+fn record(dir: &Path, name: &str, options: &[&str]) -> (PathBuf, Finished) {
+    let capture = dir.join(format!("{name}.mtc"));
     let finished = run(
         &Argv::new()
             .words("record -o")
             .arg(capture.to_str().unwrap())
+            .args(options),
+        Duration::from_secs(120),
+    );
+    (capture, finished)
+}
+
+/// Records a memops script with `--json -`, and returns the capture and
+/// what memtrace printed.
+fn record_memops(dir: &Path, script: &str, extra: &[&str]) -> (PathBuf, Finished) {
+    let workloads = ensure_built().expect("workloads build");
+    record(
+        dir,
+        "memops",
+        &Argv::new()
             .args(extra)
             .words("--json - -q -i 0.2 --")
             .arg(workloads.memops.to_str().unwrap())
             .words(script),
-        Duration::from_secs(120),
-    );
-    (capture, finished)
+    )
 }
 
 #[test]
@@ -203,15 +214,13 @@ fn a_recorded_c_workload_is_traced_as_live_and_its_capture_is_complete() {
 fn a_recorded_fork_workload_keeps_the_childs_records() {
     let workloads = ensure_built().expect("workloads build");
     let dir = scratch();
-    let capture = dir.path().join("forks.mtc");
-    let finished = run(
+    let (capture, finished) = record(
+        dir.path(),
+        "forks",
         &Argv::new()
-            .words("record -o")
-            .arg(capture.to_str().unwrap())
             .words("--follow-forks --json - -q -i 0.2 --")
             .arg(workloads.many_threads.to_str().unwrap())
             .words("--threads 4 --mib 16"),
-        Duration::from_secs(120),
     );
     finished.assert_code(0);
     let child = finished
@@ -267,17 +276,15 @@ fn a_report_of_a_c_workload_that_forks_is_the_live_run_figure_for_figure() {
 fn a_report_of_a_go_program_that_execs_is_the_live_run_figure_for_figure() {
     let workloads = ensure_built().expect("workloads build");
     let dir = scratch();
-    let capture = dir.path().join("go.mtc");
     // `env` execs the Go program: the capture holds an exec, a Go heap
     // and the runtime's MADV_DONTNEED.
-    let finished = run(
+    let (capture, finished) = record(
+        dir.path(),
+        "go",
         &Argv::new()
-            .words("record -o")
-            .arg(capture.to_str().unwrap())
             .words("--json - -q -i 0.3 -- env GODEBUG=madvdontneed=1")
             .arg(workloads.goheap.to_str().unwrap())
             .words("-alloc-mib 256 -hold 1s"),
-        Duration::from_secs(120),
     );
     finished.assert_code(0);
     let last = finished
