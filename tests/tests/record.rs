@@ -10,6 +10,7 @@ use std::{
 };
 
 use memtrace_tests::{
+    kernel::MemoryCgroup,
     memtrace::{number, run, Argv, Finished, Line, Tracing},
     workloads::ensure_built,
 };
@@ -295,6 +296,34 @@ fn a_report_of_a_go_program_that_execs_is_the_live_run_figure_for_figure() {
     assert_eq!(last["command"], "goheap", "{last}");
     assert!(number(&last, "/released_bytes/MADV_DONTNEED") > 0, "{last}");
     assert!(assert_replayed_as_live(&finished, &capture) >= 3);
+}
+
+#[test]
+fn a_report_of_an_oom_kill_is_the_live_run_figure_for_figure() {
+    let workloads = ensure_built().expect("workloads build");
+    let cgroup = MemoryCgroup::new("memtrace-record-oom");
+    cgroup.max(32 * MIB);
+    let script = format!(
+        "{} {} map A 128M \\; touch A 0 128M \\; hold 1",
+        cgroup.enter(),
+        workloads.memops.display()
+    );
+    let dir = scratch();
+    let (capture, finished) = record(
+        dir.path(),
+        "oom",
+        &Argv::new()
+            .words("--json - -q -i 0.2 -- sh -c")
+            .arg(&script),
+    );
+    finished.assert_code(0);
+    let last = finished
+        .snapshots()
+        .last()
+        .cloned()
+        .expect("a final snapshot");
+    assert_eq!(last["state"], "oom_killed", "{}", finished.transcript());
+    assert!(assert_replayed_as_live(&finished, &capture) >= 1);
 }
 
 #[test]

@@ -250,6 +250,11 @@ impl ProcessView {
     /// root while it lives (which reaches files inside containers), as is
     /// afterwards.
     pub fn file(&self, path: &str) -> PathBuf {
+        // A capture played back: the process is gone (its PID may be
+        // another's now), and its files are wherever the report runs.
+        if tape::playing() {
+            return PathBuf::from(path);
+        }
         let inside = format!("root/{}", path.trim_start_matches('/'));
         let through_root = self.path(&inside);
         let exists = tape::ask(self.pid, &format!("exists {inside}"), || {

@@ -36,6 +36,11 @@ pub fn play_answers(answers: Option<Box<dyn Answers>>) {
     PLAYED.with(|slot| *slot.borrow_mut() = answers);
 }
 
+/// Whether answers are played back (see [`play_answers`]).
+pub(super) fn playing() -> bool {
+    PLAYED.with(|slot| slot.borrow().is_some())
+}
+
 /// Asks /proc through `read`, handing the answer to the tape if one is set.
 pub(super) fn ask(
     pid: u32,
