@@ -420,6 +420,30 @@ fn a_capture_cut_at_a_random_byte_reads_to_its_last_whole_chunk() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no `to byte`:\n{text}"));
     assert!(whole_to <= cut as u64, "{text}");
+    // Played back, it reports what it holds and says where it stops; cut
+    // inside its first chunk, it holds nothing to play, and says so.
+    let played = run(
+        &Argv::new()
+            .words("report --json - -q")
+            .arg(cut_path.to_str().unwrap()),
+        Duration::from_secs(120),
+    );
+    let said = played.stderr().join("\n");
+    if count_before(&text, "whole chunks") == 0 {
+        played.assert_code(1);
+        assert!(
+            said.contains("it ends before the traced process is named"),
+            "{said}"
+        );
+        return;
+    }
+    played.assert_code(0);
+    assert!(
+        said.contains(&format!("its {cut} bytes hold "))
+            && said.contains("what became of the process after it is not known"),
+        "{said}"
+    );
+    assert!(!played.snapshots().is_empty(), "{}", played.transcript());
 }
 
 #[test]

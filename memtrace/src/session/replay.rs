@@ -41,7 +41,7 @@ use super::{
     Scope, Session, SessionError, Stop,
 };
 use crate::{
-    capture::{CaptureError, CaptureReader, Entry, Kind},
+    capture::{CaptureError, CaptureReader, Ending, Entry, Kind},
     cli::{self, Invocation, TraceOptions},
     elf::ProgramKind,
     intake::{decode, Records, Sink, StackEnd, StackId},
@@ -380,6 +380,14 @@ pub async fn report(path: &Path, options: &TraceOptions) -> Result<Stop, Session
     };
     let signals = Signals::new()?;
     let stop = session.play(&shared, &mut outputs)?;
+    if let Some(ending @ Ending::CutOff(_)) = shared.0.borrow().reader.ending() {
+        // Said before the report, which ends as if the process had: what
+        // came after the cut is not known.
+        eprintln!(
+            "memtrace: {ending}; the report below covers the trace up to there, and what \
+             became of the process after it is not known"
+        );
+    }
     session.traced.drain(&mut shared.clone());
     session.final_reports(&mut outputs, &signals)?;
     play_answers(None);
