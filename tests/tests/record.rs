@@ -493,6 +493,17 @@ fn corrupt_bytes_in_a_capture_exit_10_in_one_line() {
             "{}",
             stderr[0]
         );
+        // Played back: whatever it holds before the bad bytes is reported
+        // (nothing when they are in its first chunk), then the same line,
+        // and the same exit code.
+        let played = run(
+            &Argv::new().words("report -q").arg(path.to_str().unwrap()),
+            Duration::from_secs(60),
+        );
+        played.assert_code(10);
+        let last = played.stderr().last().cloned().unwrap_or_default();
+        let said = &stderr[0][..stderr[0].find(" at byte ").unwrap()];
+        assert!(last.starts_with(said), "{}", played.transcript());
     }
     // Not a capture at all.
     let reported = report(&ensure_built().unwrap().memops);

@@ -53,14 +53,25 @@ impl Contents {
     }
 }
 
+/// The capture at `path`, its header read.
+pub(super) fn open_capture(path: &Path) -> Result<CaptureReader<BufReader<File>>, SessionError> {
+    let read = || {
+        let file = File::open(path).map_err(CaptureError::Read)?;
+        CaptureReader::open(BufReader::new(file))
+    };
+    read().map_err(|source| SessionError::Capture {
+        path: path.to_owned(),
+        source,
+    })
+}
+
 /// The text `memtrace report` prints for the capture at `path`.
 pub fn report(path: &Path) -> Result<String, SessionError> {
     let capture_error = |source| SessionError::Capture {
         path: path.to_owned(),
         source,
     };
-    let file = File::open(path).map_err(|err| capture_error(CaptureError::Read(err)))?;
-    let mut reader = CaptureReader::open(BufReader::new(file)).map_err(capture_error)?;
+    let mut reader = open_capture(path)?;
     let mut contents = Contents::default();
     while let Some(chunk) = reader.next_chunk().map_err(capture_error)? {
         for entry in chunk.entries {

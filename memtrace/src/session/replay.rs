@@ -21,7 +21,7 @@ use std::{
     collections::{HashMap, VecDeque},
     fs::File,
     io::{self, BufReader},
-    path::{Path, PathBuf},
+    path::Path,
     rc::Rc,
     time::Duration,
 };
@@ -29,6 +29,7 @@ use std::{
 use memtrace_common::Counter;
 
 use super::{
+    contents::open_capture,
     exits::Exits,
     launch,
     outputs::Outputs,
@@ -77,7 +78,6 @@ const KEEP_UNASKED_STEPS: u64 = 4;
 
 /// The capture, read as far as the playback needs.
 struct Player {
-    path: PathBuf,
     reader: CaptureReader<BufReader<File>>,
     /// Entries of the chunk being read, not taken yet.
     entries: VecDeque<Entry>,
@@ -100,15 +100,8 @@ struct Player {
 
 impl Player {
     fn open(path: &Path) -> Result<Self, SessionError> {
-        let capture_error = |source| SessionError::Capture {
-            path: path.to_owned(),
-            source,
-        };
-        let file = File::open(path).map_err(|err| capture_error(CaptureError::Read(err)))?;
-        let reader = CaptureReader::open(BufReader::new(file)).map_err(capture_error)?;
         Ok(Self {
-            path: path.to_owned(),
-            reader,
+            reader: open_capture(path)?,
             entries: VecDeque::new(),
             steps: VecDeque::new(),
             steps_read: 0,
@@ -213,10 +206,11 @@ impl Player {
         true
     }
 
-    /// When the next step was taken; `None` at the end.
-    fn next_at(&mut self) -> Option<Duration> {
+    /// The next step, read up to (with what was written before it); `None`
+    /// at the end.
+    fn next_step(&mut self) -> Option<&(Duration, Step)> {
         while self.steps.is_empty() && self.pull() {}
-        self.steps.front().map(|(at, _)| *at)
+        self.steps.front()
     }
 
     /// Reads until `found` finds what it looks for in what was read, at
@@ -286,7 +280,7 @@ impl StackRecord for Shared {
         let mut player = self.0.borrow_mut();
         // A drain's walked stacks are written right after its batch: read
         // up to the next step.
-        while player.steps.is_empty() && player.pull() {}
+        player.next_step();
         std::mem::take(&mut player.walked)
     }
 }
@@ -297,8 +291,7 @@ impl Records for Shared {
     fn drain(&mut self, sink: &mut Sink<'_>) {
         let batch = {
             let mut player = self.0.borrow_mut();
-            while player.steps.is_empty() && player.pull() {}
-            match player.steps.front() {
+            match player.next_step() {
                 Some((_, Step::Drain(_))) => match player.steps.pop_front() {
                     Some((_, Step::Drain(batch))) => batch,
                     _ => return,
@@ -327,11 +320,18 @@ pub async fn report(path: &Path, options: &TraceOptions) -> Result<Stop, Session
         .map_err(|usage| unplayable(format!("its command line does not read: {usage:?}")))?;
     let recorded_options = &recorded.options;
     let shared = Shared(Rc::new(RefCell::new(player)));
-    let (pid, rules) = shared
-        .0
-        .borrow_mut()
-        .start()
-        .ok_or_else(|| unplayable("it ends before the traced process is named".into()))?;
+    let start = shared.0.borrow_mut().start();
+    let Some((pid, rules)) = start else {
+        // Bad bytes before that are the reason, if there are any.
+        let error = shared.0.borrow_mut().error.take();
+        return Err(match error {
+            Some(source) => SessionError::Capture {
+                path: path.to_owned(),
+                source,
+            },
+            None => unplayable("it ends before the traced process is named".into()),
+        });
+    };
     let policy = OutputPolicy {
         force: options.force,
         owner: Owner::invoking_user(),
@@ -391,14 +391,15 @@ pub async fn report(path: &Path, options: &TraceOptions) -> Result<Stop, Session
     session.traced.drain(&mut shared.clone());
     session.final_reports(&mut outputs, &signals)?;
     play_answers(None);
-    if let Some(err) = shared.0.borrow_mut().error.take() {
-        let path = shared.0.borrow().path.clone();
-        eprintln!(
-            "memtrace: capture {}: {err}; reported up to there",
-            path.display()
-        );
+    // Reported up to the bad bytes; then said, as a corrupt capture.
+    let error = shared.0.borrow_mut().error.take();
+    match error {
+        Some(source) => Err(SessionError::Capture {
+            path: path.to_owned(),
+            source,
+        }),
+        None => Ok(stop),
     }
-    Ok(stop)
 }
 
 impl Session {
@@ -407,7 +408,7 @@ impl Session {
     fn play(&mut self, shared: &Shared, outputs: &mut Outputs) -> Result<Stop, SessionError> {
         let mut source = shared.clone();
         loop {
-            let Some(at) = shared.0.borrow_mut().next_at() else {
+            let Some(&(at, _)) = shared.0.borrow_mut().next_step() else {
                 // Cut off before it said how it stopped.
                 return Ok(Stop::Interrupt);
             };
