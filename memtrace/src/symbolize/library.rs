@@ -117,7 +117,8 @@ impl Library {
     }
 
     /// How many binaries and resolved offsets are kept now.
-    pub fn size(&self) -> (usize, usize) {
+    #[cfg(test)]
+    fn size(&self) -> (usize, usize) {
         (self.kept.len(), self.names.len())
     }
 
