@@ -17,8 +17,17 @@ use serde_json::Value;
 const MIB: u64 = 1 << 20;
 const LAZILY_FREED: &str = " is memory the program already gave back with MADV_FREE";
 
+/// Pages the kernel may hold in one CPU's folio batch (FOLIO_BATCH_SIZE)
+/// before it counts them as LazyFree: pages given back with MADV_FREE wait
+/// there, still resident but not yet on the lazy-free list, until the batch
+/// drains. Reclaim drains only the reclaiming CPU's batch, so after the
+/// kernel took back every other lazily freed page, smaps may say 0 while up
+/// to this many pages per CPU are still on their way.
+const FOLIO_BATCH_BYTES: u64 = 31 * 4096;
+
 /// The reconciliation goal: unexplained within 1% of RSS, LazyFree within
-/// 1% of the kernel's.
+/// 1% of the kernel's, or above it by no more than the kernel's per-CPU
+/// batches hold.
 fn assert_reconciled(snapshot: &Value) {
     let rss = number(snapshot, "/kernel/rss_bytes");
     let lazyfree = number(snapshot, "/kernel/lazyfree_bytes");
@@ -27,10 +36,13 @@ fn assert_reconciled(snapshot: &Value) {
         unexplained * 100 <= rss,
         "unexplained {unexplained} of {rss}"
     );
+    let model_lazyfree = number(snapshot, "/model/lazyfree_bytes");
+    let cpus = std::thread::available_parallelism().map_or(1, |cpus| cpus.get() as u64);
+    let in_batches =
+        model_lazyfree >= lazyfree && model_lazyfree - lazyfree <= FOLIO_BATCH_BYTES * cpus;
     assert!(
-        within(number(snapshot, "/model/lazyfree_bytes"), lazyfree, 1.0),
-        "model LazyFree {} vs kernel {lazyfree}",
-        number(snapshot, "/model/lazyfree_bytes")
+        within(model_lazyfree, lazyfree, 1.0) || in_batches,
+        "model LazyFree {model_lazyfree} vs kernel {lazyfree}"
     );
     assert!(within(number(snapshot, "/model/rss_bytes"), rss, 1.0));
 }
