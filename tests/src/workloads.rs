@@ -197,6 +197,15 @@ fn io_error(action: impl Into<String>) -> impl FnOnce(io::Error) -> BuildError {
     move |source| BuildError::Io { action, source }
 }
 
+/// The line of `splitlib.c` whose store faults, which the source marks.
+pub fn split_fault_line() -> usize {
+    let source = include_str!("../workloads/c/splitlib.c");
+    1 + source
+        .lines()
+        .position(|line| line.contains("/* fault line */"))
+        .expect("splitlib.c marks its fault line")
+}
+
 /// Directory the workloads are built into: `<target dir>/workloads`.
 ///
 /// The target directory is `$CARGO_TARGET_DIR` when set (a relative one is

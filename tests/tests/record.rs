@@ -10,9 +10,10 @@ use std::{
 };
 
 use memtrace_tests::{
+    gotool,
     kernel::MemoryCgroup,
-    memtrace::{number, run, Argv, Finished, Line, Tracing},
-    workloads::ensure_built,
+    memtrace::{binary, last_running, number, rows_with, run, Argv, Finished, Line, Tracing},
+    workloads::{build_dir, ensure_built, split_fault_line},
 };
 use serde_json::Value;
 
@@ -541,4 +542,97 @@ fn a_size_limit_keeps_the_capture_small_and_says_so() {
         "{text}"
     );
     assert!(text.ends_with("the capture is complete"), "{text}");
+}
+
+/// The frames of each row of `top_stacks`, in order.
+fn top_stack_frames(snapshot: &Value) -> Vec<Value> {
+    snapshot["top_stacks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no top_stacks in {snapshot}"))
+        .iter()
+        .map(|row| row["frames"].clone())
+        .collect()
+}
+
+#[test]
+fn a_capture_names_its_stacks_where_the_binaries_and_debug_files_are_gone() {
+    let workloads = ensure_built().expect("workloads build");
+    let dir = scratch();
+    let (capture, live) = record(
+        dir.path(),
+        "split",
+        &Argv::new()
+            .words("--json - -q -i 0.3 --debug-dir")
+            .arg(workloads.split_debug_dir.to_str().unwrap())
+            .arg("--")
+            .arg(workloads.split_user.to_str().unwrap())
+            .words("--hold 1"),
+    );
+    live.assert_code(0);
+    let live_last = last_running(&live.snapshots());
+    assert!(
+        !rows_with(&live_last, "top_stacks", "split_fill").is_empty(),
+        "{live_last}"
+    );
+
+    // Reported in a mount namespace of its own, where an empty directory
+    // covers every workload: the program, its library, the library's debug
+    // file. The script fails if the program can still be seen.
+    let profile = dir.path().join("split.pb.gz");
+    let output = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(
+            "mount -t tmpfs memtrace-hides-the-workloads \"$1\" && ! test -e \"$2\" || exit 99; \
+             exec \"$3\" report --json - -q --pprof \"$4\" \"$5\"",
+        )
+        .arg("sh")
+        .arg(build_dir())
+        .arg(&workloads.split_user)
+        .arg(binary())
+        .arg(&profile)
+        .arg(&capture)
+        .output()
+        .expect("run unshare");
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    let mut lines: Vec<Line> = text(&output.stdout)
+        .lines()
+        .map(|line| Line::Stdout(line.to_owned()))
+        .collect();
+    lines.extend(
+        text(&output.stderr)
+            .lines()
+            .map(|line| Line::Stderr(line.to_owned())),
+    );
+    let replayed = Finished {
+        status: output.status,
+        lines,
+    };
+    replayed.assert_code(0);
+    // Every stack named as it was live, though nothing it was named from is
+    // there.
+    let played_last = last_running(&replayed.snapshots());
+    assert_eq!(
+        top_stack_frames(&played_last),
+        top_stack_frames(&live_last),
+        "{}",
+        replayed.transcript()
+    );
+    // Down to the source line, which only the debug file had.
+    let traces = gotool::pprof(&[
+        "-traces",
+        "-lines",
+        "-sample_index=resident_space",
+        profile.to_str().unwrap(),
+    ]);
+    let position = format!("splitlib.c:{}", split_fault_line());
+    assert!(
+        traces
+            .lines()
+            .any(|line| line.contains("split_fill") && line.trim_end().ends_with(&position)),
+        "split_fill is not at {position} in:\n{traces}"
+    );
+    let contents = report(&capture);
+    contents.assert_code(0);
+    let said = contents.stdout().join("\n");
+    assert!(count_before(&said, "offsets named") > 0, "{said}");
 }

@@ -26,7 +26,7 @@ use memtrace_tests::{
     memtrace::{last_running, number, rows_with, snapshots_in, Finished, Tracing},
     running::Running,
     stacks::{complete_percent, frames, free_loopback_port, has_run, sum, wait_until},
-    workloads::{ensure_built, Workloads},
+    workloads::{ensure_built, split_fault_line, Workloads},
 };
 use serde_json::Value;
 
@@ -290,15 +290,6 @@ fn rust_release_stacks_are_whole_and_named_in_rust() {
     }
 }
 
-/// The line of `splitlib.c` whose store faults, which the source marks.
-fn fault_line() -> usize {
-    let source = include_str!("../workloads/c/splitlib.c");
-    1 + source
-        .lines()
-        .position(|line| line.contains("/* fault line */"))
-        .expect("splitlib.c marks its fault line")
-}
-
 /// Traces split_user (holding its memory `hold` seconds) with `options` and
 /// `env`, writing a pprof profile; returns the line `go tool pprof -traces
 /// -lines` gives `split_fill`'s frame, after checking that split_fill's
@@ -341,7 +332,7 @@ const NO_DEBUGINFOD: (&str, &str) = ("DEBUGINFOD_URLS", "");
 fn split_debug_info_in_a_debug_dir_gives_file_and_line() {
     let debug_dir = workloads().split_debug_dir.to_str().unwrap();
     let line = split_fill_as_pprof_names_it("1", &["--debug-dir", debug_dir], &[NO_DEBUGINFOD]);
-    let position = format!("splitlib.c:{}", fault_line());
+    let position = format!("splitlib.c:{}", split_fault_line());
     assert!(line.ends_with(&position), "{line:?} is not at {position}");
 }
 
@@ -444,7 +435,7 @@ fn debuginfod_serves_the_split_debug_info_and_gives_file_and_line() {
             ("DEBUGINFOD_CACHE_PATH", cache.path().to_str().unwrap()),
         ],
     );
-    let position = format!("splitlib.c:{}", fault_line());
+    let position = format!("splitlib.c:{}", split_fault_line());
     assert!(line.ends_with(&position), "{line:?} is not at {position}");
     assert!(
         cache.path().join(&build_id).join("debuginfo").is_file(),

@@ -56,6 +56,10 @@ pub enum Kind {
     Rules,
     /// The process traced (the primary target; 0 for a cgroup).
     Target,
+    /// What naming learnt while recording: a code file's build id or
+    /// identity, or the functions at an offset of one (see
+    /// `symbolize::Learned`).
+    Symbol,
     /// A kind this memtrace does not know (from a newer one).
     Unknown(u8),
 }
@@ -73,6 +77,7 @@ impl Kind {
             Self::Counter => 8,
             Self::Rules => 9,
             Self::Target => 10,
+            Self::Symbol => 11,
             Self::Unknown(code) => code,
         }
     }
@@ -89,6 +94,7 @@ impl Kind {
             8 => Self::Counter,
             9 => Self::Rules,
             10 => Self::Target,
+            11 => Self::Symbol,
             other => Self::Unknown(other),
         }
     }

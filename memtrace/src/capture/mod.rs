@@ -18,7 +18,7 @@ mod tests;
 
 use std::io;
 
-pub use format::{Kind, FORMAT_VERSION};
+pub use format::{In, Kind, Out, FORMAT_VERSION};
 pub use header::Header;
 pub use reader::{CaptureReader, Chunk, CutOff, Ending, Entry};
 pub use writer::{CaptureWriter, Pushed, Written};

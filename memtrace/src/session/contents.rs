@@ -13,6 +13,7 @@ use super::{record::Batch, SessionError};
 use crate::{
     capture::{CaptureError, CaptureReader, Ending, Header, Kind},
     intake::{decode, EventKind},
+    symbolize::Learned,
 };
 
 /// What a capture holds, counted entry by entry.
@@ -30,6 +31,9 @@ struct Contents {
     ticks: u64,
     proc_answers: u64,
     counter_readings: u64,
+    /// Code files identified and offsets named while recording.
+    files_identified: u64,
+    offsets_named: u64,
     exits: BTreeSet<u32>,
     stop: Option<String>,
     notes: Vec<String>,
@@ -93,6 +97,11 @@ pub fn report(path: &Path) -> Result<String, SessionError> {
                 },
                 Kind::Proc => contents.proc_answers += 1,
                 Kind::Counter => contents.counter_readings += 1,
+                Kind::Symbol => match Learned::decode(&entry.payload, 0) {
+                    Ok(Learned::File { .. }) => contents.files_identified += 1,
+                    Ok(Learned::Names { .. }) => contents.offsets_named += 1,
+                    Err(_) => contents.unknown += 1,
+                },
                 // For the replay: nothing to count.
                 Kind::Rules | Kind::Target => {}
                 Kind::Exit => {
@@ -142,8 +151,12 @@ fn describe(path: &Path, header: &Header, contents: &Contents, ending: &Ending) 
     );
     let _ = writeln!(
         out,
-        "stacks: {} walked by the kernel, {} unwound from samples",
-        contents.stacks_walked, contents.stacks_unwound
+        "stacks: {} walked by the kernel, {} unwound from samples; names: {} code files \
+         identified, {} offsets named",
+        contents.stacks_walked,
+        contents.stacks_unwound,
+        contents.files_identified,
+        contents.offsets_named
     );
     for (pid, (events, samples)) in &contents.by_process {
         let _ = writeln!(

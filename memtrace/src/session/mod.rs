@@ -252,6 +252,7 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
         }
     }
     session.final_reports(&mut outputs, &signals)?;
+    session.traced.name_every_recorded_stack();
     if let Some(recording) = session.traced.recording() {
         recording.borrow_mut().finish();
     }

@@ -1,7 +1,10 @@
 //! What the session keeps per traced process: the primary target and, with
 //! `--follow-forks`, each child it forks, every one its own address space.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, HashSet},
+    time::Duration,
+};
 
 use super::{
     heap::HeapWatch,
@@ -368,6 +371,23 @@ impl Process {
             command: self.command.clone(),
             executable: self.executable.clone(),
             namer: self.namer(stacks),
+        }
+    }
+
+    /// Names every stack this process holds memory under or counted calls
+    /// at (see `Traced::name_every_stack`).
+    pub fn name_every_stack(&mut self, stacks: &StackTable) {
+        let model = &self.tracker.model;
+        let mut ids = HashSet::new();
+        model.stacks_holding(|stack| {
+            ids.insert(stack);
+        });
+        model.activity().stacks_counted(|stack| {
+            ids.insert(stack);
+        });
+        let mut namer = self.namer(stacks);
+        for id in ids {
+            namer.named(Some(id));
         }
     }
 

@@ -14,6 +14,7 @@ use crate::{
     intake::{StackEnd, StackId},
     proc::{record_answers, Tape},
     safe_file::{OutputPolicy, StreamFile},
+    symbolize::Learned,
 };
 
 /// The recorder, shared by the session, its traced processes and the
@@ -128,6 +129,14 @@ impl Recorder {
             payload.extend_from_slice(&frame.to_le_bytes());
         }
         self.push(Kind::Stack, &payload);
+    }
+
+    /// What naming learnt of a code file or an offset's functions: kept
+    /// even aside (the library learns it once, whoever asked).
+    pub fn learned(&mut self, learned: &Learned) {
+        let aside = std::mem::replace(&mut self.aside, false);
+        self.push(Kind::Symbol, &learned.encode());
+        self.aside = aside;
     }
 
     /// What the kernel side's `counter` read (none: it could not be read).

@@ -49,7 +49,7 @@ use crate::{
     kernel::{KernelError, Targets},
     proc::{play_answers, Answers},
     safe_file::{OutputPolicy, Owner},
-    symbolize::{DebugSources, Debuginfod},
+    symbolize::{DebugSources, Debuginfod, Learned},
 };
 
 /// What drives the session, in the order the recording took it.
@@ -201,7 +201,8 @@ impl Player {
                 }
             }
             Kind::Target => self.target = u32_at(&payload, 0),
-            Kind::Note | Kind::Unknown(_) => {}
+            // Read before playing (see `learned`).
+            Kind::Note | Kind::Symbol | Kind::Unknown(_) => {}
         }
         true
     }
@@ -357,6 +358,7 @@ pub async fn report(path: &Path, options: &TraceOptions) -> Result<Stop, Session
             found: false,
         },
     );
+    traced.recall(learned(path));
     traced.play_at(Duration::ZERO, rules);
     match invocation {
         Invocation::Pid(_) => start_pid(&mut traced, pid, || Ok(()))?,
@@ -439,6 +441,27 @@ impl Session {
             }
         }
     }
+}
+
+/// What the recording learnt of the code's files and names. Most of it is
+/// written as recording ends, and all of it is needed from the first
+/// snapshot: read in a pass of its own, up to any bad bytes (the playback
+/// says where those are).
+fn learned(path: &Path) -> Vec<Learned> {
+    let Ok(mut reader) = open_capture(path) else {
+        return Vec::new();
+    };
+    let mut learned = Vec::new();
+    while let Ok(Some(chunk)) = reader.next_chunk() {
+        learned.extend(
+            chunk
+                .entries
+                .iter()
+                .filter(|entry| entry.kind == Kind::Symbol)
+                .filter_map(|entry| Learned::decode(&entry.payload, 0).ok()),
+        );
+    }
+    learned
 }
 
 /// The stop a capture names.

@@ -27,7 +27,7 @@ use crate::{
     model::reconcile::FOLIO_BATCH_PAGES,
     proc::{zero_page_pfn, ProcError, ProcessView},
     report::snapshot::{Footprint, Lost, Snapshot},
-    symbolize::{DebugSources, Library, SharedLibrary},
+    symbolize::{DebugSources, Learned, Library, SharedLibrary},
 };
 
 /// The kernel side's counters: read from its map, or as a capture recorded
@@ -117,7 +117,42 @@ impl Traced {
             .borrow_mut()
             .rules(self.rules.zero_pfn, self.rules.lazyfree_slack);
         self.stacks.record_to(Rc::clone(&recording));
+        let told = Rc::clone(&recording);
+        self.library
+            .borrow_mut()
+            .tell(Box::new(move |learned| told.borrow_mut().learned(learned)));
         self.recording = Some(recording);
+    }
+
+    /// Takes in what a capture's recording learnt of the code's files and
+    /// names, before anything is named.
+    pub fn recall(&mut self, learned: impl IntoIterator<Item = Learned>) {
+        let mut library = self.library.borrow_mut();
+        for learned in learned {
+            library.recall(learned);
+        }
+    }
+
+    /// Names every stack a process holds memory under or counted calls at,
+    /// so that the capture being recorded carries every name a report
+    /// could ask for: called as recording ends, and as a process leaves.
+    fn name_every_stack(&mut self, pid: Option<u32>) {
+        if self.recording.is_none() {
+            return;
+        }
+        let stacks = &self.stacks.table;
+        for (_, process) in self
+            .processes
+            .iter_mut()
+            .filter(|(traced, _)| pid.is_none_or(|pid| **traced == pid))
+        {
+            process.name_every_stack(stacks);
+        }
+    }
+
+    /// Recording ends: see [`Traced::name_every_stack`].
+    pub fn name_every_recorded_stack(&mut self) {
+        self.name_every_stack(None);
     }
 
     pub fn recording(&self) -> Option<&Recording> {
@@ -200,6 +235,7 @@ impl Traced {
 
     /// Stops tracing `pid` and hands back what was known of it.
     pub fn remove(&mut self, pid: u32) -> Option<Process> {
+        self.name_every_stack(Some(pid));
         self.targets.forget(pid);
         self.stacks.forget(pid);
         self.removed_since_prune = true;

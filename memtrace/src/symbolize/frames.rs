@@ -11,6 +11,9 @@ pub struct Module {
     pub path: String,
     /// GNU build id in hex, when the file has one.
     pub build_id: Option<String>,
+    /// Without a build id, what the file is known by instead (see
+    /// `library::file_identity`).
+    pub identity: Option<String>,
     /// memtrace could open the file (a file gone with its process, or
     /// never reachable, cannot be read for names).
     pub readable: bool,
@@ -19,6 +22,11 @@ pub struct Module {
 impl Module {
     pub fn name(&self) -> &str {
         self.path.rsplit('/').next().unwrap_or(&self.path)
+    }
+
+    /// What the library knows the file by: its build id, else its identity.
+    pub fn key(&self) -> Option<&str> {
+        self.build_id.as_deref().or(self.identity.as_deref())
     }
 }
 
@@ -67,6 +75,7 @@ impl Frame {
                     format!("[{mapping}]")
                 },
                 build_id: None,
+                identity: None,
                 readable: false,
             })),
             functions: Vec::new(),

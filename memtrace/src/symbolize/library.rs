@@ -11,6 +11,9 @@
 //! process knows it by (its own /proc/PID/root, a container's image).
 //! Bounded: past [`MAX_FILES`] binaries the least recently used one is
 //! forgotten, and past [`MAX_NAMES`] resolved offsets all are.
+//!
+//! While recording, the library tells the capture what it learns (see
+//! [`Learned`]); reporting a capture, it recalls that first.
 
 use std::{
     cell::RefCell,
@@ -28,8 +31,16 @@ use blazesym::symbolize::{
     Input, Symbolized,
 };
 
-use super::{frames, DebugSources, Debuginfod, Function, Module, SYSTEM_DEBUG_DIRS};
+use super::{frames, DebugSources, Debuginfod, Function, Learned, Module, SYSTEM_DEBUG_DIRS};
 use crate::elf::UnwindSections;
+
+/// The GNU build id of the file at `path`, in hex.
+fn build_id(path: &Path) -> Option<String> {
+    blazesym::helper::read_elf_build_id(path)
+        .ok()
+        .flatten()
+        .map(|id| id.iter().map(|byte| format!("{byte:02x}")).collect())
+}
 
 /// A file's identity where it has no build id: its device, inode, size and
 /// modification time, which change when it is replaced or rewritten.
@@ -80,6 +91,22 @@ pub struct Library {
     /// Bumped when names resolved before may have changed (a debug file
     /// arrived): processes compare it with the one they named stacks at.
     generation: u64,
+    /// Told each file identified and each offset named (a recording).
+    listener: Option<Listener>,
+    /// Files as a recording identified them, by process and path.
+    recalled_files: HashMap<(u32, String), Recalled>,
+    /// Names a recording resolved: never evicted, since the files they came
+    /// from may be nowhere here.
+    recalled_names: HashMap<(Arc<str>, u64), Vec<Function>>,
+}
+
+/// What is told each thing the library learns.
+pub type Listener = Box<dyn FnMut(&Learned)>;
+
+/// A file as the recording machine knew it.
+struct Recalled {
+    build_id: Option<String>,
+    identity: Option<String>,
 }
 
 impl Library {
@@ -95,7 +122,83 @@ impl Library {
             names: HashMap::new(),
             clock: 0,
             generation: 0,
+            listener: None,
+            recalled_files: HashMap::new(),
+            recalled_names: HashMap::new(),
         }
+    }
+
+    /// Tells `listener` everything learnt from now on.
+    pub fn tell(&mut self, listener: Listener) {
+        self.listener = Some(listener);
+    }
+
+    /// Takes in what a recording learnt, before anything is named.
+    pub fn recall(&mut self, learned: Learned) {
+        match learned {
+            Learned::File {
+                pid,
+                path,
+                build_id,
+                identity,
+            } => {
+                self.recalled_files
+                    .insert((pid, path), Recalled { build_id, identity });
+            }
+            Learned::Names {
+                key,
+                offset,
+                functions,
+            } => {
+                self.recalled_names
+                    .insert((Arc::from(key), offset), functions);
+            }
+        }
+    }
+
+    fn learnt(&mut self, learned: Learned) {
+        if let Some(listener) = self.listener.as_mut() {
+            listener(&learned);
+        }
+    }
+
+    /// The file process `pid` knows as `path`, read through `readable`.
+    /// A file a recording identified is that file: one at the same path
+    /// here is read only if it has the same build id (or is the very same
+    /// file), never taken for it otherwise.
+    pub fn identify(&mut self, pid: u32, path: &str, readable: &Path) -> Module {
+        let here_build_id = build_id(readable);
+        let here_identity = here_build_id
+            .is_none()
+            .then(|| file_identity(readable))
+            .flatten();
+        let opens = File::open(readable).is_ok();
+        if let Some(recalled) = self.recalled_files.get(&(pid, path.to_owned())) {
+            let same = match (&recalled.build_id, &here_build_id) {
+                (Some(recorded), Some(here)) => recorded == here,
+                (None, None) => recalled.identity.is_some() && recalled.identity == here_identity,
+                _ => false,
+            };
+            return Module {
+                path: path.to_owned(),
+                build_id: recalled.build_id.clone(),
+                identity: recalled.identity.clone(),
+                readable: opens && same,
+            };
+        }
+        let module = Module {
+            path: path.to_owned(),
+            build_id: here_build_id,
+            identity: here_identity,
+            readable: opens,
+        };
+        self.learnt(Learned::File {
+            pid,
+            path: module.path.clone(),
+            build_id: module.build_id.clone(),
+            identity: module.identity.clone(),
+        });
+        module
     }
 
     pub fn shared(debug: DebugSources) -> SharedLibrary {
@@ -123,7 +226,8 @@ impl Library {
     }
 
     /// The functions at `offsets` of `module`, read through `readable` (a
-    /// path that opens it for the process that maps it).
+    /// path that opens it for the process that maps it) for those a
+    /// recording did not name.
     pub fn functions(
         &mut self,
         module: &Module,
@@ -131,38 +235,48 @@ impl Library {
         offsets: &[u64],
     ) -> Vec<Vec<Function>> {
         // A binary is known by its build id, or, without one (Go's linker
-        // writes none unless asked), by the file itself.
-        let Some(key) = module.build_id.clone().or_else(|| file_identity(readable)) else {
-            // Nothing to share it by: resolve, and let blazesym forget the
-            // file (its path is this process's).
-            let functions = self.resolve(readable, None, offsets);
-            self.forget_path(readable);
-            return functions;
+        // writes none unless asked), by the file itself; without either it
+        // could not be opened.
+        let Some(key) = module.key() else {
+            return vec![Vec::new(); offsets.len()];
         };
-        let build_id = match self.kept.get_key_value(key.as_str()) {
+        let key = match self.kept.get_key_value(key) {
             Some((key, _)) => key.clone(),
             None => Arc::from(key),
+        };
+        let named = |library: &Self, offset: u64| {
+            let at = (key.clone(), offset);
+            library.recalled_names.contains_key(&at) || library.names.contains_key(&at)
         };
         let missing: Vec<u64> = offsets
             .iter()
             .copied()
-            .filter(|&offset| !self.names.contains_key(&(build_id.clone(), offset)))
+            .filter(|&offset| !named(self, offset))
             .collect();
-        if !missing.is_empty() {
-            let path = self.keep(&build_id, readable);
+        if !missing.is_empty() && module.readable {
+            let path = self.keep(&key, readable);
             let resolved = self.resolve(&path, module.build_id.as_deref(), &missing);
             if self.names.len() + missing.len() > MAX_NAMES {
                 self.names.clear();
             }
             for (offset, functions) in missing.into_iter().zip(resolved) {
-                self.names.insert((build_id.clone(), offset), functions);
+                if !functions.is_empty() {
+                    self.learnt(Learned::Names {
+                        key: key.to_string(),
+                        offset,
+                        functions: functions.clone(),
+                    });
+                }
+                self.names.insert((key.clone(), offset), functions);
             }
         }
         offsets
             .iter()
             .map(|&offset| {
-                self.names
-                    .get(&(build_id.clone(), offset))
+                let at = (key.clone(), offset);
+                self.recalled_names
+                    .get(&at)
+                    .or_else(|| self.names.get(&at))
                     .cloned()
                     .unwrap_or_default()
             })
@@ -339,6 +453,7 @@ mod tests {
         let module = Module {
             path: "/srv/program".into(),
             build_id: Some("0123456789abcdef".into()),
+            identity: None,
             readable: true,
         };
         let mut library = Library::new(DebugSources::default());
@@ -353,14 +468,50 @@ mod tests {
         // kept, and named once.
         let no_build_id = Module {
             build_id: None,
+            identity: file_identity(Path::new("/proc/self/exe")),
             ..module
         };
         let own = library.functions(&no_build_id, Path::new("/proc/self/exe"), &[offset]);
         assert_eq!(own, first);
         assert_eq!(library.size(), (2, 2));
         // ... but one that no longer opens has nothing to be known by.
-        let gone = library.functions(&no_build_id, Path::new("/nonexistent/program"), &[offset]);
-        assert_eq!(gone, vec![Vec::new()]);
+        let gone = library.identify(7, "/srv/program", Path::new("/nonexistent/program"));
+        assert_eq!((gone.key(), gone.readable), (None, false));
+        let nothing = library.functions(&gone, Path::new("/nonexistent/program"), &[offset]);
+        assert_eq!(nothing, vec![Vec::new()]);
         assert_eq!(library.size(), (2, 2));
+    }
+
+    #[test]
+    fn names_learnt_while_recording_are_recalled_where_the_file_is_not() {
+        assert_eq!(a_function_to_name(), 7);
+        let offset = own_file_offset(a_function_to_name as *const () as u64);
+        let learnt = Rc::new(RefCell::new(Vec::new()));
+        let mut recording = Library::new(DebugSources::default());
+        let told = Rc::clone(&learnt);
+        recording.tell(Box::new(move |learned| {
+            told.borrow_mut().push(learned.clone())
+        }));
+        let here = recording.identify(7, "/srv/program", Path::new("/proc/self/exe"));
+        let named = recording.functions(&here, Path::new("/proc/self/exe"), &[offset]);
+        assert!(named[0][0].name.contains("a_function_to_name"), "{named:?}");
+        let learnt = learnt.take();
+        assert_eq!(learnt.len(), 2, "{learnt:?}");
+
+        // Elsewhere, where /srv/program is nowhere: the same names.
+        let mut reporting = Library::new(DebugSources::default());
+        for learned in learnt.iter().cloned() {
+            reporting.recall(learned);
+        }
+        let there = reporting.identify(7, "/srv/program", Path::new("/nonexistent/program"));
+        assert_eq!((there.key(), there.readable), (here.key(), false));
+        let recalled = reporting.functions(&there, Path::new("/nonexistent/program"), &[offset]);
+        assert_eq!(recalled, named);
+        // A different file at that path here is not read for the offsets
+        // the recording did not name: it would name them wrong.
+        let other = reporting.identify(7, "/srv/program", Path::new("/bin/sh"));
+        assert!(!other.readable);
+        let unnamed = reporting.functions(&other, Path::new("/bin/sh"), &[offset + 64]);
+        assert_eq!(unnamed, vec![Vec::new()]);
     }
 }

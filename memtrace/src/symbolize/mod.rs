@@ -12,12 +12,14 @@
 //! `DEBUGINFOD_URLS` says so, and, for JIT-compiled code, from the perf map
 //! the runtime writes. Each address and each stack is resolved once per
 //! process, and each offset of a binary once for every process (see
-//! [`library`]).
+//! [`library`]). A capture carries the names its recording resolved to
+//! wherever it is reported (see [`learned`]).
 
 mod binaries;
 mod debuginfod;
 mod ends;
 mod frames;
+mod learned;
 mod library;
 mod namer;
 mod perfmap;
@@ -27,6 +29,7 @@ use std::{collections::HashMap, path::PathBuf, sync::Arc};
 pub use debuginfod::Debuginfod;
 pub use ends::{Completeness, STACK_ROOTS};
 pub use frames::{Frame, Function, Module};
+pub use learned::Learned;
 pub use library::{Library, SharedLibrary};
 pub use namer::Namer;
 pub use perfmap::{parse_perf_map, PerfMap};
@@ -217,16 +220,7 @@ impl Symbolizer {
             return module.clone();
         }
         let file = self.binaries.readable(path);
-        let readable = std::fs::File::open(&file).is_ok();
-        let build_id = blazesym::helper::read_elf_build_id(&file)
-            .ok()
-            .flatten()
-            .map(|id| id.iter().map(|byte| format!("{byte:02x}")).collect());
-        let module = Arc::new(Module {
-            path: path.to_owned(),
-            build_id,
-            readable,
-        });
+        let module = Arc::new(self.library.borrow_mut().identify(self.pid, path, &file));
         self.modules.insert(path.to_owned(), module.clone());
         module
     }
