@@ -79,8 +79,19 @@ pub enum Command {
         #[arg(value_name = "FILE")]
         file: PathBuf,
         /// Only say what the capture holds and where it ends.
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["at", "from", "to"])]
         contents: bool,
+        /// Report the trace as it stood SECS into the recording (as --to).
+        #[arg(long, value_name = "SECS", value_parser = parse_moment, conflicts_with_all = ["from", "to"])]
+        at: Option<Duration>,
+        /// Measure growth from SECS into the recording, instead of from the
+        /// first interval.
+        #[arg(long, value_name = "SECS", value_parser = parse_moment)]
+        from: Option<Duration>,
+        /// Stop the report SECS into the recording: the final report,
+        /// verdict and outputs are as of then.
+        #[arg(long, value_name = "SECS", value_parser = parse_moment)]
+        to: Option<Duration>,
     },
     /// The demo's workload itself (what `memtrace demo` runs and traces).
     #[command(hide = true)]
@@ -274,6 +285,7 @@ pub enum Invocation {
     Report {
         file: PathBuf,
         contents: bool,
+        window: Window,
     },
     /// The demo's own workload, holding its memory for the seconds given.
     DemoWorkload(f64),
@@ -342,9 +354,19 @@ impl Cli {
         }
         match (&self.command, targets.len()) {
             (Some(Command::DemoWorkload { hold }), _) => Ok(Invocation::DemoWorkload(*hold)),
-            (Some(Command::Report { file, contents }), 0) => Ok(Invocation::Report {
+            (
+                Some(Command::Report {
+                    file,
+                    contents,
+                    at,
+                    from,
+                    to,
+                }),
+                0,
+            ) => Ok(Invocation::Report {
                 file: file.clone(),
                 contents: *contents,
+                window: Window::new(*from, at.or(*to))?,
             }),
             (Some(Command::Report { .. }), _) => Err(Usage::Bad(
                 "`report` reads a capture: leave out -p, --cgroup, --container and -- COMMAND"
@@ -440,6 +462,36 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
 /// `--duration`: up to a year.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     seconds_within(text, 0.01, 365.0 * 86400.0, "a year")
+}
+
+/// A moment in a recording (`report --at`, `--from`, `--to`): from its
+/// start to a year into it.
+fn parse_moment(text: &str) -> Result<Duration, String> {
+    seconds_within(text, 0.0, 365.0 * 86400.0, "a year")
+}
+
+/// The part of a recording a report covers, in time since recording began.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Window {
+    /// Growth is measured from the first interval at or after this.
+    pub from: Option<Duration>,
+    /// The report stops at the last step at or before this.
+    pub to: Option<Duration>,
+}
+
+impl Window {
+    fn new(from: Option<Duration>, to: Option<Duration>) -> Result<Self, Usage> {
+        if let (Some(from), Some(to)) = (from, to) {
+            if from >= to {
+                return Err(Usage::Bad(format!(
+                    "--from {} s must come before --to {} s",
+                    from.as_secs_f64(),
+                    to.as_secs_f64()
+                )));
+            }
+        }
+        Ok(Self { from, to })
+    }
 }
 
 /// `--pprof-every`: up to a day.
@@ -609,7 +661,7 @@ mod tests {
         );
         let cli = parse(["memtrace", "report", "c.mtc"]).unwrap();
         assert!(
-            matches!(cli.invocation(), Ok(Invocation::Report { file, contents: false }) if file == Path::new("c.mtc"))
+            matches!(cli.invocation(), Ok(Invocation::Report { file, contents: false, window }) if file == Path::new("c.mtc") && window == Window::default())
         );
         assert!(cli.options.record.is_none());
         assert!(parse(["memtrace", "report", "c.mtc", "-p", "7"])

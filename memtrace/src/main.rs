@@ -22,6 +22,7 @@ fn main() -> ExitCode {
             Invocation::Report {
                 file,
                 contents: true,
+                ..
             },
             _,
         )) => {
@@ -40,6 +41,7 @@ fn main() -> ExitCode {
             Invocation::Report {
                 file,
                 contents: false,
+                window,
             },
             cli,
         )) => {
@@ -47,7 +49,7 @@ fn main() -> ExitCode {
                 Ok(runtime) => runtime,
                 Err(code) => return code,
             };
-            return match runtime.block_on(session::report_capture(&file, &cli.options)) {
+            return match runtime.block_on(session::report_capture(&file, &cli.options, window)) {
                 Ok(_) => exit::ExitCode::Success.into(),
                 Err(err) => {
                     eprintln!("memtrace: {err}");

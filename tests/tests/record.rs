@@ -636,3 +636,104 @@ fn a_capture_names_its_stacks_where_the_binaries_and_debug_files_are_gone() {
     let said = contents.stdout().join("\n");
     assert!(count_before(&said, "offsets named") > 0, "{said}");
 }
+
+/// The sum of `grown_bytes` over a snapshot's growth rows.
+fn grown(snapshot: &Value) -> i64 {
+    snapshot["growth"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no growth in {snapshot}"))
+        .iter()
+        .map(|row| row["grown_bytes"].as_i64().expect("grown_bytes"))
+        .sum()
+}
+
+#[test]
+fn a_report_stops_at_a_moment_and_measures_growth_from_another() {
+    let dir = scratch();
+    let (capture, live) = record_memops(
+        dir.path(),
+        "hold 0.6 ; map A 32M ; touch A 0 32M ; hold 1.5 ; map B 16M ; touch B 0 16M ; hold 1.5",
+        &[],
+    );
+    live.assert_code(0);
+    let snapshots = live.snapshots();
+    // An interval while A is touched and B is not yet.
+    let between = snapshots
+        .iter()
+        .rev()
+        .find(|snapshot| {
+            let faulted = number(snapshot, "/faults/bytes");
+            snapshot["type"] == "interval" && (32 * MIB..40 * MIB).contains(&faulted)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no interval between the two touches:\n{}",
+                live.transcript()
+            )
+        })
+        .clone();
+    let moment = between["elapsed_s"]
+        .as_f64()
+        .expect("elapsed_s")
+        .to_string();
+
+    // As of that moment: the interval's figures, the process running.
+    let at = run(
+        &Argv::new()
+            .words("report --json - -q --at")
+            .arg(&moment)
+            .arg(capture.to_str().unwrap()),
+        Duration::from_secs(120),
+    );
+    at.assert_code(0);
+    let last = at.snapshots().last().cloned().expect("a final snapshot");
+    assert_eq!(last["state"], "running", "{last}");
+    for figure in ["/faults/bytes", "/model/rss_bytes", "/madvise"] {
+        assert_eq!(last.pointer(figure), between.pointer(figure), "{figure}");
+    }
+    assert!(
+        at.stderr().iter().any(|line| line.contains(&format!(
+            "as of {:.3} s",
+            between["elapsed_s"].as_f64().unwrap()
+        ))),
+        "{}",
+        at.transcript()
+    );
+
+    // Growth from that moment is B's 16 MiB; from the first interval it
+    // is A's and B's.
+    let whole = last_running(&replay(&capture).snapshots());
+    assert!(grown(&whole) >= 47 * MIB as i64, "{whole}");
+    assert!(whole.get("growth_since_s").is_none(), "{whole}");
+    // Half an interval before that one: growth is measured from it.
+    let before = (between["elapsed_s"].as_f64().unwrap() - 0.1).to_string();
+    let from = run(
+        &Argv::new()
+            .words("report --json - -q --from")
+            .arg(&before)
+            .arg(capture.to_str().unwrap()),
+        Duration::from_secs(120),
+    );
+    from.assert_code(0);
+    let since = last_running(&from.snapshots());
+    let grown_since = grown(&since);
+    assert!(
+        (16 * MIB as i64..17 * MIB as i64).contains(&grown_since),
+        "{grown_since} grown since {before} s: {since}"
+    );
+    let growth_since = since["growth_since_s"].as_f64().expect("growth_since_s");
+    assert!(
+        (before.parse::<f64>().unwrap()..=between["elapsed_s"].as_f64().unwrap())
+            .contains(&growth_since),
+        "{growth_since} is not the interval after {before} s: {since}"
+    );
+
+    // A window that is not one is refused on the command line.
+    let backwards = run(
+        &Argv::new()
+            .words("report --from 2 --to 1")
+            .arg(capture.to_str().unwrap()),
+        Duration::from_secs(60),
+    );
+    backwards.assert_code(2);
+}

@@ -69,14 +69,27 @@ pub struct Facts<'a> {
 pub struct Past {
     seq: u64,
     history: History,
-    /// Resident bytes by holder at the first snapshot, for growth.
+    /// Resident bytes by holder at the first snapshot (or the first after
+    /// the moment asked for), for growth.
     baseline: Option<HashMap<Holder, Held>>,
+    /// When the baseline was taken.
+    baseline_at: Option<Duration>,
+    /// The baseline is at a moment asked for, not at the first snapshot.
+    baseline_asked: bool,
     previous_rss: Option<u64>,
 }
 
 impl Past {
     pub fn history(&self) -> &History {
         &self.history
+    }
+
+    /// Measures growth from the next snapshot on, instead of from the
+    /// first (`report --from`).
+    pub fn measure_growth_from_next(&mut self) {
+        self.baseline = None;
+        self.baseline_at = None;
+        self.baseline_asked = true;
     }
 
     /// The snapshot of the process `namer` names, at the moment `facts`
@@ -101,6 +114,7 @@ impl Past {
         growth.truncate(TOP_ROWS);
         if self.baseline.is_none() {
             self.baseline = Some(attribution::resident_by_holder(model));
+            self.baseline_at = Some(facts.elapsed);
         }
         let ranges = attribution::top_ranges(model, GROUPED_RANGES);
         let mut snapshot = Snapshot {
@@ -136,6 +150,7 @@ impl Past {
             top_calls,
             top_faults,
             growth,
+            growth_since: self.baseline_asked.then_some(self.baseline_at).flatten(),
             growers,
             profile_serving,
             trend: Trend::Unknown {

@@ -164,6 +164,9 @@ pub fn to_json(snapshot: &Snapshot) -> Value {
     value["trend"] = trend(snapshot);
     value["cgroup"] = json!(snapshot.cgroup.as_ref().map(cgroup));
     value["growth"] = json!(snapshot.growth.iter().map(growth_row).collect::<Vec<_>>());
+    if let Some(since) = snapshot.growth_since {
+        value["growth_since_s"] = json!(since.as_secs_f64());
+    }
     value["profile_serving_bytes"] = json!(snapshot.profile_serving);
     value["growers"] = json!(snapshot
         .growers

@@ -444,7 +444,11 @@ pub fn render_final(snapshot: &Snapshot, width: Option<usize>) -> String {
         }
     }
     if !snapshot.growth.is_empty() {
-        let _ = writeln!(out, "\nGrew the most since the first interval:");
+        let since = match snapshot.growth_since {
+            Some(at) => format!("{:.1} s into the trace", at.as_secs_f64()),
+            None => "the first interval".to_owned(),
+        };
+        let _ = writeln!(out, "\nGrew the most since {since}:");
         for row in &snapshot.growth {
             let prefix = format!("  {:>10}  ", Delta(row.grown).to_string());
             let _ = writeln!(out, "{}", stack_row(prefix, &row.frames, width));

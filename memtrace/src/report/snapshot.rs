@@ -158,8 +158,12 @@ pub struct Snapshot {
     pub top_stacks: Vec<StackRow>,
     pub top_calls: Vec<CallRow>,
     pub top_faults: Vec<FaultRow>,
-    /// Stacks that grew the most since the first snapshot.
+    /// Stacks that grew the most since the first snapshot, or since the
+    /// moment asked for (`growth_since`).
     pub growth: Vec<GrowthRow>,
+    /// When growth is measured from a moment asked for (`report --from`):
+    /// the time of the interval it is measured from.
+    pub growth_since: Option<Duration>,
     /// The same growth over all stacks, by what is responsible (the
     /// program's own function, or goroutine stacks).
     pub growers: Vec<(String, i64)>,

@@ -59,6 +59,11 @@ pub struct Shared<'a> {
     /// The heap profile, for the process it belongs to.
     pub heap: Option<&'a HeapWatch>,
     pub footprint: Footprint,
+    /// The trace is reported as of a moment of a recording (`report --to`,
+    /// or where a capture is cut off): /proc is not asked again, and a
+    /// process whose end was not recorded by then is running, as /proc last
+    /// read it.
+    pub as_of_recording: bool,
 }
 
 pub struct Process {
@@ -313,8 +318,10 @@ impl Process {
     }
 
     pub fn snapshot(&mut self, is_final: bool, shared: &Shared<'_>) -> Snapshot {
-        let alive = self.tracker.ending.is_none() && self.view.alive();
-        if alive {
+        let ended = self.tracker.ending.is_some();
+        let alive = !ended && (shared.as_of_recording || self.view.alive());
+        let look = alive && !shared.as_of_recording;
+        if look {
             self.look(is_final);
         }
         self.symbolizer.refresh();
@@ -338,7 +345,7 @@ impl Process {
             records: self.tracker.records,
             stack_walks: shared.stack_walks,
             process_madvise_unresolved: self.tracker.unresolved_process_madvise,
-            cgroup: if alive { cgroup_memory(self.pid) } else { None },
+            cgroup: if look { cgroup_memory(self.pid) } else { None },
             oom_kill: self.tracker.oom_kill,
             runtime: self.runtime.clone(),
             heap: shared
@@ -389,6 +396,11 @@ impl Process {
         for id in ids {
             namer.named(Some(id));
         }
+    }
+
+    /// Measures growth from the next snapshot on (`report --from`).
+    pub fn measure_growth_from_next(&mut self) {
+        self.past.measure_growth_from_next();
     }
 
     /// What exporters need to name this process's stacks.

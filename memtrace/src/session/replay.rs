@@ -43,7 +43,7 @@ use super::{
 };
 use crate::{
     capture::{CaptureError, CaptureReader, Ending, Entry, Kind},
-    cli::{self, Invocation, TraceOptions},
+    cli::{self, Invocation, TraceOptions, Window},
     elf::ProgramKind,
     intake::{decode, Records, Sink, StackEnd, StackId},
     kernel::{KernelError, Targets},
@@ -307,8 +307,12 @@ impl Records for Shared {
 }
 
 /// Plays the capture at `path` back, with `options` for what to write
-/// (the tracing options are the recording's).
-pub async fn report(path: &Path, options: &TraceOptions) -> Result<Stop, SessionError> {
+/// (the tracing options are the recording's), over `window`.
+pub async fn report(
+    path: &Path,
+    options: &TraceOptions,
+    window: Window,
+) -> Result<Stop, SessionError> {
     let player = Player::open(path)?;
     let unplayable = |why: String| SessionError::Unplayable {
         path: path.to_owned(),
@@ -381,16 +385,34 @@ pub async fn report(path: &Path, options: &TraceOptions) -> Result<Stop, Session
         screen: None,
     };
     let signals = Signals::new()?;
-    let stop = session.play(&shared, &mut outputs)?;
-    if let Some(ending @ Ending::CutOff(_)) = shared.0.borrow().reader.ending() {
-        // Said before the report, which ends as if the process had: what
-        // came after the cut is not known.
-        eprintln!(
-            "memtrace: {ending}; the report below covers the trace up to there, and what \
-             became of the process after it is not known"
-        );
-    }
-    session.traced.drain(&mut shared.clone());
+    let played = session.play(&shared, &mut outputs, window)?;
+    let stop = match played {
+        Played::Stopped(stop) => {
+            session.traced.drain(&mut shared.clone());
+            stop
+        }
+        Played::CutOff => {
+            let ending = shared.0.borrow().reader.ending().cloned();
+            if let Some(ending @ Ending::CutOff(_)) = ending {
+                // Said before the report, which is as of the cut: what came
+                // after it is not known.
+                eprintln!(
+                    "memtrace: {ending}; the report below covers the trace up to there, and \
+                     what became of the process after it is not known"
+                );
+            }
+            session.traced.hold_at_recorded_moment();
+            Stop::Interrupt
+        }
+        Played::Reached(to) => {
+            eprintln!(
+                "memtrace: the report below is as of {:.3} s into the recording (--to)",
+                to.as_secs_f64()
+            );
+            session.traced.hold_at_recorded_moment();
+            Stop::Duration
+        }
+    };
     session.final_reports(&mut outputs, &signals)?;
     play_answers(None);
     // Reported up to the bad bytes; then said, as a corrupt capture.
@@ -404,16 +426,38 @@ pub async fn report(path: &Path, options: &TraceOptions) -> Result<Stop, Session
     }
 }
 
+/// How far a playback went.
+enum Played {
+    /// To the recorded stop.
+    Stopped(Stop),
+    /// To where the capture is cut off, before it said how it stopped.
+    CutOff,
+    /// To the end of the window asked for (`--to`), this far in.
+    Reached(Duration),
+}
+
 impl Session {
     /// Takes the recorded steps as the live loop took their events, up to
-    /// the recorded stop.
-    fn play(&mut self, shared: &Shared, outputs: &mut Outputs) -> Result<Stop, SessionError> {
+    /// the recorded stop or the end of `window`.
+    fn play(
+        &mut self,
+        shared: &Shared,
+        outputs: &mut Outputs,
+        window: Window,
+    ) -> Result<Played, SessionError> {
         let mut source = shared.clone();
+        let mut growth_from = window.from;
         loop {
             let Some(&(at, _)) = shared.0.borrow_mut().next_step() else {
-                // Cut off before it said how it stopped.
-                return Ok(Stop::Interrupt);
+                return Ok(Played::CutOff);
             };
+            if let Some(to) = window.to.filter(|&to| at > to) {
+                return Ok(Played::Reached(to));
+            }
+            if growth_from.is_some_and(|from| at >= from) {
+                growth_from = None;
+                self.traced.measure_growth_from_next();
+            }
             self.traced.play_at(at, None);
             // A drain takes its batch itself (see `Records for Shared`).
             let step = {
@@ -434,7 +478,7 @@ impl Session {
                     self.traced.exited(pid);
                     false
                 }
-                Some(Step::Stop(how)) => return Ok(stop_named(&how)),
+                Some(Step::Stop(how)) => return Ok(Played::Stopped(stop_named(&how))),
             };
             if reconcile_soon {
                 self.traced.reconcile(&mut source);

@@ -76,6 +76,8 @@ pub struct Traced {
     recording: Option<Recording>,
     /// A process was removed: its stacks may be named by no one now.
     removed_since_prune: bool,
+    /// See `Shared::as_of_recording`.
+    as_of_recording: bool,
 }
 
 impl Traced {
@@ -108,6 +110,7 @@ impl Traced {
             played_at: None,
             recording: None,
             removed_since_prune: false,
+            as_of_recording: false,
         }
     }
 
@@ -122,6 +125,19 @@ impl Traced {
             .borrow_mut()
             .tell(Box::new(move |learned| told.borrow_mut().learned(learned)));
         self.recording = Some(recording);
+    }
+
+    /// From now on, the trace is reported as of the moment a recording
+    /// reached (see `Shared::as_of_recording`).
+    pub fn hold_at_recorded_moment(&mut self) {
+        self.as_of_recording = true;
+    }
+
+    /// Measures every process's growth from its next snapshot on.
+    pub fn measure_growth_from_next(&mut self) {
+        for process in self.processes.values_mut() {
+            process.measure_growth_from_next();
+        }
     }
 
     /// Takes in what a capture's recording learnt of the code's files and
@@ -520,6 +536,7 @@ impl Traced {
             elapsed: self.elapsed(),
             heap,
             footprint,
+            as_of_recording: self.as_of_recording,
         };
         let process = self
             .processes

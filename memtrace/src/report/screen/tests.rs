@@ -100,6 +100,7 @@ fn snapshot() -> Snapshot {
             frames: frames(&["memtrace::demo::touch"]),
             grown: 16 * MIB as i64,
         }],
+        growth_since: None,
         growers: Vec::new(),
         whole: None,
         pid_in_namespace: None,
