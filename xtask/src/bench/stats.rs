@@ -36,6 +36,8 @@ pub enum Goal {
     FasterThan(Variant),
     /// A median no higher than the other variant's.
     NoSlowerThan(Variant),
+    /// A median at most this many times the other variant's.
+    TimesAtMost(Variant, f64),
     /// A median of at most this many seconds (attach latency).
     SecondsAtMost(f64),
 }
@@ -47,6 +49,7 @@ impl Goal {
             Self::RatioAtMost(limit) => format!("≤ {limit:.2}x"),
             Self::FasterThan(other) => format!("< {}", other.label()),
             Self::NoSlowerThan(other) => format!("≤ {}", other.label()),
+            Self::TimesAtMost(other, limit) => format!("≤ {limit:.2}x {}", other.label()),
             Self::SecondsAtMost(limit) => format!("≤ {:.0} ms", limit * 1e3),
         }
     }
@@ -63,6 +66,9 @@ impl Goal {
             Self::RatioAtMost(limit) => Some(ratio <= limit),
             Self::FasterThan(other) => median_of(other).map(|theirs| median < theirs),
             Self::NoSlowerThan(other) => median_of(other).map(|theirs| median <= theirs),
+            Self::TimesAtMost(other, limit) => {
+                median_of(other).map(|theirs| median <= theirs * limit)
+            }
             Self::SecondsAtMost(limit) => Some(median <= limit),
         }
     }
@@ -115,6 +121,12 @@ mod tests {
         assert_eq!(goal.met(9.0, 1.01, bpftrace), Some(false));
         assert_eq!(goal.met(9.0, 0.5, |_| None), None);
         assert_eq!(goal.describe(), "≤ bpftrace ustack");
+        let goal = Goal::TimesAtMost(Variant::Memtrace, 1.05);
+        let memtrace = |variant| (variant == Variant::Memtrace).then_some(2.0);
+        assert_eq!(goal.met(9.0, 2.1, memtrace), Some(true));
+        assert_eq!(goal.met(9.0, 2.11, memtrace), Some(false));
+        assert_eq!(goal.met(9.0, 2.0, |_| None), None);
+        assert_eq!(goal.describe(), "≤ 1.05x memtrace");
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub enum Variant {
     MemtracePerCall,
     /// memtrace walking the stack of every page fault.
     MemtraceStacksAll,
+    /// `memtrace record`: memtrace at its defaults, also writing a capture.
+    MemtraceRecord,
     /// bpftrace counting page faults and memory syscalls by user stack.
     BpftraceStacks,
     /// bpftrace counting page faults and memory syscalls.
@@ -91,12 +93,13 @@ pub struct Files<'a> {
 
 impl Variant {
     /// Every variant, in the order of the summary table's columns.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Untraced,
         Self::Floor,
         Self::Memtrace,
         Self::MemtracePerCall,
         Self::MemtraceStacksAll,
+        Self::MemtraceRecord,
         Self::BpftraceStacks,
         Self::BpftraceCount,
         Self::PerfRecord,
@@ -111,6 +114,7 @@ impl Variant {
             Self::Memtrace => "memtrace",
             Self::MemtracePerCall => "memtrace per-call",
             Self::MemtraceStacksAll => "memtrace --stacks=all",
+            Self::MemtraceRecord => "memtrace record",
             Self::BpftraceStacks => "bpftrace ustack",
             Self::BpftraceCount => "bpftrace count",
             Self::PerfRecord => "perf -g",
@@ -126,6 +130,7 @@ impl Variant {
             Self::Memtrace => "memtrace",
             Self::MemtracePerCall => "memtrace-per-call",
             Self::MemtraceStacksAll => "memtrace-stacks-all",
+            Self::MemtraceRecord => "memtrace-record",
             Self::BpftraceStacks => "bpftrace-ustack",
             Self::BpftraceCount => "bpftrace-count",
             Self::PerfRecord => "perf",
@@ -158,6 +163,7 @@ impl Variant {
             Self::Memtrace => Some(&[]),
             Self::MemtracePerCall => Some(&["--syscall-hook", "per-call"]),
             Self::MemtraceStacksAll => Some(&["--stacks=all"]),
+            Self::MemtraceRecord => Some(&[]),
             _ => None,
         }
     }
@@ -166,9 +172,21 @@ impl Variant {
     /// `None` for the variants memtrace has no part in.
     pub fn memtrace_args(self, json: &Path) -> Option<Vec<String>> {
         let options = self.memtrace_options()?;
+        // The capture goes beside the JSON.
+        let record = match self {
+            Self::MemtraceRecord => vec![
+                "record".to_owned(),
+                "-o".to_owned(),
+                json.with_extension("mtc").display().to_string(),
+            ],
+            _ => Vec::new(),
+        };
         let args = ["-q", "--json"].map(str::to_owned).into_iter();
         Some(
-            args.chain([json.display().to_string()])
+            record
+                .into_iter()
+                .chain(args)
+                .chain([json.display().to_string()])
                 .chain(options.iter().map(|&option| option.to_owned()))
                 .collect(),
         )
@@ -382,6 +400,10 @@ mod tests {
             Variant::Floor.memtrace_args(json).unwrap(),
             ["-q", "--json", "/s/out.json", "--floor"]
         );
+        assert_eq!(
+            Variant::MemtraceRecord.memtrace_args(json).unwrap(),
+            ["record", "-o", "/s/out.mtc", "-q", "--json", "/s/out.json"]
+        );
         assert!(Variant::Untraced.memtrace_args(json).is_none());
         assert!(Variant::PerfDwarf.memtrace_args(json).is_none());
         let memtrace: Vec<_> = Variant::ALL
@@ -394,7 +416,8 @@ mod tests {
                 Variant::Floor,
                 Variant::Memtrace,
                 Variant::MemtracePerCall,
-                Variant::MemtraceStacksAll
+                Variant::MemtraceStacksAll,
+                Variant::MemtraceRecord
             ]
         );
         assert!(!Variant::Floor.counts_events());

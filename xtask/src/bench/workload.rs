@@ -10,8 +10,8 @@ use serde_json::Value;
 use super::{
     stats::Goal,
     variant::Variant::{
-        self, BpftraceCount, BpftraceStacks, Floor, Memtrace, MemtracePerCall, MemtraceStacksAll,
-        PerfDwarf, PerfRecord, Untraced,
+        self, BpftraceCount, BpftraceStacks, Floor, Memtrace, MemtracePerCall, MemtraceRecord,
+        MemtraceStacksAll, PerfDwarf, PerfRecord, Untraced,
     },
 };
 
@@ -54,11 +54,13 @@ pub enum Method {
 }
 
 /// The fault storm is where stack walking costs the most, so it alone
-/// compares memtrace's `--stacks=all` with the bpftrace ustack one.
+/// compares memtrace's `--stacks=all` with the bpftrace ustack one; and
+/// where records come fastest, so it measures what recording adds.
 const FAULT_STORM_VARIANTS: &[Variant] = &[
     Untraced,
     Floor,
     Memtrace,
+    MemtraceRecord,
     MemtraceStacksAll,
     BpftraceStacks,
     BpftraceCount,
@@ -237,6 +239,8 @@ impl Benchmark {
                 goals
             }
             (Self::FaultStorm, MemtraceStacksAll) => vec![Goal::FasterThan(BpftraceStacks)],
+            // Recording must not cost much more than tracing live.
+            (Self::FaultStorm, MemtraceRecord) => vec![Goal::TimesAtMost(Memtrace, 1.05)],
             (Self::MadviseStorm | Self::MmapChurn, Memtrace) => vec![Goal::RatioAtMost(1.15)],
             (Self::FaultStormNoFp | Self::MmapChurnNoFp, Memtrace) => {
                 vec![Goal::RatioAtMost(1.35), Goal::FasterThan(PerfDwarf)]
