@@ -60,6 +60,8 @@ pub enum Kind {
     /// identity, or the functions at an offset of one (see
     /// `symbolize::Learned`).
     Symbol,
+    /// A Go heap profile `--go-pprof` took, as it came.
+    Heap,
     /// A kind this memtrace does not know (from a newer one).
     Unknown(u8),
 }
@@ -78,6 +80,7 @@ impl Kind {
             Self::Rules => 9,
             Self::Target => 10,
             Self::Symbol => 11,
+            Self::Heap => 12,
             Self::Unknown(code) => code,
         }
     }
@@ -95,6 +98,7 @@ impl Kind {
             9 => Self::Rules,
             10 => Self::Target,
             11 => Self::Symbol,
+            12 => Self::Heap,
             other => Self::Unknown(other),
         }
     }

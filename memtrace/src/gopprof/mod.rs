@@ -81,20 +81,25 @@ pub struct HeapProfile {
     pub time_nanos: i64,
 }
 
-/// Gets the heap profile from `source` and decodes it. Blocking: run it off
-/// the async runtime's threads.
+/// Gets the heap profile from `source` and decodes it; returns its bytes as
+/// they came (for a capture) and what they say. Blocking: run it off the
+/// async runtime's threads.
 ///
 /// # Errors
 ///
 /// Each way of failing has its own [`GoPprofError`];
 /// [`GoPprofError::is_input_error`] tells a bad file from an endpoint that
 /// failed.
-pub fn fetch(source: &ProfileSource, limits: &FetchLimits) -> Result<HeapProfile, GoPprofError> {
+pub fn fetch(
+    source: &ProfileSource,
+    limits: &FetchLimits,
+) -> Result<(Vec<u8>, HeapProfile), GoPprofError> {
     let bytes = match source {
         ProfileSource::Url(url) => http::get(url, limits)?,
         ProfileSource::File(path) => read_file(path, limits.max_bytes)?,
     };
-    heap_profile(&bytes, source)
+    let profile = decode(&bytes, source)?;
+    Ok((bytes, profile))
 }
 
 /// The file's bytes, if it has at most `max_bytes` of them.
@@ -119,7 +124,11 @@ fn read_file(path: &Path, max_bytes: u64) -> Result<Vec<u8>, GoPprofError> {
 }
 
 /// Decodes a Go heap profile served or saved by `from`.
-fn heap_profile(bytes: &[u8], from: &ProfileSource) -> Result<HeapProfile, GoPprofError> {
+///
+/// # Errors
+///
+/// [`GoPprofError::NotAProfile`] or [`GoPprofError::NotAHeapProfile`].
+pub fn decode(bytes: &[u8], from: &ProfileSource) -> Result<HeapProfile, GoPprofError> {
     let profile = memtrace_pprof::decode(bytes, &DecodeLimits::default()).map_err(|error| {
         GoPprofError::NotAProfile {
             from: from.clone(),

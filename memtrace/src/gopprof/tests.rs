@@ -48,7 +48,7 @@ fn source(text: &str) -> ProfileSource {
 #[test]
 fn the_heap_profile_of_a_real_go_program_shows_what_it_holds() {
     let (_goheap, addr) = goheap_holding(64);
-    let profile = fetch(
+    let (_, profile) = fetch(
         &source(&format!("http://{addr}?gc=1")),
         &FetchLimits::default(),
     )
@@ -350,7 +350,9 @@ fn file_with(bytes: &[u8]) -> (tempfile::NamedTempFile, ProfileSource) {
 #[test]
 fn a_saved_profile_is_read_from_its_file() {
     let (_file, from) = file_with(&saved_profile());
-    let profile = fetch(&from, &FetchLimits::default()).unwrap();
+    let (bytes, profile) = fetch(&from, &FetchLimits::default()).unwrap();
+    // The bytes are the file's, as they came.
+    assert_eq!(bytes, saved_profile());
     let function = |name: &str, flat, cum| FunctionTotal {
         function: name.to_owned(),
         flat,

@@ -34,6 +34,8 @@ struct Contents {
     /// Code files identified and offsets named while recording.
     files_identified: u64,
     offsets_named: u64,
+    /// Go heap profiles (`--go-pprof`).
+    heap_profiles: u64,
     exits: BTreeSet<u32>,
     stop: Option<String>,
     notes: Vec<String>,
@@ -97,6 +99,7 @@ pub fn report(path: &Path) -> Result<String, SessionError> {
                 },
                 Kind::Proc => contents.proc_answers += 1,
                 Kind::Counter => contents.counter_readings += 1,
+                Kind::Heap => contents.heap_profiles += 1,
                 Kind::Symbol => match Learned::decode(&entry.payload, 0) {
                     Ok(Learned::File { .. }) => contents.files_identified += 1,
                     Ok(Learned::Names { .. }) => contents.offsets_named += 1,
@@ -141,13 +144,14 @@ fn describe(path: &Path, header: &Header, contents: &Contents, ending: &Ending) 
     let _ = writeln!(
         out,
         "{:.3} s: {} records in {} drains, {} interval ticks, {} answers from /proc, {} kernel \
-         counter readings{exits}",
+         counter readings, {} Go heap profiles{exits}",
         contents.last_ns as f64 / 1e9,
         contents.records,
         contents.batches,
         contents.ticks,
         contents.proc_answers,
         contents.counter_readings,
+        contents.heap_profiles,
     );
     let _ = writeln!(
         out,

@@ -8,12 +8,19 @@
 //! profile, megabytes of allocation that memtrace itself causes. When a
 //! fetch fails, the failure is said once and tracing goes on with the last
 //! profile it had.
+//!
+//! While recording, every profile taken goes into the capture as it came,
+//! at the point of the trace it was taken at; a report takes them there.
 
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
-use crate::gopprof::{fetch, FetchLimits, GoPprofError, HeapProfile, ProfileSource};
+use super::record::Recording;
+use crate::gopprof::{decode, fetch, FetchLimits, GoPprofError, HeapProfile, ProfileSource};
+
+/// A profile as fetched, and decoded.
+type Fetched = (Vec<u8>, HeapProfile);
 
 /// How often an endpoint is fetched while tracing.
 pub const FETCH_EVERY: Duration = Duration::from_secs(10);
@@ -25,12 +32,15 @@ pub struct HeapWatch {
     source: ProfileSource,
     limits: FetchLimits,
     latest: Option<HeapProfile>,
-    in_flight: Option<JoinHandle<Result<HeapProfile, GoPprofError>>>,
+    /// The file's profile, read before recording began: recorded with it.
+    unrecorded: Option<Vec<u8>>,
+    in_flight: Option<JoinHandle<Result<Fetched, GoPprofError>>>,
     /// When the last fetch started.
     last_started: Option<Instant>,
     /// The last failure said, so a failing endpoint is not said every
     /// interval.
     last_error: Option<String>,
+    recording: Option<Recording>,
 }
 
 impl HeapWatch {
@@ -38,18 +48,63 @@ impl HeapWatch {
     pub fn open(text: &str, allow_remote: bool) -> Result<Self, GoPprofError> {
         let source = ProfileSource::parse(text, allow_remote)?;
         let limits = FetchLimits::default();
-        let latest = match &source {
-            ProfileSource::File(_) => Some(fetch(&source, &limits)?),
-            ProfileSource::Url(_) => None,
+        let (unrecorded, latest) = match &source {
+            ProfileSource::File(_) => {
+                let (bytes, profile) = fetch(&source, &limits)?;
+                (Some(bytes), Some(profile))
+            }
+            ProfileSource::Url(_) => (None, None),
         };
         Ok(Self {
             source,
             limits,
             latest,
+            unrecorded,
             in_flight: None,
             last_started: None,
             last_error: None,
+            recording: None,
         })
+    }
+
+    /// The heap profiles of a capture played back: `source` as the
+    /// recording named it; they come from the capture (see
+    /// [`HeapWatch::take_recorded`]), never from `source`.
+    pub fn played(source: &str) -> Result<Self, GoPprofError> {
+        Ok(Self {
+            source: ProfileSource::parse(source, true)?,
+            limits: FetchLimits::default(),
+            latest: None,
+            unrecorded: None,
+            in_flight: None,
+            last_started: None,
+            last_error: None,
+            recording: None,
+        })
+    }
+
+    /// Records every profile taken from now on (and the file's, read
+    /// before).
+    pub fn record_to(&mut self, recording: Recording) {
+        if let Some(bytes) = self.unrecorded.take() {
+            recording.borrow_mut().heap_profile(&bytes);
+        }
+        self.recording = Some(recording);
+    }
+
+    /// A recorded profile, taken where the recording took it. One that
+    /// does not decode is left out, as a fetch that failed would have been.
+    pub fn take_recorded(&mut self, bytes: &[u8]) {
+        if let Ok(profile) = decode(bytes, &self.source) {
+            self.latest = Some(profile);
+        }
+    }
+
+    fn take(&mut self, (bytes, profile): Fetched) {
+        if let Some(recording) = &self.recording {
+            recording.borrow_mut().heap_profile(&bytes);
+        }
+        self.latest = Some(profile);
     }
 
     /// Where the profile comes from, for the report.
@@ -72,11 +127,11 @@ impl HeapWatch {
         }
         if let Some(fetching) = self.in_flight.take() {
             match fetching.await {
-                Ok(Ok(profile)) => {
+                Ok(Ok(fetched)) => {
                     if self.last_error.take().is_some() {
                         eprintln!("memtrace: --go-pprof {}: fetched again", self.source);
                     }
-                    self.latest = Some(profile);
+                    self.take(fetched);
                 }
                 Ok(Err(err)) => self.failed(err.to_string()),
                 Err(err) => self.failed(format!("{}: the fetch failed: {err}", self.source)),
@@ -113,8 +168,8 @@ impl HeapWatch {
             self.start_fetch();
         }
         if let Some(fetching) = self.in_flight.take() {
-            if let Ok(Ok(profile)) = fetching.await {
-                self.latest = Some(profile);
+            if let Ok(Ok(fetched)) = fetching.await {
+                self.take(fetched);
             }
         }
     }

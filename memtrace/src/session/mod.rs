@@ -20,7 +20,7 @@ mod stacks;
 mod traced;
 mod tracker;
 
-use std::{ffi::OsString, io::Write as _, time::Duration};
+use std::{ffi::OsString, io::Write as _, rc::Rc, time::Duration};
 
 use tokio::time::{interval, sleep_until, MissedTickBehavior};
 
@@ -104,7 +104,7 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
         policy.check(&to.path)?;
     }
     // A bad profile file is the user's to fix before anything is loaded.
-    let heap = options
+    let mut heap = options
         .go_pprof
         .as_deref()
         .map(|text| heap::HeapWatch::open(text, options.go_pprof_remote))
@@ -174,7 +174,11 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
     };
     if let Some(to) = &options.record {
         // From before the target is seeded: its first readings are taped.
-        traced.record_to(Recorder::open(to, &policy)?);
+        let recording = Recorder::open(to, &policy)?;
+        if let Some(heap) = heap.as_mut() {
+            heap.record_to(Rc::clone(&recording));
+        }
+        traced.record_to(recording);
     }
     let mut launched = None;
     let scope = match (&target, cgroup) {

@@ -139,6 +139,11 @@ impl Recorder {
         self.aside = aside;
     }
 
+    /// A Go heap profile the session took (`--go-pprof`), as it came.
+    pub fn heap_profile(&mut self, bytes: &[u8]) {
+        self.push(Kind::Heap, bytes);
+    }
+
     /// What the kernel side's `counter` read (none: it could not be read).
     pub fn counter(&mut self, counter: Counter, value: Option<u64>) {
         let mut payload = Vec::with_capacity(13);

@@ -31,6 +31,7 @@ use memtrace_common::Counter;
 use super::{
     contents::open_capture,
     exits::Exits,
+    heap::HeapWatch,
     launch,
     outputs::Outputs,
     process::ReadingRules,
@@ -62,6 +63,8 @@ enum Step {
     Exit(u32),
     /// How the session stopped.
     Stop(String),
+    /// `--go-pprof` took this heap profile.
+    Heap(Vec<u8>),
 }
 
 /// A /proc answer as recorded: the process, the question, the answer.
@@ -139,7 +142,7 @@ impl Player {
         let read = self.steps_read;
         if matches!(
             entry.kind,
-            Kind::Batch | Kind::Tick | Kind::Exit | Kind::Stop
+            Kind::Batch | Kind::Tick | Kind::Exit | Kind::Stop | Kind::Heap
         ) {
             self.steps_read += 1;
             // What was never asked for by now never will be.
@@ -167,6 +170,7 @@ impl Player {
                 at,
                 Step::Stop(String::from_utf8_lossy(&payload).into_owned()),
             )),
+            Kind::Heap => self.steps.push_back((at, Step::Heap(payload))),
             Kind::Proc => {
                 if let Some(answer) = proc_answer(&payload) {
                     self.answers.push_back((read, answer));
@@ -376,10 +380,16 @@ pub async fn report(
             ))
         }
     }
+    let heap = recorded_options
+        .go_pprof
+        .as_deref()
+        .map(HeapWatch::played)
+        .transpose()
+        .map_err(|err| unplayable(format!("its --go-pprof does not read: {err}")))?;
     let mut session = Session {
         traced,
         scope: Scope::Process { primary: pid },
-        heap: None,
+        heap,
         live_to_stderr: outputs.json_on_stdout(),
         quiet: options.quiet,
         screen: None,
@@ -389,6 +399,8 @@ pub async fn report(
     let stop = match played {
         Played::Stopped(stop) => {
             session.traced.drain(&mut shared.clone());
+            // The profile the recording settled on for its final report.
+            session.take_heap_profiles(&shared);
             stop
         }
         Played::CutOff => {
@@ -470,7 +482,14 @@ impl Session {
             let reconcile_soon = match step {
                 None | Some(Step::Drain(_)) => self.traced.drain(&mut source),
                 Some(Step::Tick) => {
+                    // The recording polled the heap profile right after
+                    // its tick, before the report.
+                    self.take_heap_profiles(shared);
                     self.interval_report(&mut source, outputs)?;
+                    false
+                }
+                Some(Step::Heap(bytes)) => {
+                    self.take_heap_profile(&bytes);
                     false
                 }
                 Some(Step::Exit(pid)) => {
@@ -506,6 +525,31 @@ fn learned(path: &Path) -> Vec<Learned> {
         );
     }
     learned
+}
+
+impl Session {
+    /// Takes the heap profiles that come next in the capture.
+    fn take_heap_profiles(&mut self, shared: &Shared) {
+        loop {
+            let bytes = {
+                let mut player = shared.0.borrow_mut();
+                if !matches!(player.next_step(), Some((_, Step::Heap(_)))) {
+                    return;
+                }
+                match player.steps.pop_front() {
+                    Some((_, Step::Heap(bytes))) => bytes,
+                    _ => return,
+                }
+            };
+            self.take_heap_profile(&bytes);
+        }
+    }
+
+    fn take_heap_profile(&mut self, bytes: &[u8]) {
+        if let Some(heap) = self.heap.as_mut() {
+            heap.take_recorded(bytes);
+        }
+    }
 }
 
 /// The stop a capture names.
