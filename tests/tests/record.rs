@@ -10,6 +10,7 @@ use std::{
 };
 
 use memtrace_tests::{
+    container::{Container, Image, MIX},
     gotool,
     kernel::MemoryCgroup,
     memtrace::{
@@ -790,4 +791,91 @@ fn a_report_of_a_go_program_compares_with_its_recorded_heap_profiles() {
     let contents = report(&capture);
     let said = contents.stdout().join("\n");
     assert!(count_before(&said, "Go heap profiles") >= 2, "{said}");
+}
+
+#[test]
+fn a_report_of_a_cgroup_is_the_live_run_figure_for_figure() {
+    let workloads = ensure_built().expect("workloads build");
+    let memops = workloads.memops.to_str().unwrap();
+    let cgroup = MemoryCgroup::new("memtrace-record-cgroup");
+    // `;` is a word of memops' own, which the shell must not see.
+    let start = |script: &str| {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "{} {memops} {}",
+                cgroup.enter(),
+                script.replace(';', "\\;")
+            ))
+            .spawn()
+            .expect("start a workload in the cgroup")
+    };
+    let mut before = start("map A 16M ; touch A 0 16M ; hold 3");
+    let procs = cgroup.path().join("cgroup.procs");
+    while !fs::read_to_string(&procs)
+        .unwrap_or_default()
+        .lines()
+        .any(|pid| pid == before.id().to_string())
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let dir = scratch();
+    let capture = dir.path().join("cgroup.mtc");
+    let mut tracing = Tracing::start(
+        &Argv::new()
+            .words("record -o")
+            .arg(capture.to_str().unwrap())
+            .words("--cgroup")
+            .arg(cgroup.path().to_str().unwrap())
+            .words("--json - -q -i 0.3"),
+    );
+    tracing.wait_attached();
+    // One that comes into the cgroup while it is traced.
+    let mut after = start("map B 8M ; touch B 0 8M ; hold 1");
+    assert!(after.wait().unwrap().success());
+    assert!(before.wait().unwrap().success());
+    cgroup.remove();
+    let live = tracing.finish(Duration::from_secs(60));
+    live.assert_code(0);
+    let whole = live
+        .snapshots()
+        .into_iter()
+        .filter(|snapshot| snapshot["scope"] == "cgroup")
+        .count();
+    assert!(whole >= 3, "{}", live.transcript());
+
+    // Reported after the cgroup and its processes are gone: every line as
+    // live, the cgroup's and each process's.
+    assert_replayed_as_live(&live, &capture);
+}
+
+#[test]
+fn a_report_of_a_container_is_the_live_run_figure_for_figure() {
+    let container = Container::run(Image::get(), "memtrace-record-mix", 256 * MIB, &[MIX, "2"]);
+    container.wait_for_log("mix: round 1", Duration::from_secs(60));
+    let dir = scratch();
+    let capture = dir.path().join("container.mtc");
+    let mut tracing = Tracing::start(
+        &Argv::new()
+            .words("record -o")
+            .arg(capture.to_str().unwrap())
+            .words("--container")
+            .arg(container.name())
+            .words("--json - -q -i 0.5"),
+    );
+    tracing.wait_attached();
+    assert_eq!(
+        container.wait_exit(Duration::from_secs(60)),
+        0,
+        "{}",
+        container.logs()
+    );
+    let live = tracing.finish(Duration::from_secs(60));
+    live.assert_code(0);
+    drop(container);
+    // Reported where the container, its image's binaries and its runtime's
+    // name for it are all gone: every line as live, stacks named from the
+    // names the recording resolved.
+    let snapshots = assert_replayed_as_live(&live, &capture);
+    assert!(snapshots >= 3, "{snapshots} snapshots");
 }

@@ -73,6 +73,21 @@ pub(super) fn ask(
     answer
 }
 
+/// Whether `path` is a directory, asked of the machine.
+pub(super) fn is_dir(path: &Path) -> bool {
+    is(path, "is dir", Path::is_dir)
+}
+
+/// Whether `path` is a regular file, asked of the machine.
+pub(super) fn is_file(path: &Path) -> bool {
+    is(path, "is file", Path::is_file)
+}
+
+fn is(path: &Path, question: &str, test: impl FnOnce(&Path) -> bool) -> bool {
+    let question = format!("{question} {}", path.display());
+    ask(0, &question, || Ok(vec![u8::from(test(path))])).is_ok_and(|answer| answer == [1])
+}
+
 /// A file's text, if it reads, asked of process `pid` (0: of the machine)
 /// by its path.
 pub(super) fn read_text(pid: u32, path: &Path) -> Option<String> {

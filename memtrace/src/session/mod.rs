@@ -210,10 +210,10 @@ pub async fn run(target: Target, options: &TraceOptions) -> Result<Stop, Session
         (Target::Cgroup(_), None) => unreachable!("a cgroup target is opened above"),
     };
     if let Some(recording) = traced.recording() {
-        recording.borrow_mut().target(match &scope {
-            Scope::Process { primary } => *primary,
-            Scope::Cgroup(_) => 0,
-        });
+        match &scope {
+            Scope::Process { primary } => recording.borrow_mut().target(*primary, &[]),
+            Scope::Cgroup(cgroup) => recording.borrow_mut().target(0, &cgroup.describe()),
+        }
     }
     let mut session = Session {
         traced,
@@ -408,12 +408,8 @@ impl Session {
                     if let Some(heap) = self.heap.as_mut() {
                         heap.poll().await;
                     }
-                    if let Scope::Cgroup(cgroup) = &self.scope {
-                        if cgroup.removed() {
-                            self.traced.drain(source);
-                            return Ok(Stop::CgroupRemoved);
-                        }
-                        cgroup.rescan(&mut self.traced)?;
+                    if let Some(stop) = self.cgroup_tick(source)? {
+                        return Ok(stop);
                     }
                     self.interval_report(source, outputs)?;
                     reconcile_soon = false;
@@ -533,6 +529,19 @@ impl Session {
             Ending::OomKilled => Some(Stop::TargetOomKilled),
             Ending::Exited => Some(Stop::TargetExited),
         }
+    }
+
+    /// A cgroup's part of an interval's tick: the trace stops if it is
+    /// gone; the processes that came into it are taken in.
+    fn cgroup_tick(&mut self, source: &mut dyn Records) -> Result<Option<Stop>, SessionError> {
+        if let Scope::Cgroup(cgroup) = &self.scope {
+            if cgroup.removed() {
+                self.traced.drain(source);
+                return Ok(Some(Stop::CgroupRemoved));
+            }
+            cgroup.rescan(&mut self.traced)?;
+        }
+        Ok(None)
     }
 
     fn interval_report(

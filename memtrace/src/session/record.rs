@@ -95,9 +95,12 @@ impl Recorder {
         self.push(Kind::Batch, &batch.bytes);
     }
 
-    /// The process traced: `pid` (0 for a cgroup).
-    pub fn target(&mut self, pid: u32) {
-        self.push(Kind::Target, &pid.to_le_bytes());
+    /// The process traced: `pid`; or, `pid` 0, the cgroup `described`
+    /// (see `CgroupScope::describe`).
+    pub fn target(&mut self, pid: u32, described: &[u8]) {
+        let mut payload = pid.to_le_bytes().to_vec();
+        payload.extend_from_slice(described);
+        self.push(Kind::Target, &payload);
     }
 
     /// An interval's tick; what came before it is written out now, so a

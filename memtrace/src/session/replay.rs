@@ -36,6 +36,7 @@ use super::{
     outputs::Outputs,
     process::ReadingRules,
     record::Batch,
+    scope::CgroupScope,
     signals::Signals,
     stacks::{StackRecord, Stacks},
     start_pid,
@@ -95,6 +96,8 @@ struct Player {
     unwound: HashMap<StackId, (Vec<u64>, Option<StackEnd>)>,
     rules: Option<ReadingRules>,
     target: Option<u32>,
+    /// The cgroup traced, as the recording described it (pid 0).
+    cgroup: Vec<u8>,
     /// Where reading stopped on bad bytes (the entries before it are
     /// played).
     error: Option<CaptureError>,
@@ -114,6 +117,7 @@ impl Player {
             unwound: HashMap::new(),
             rules: None,
             target: None,
+            cgroup: Vec::new(),
             error: None,
             done: false,
         })
@@ -204,7 +208,10 @@ impl Player {
                     });
                 }
             }
-            Kind::Target => self.target = u32_at(&payload, 0),
+            Kind::Target => {
+                self.target = u32_at(&payload, 0);
+                self.cgroup = payload.get(4..).unwrap_or_default().to_vec();
+            }
             // Read before playing (see `learned`).
             Kind::Note | Kind::Symbol | Kind::Unknown(_) => {}
         }
@@ -341,6 +348,16 @@ pub async fn report(
             None => unplayable("it ends before the traced process is named".into()),
         });
     };
+    let cgroup = match invocation {
+        Invocation::Cgroup(_) | Invocation::Container(_) => {
+            let described = std::mem::take(&mut shared.0.borrow_mut().cgroup);
+            let scope = CgroupScope::described(&described).map_err(|err| {
+                unplayable(format!("the cgroup it traced is not described: {err}"))
+            })?;
+            Some(scope)
+        }
+        _ => None,
+    };
     let policy = OutputPolicy {
         force: options.force,
         owner: Owner::invoking_user(),
@@ -361,25 +378,34 @@ pub async fn report(
             dirs: options.debug_dir.clone(),
             debuginfod: Debuginfod::from_env(),
         },
+        // As the recording joined processes: a cgroup's by following forks
+        // and, with a v2 directory, as the kernel side found them.
         Joining {
-            forks: recorded_options.follow_forks,
-            found: false,
+            forks: recorded_options.follow_forks || cgroup.is_some(),
+            found: cgroup
+                .as_ref()
+                .is_some_and(|cgroup| cgroup.cgroup.unified_dir.is_some()),
         },
     );
     traced.recall(learned(path));
     traced.play_at(Duration::ZERO, rules);
-    match invocation {
-        Invocation::Pid(_) => start_pid(&mut traced, pid, || Ok(()))?,
-        Invocation::Command(argv) => {
+    let scope = match (invocation, cgroup) {
+        (_, Some(cgroup)) => {
+            let pids = cgroup.add_all(&mut traced)?;
+            CgroupScope::seed_all(&mut traced, &pids)?;
+            Scope::Cgroup(Box::new(cgroup))
+        }
+        (Invocation::Pid(_), None) => {
+            start_pid(&mut traced, pid, || Ok(()))?;
+            Scope::Process { primary: pid }
+        }
+        (Invocation::Command(argv), None) => {
             let program = launch::resolve(&argv[0]).and_then(|path| ProgramKind::read(&path));
             traced.add_primary(pid, true, traced.stacks.source_for(program))?;
+            Scope::Process { primary: pid }
         }
-        _ => {
-            return Err(unplayable(
-                "only a process's capture plays back yet, not a cgroup's".into(),
-            ))
-        }
-    }
+        _ => return Err(unplayable("it names nothing traced".into())),
+    };
     let heap = recorded_options
         .go_pprof
         .as_deref()
@@ -388,7 +414,7 @@ pub async fn report(
         .map_err(|err| unplayable(format!("its --go-pprof does not read: {err}")))?;
     let mut session = Session {
         traced,
-        scope: Scope::Process { primary: pid },
+        scope,
         heap,
         live_to_stderr: outputs.json_on_stdout(),
         quiet: options.quiet,
@@ -485,6 +511,9 @@ impl Session {
                     // The recording polled the heap profile right after
                     // its tick, before the report.
                     self.take_heap_profiles(shared);
+                    if let Some(stop) = self.cgroup_tick(&mut source)? {
+                        return Ok(Played::Stopped(stop));
+                    }
                     self.interval_report(&mut source, outputs)?;
                     false
                 }

@@ -8,8 +8,9 @@ use memtrace_common::StackSource;
 
 use super::{traced::Traced, SessionError};
 use crate::{
+    capture::{CaptureError, In, Out},
     kernel::CgroupFilter,
-    proc::{resolve_container, Cgroup, CgroupMemory, ProcError},
+    proc::{resolve_container, Cgroup, CgroupMemory, CgroupVersion, ProcError},
     report::{
         merge::Past,
         whole::{ContainerMeta, Member, Subject},
@@ -68,6 +69,85 @@ impl CgroupScope {
         Ok(Self {
             cgroup,
             subject,
+            past: Past::default(),
+            ended: 0,
+            oom_killed: Vec::new(),
+            last_memory: None,
+        })
+    }
+
+    /// What a capture keeps of the cgroup opened: enough to report it where
+    /// neither the cgroup nor its container runtime is (see
+    /// [`CgroupScope::described`]).
+    pub fn describe(&self) -> Vec<u8> {
+        let mut out = Out::default();
+        let optional = |out: &mut Out, text: Option<&str>| {
+            out.bytes(&[u8::from(text.is_some())]);
+            out.text(text.unwrap_or_default());
+        };
+        let cgroup = &self.cgroup;
+        out.text(&cgroup.path);
+        out.bytes(&[match cgroup.version {
+            CgroupVersion::V1 => 1,
+            CgroupVersion::V2 => 2,
+        }]);
+        out.text(&cgroup.memory_dir.to_string_lossy());
+        optional(
+            &mut out,
+            cgroup
+                .unified_dir
+                .as_ref()
+                .map(|dir| dir.to_string_lossy())
+                .as_deref(),
+        );
+        out.text(&self.subject.label);
+        let container = self.subject.container.as_ref();
+        out.bytes(&[u8::from(container.is_some())]);
+        if let Some(container) = container {
+            out.text(&container.id);
+            optional(&mut out, container.name.as_deref());
+            optional(&mut out, container.runtime.as_deref());
+        }
+        out.0
+    }
+
+    /// The cgroup a capture describes (see [`CgroupScope::describe`]).
+    pub fn described(bytes: &[u8]) -> Result<Self, CaptureError> {
+        let mut input = In::new(bytes, 0);
+        let optional = |input: &mut In<'_>, what: &str| -> Result<Option<String>, CaptureError> {
+            let present = input.u8(what)? != 0;
+            let text = input.text(what)?;
+            Ok(present.then_some(text))
+        };
+        let path = input.text("cgroup path")?;
+        let version = match input.u8("cgroup version")? {
+            1 => CgroupVersion::V1,
+            _ => CgroupVersion::V2,
+        };
+        let memory_dir = PathBuf::from(input.text("memory directory")?);
+        let unified_dir = optional(&mut input, "unified directory")?.map(PathBuf::from);
+        let label = input.text("label")?;
+        let container = if input.u8("container")? != 0 {
+            Some(ContainerMeta {
+                id: input.text("container id")?,
+                name: optional(&mut input, "container name")?,
+                runtime: optional(&mut input, "container runtime")?,
+            })
+        } else {
+            None
+        };
+        Ok(Self {
+            subject: Subject {
+                label,
+                path: path.clone(),
+                container,
+            },
+            cgroup: Cgroup {
+                path,
+                version,
+                memory_dir,
+                unified_dir,
+            },
             past: Past::default(),
             ended: 0,
             oom_killed: Vec::new(),

@@ -17,7 +17,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::tape::read_text;
+use super::tape::{ask, is_dir, is_file, read_text};
 
 pub use container::{container_id_in_path, resolve_container, Container};
 pub use stat::{parse_v1 as parse_memory_stat_v1, parse_v2 as parse_memory_stat_v2, MemoryStat};
@@ -161,7 +161,7 @@ impl Cgroup {
     /// The cgroup at hierarchy path `path` under `mounts`.
     fn at(mounts: &Mounts, path: &str) -> Option<Self> {
         let under = |root: &PathBuf| root.join(path.trim_start_matches('/'));
-        let unified_dir = mounts.v2.as_ref().map(under).filter(|dir| dir.is_dir());
+        let unified_dir = mounts.v2.as_ref().map(under).filter(|dir| is_dir(dir));
         let (version, memory_dir) = if mounts.v2_has_memory() {
             (Version::V2, unified_dir.clone()?)
         } else {
@@ -171,7 +171,7 @@ impl Cgroup {
             Version::V2 => "memory.current",
             Version::V1 => "memory.usage_in_bytes",
         };
-        memory_dir.join(memory_file).is_file().then(|| Self {
+        is_file(&memory_dir.join(memory_file)).then(|| Self {
             path: path.to_owned(),
             version,
             memory_dir,
@@ -181,7 +181,7 @@ impl Cgroup {
 
     /// Whether the cgroup still exists (a container's is removed with it).
     pub fn exists(&self) -> bool {
-        self.memory_dir.is_dir()
+        is_dir(&self.memory_dir)
     }
 
     /// Its memory use, limits and charge now.
@@ -218,13 +218,29 @@ impl Cgroup {
     /// The processes in the cgroup and in its descendants.
     pub fn processes(&self) -> io::Result<Vec<u32>> {
         let root = self.unified_dir.as_ref().unwrap_or(&self.memory_dir);
+        let question = format!("cgroup processes {}", root.display());
+        let listed = ask(0, &question, || {
+            let pids: Vec<String> = Self::processes_under(root)?
+                .iter()
+                .map(u32::to_string)
+                .collect();
+            Ok(pids.join("\n").into_bytes())
+        })?;
+        Ok(String::from_utf8_lossy(&listed)
+            .lines()
+            .filter_map(|line| line.parse().ok())
+            .collect())
+    }
+
+    /// The processes in the cgroup at `root` and below, read now.
+    fn processes_under(root: &Path) -> io::Result<Vec<u32>> {
         let mut pids = Vec::new();
-        let mut dirs = vec![root.clone()];
+        let mut dirs = vec![root.to_owned()];
         while let Some(dir) = dirs.pop() {
             let procs = match fs::read_to_string(dir.join("cgroup.procs")) {
                 Ok(procs) => procs,
                 // Removed meanwhile: its processes went with it.
-                Err(err) if err.kind() == io::ErrorKind::NotFound && dir != *root => continue,
+                Err(err) if err.kind() == io::ErrorKind::NotFound && dir != root => continue,
                 Err(err) => return Err(err),
             };
             pids.extend(
