@@ -92,6 +92,11 @@ pub enum Command {
         /// verdict and outputs are as of then.
         #[arg(long, value_name = "SECS", value_parser = parse_moment)]
         to: Option<Duration>,
+        /// Measure growth against BASE: another capture of the same program
+        /// (what it held at its end, by stack names), or a moment of this
+        /// one in seconds (as --from).
+        #[arg(long, value_name = "BASE", conflicts_with_all = ["contents", "from"])]
+        diff_base: Option<PathBuf>,
     },
     /// The demo's workload itself (what `memtrace demo` runs and traces).
     #[command(hide = true)]
@@ -286,6 +291,8 @@ pub enum Invocation {
         file: PathBuf,
         contents: bool,
         window: Window,
+        /// Another capture to measure growth against (`--diff-base FILE`).
+        diff_base: Option<PathBuf>,
     },
     /// The demo's own workload, holding its memory for the seconds given.
     DemoWorkload(f64),
@@ -361,13 +368,30 @@ impl Cli {
                     at,
                     from,
                     to,
+                    diff_base,
                 }),
                 0,
-            ) => Ok(Invocation::Report {
-                file: file.clone(),
-                contents: *contents,
-                window: Window::new(*from, at.or(*to))?,
-            }),
+            ) => {
+                // A base that is no file but a number is a moment.
+                let (from, diff_base) = match diff_base {
+                    Some(base) if !base.is_file() => {
+                        let text = base.to_string_lossy();
+                        let moment = parse_moment(&text).map_err(|_| {
+                            Usage::Bad(format!(
+                                "--diff-base {text}: no such capture, and not a number of seconds"
+                            ))
+                        })?;
+                        (Some(moment), None)
+                    }
+                    other => (*from, other.clone()),
+                };
+                Ok(Invocation::Report {
+                    file: file.clone(),
+                    contents: *contents,
+                    window: Window::new(from, at.or(*to))?,
+                    diff_base,
+                })
+            }
             (Some(Command::Report { .. }), _) => Err(Usage::Bad(
                 "`report` reads a capture: leave out -p, --cgroup, --container and -- COMMAND"
                     .to_owned(),
@@ -661,13 +685,47 @@ mod tests {
         );
         let cli = parse(["memtrace", "report", "c.mtc"]).unwrap();
         assert!(
-            matches!(cli.invocation(), Ok(Invocation::Report { file, contents: false, window }) if file == Path::new("c.mtc") && window == Window::default())
+            matches!(cli.invocation(), Ok(Invocation::Report { file, contents: false, window, diff_base: None }) if file == Path::new("c.mtc") && window == Window::default())
         );
         assert!(cli.options.record.is_none());
         assert!(parse(["memtrace", "report", "c.mtc", "-p", "7"])
             .unwrap()
             .invocation()
             .is_err());
+    }
+
+    #[test]
+    fn a_report_window_and_its_base_read_as_moments_or_a_capture() {
+        let invocation = |args: &[&str]| {
+            let mut argv = vec!["memtrace", "report", "c.mtc"];
+            argv.extend_from_slice(args);
+            parse(argv).and_then(|cli| cli.invocation())
+        };
+        let at = Duration::from_secs(3);
+        assert!(matches!(
+            invocation(&["--at", "3"]),
+            Ok(Invocation::Report { window: Window { from: None, to: Some(to) }, .. }) if to == at
+        ));
+        // A base that is a number and no file is a moment, as --from.
+        assert!(matches!(
+            invocation(&["--diff-base", "3", "--to", "5"]),
+            Ok(Invocation::Report { window: Window { from: Some(from), .. }, diff_base: None, .. }) if from == at
+        ));
+        let base = tempfile::NamedTempFile::new().unwrap();
+        let base_path = base.path().to_str().unwrap();
+        assert!(matches!(
+            invocation(&["--diff-base", base_path]),
+            Ok(Invocation::Report { diff_base: Some(path), .. }) if path == base.path()
+        ));
+        for bad in [
+            &["--from", "5", "--to", "5"][..],
+            &["--diff-base", "/no/such/capture"],
+            &["--at", "-1"],
+            &["--at", "3", "--to", "4"],
+            &["--diff-base", "3", "--from", "1"],
+        ] {
+            assert!(matches!(invocation(bad), Err(Usage::Bad(_))), "{bad:?}");
+        }
     }
 
     #[test]

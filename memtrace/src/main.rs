@@ -42,6 +42,7 @@ fn main() -> ExitCode {
                 file,
                 contents: false,
                 window,
+                diff_base,
             },
             cli,
         )) => {
@@ -49,7 +50,12 @@ fn main() -> ExitCode {
                 Ok(runtime) => runtime,
                 Err(code) => return code,
             };
-            return match runtime.block_on(session::report_capture(&file, &cli.options, window)) {
+            return match runtime.block_on(session::report_capture(
+                &file,
+                &cli.options,
+                window,
+                diff_base.as_deref(),
+            )) {
                 Ok(_) => exit::ExitCode::Success.into(),
                 Err(err) => {
                     eprintln!("memtrace: {err}");

@@ -879,3 +879,52 @@ fn a_report_of_a_container_is_the_live_run_figure_for_figure() {
     let snapshots = assert_replayed_as_live(&live, &capture);
     assert!(snapshots >= 3, "{snapshots} snapshots");
 }
+
+#[test]
+fn a_report_measures_growth_against_another_capture_of_the_program() {
+    let dir = scratch();
+    let workloads = ensure_built().expect("workloads build");
+    let record_script = |name: &str, script: &str| {
+        let (capture, finished) = record(
+            dir.path(),
+            name,
+            &Argv::new()
+                .words("-q -i 0.2 --")
+                .arg(workloads.memops.to_str().unwrap())
+                .words(script),
+        );
+        finished.assert_code(0);
+        capture
+    };
+    // Yesterday's run touched A; today's touches A and, through the same
+    // code, B besides.
+    let base = record_script("base", "map A 16M ; touch A 0 16M ; hold 0.5");
+    let today = record_script(
+        "today",
+        "map A 16M ; touch A 0 16M ; map B 8M ; touch B 0 8M ; hold 0.5",
+    );
+    let compared = run(
+        &Argv::new()
+            .words("report --json - -q --diff-base")
+            .arg(base.to_str().unwrap())
+            .arg(today.to_str().unwrap()),
+        Duration::from_secs(120),
+    );
+    compared.assert_code(0);
+    let last = last_running(&compared.snapshots());
+    assert_eq!(last["growth_base"], base.to_str().unwrap(), "{last}");
+    // Stacks are matched by their names (their ids are the other run's):
+    // today holds 8 MiB more under the touching code than yesterday did.
+    let touched: i64 = last["growth"]
+        .as_array()
+        .expect("growth rows")
+        .iter()
+        .filter(|row| {
+            row["frames"]
+                .as_array()
+                .is_some_and(|frames| frames.iter().any(|frame| frame == "op_touch"))
+        })
+        .map(|row| row["grown_bytes"].as_i64().expect("grown_bytes"))
+        .sum();
+    assert_eq!(touched, 8 * MIB as i64, "{last}");
+}

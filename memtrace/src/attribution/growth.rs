@@ -8,7 +8,58 @@ use super::{
     holders::{resident_by_holder, Held, Holder},
     rows::GrowthRow,
 };
-use crate::symbolize::Namer;
+use crate::{intake::StackId, symbolize::Namer};
+
+/// In-use bytes by the names of the stacks that hold them: a baseline that
+/// compares across captures of the same program, where stack ids do not.
+pub type NamedBaseline = HashMap<Vec<String>, i64>;
+
+/// The in-use bytes of every holder now, by name.
+pub fn in_use_by_names(namer: &mut Namer<'_>) -> NamedBaseline {
+    let mut by_names = NamedBaseline::new();
+    for (holder, held) in resident_by_holder(namer.model) {
+        *by_names.entry(holder.names(namer)).or_default() += held.in_use as i64;
+    }
+    by_names
+}
+
+/// The stacks whose in-use bytes grew since `baseline`, by name, largest
+/// first; each row's stack is the one holding the most under that name now.
+pub fn growth_from_names(namer: &mut Namer<'_>, baseline: &NamedBaseline) -> Vec<GrowthRow> {
+    // Per name: in-use bytes now less then, and the largest holder's
+    // (bytes, stack).
+    type Row = (i64, Option<(u64, StackId)>);
+    let mut by_names: HashMap<Vec<String>, Row> = HashMap::new();
+    for (holder, held) in resident_by_holder(namer.model) {
+        let row = by_names.entry(holder.names(namer)).or_default();
+        row.0 += held.in_use as i64;
+        if let Some(stack) = holder.stack() {
+            // The largest holder, the lowest id among equals: the same
+            // row whatever order the holders come in.
+            let candidate = (held.in_use, stack);
+            let better = |(bytes, id): (u64, StackId)| {
+                candidate.0 > bytes || (candidate.0 == bytes && candidate.1 < id)
+            };
+            if row.1.is_none_or(better) {
+                row.1 = Some(candidate);
+            }
+        }
+    }
+    for (frames, bytes) in baseline {
+        by_names.entry(frames.clone()).or_default().0 -= bytes;
+    }
+    let mut rows: Vec<GrowthRow> = by_names
+        .into_iter()
+        .filter(|(_, (grown, _))| *grown > 0)
+        .map(|(frames, (grown, stack))| GrowthRow {
+            stack: stack.map(|(_, id)| id),
+            frames,
+            grown,
+        })
+        .collect();
+    rows.sort_by(|a, b| b.grown.cmp(&a.grown).then_with(|| a.frames.cmp(&b.frames)));
+    rows
+}
 
 /// The holders whose in-use bytes grew since `baseline` (an earlier
 /// [`resident_by_holder`]), merged by name like [`top_stacks`], largest

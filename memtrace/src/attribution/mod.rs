@@ -9,7 +9,8 @@ mod rows;
 
 pub use coverage::{coverage, gives_back, StackCoverage};
 pub use growth::{
-    growth, growth_by_responsible, responsible, serves_profiles, GOROUTINE_STACKS, PROFILE_SERVING,
+    growth, growth_by_responsible, growth_from_names, in_use_by_names, responsible,
+    serves_profiles, NamedBaseline, GOROUTINE_STACKS, PROFILE_SERVING,
 };
 pub use holders::{in_use_serving_profiles, resident_by_holder, resident_under, Held, Holder};
 pub use rows::{

@@ -13,11 +13,13 @@ use memtrace_common::StackSource;
 use super::{
     history::{History, Point, Trend},
     mappings,
-    snapshot::{Footprint, FunctionMatch, GoHeapSide, KernelReading, Lost, Snapshot, Unresolved},
+    snapshot::{
+        Footprint, FunctionMatch, GoHeapSide, GrowthFrom, KernelReading, Lost, Snapshot, Unresolved,
+    },
     state::TargetState,
 };
 use crate::{
-    attribution::{self, Held, Holder},
+    attribution::{self, Held, Holder, NamedBaseline},
     gopprof::HeapProfile,
     intake::OomKill,
     model::{reconcile::Outcome, AddressSpace, Cause, PageKind, PageUse},
@@ -64,16 +66,26 @@ pub struct Facts<'a> {
     pub stack_source: StackSource,
 }
 
+/// What growth is measured from.
+#[derive(Debug)]
+enum Baseline {
+    /// What the process held at a snapshot of this trace.
+    Here {
+        at: Duration,
+        held: HashMap<Holder, Held>,
+    },
+    /// What a process of another capture held at its end, by name.
+    Capture { label: String, held: NamedBaseline },
+}
+
 /// What a process's earlier snapshots leave for its later ones.
 #[derive(Debug, Default)]
 pub struct Past {
     seq: u64,
     history: History,
-    /// Resident bytes by holder at the first snapshot (or the first after
-    /// the moment asked for), for growth.
-    baseline: Option<HashMap<Holder, Held>>,
-    /// When the baseline was taken.
-    baseline_at: Option<Duration>,
+    /// What growth is measured from: the first snapshot, the first after
+    /// the moment asked for, or another capture.
+    baseline: Option<Baseline>,
     /// The baseline is at a moment asked for, not at the first snapshot.
     baseline_asked: bool,
     previous_rss: Option<u64>,
@@ -88,8 +100,13 @@ impl Past {
     /// first (`report --from`).
     pub fn measure_growth_from_next(&mut self) {
         self.baseline = None;
-        self.baseline_at = None;
         self.baseline_asked = true;
+    }
+
+    /// Measures growth from what another capture's process held at its end,
+    /// by name (`report --diff-base`); `label` names that capture.
+    pub fn measure_growth_from(&mut self, label: String, held: NamedBaseline) {
+        self.baseline = Some(Baseline::Capture { label, held });
     }
 
     /// The snapshot of the process `namer` names, at the moment `facts`
@@ -105,7 +122,8 @@ impl Past {
             .heap
             .map(|(source, profile)| go_heap_side(source, profile, namer));
         let mut growth = match &self.baseline {
-            Some(baseline) => attribution::growth(namer, baseline),
+            Some(Baseline::Here { held, .. }) => attribution::growth(namer, held),
+            Some(Baseline::Capture { held, .. }) => attribution::growth_from_names(namer, held),
             None => Vec::new(),
         };
         let profile_serving = attribution::in_use_serving_profiles(namer);
@@ -113,9 +131,16 @@ impl Past {
         growers.truncate(TOP_ROWS);
         growth.truncate(TOP_ROWS);
         if self.baseline.is_none() {
-            self.baseline = Some(attribution::resident_by_holder(model));
-            self.baseline_at = Some(facts.elapsed);
+            self.baseline = Some(Baseline::Here {
+                at: facts.elapsed,
+                held: attribution::resident_by_holder(model),
+            });
         }
+        let growth_from = match &self.baseline {
+            Some(Baseline::Here { at, .. }) if self.baseline_asked => GrowthFrom::Moment(*at),
+            Some(Baseline::Capture { label, .. }) => GrowthFrom::Capture(label.clone()),
+            _ => GrowthFrom::FirstInterval,
+        };
         let ranges = attribution::top_ranges(model, GROUPED_RANGES);
         let mut snapshot = Snapshot {
             seq: self.seq,
@@ -150,7 +175,7 @@ impl Past {
             top_calls,
             top_faults,
             growth,
-            growth_since: self.baseline_asked.then_some(self.baseline_at).flatten(),
+            growth_from,
             growers,
             profile_serving,
             trend: Trend::Unknown {

@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 
 use super::{
     history::Trend,
-    snapshot::{GoHeapSide, Snapshot},
+    snapshot::{GoHeapSide, GrowthFrom, Snapshot},
     whole::{Member, Whole},
 };
 use crate::{
@@ -164,8 +164,10 @@ pub fn to_json(snapshot: &Snapshot) -> Value {
     value["trend"] = trend(snapshot);
     value["cgroup"] = json!(snapshot.cgroup.as_ref().map(cgroup));
     value["growth"] = json!(snapshot.growth.iter().map(growth_row).collect::<Vec<_>>());
-    if let Some(since) = snapshot.growth_since {
-        value["growth_since_s"] = json!(since.as_secs_f64());
+    match &snapshot.growth_from {
+        GrowthFrom::FirstInterval => {}
+        GrowthFrom::Moment(since) => value["growth_since_s"] = json!(since.as_secs_f64()),
+        GrowthFrom::Capture(base) => value["growth_base"] = json!(base),
     }
     value["profile_serving_bytes"] = json!(snapshot.profile_serving);
     value["growers"] = json!(snapshot

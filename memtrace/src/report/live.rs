@@ -9,7 +9,7 @@ use super::{
     format::{percent, plural, stack_text, wrap, Bytes, Count, Delta, Span},
     history::Trend,
     mappings::created_by_phrase,
-    snapshot::{KernelReading, Snapshot},
+    snapshot::{GrowthFrom, KernelReading, Snapshot},
     state::TargetState,
     verdict::Parts,
     whole::Whole,
@@ -444,11 +444,12 @@ pub fn render_final(snapshot: &Snapshot, width: Option<usize>) -> String {
         }
     }
     if !snapshot.growth.is_empty() {
-        let since = match snapshot.growth_since {
-            Some(at) => format!("{:.1} s into the trace", at.as_secs_f64()),
-            None => "the first interval".to_owned(),
+        let since = match &snapshot.growth_from {
+            GrowthFrom::FirstInterval => "since the first interval".to_owned(),
+            GrowthFrom::Moment(at) => format!("since {:.1} s into the trace", at.as_secs_f64()),
+            GrowthFrom::Capture(base) => format!("compared with the end of {base}"),
         };
-        let _ = writeln!(out, "\nGrew the most since {since}:");
+        let _ = writeln!(out, "\nGrew the most {since}:");
         for row in &snapshot.growth {
             let prefix = format!("  {:>10}  ", Delta(row.grown).to_string());
             let _ = writeln!(out, "{}", stack_row(prefix, &row.frames, width));

@@ -216,7 +216,7 @@ fn merge(members: &[Snapshot]) -> Snapshot {
             |m| &m.growth,
             |row: &GrowthRow| row.grown.unsigned_abs(),
         ),
-        growth_since: first.and_then(|m| m.growth_since),
+        growth_from: first.map(|m| m.growth_from.clone()).unwrap_or_default(),
         growers,
         profile_serving,
         trend: Trend::Unknown {

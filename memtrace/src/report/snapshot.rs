@@ -158,12 +158,9 @@ pub struct Snapshot {
     pub top_stacks: Vec<StackRow>,
     pub top_calls: Vec<CallRow>,
     pub top_faults: Vec<FaultRow>,
-    /// Stacks that grew the most since the first snapshot, or since the
-    /// moment asked for (`growth_since`).
+    /// Stacks that grew the most since `growth_from`.
     pub growth: Vec<GrowthRow>,
-    /// When growth is measured from a moment asked for (`report --from`):
-    /// the time of the interval it is measured from.
-    pub growth_since: Option<Duration>,
+    pub growth_from: GrowthFrom,
     /// The same growth over all stacks, by what is responsible (the
     /// program's own function, or goroutine stacks).
     pub growers: Vec<(String, i64)>,
@@ -295,4 +292,18 @@ impl Snapshot {
             cgroup_current: self.cgroup.as_ref().map(|cgroup| cgroup.current),
         }
     }
+}
+
+/// What growth is measured from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum GrowthFrom {
+    /// The first interval of the trace.
+    #[default]
+    FirstInterval,
+    /// The first interval at or after a moment asked for (`report
+    /// --from`): its time.
+    Moment(Duration),
+    /// What a process of another capture held at its end (`report
+    /// --diff-base`): that capture.
+    Capture(String),
 }

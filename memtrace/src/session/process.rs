@@ -14,6 +14,7 @@ use super::{
 use memtrace_common::StackSource;
 
 use crate::{
+    attribution::{self, NamedBaseline},
     elf::ProgramKind,
     export::Part,
     intake::{Decoded, EventKind, StackSample, StackTable},
@@ -396,6 +397,12 @@ impl Process {
         for id in ids {
             namer.named(Some(id));
         }
+    }
+
+    /// What the process holds in use now, by the names of the stacks that
+    /// hold it (a baseline for another capture: `report --diff-base`).
+    pub fn in_use_by_names(&mut self, stacks: &StackTable) -> NamedBaseline {
+        attribution::in_use_by_names(&mut self.namer(stacks))
     }
 
     /// Measures growth from the next snapshot on (`report --from`).

@@ -19,6 +19,7 @@
 use std::{
     cell::RefCell,
     collections::{HashMap, VecDeque},
+    ffi::OsString,
     fs::File,
     io::{self, BufReader},
     path::Path,
@@ -44,6 +45,7 @@ use super::{
     Scope, Session, SessionError, Stop,
 };
 use crate::{
+    attribution::NamedBaseline,
     capture::{CaptureError, CaptureReader, Ending, Entry, Kind},
     cli::{self, Invocation, TraceOptions, Window},
     elf::ProgramKind,
@@ -318,12 +320,110 @@ impl Records for Shared {
 }
 
 /// Plays the capture at `path` back, with `options` for what to write
-/// (the tracing options are the recording's), over `window`.
+/// (the tracing options are the recording's), over `window`, comparing with
+/// the end of the capture `diff_base` when one is given.
 pub async fn report(
     path: &Path,
     options: &TraceOptions,
     window: Window,
+    diff_base: Option<&Path>,
 ) -> Result<Stop, SessionError> {
+    let base = diff_base.map(held_at_end).transpose()?;
+    let policy = OutputPolicy {
+        force: options.force,
+        owner: Owner::invoking_user(),
+    };
+    let mut outputs = Outputs::open(options, &policy)?;
+    let (mut session, shared) = start_playback(path, options, outputs.json_on_stdout())?;
+    if let Some((label, held)) = base {
+        let focus = session.focus().ok_or_else(|| SessionError::Unplayable {
+            path: path.to_owned(),
+            why: "--diff-base compares one program's captures, and this is a cgroup's".into(),
+        })?;
+        if let Some(process) = session.traced.get_mut(focus) {
+            process.past.measure_growth_from(label, held);
+        }
+    }
+    let signals = Signals::new()?;
+    let played = session.play(&shared, &mut outputs, window)?;
+    let stop = match played {
+        Played::Stopped(stop) => {
+            session.finish_playing(&shared);
+            stop
+        }
+        Played::CutOff => {
+            let ending = shared.0.borrow().reader.ending().cloned();
+            if let Some(ending @ Ending::CutOff(_)) = ending {
+                // Said before the report, which is as of the cut: what came
+                // after it is not known.
+                eprintln!(
+                    "memtrace: {ending}; the report below covers the trace up to there, and \
+                     what became of the process after it is not known"
+                );
+            }
+            session.traced.hold_at_recorded_moment();
+            Stop::Interrupt
+        }
+        Played::Reached(to) => {
+            eprintln!(
+                "memtrace: the report below is as of {:.3} s into the recording (--to)",
+                to.as_secs_f64()
+            );
+            session.traced.hold_at_recorded_moment();
+            Stop::Duration
+        }
+    };
+    session.final_reports(&mut outputs, &signals)?;
+    play_answers(None);
+    // Reported up to the bad bytes; then said, as a corrupt capture.
+    let error = shared.0.borrow_mut().error.take();
+    match error {
+        Some(source) => Err(SessionError::Capture {
+            path: path.to_owned(),
+            source,
+        }),
+        None => Ok(stop),
+    }
+}
+
+/// What the program of the capture at `base` held in use at its end, by
+/// stack names (a baseline for `--diff-base`), and how to name the capture.
+fn held_at_end(base: &Path) -> Result<(String, NamedBaseline), SessionError> {
+    let unplayable = |why: &str| SessionError::Unplayable {
+        path: base.to_owned(),
+        why: why.to_owned(),
+    };
+    // Played for its figures only: no output, nothing printed.
+    let argv = ["memtrace", "-q", "report"].map(OsString::from);
+    let quiet = cli::parse(argv.into_iter().chain([base.as_os_str().to_owned()]))
+        .map_err(|_| unplayable("cannot be played quietly"))?
+        .options;
+    let policy = OutputPolicy {
+        force: false,
+        owner: Owner::invoking_user(),
+    };
+    let mut outputs = Outputs::open(&quiet, &policy)?;
+    let (mut session, shared) = start_playback(base, &quiet, false)?;
+    let played = session.play(&shared, &mut outputs, Window::default());
+    if let Ok(Played::Stopped(_)) = played {
+        session.finish_playing(&shared);
+    }
+    play_answers(None);
+    played?;
+    let focus = session.focus().ok_or_else(|| {
+        unplayable("--diff-base compares one program's captures, and this is a cgroup's")
+    })?;
+    let held = session.traced.in_use_by_names(focus).unwrap_or_default();
+    Ok((base.display().to_string(), held))
+}
+
+/// The session a capture plays back through, ready to play, and the
+/// player it asks; its live lines go to stderr when `live_to_stderr`.
+fn start_playback(
+    path: &Path,
+    options: &TraceOptions,
+    live_to_stderr: bool,
+) -> Result<(Session, Shared), SessionError> {
     let player = Player::open(path)?;
     let unplayable = |why: String| SessionError::Unplayable {
         path: path.to_owned(),
@@ -358,11 +458,6 @@ pub async fn report(
         }
         _ => None,
     };
-    let policy = OutputPolicy {
-        force: options.force,
-        owner: Owner::invoking_user(),
-    };
-    let mut outputs = Outputs::open(options, &policy)?;
     play_answers(Some(Box::new(shared.clone())));
     let stacks = Stacks::played(
         Box::new(shared.clone()),
@@ -412,56 +507,15 @@ pub async fn report(
         .map(HeapWatch::played)
         .transpose()
         .map_err(|err| unplayable(format!("its --go-pprof does not read: {err}")))?;
-    let mut session = Session {
+    let session = Session {
         traced,
         scope,
         heap,
-        live_to_stderr: outputs.json_on_stdout(),
+        live_to_stderr,
         quiet: options.quiet,
         screen: None,
     };
-    let signals = Signals::new()?;
-    let played = session.play(&shared, &mut outputs, window)?;
-    let stop = match played {
-        Played::Stopped(stop) => {
-            session.traced.drain(&mut shared.clone());
-            // The profile the recording settled on for its final report.
-            session.take_heap_profiles(&shared);
-            stop
-        }
-        Played::CutOff => {
-            let ending = shared.0.borrow().reader.ending().cloned();
-            if let Some(ending @ Ending::CutOff(_)) = ending {
-                // Said before the report, which is as of the cut: what came
-                // after it is not known.
-                eprintln!(
-                    "memtrace: {ending}; the report below covers the trace up to there, and \
-                     what became of the process after it is not known"
-                );
-            }
-            session.traced.hold_at_recorded_moment();
-            Stop::Interrupt
-        }
-        Played::Reached(to) => {
-            eprintln!(
-                "memtrace: the report below is as of {:.3} s into the recording (--to)",
-                to.as_secs_f64()
-            );
-            session.traced.hold_at_recorded_moment();
-            Stop::Duration
-        }
-    };
-    session.final_reports(&mut outputs, &signals)?;
-    play_answers(None);
-    // Reported up to the bad bytes; then said, as a corrupt capture.
-    let error = shared.0.borrow_mut().error.take();
-    match error {
-        Some(source) => Err(SessionError::Capture {
-            path: path.to_owned(),
-            source,
-        }),
-        None => Ok(stop),
-    }
+    Ok((session, shared))
 }
 
 /// How far a playback went.
@@ -557,6 +611,13 @@ fn learned(path: &Path) -> Vec<Learned> {
 }
 
 impl Session {
+    /// What follows the recorded stop: the last drain, and the heap profile
+    /// the recording settled on for its final report.
+    fn finish_playing(&mut self, shared: &Shared) {
+        self.traced.drain(&mut shared.clone());
+        self.take_heap_profiles(shared);
+    }
+
     /// Takes the heap profiles that come next in the capture.
     fn take_heap_profiles(&mut self, shared: &Shared) {
         loop {

@@ -21,6 +21,7 @@ use super::{
     SessionError,
 };
 use crate::{
+    attribution::NamedBaseline,
     export::Part,
     intake::{EventKind, Records},
     kernel::{maps_memory, KernelCounters, KernelError, Targets},
@@ -131,6 +132,15 @@ impl Traced {
     /// reached (see `Shared::as_of_recording`).
     pub fn hold_at_recorded_moment(&mut self) {
         self.as_of_recording = true;
+    }
+
+    /// What process `pid` holds in use now, by the names of the stacks
+    /// that hold it.
+    pub fn in_use_by_names(&mut self, pid: u32) -> Option<NamedBaseline> {
+        let stacks = &self.stacks.table;
+        self.processes
+            .get_mut(&pid)
+            .map(|process| process.in_use_by_names(stacks))
     }
 
     /// Measures every process's growth from its next snapshot on.

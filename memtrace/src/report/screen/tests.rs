@@ -14,7 +14,7 @@ use crate::{
     proc::KernelTotals,
     report::{
         history::{Point, Trend},
-        snapshot::{Footprint, KernelReading, Lost, Snapshot, Unresolved},
+        snapshot::{Footprint, GrowthFrom, KernelReading, Lost, Snapshot, Unresolved},
         state::TargetState,
     },
 };
@@ -100,7 +100,7 @@ fn snapshot() -> Snapshot {
             frames: frames(&["memtrace::demo::touch"]),
             grown: 16 * MIB as i64,
         }],
-        growth_since: None,
+        growth_from: GrowthFrom::FirstInterval,
         growers: Vec::new(),
         whole: None,
         pid_in_namespace: None,
