@@ -12,6 +12,8 @@ use std::{
 
 use serde_json::Value;
 
+use crate::memtrace::{Argv, Finished, Tracing};
+
 pub struct Running {
     child: Child,
     stdin: Option<ChildStdin>,
@@ -85,4 +87,43 @@ impl Drop for Running {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Attaches memtrace (`--go-pprof` at the workload's endpoint, after
+/// `before`: `record -o FILE`, say) to a running Go workload started with
+/// `-pprof 127.0.0.1:0 -wait`, lets it go, and stops memtrace once `done`
+/// was printed and two more intervals passed.
+pub fn attach_with_heap_profile(mut workload: Running, done: &str, before: &[&str]) -> Finished {
+    const MINUTE: Duration = Duration::from_secs(60);
+    let (pid, url) = heap_endpoint(&mut workload);
+    let mut tracing = Tracing::start(
+        &Argv::new()
+            .args(before)
+            .words("-p")
+            .arg(&pid)
+            .words("--go-pprof")
+            .arg(&url)
+            .words("--json - -q -i 0.4"),
+    );
+    tracing.wait_attached();
+    workload.send_line("go");
+    workload.wait_event(done, MINUTE);
+    thread::sleep(Duration::from_millis(1500));
+    tracing.signal(libc::SIGINT);
+    let finished = tracing.finish(MINUTE);
+    finished.assert_code(0);
+    finished
+}
+
+/// The PID of a Go workload started with `-pprof 127.0.0.1:0 -wait`, and
+/// its heap profile's URL, once it is ready.
+pub fn heap_endpoint(workload: &mut Running) -> (String, String) {
+    const MINUTE: Duration = Duration::from_secs(60);
+    let address = workload.wait_event("pprof", MINUTE)["addr"]
+        .as_str()
+        .expect("address")
+        .to_owned();
+    workload.wait_event("ready", MINUTE);
+    let url = format!("http://{address}/debug/pprof/heap");
+    (workload.pid().to_string(), url)
 }

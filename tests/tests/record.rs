@@ -16,7 +16,7 @@ use memtrace_tests::{
     memtrace::{
         binary, last_running, number, rows_with, run, words, Argv, Finished, Line, Tracing,
     },
-    running::Running,
+    running::{attach_with_heap_profile, Running},
     workloads::{build_dir, ensure_built, split_fault_line},
 };
 use serde_json::Value;
@@ -745,37 +745,18 @@ fn a_report_stops_at_a_moment_and_measures_growth_from_another() {
 #[test]
 fn a_report_of_a_go_program_compares_with_its_recorded_heap_profiles() {
     let workloads = ensure_built().expect("workloads build");
-    let mut workload = Running::start(
+    let workload = Running::start(
         &workloads.goheap,
         &words("-alloc-mib 96 -pprof 127.0.0.1:0 -wait -hold 60s"),
         &[("GODEBUG", "madvdontneed=0")],
     );
-    let address = workload.wait_event("pprof", Duration::from_secs(60))["addr"]
-        .as_str()
-        .expect("the pprof address")
-        .to_owned();
-    workload.wait_event("ready", Duration::from_secs(60));
-    let url = format!("http://{address}/debug/pprof/heap");
-    let pid = workload.pid().to_string();
     let dir = scratch();
     let capture = dir.path().join("goheap.mtc");
-    let mut tracing = Tracing::start(
-        &Argv::new()
-            .words("record -o")
-            .arg(capture.to_str().unwrap())
-            .words("-p")
-            .arg(&pid)
-            .words("--go-pprof")
-            .arg(&url)
-            .words("--json - -q -i 0.4"),
+    let live = attach_with_heap_profile(
+        workload,
+        "released",
+        &["record", "-o", capture.to_str().unwrap()],
     );
-    tracing.wait_attached();
-    workload.send_line("go");
-    workload.wait_event("released", Duration::from_secs(60));
-    std::thread::sleep(Duration::from_millis(1500));
-    tracing.signal(libc::SIGINT);
-    let live = tracing.finish(Duration::from_secs(60));
-    live.assert_code(0);
     let last = live.snapshots().last().cloned().expect("a final snapshot");
     assert!(
         number(&last, "/go_heap/inuse_space_bytes") > 0,
@@ -785,7 +766,6 @@ fn a_report_of_a_go_program_compares_with_its_recorded_heap_profiles() {
     // Without the program (it is gone by the time anyone reports), the
     // report compares with the heap profiles the recording took, where it
     // took them: every snapshot as live, heap figures and all.
-    drop(workload);
     let snapshots = assert_replayed_as_live(&live, &capture);
     assert!(snapshots >= 3, "{snapshots} snapshots");
     let contents = report(&capture);

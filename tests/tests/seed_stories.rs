@@ -18,48 +18,13 @@ use memtrace_tests::{
     memtrace::{
         http_ok, number, run, size_before, verdict, words, Argv, FakeEndpoint, Finished, Tracing,
     },
-    running::Running,
+    running::{attach_with_heap_profile, heap_endpoint, Running},
     workloads::ensure_built,
 };
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
 const MINUTE: Duration = Duration::from_secs(60);
-
-/// Attaches memtrace (`--go-pprof` at the workload's endpoint) to a running
-/// Go workload started with `-wait`, lets it go, and stops memtrace once
-/// `done` was printed and two more intervals passed.
-fn attach_with_heap_profile(mut workload: Running, done: &str) -> Finished {
-    let (pid, url) = heap_endpoint(&mut workload);
-    let mut tracing = Tracing::start(
-        &Argv::new()
-            .words("-p")
-            .arg(&pid)
-            .words("--go-pprof")
-            .arg(&url)
-            .words("--json - -q -i 0.4"),
-    );
-    tracing.wait_attached();
-    workload.send_line("go");
-    workload.wait_event(done, MINUTE);
-    std::thread::sleep(Duration::from_millis(1500));
-    tracing.signal(libc::SIGINT);
-    let finished = tracing.finish(MINUTE);
-    finished.assert_code(0);
-    finished
-}
-
-/// The PID of a Go workload started with `-pprof 127.0.0.1:0 -wait`, and
-/// its heap profile's URL, once it is ready.
-fn heap_endpoint(workload: &mut Running) -> (String, String) {
-    let address = workload.wait_event("pprof", MINUTE)["addr"]
-        .as_str()
-        .expect("address")
-        .to_owned();
-    workload.wait_event("ready", MINUTE);
-    let url = format!("http://{address}/debug/pprof/heap");
-    (workload.pid().to_string(), url)
-}
 
 fn final_snapshot(finished: &Finished) -> Value {
     let snapshots = finished.snapshots();
@@ -76,7 +41,7 @@ fn pprof_says_little_top_says_a_lot() {
         &words("-alloc-mib 256 -pprof 127.0.0.1:0 -wait -hold 60s"),
         &[("GODEBUG", "madvdontneed=0")],
     );
-    let finished = attach_with_heap_profile(workload, "released");
+    let finished = attach_with_heap_profile(workload, "released", &[]);
     let last = final_snapshot(&finished);
     let rss = number(&last, "/kernel/rss_bytes");
     let lazyfree = number(&last, "/kernel/lazyfree_bytes");
@@ -146,7 +111,7 @@ fn a_goroutine_leak() {
         &words("-requests 4000 -concurrency 4 -interval 1ms -wait -hold 60s"),
         &[],
     );
-    let finished = attach_with_heap_profile(workload, "requests_done");
+    let finished = attach_with_heap_profile(workload, "requests_done", &[]);
     let last = final_snapshot(&finished);
     // 4000 leaked goroutines: their stacks are what grew most.
     let top = &last["growers"][0];
