@@ -907,4 +907,21 @@ fn a_report_measures_growth_against_another_capture_of_the_program() {
         .map(|row| row["grown_bytes"].as_i64().expect("grown_bytes"))
         .sum();
     assert_eq!(touched, 8 * MIB as i64, "{last}");
+
+    // A base with bad bytes in it would understate what it held: refused,
+    // as a corrupt capture, before anything is reported.
+    let mut bytes = fs::read(&base).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x5a;
+    let corrupt = dir.path().join("corrupt-base.mtc");
+    fs::write(&corrupt, bytes).unwrap();
+    let refused = run(
+        &Argv::new()
+            .words("report -q --diff-base")
+            .arg(corrupt.to_str().unwrap())
+            .arg(today.to_str().unwrap()),
+        Duration::from_secs(120),
+    );
+    refused.assert_code(10);
+    assert!(refused.stdout().is_empty(), "{}", refused.transcript());
 }

@@ -11,7 +11,7 @@
 use std::{
     fs,
     io::{BufRead as _, BufReader, Read, Write as _},
-    os::unix::process::ExitStatusExt as _,
+    os::unix::process::{CommandExt as _, ExitStatusExt as _},
     process::{Child, ChildStdin, Command, Stdio},
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -76,6 +76,17 @@ pub struct Finished {
 impl Started {
     pub fn spawn(command: &mut Command) -> Result<Self> {
         let description = process::describe(command);
+        // A harness started in the background (`cmd &`, nohup) ignores
+        // SIGINT, and ignored signals stay ignored across exec: its children
+        // would not hear the interrupt it sends them. They get the default.
+        // SAFETY: the closure runs between fork and exec, and only calls
+        // signal(2), which is async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                Ok(())
+            });
+        }
         let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

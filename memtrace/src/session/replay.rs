@@ -410,6 +410,13 @@ fn held_at_end(base: &Path) -> Result<(String, NamedBaseline), SessionError> {
     }
     play_answers(None);
     played?;
+    // A base cut short by bad bytes would understate what it held.
+    if let Some(source) = shared.0.borrow_mut().error.take() {
+        return Err(SessionError::Capture {
+            path: base.to_owned(),
+            source,
+        });
+    }
     let focus = session.focus().ok_or_else(|| {
         unplayable("--diff-base compares one program's captures, and this is a cgroup's")
     })?;
