@@ -9,7 +9,10 @@ use std::{
     path::Path,
 };
 
-use super::{record::Batch, SessionError};
+use super::{
+    entries::{decode_pid, Batch, StackEntry},
+    SessionError,
+};
 use crate::{
     capture::{CaptureError, CaptureReader, Ending, Header, Kind},
     intake::{decode, EventKind},
@@ -90,13 +93,10 @@ pub fn report(path: &Path) -> Result<String, SessionError> {
                     }
                 }
                 Kind::Tick => contents.ticks += 1,
-                // The sample id follows the stack's: zero for a walked one.
-                Kind::Stack => match entry.payload.get(8..16) {
-                    Some(sample) if sample.iter().any(|&byte| byte != 0) => {
-                        contents.stacks_unwound += 1;
-                    }
-                    _ => contents.stacks_walked += 1,
-                },
+                Kind::Stack if StackEntry::is_unwound(&entry.payload) => {
+                    contents.stacks_unwound += 1;
+                }
+                Kind::Stack => contents.stacks_walked += 1,
                 Kind::Proc => contents.proc_answers += 1,
                 Kind::Counter => contents.counter_readings += 1,
                 Kind::Heap => contents.heap_profiles += 1,
@@ -108,8 +108,8 @@ pub fn report(path: &Path) -> Result<String, SessionError> {
                 // For the replay: nothing to count.
                 Kind::Rules | Kind::Target => {}
                 Kind::Exit => {
-                    if let Ok(pid) = entry.payload.as_slice().try_into() {
-                        contents.exits.insert(u32::from_le_bytes(pid));
+                    if let Some((pid, _)) = decode_pid(&entry.payload) {
+                        contents.exits.insert(pid);
                     }
                 }
                 Kind::Stop => contents.stop = Some(text(&entry.payload)),

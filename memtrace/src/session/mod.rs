@@ -6,6 +6,7 @@
 //! [`crate::export`].
 
 mod contents;
+mod entries;
 mod error;
 mod exits;
 mod heap;

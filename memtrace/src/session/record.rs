@@ -7,7 +7,10 @@ use std::{cell::RefCell, io, rc::Rc, time::Instant};
 
 use memtrace_common::Counter;
 
-use super::{SessionError, Stop};
+use super::{
+    entries::{encode_pid, encode_rules, Batch, CounterReading, ProcAnswer, StackEntry},
+    SessionError, Stop,
+};
 use crate::{
     capture::{CaptureError, CaptureWriter, Header, Kind, Written},
     cli::RecordTo,
@@ -98,9 +101,7 @@ impl Recorder {
     /// The process traced: `pid`; or, `pid` 0, the cgroup `described`
     /// (see `CgroupScope::describe`).
     pub fn target(&mut self, pid: u32, described: &[u8]) {
-        let mut payload = pid.to_le_bytes().to_vec();
-        payload.extend_from_slice(described);
-        self.push(Kind::Target, &payload);
+        self.push(Kind::Target, &encode_pid(pid, described));
     }
 
     /// An interval's tick; what came before it is written out now, so a
@@ -121,17 +122,12 @@ impl Recorder {
         frames: &[u64],
         end: Option<StackEnd>,
     ) {
-        let end = end.map(|end| end.to_string()).unwrap_or_default();
-        let mut payload = Vec::with_capacity(24 + end.len() + frames.len() * 8);
-        payload.extend_from_slice(&id.key().to_le_bytes());
-        payload.extend_from_slice(&sample.map_or(0, StackId::key).to_le_bytes());
-        payload.extend_from_slice(&(end.len() as u32).to_le_bytes());
-        payload.extend_from_slice(end.as_bytes());
-        payload.extend_from_slice(&(frames.len() as u32).to_le_bytes());
-        for frame in frames {
-            payload.extend_from_slice(&frame.to_le_bytes());
-        }
-        self.push(Kind::Stack, &payload);
+        self.push(Kind::Stack, &StackEntry::encode(id, sample, frames, end));
+    }
+
+    /// A Go heap profile the session took (`--go-pprof`), as it came.
+    pub fn heap_profile(&mut self, bytes: &[u8]) {
+        self.push(Kind::Heap, bytes);
     }
 
     /// What naming learnt of a code file or an offset's functions: kept
@@ -142,32 +138,19 @@ impl Recorder {
         self.aside = aside;
     }
 
-    /// A Go heap profile the session took (`--go-pprof`), as it came.
-    pub fn heap_profile(&mut self, bytes: &[u8]) {
-        self.push(Kind::Heap, bytes);
-    }
-
     /// What the kernel side's `counter` read (none: it could not be read).
     pub fn counter(&mut self, counter: Counter, value: Option<u64>) {
-        let mut payload = Vec::with_capacity(13);
-        payload.extend_from_slice(&(counter as u32).to_le_bytes());
-        payload.push(u8::from(value.is_none()));
-        payload.extend_from_slice(&value.unwrap_or(0).to_le_bytes());
-        self.push(Kind::Counter, &payload);
+        self.push(Kind::Counter, &CounterReading::encode(counter, value));
     }
 
     /// What reconciliation took from the machine before recording began:
     /// the zero page's frame (none: unknown) and the LazyFree slack.
     pub fn rules(&mut self, zero_pfn: Option<u64>, lazyfree_slack: u64) {
-        let mut payload = Vec::with_capacity(17);
-        payload.push(u8::from(zero_pfn.is_some()));
-        payload.extend_from_slice(&zero_pfn.unwrap_or(0).to_le_bytes());
-        payload.extend_from_slice(&lazyfree_slack.to_le_bytes());
-        self.push(Kind::Rules, &payload);
+        self.push(Kind::Rules, &encode_rules(zero_pfn, lazyfree_slack));
     }
 
     pub fn exit(&mut self, pid: u32) {
-        self.push(Kind::Exit, &pid.to_le_bytes());
+        self.push(Kind::Exit, &encode_pid(pid, &[]));
     }
 
     /// Keeps what `read` reads out of the capture.
@@ -227,88 +210,14 @@ impl Recorder {
     }
 }
 
-/// A drain's records, each as its length and bytes.
-#[derive(Default)]
-pub struct Batch {
-    bytes: Vec<u8>,
-    records: u64,
-}
-
-impl Batch {
-    pub fn add(&mut self, record: &[u8]) {
-        let len = u32::try_from(record.len()).expect("ring-buffer records are small");
-        self.bytes.extend_from_slice(&len.to_le_bytes());
-        self.bytes.extend_from_slice(record);
-        self.records += 1;
-    }
-
-    /// The records in a batch's bytes; bytes that do not divide into
-    /// records give those they hold whole.
-    pub fn records(mut bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
-        std::iter::from_fn(move || {
-            let (len, rest) = bytes.split_first_chunk::<4>()?;
-            let len = u32::from_le_bytes(*len) as usize;
-            let record = rest.get(..len)?;
-            bytes = &rest[len..];
-            Some(record)
-        })
-    }
-}
-
-/// Answers longer than this are kept zstd-compressed.
-const PACK_ABOVE: usize = 64 << 10;
-
 /// Hands /proc's answers to the recorder: the process, the question, and
 /// the bytes or the error number.
 struct ProcTape(Recording);
 
 impl Tape for ProcTape {
     fn answered(&mut self, pid: u32, question: &str, answer: &io::Result<Vec<u8>>) {
-        let mut payload = Vec::new();
-        payload.extend_from_slice(&pid.to_le_bytes());
-        payload.extend_from_slice(&(question.len() as u32).to_le_bytes());
-        payload.extend_from_slice(question.as_bytes());
-        match answer {
-            // Pagemap answers run to 8 bytes a page, mostly zeros: packed.
-            Ok(bytes) if bytes.len() > PACK_ABOVE => match zstd::bulk::compress(bytes, 1) {
-                Ok(packed) => {
-                    payload.push(2);
-                    payload.extend_from_slice(&packed);
-                }
-                Err(_) => {
-                    payload.push(0);
-                    payload.extend_from_slice(bytes);
-                }
-            },
-            Ok(bytes) => {
-                payload.push(0);
-                payload.extend_from_slice(bytes);
-            }
-            Err(err) => {
-                payload.push(1);
-                payload.extend_from_slice(&err.raw_os_error().unwrap_or(0).to_le_bytes());
-            }
-        }
-        self.0.borrow_mut().push(Kind::Proc, &payload);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_batch_counts_its_whole_records() {
-        let mut batch = Batch::default();
-        for record in [&b"abc"[..], b"", b"defgh"] {
-            batch.add(record);
-        }
-        assert_eq!(batch.records, 3);
-        let records: Vec<&[u8]> = Batch::records(&batch.bytes).collect();
-        assert_eq!(records, [&b"abc"[..], b"", b"defgh"]);
-        assert_eq!(
-            Batch::records(&batch.bytes[..batch.bytes.len() - 1]).count(),
-            2
-        );
+        self.0
+            .borrow_mut()
+            .push(Kind::Proc, &ProcAnswer::encode(pid, question, answer));
     }
 }

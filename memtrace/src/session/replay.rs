@@ -31,12 +31,12 @@ use memtrace_common::Counter;
 
 use super::{
     contents::open_capture,
+    entries::{decode_pid, decode_rules, Batch, CounterReading, ProcAnswer, StackEntry},
     exits::Exits,
     heap::HeapWatch,
     launch,
     outputs::Outputs,
     process::ReadingRules,
-    record::Batch,
     scope::CgroupScope,
     signals::Signals,
     stacks::{StackRecord, Stacks},
@@ -70,9 +70,6 @@ enum Step {
     Heap(Vec<u8>),
 }
 
-/// A /proc answer as recorded: the process, the question, the answer.
-type Answer = (u32, String, io::Result<Vec<u8>>);
-
 /// How many steps ahead of the one being played an answer is looked for.
 /// A step's answers are written next to it (before a drain's batch, after
 /// a tick); one not found this close was never given (the recording did
@@ -92,8 +89,8 @@ struct Player {
     steps_read: u64,
     /// Answers and counter readings not asked for yet, with the number of
     /// steps read before them.
-    answers: VecDeque<(u64, Answer)>,
-    counters: VecDeque<(u64, u32, Option<u64>)>,
+    answers: VecDeque<(u64, ProcAnswer)>,
+    counters: VecDeque<(u64, CounterReading)>,
     walked: Vec<(StackId, Vec<u64>, Option<StackEnd>)>,
     unwound: HashMap<StackId, (Vec<u64>, Option<StackEnd>)>,
     rules: Option<ReadingRules>,
@@ -168,7 +165,7 @@ impl Player {
             Kind::Batch => self.steps.push_back((at, Step::Drain(payload))),
             Kind::Tick => self.steps.push_back((at, Step::Tick)),
             Kind::Exit => {
-                if let Some(pid) = u32_at(&payload, 0) {
+                if let Some((pid, _)) = decode_pid(&payload) {
                     self.steps.push_back((at, Step::Exit(pid)));
                 }
             }
@@ -178,41 +175,37 @@ impl Player {
             )),
             Kind::Heap => self.steps.push_back((at, Step::Heap(payload))),
             Kind::Proc => {
-                if let Some(answer) = proc_answer(&payload) {
+                if let Some(answer) = ProcAnswer::decode(&payload) {
                     self.answers.push_back((read, answer));
                 }
             }
             Kind::Counter => {
-                if let (Some(counter), Some(&unread), Some(value)) =
-                    (u32_at(&payload, 0), payload.get(4), u64_at(&payload, 5))
-                {
-                    self.counters
-                        .push_back((read, counter, (unread == 0).then_some(value)));
+                if let Some(reading) = CounterReading::decode(&payload) {
+                    self.counters.push_back((read, reading));
                 }
             }
             Kind::Stack => {
-                if let Some((id, sample, frames, end)) = stack(&payload) {
-                    match sample {
+                if let Some(stack) = StackEntry::decode(&payload) {
+                    match stack.sample {
                         Some(sample) => {
-                            self.unwound.insert(sample, (frames, end));
+                            self.unwound.insert(sample, (stack.frames, stack.end));
                         }
-                        None => self.walked.push((id, frames, end)),
+                        None => self.walked.push((stack.id, stack.frames, stack.end)),
                     }
                 }
             }
             Kind::Rules => {
-                if let (Some(&known), Some(zero_pfn), Some(lazyfree_slack)) =
-                    (payload.first(), u64_at(&payload, 1), u64_at(&payload, 9))
-                {
-                    self.rules = Some(ReadingRules {
-                        zero_pfn: (known != 0).then_some(zero_pfn),
+                self.rules =
+                    decode_rules(&payload).map(|(zero_pfn, lazyfree_slack)| ReadingRules {
+                        zero_pfn,
                         lazyfree_slack,
                     });
-                }
             }
             Kind::Target => {
-                self.target = u32_at(&payload, 0);
-                self.cgroup = payload.get(4..).unwrap_or_default().to_vec();
+                if let Some((pid, cgroup)) = decode_pid(&payload) {
+                    self.target = Some(pid);
+                    self.cgroup = cgroup.to_vec();
+                }
             }
             // Read before playing (see `learned`).
             Kind::Note | Kind::Symbol | Kind::Unknown(_) => {}
@@ -259,11 +252,11 @@ impl Answers for Shared {
             let position = player
                 .answers
                 .iter()
-                .position(|(_, (asked, text, _))| *asked == pid && text == question)?;
+                .position(|(_, answer)| answer.pid == pid && answer.question == question)?;
             player
                 .answers
                 .remove(position)
-                .map(|(_, (_, _, answer))| answer)
+                .map(|(_, answer)| answer.answer)
         })
     }
 }
@@ -275,8 +268,11 @@ impl Counters for Shared {
             let position = player
                 .counters
                 .iter()
-                .position(|(_, read, _)| *read == code)?;
-            player.counters.remove(position).map(|(.., value)| value)
+                .position(|(_, reading)| reading.counter == code)?;
+            player
+                .counters
+                .remove(position)
+                .map(|(_, reading)| reading.value)
         });
         value.flatten().ok_or_else(|| KernelError::Map {
             map: "COUNTERS",
@@ -659,123 +655,5 @@ fn stop_named(how: &str) -> Stop {
         "Signal" => Stop::Signal,
         "Quit" => Stop::Quit,
         _ => Stop::Interrupt,
-    }
-}
-
-fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
-}
-
-fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
-}
-
-/// A proc entry's payload (see `record::ProcTape`).
-fn proc_answer(payload: &[u8]) -> Option<Answer> {
-    let pid = u32_at(payload, 0)?;
-    let len = u32_at(payload, 4)? as usize;
-    let question = std::str::from_utf8(payload.get(8..8 + len)?).ok()?;
-    let rest = payload.get(8 + len..)?;
-    let (&status, bytes) = rest.split_first()?;
-    let answer = match status {
-        0 => Ok(bytes.to_vec()),
-        2 => Ok(unpack(bytes)?),
-        _ => Err(io::Error::from_raw_os_error(i32::from_le_bytes(
-            bytes.get(..4)?.try_into().ok()?,
-        ))),
-    };
-    Some((pid, question.to_owned(), answer))
-}
-
-/// Packed answers are at most this large unpacked: what the recorder packs
-/// is bounded (pagemap is read in chunks), and a hostile frame must not
-/// unpack to all of memory.
-const MAX_UNPACKED: u64 = 256 << 20;
-
-fn unpack(packed: &[u8]) -> Option<Vec<u8>> {
-    use std::io::Read as _;
-    let mut unpacked = Vec::new();
-    zstd::stream::read::Decoder::new(packed)
-        .ok()?
-        .take(MAX_UNPACKED)
-        .read_to_end(&mut unpacked)
-        .ok()?;
-    Some(unpacked)
-}
-
-/// A stack as recorded: its id, the sample it was unwound from, its frames
-/// and end.
-type RecordedStack = (StackId, Option<StackId>, Vec<u64>, Option<StackEnd>);
-
-/// A stack entry's payload.
-fn stack(payload: &[u8]) -> Option<RecordedStack> {
-    let id = StackId::new(u64_at(payload, 0)?)?;
-    let sample = StackId::new(u64_at(payload, 8)?);
-    let end_len = u32_at(payload, 16)? as usize;
-    let end = std::str::from_utf8(payload.get(20..20 + end_len)?).ok()?;
-    let at = 20 + end_len;
-    let count = u32_at(payload, at)? as usize;
-    let frames = payload
-        .get(at + 4..)?
-        .chunks_exact(8)
-        .take(count)
-        .filter_map(|word| Some(u64::from_le_bytes(word.try_into().ok()?)))
-        .collect();
-    Some((id, sample, frames, StackEnd::parse(end)))
-}
-
-#[cfg(test)]
-mod tests {
-    use proptest::prelude::*;
-
-    use super::*;
-
-    #[test]
-    fn a_proc_answer_reads_back_as_the_recorder_wrote_it() {
-        let mut payload = Vec::new();
-        payload.extend_from_slice(&7u32.to_le_bytes());
-        payload.extend_from_slice(&5u32.to_le_bytes());
-        payload.extend_from_slice(b"smaps");
-        payload.push(0);
-        payload.extend_from_slice(b"7f00-7f01 rw-p");
-        let (pid, question, answer) = proc_answer(&payload).unwrap();
-        assert_eq!((pid, question.as_str()), (7, "smaps"));
-        assert_eq!(answer.unwrap(), b"7f00-7f01 rw-p");
-        // An error: its number.
-        let mut failed = payload[..13].to_vec();
-        failed.push(1);
-        failed.extend_from_slice(&libc::ESRCH.to_le_bytes());
-        let (_, _, answer) = proc_answer(&failed).unwrap();
-        assert_eq!(answer.unwrap_err().raw_os_error(), Some(libc::ESRCH));
-    }
-
-    #[test]
-    fn a_stack_reads_back_with_its_sample_and_end() {
-        let mut payload = Vec::new();
-        payload.extend_from_slice(&0x11u64.to_le_bytes());
-        payload.extend_from_slice(&0x22u64.to_le_bytes());
-        payload.extend_from_slice(&10u32.to_le_bytes());
-        payload.extend_from_slice(b"bad_unwind");
-        payload.extend_from_slice(&2u32.to_le_bytes());
-        payload.extend_from_slice(&0x401000u64.to_le_bytes());
-        payload.extend_from_slice(&0x402000u64.to_le_bytes());
-        let (id, sample, frames, end) = stack(&payload).unwrap();
-        assert_eq!(id, StackId::new(0x11).unwrap());
-        assert_eq!(sample, StackId::new(0x22));
-        assert_eq!(frames, [0x401000, 0x402000]);
-        assert_eq!(
-            end,
-            Some(StackEnd::Cut(crate::intake::CutReason::BadUnwind))
-        );
-    }
-
-    proptest! {
-        /// Entries come from a file anyone may hand over: any bytes decode
-        /// to something or to nothing, never to a panic.
-        #[test]
-        fn any_payload_decodes_or_is_skipped(payload in proptest::collection::vec(any::<u8>(), 0..256)) {
-            let _ = proc_answer(&payload);
-            let _ = stack(&payload);
-        }
     }
 }

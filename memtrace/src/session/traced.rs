@@ -12,10 +12,11 @@ use std::{
 use memtrace_common::{Counter, StackSource};
 
 use super::{
+    entries::Batch,
     exits::Exits,
     heap::HeapWatch,
     process::{Process, ReadingRules, Shared},
-    record::{Batch, Recording},
+    record::Recording,
     stacks::Stacks,
     tracker::{Ending, Follow, Tracker},
     SessionError,
