@@ -390,7 +390,16 @@ fn the_parts_of_rss_add_up_for_a_c_program() {
     let json = finished.snapshots();
     assert_parts_add_up(&finished, &json);
     let (parts, _) = parts(&finished);
-    assert_eq!(parts[1], ("lazily freed".to_owned(), 16 * MIB));
+    // The part is the kernel's LazyFree, which counts a page only once the
+    // per-CPU folio batch (31 pages) it waits in drains: up to that many
+    // pages a CPU may still be on their way.
+    let cpus = std::thread::available_parallelism().map_or(1, |cpus| cpus.get() as u64);
+    let (name, lazily_freed) = &parts[1];
+    assert_eq!(name, "lazily freed");
+    assert!(
+        (16 * MIB - 31 * PAGE * cpus..=16 * MIB).contains(lazily_freed),
+        "{parts:?}"
+    );
 }
 
 #[test]
