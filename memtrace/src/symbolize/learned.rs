@@ -23,6 +23,9 @@ pub enum Learned {
         path: String,
         build_id: Option<String>,
         identity: Option<String>,
+        /// The recording could read it (stacks through code it could not
+        /// read end for that reason, wherever they are reported).
+        readable: bool,
     },
     /// The functions at `offset` of the file known as `key` (its build id
     /// or identity), innermost first.
@@ -49,12 +52,14 @@ impl Learned {
                 path,
                 build_id,
                 identity,
+                readable,
             } => {
                 out.bytes(&[FILE]);
                 out.u32(*pid);
                 out.text(path);
                 optional_text(&mut out, build_id.as_deref());
                 optional_text(&mut out, identity.as_deref());
+                out.bytes(&[u8::from(*readable)]);
             }
             Self::Names {
                 key,
@@ -86,6 +91,7 @@ impl Learned {
                 path: input.text("path")?,
                 build_id: read_optional_text(&mut input, "build id")?,
                 identity: read_optional_text(&mut input, "file identity")?,
+                readable: input.u8("readable")? != 0,
             },
             NAMES => {
                 let key = input.text("file key")?;
@@ -152,12 +158,14 @@ mod tests {
                 path: "/usr/lib/libc.so.6".into(),
                 build_id: Some("0a1b2c".into()),
                 identity: None,
+                readable: true,
             },
             Learned::File {
                 pid: 43,
                 path: "/srv/goserver".into(),
                 build_id: None,
                 identity: Some("file 803:1a2b 4096 1700000000.5".into()),
+                readable: false,
             },
             Learned::Names {
                 key: "0a1b2c".into(),

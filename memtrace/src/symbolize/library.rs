@@ -17,7 +17,7 @@
 
 use std::{
     cell::RefCell,
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     fs::File,
     os::fd::AsRawFd,
     path::{Path, PathBuf},
@@ -98,6 +98,9 @@ pub struct Library {
     /// Names a recording resolved: never evicted, since the files they came
     /// from may be nowhere here.
     recalled_names: HashMap<(Arc<str>, u64), Vec<Function>>,
+    /// Files a recording identified that are not here (gone, or another
+    /// file at their path): never read for names.
+    not_here: HashSet<String>,
 }
 
 /// What is told each thing the library learns.
@@ -107,6 +110,7 @@ pub type Listener = Box<dyn FnMut(&Learned)>;
 struct Recalled {
     build_id: Option<String>,
     identity: Option<String>,
+    readable: bool,
 }
 
 impl Library {
@@ -125,6 +129,7 @@ impl Library {
             listener: None,
             recalled_files: HashMap::new(),
             recalled_names: HashMap::new(),
+            not_here: HashSet::new(),
         }
     }
 
@@ -141,9 +146,16 @@ impl Library {
                 path,
                 build_id,
                 identity,
+                readable,
             } => {
-                self.recalled_files
-                    .insert((pid, path), Recalled { build_id, identity });
+                self.recalled_files.insert(
+                    (pid, path),
+                    Recalled {
+                        build_id,
+                        identity,
+                        readable,
+                    },
+                );
             }
             Learned::Names {
                 key,
@@ -179,12 +191,18 @@ impl Library {
                 (None, None) => recalled.identity.is_some() && recalled.identity == here_identity,
                 _ => false,
             };
-            return Module {
+            let module = Module {
                 path: path.to_owned(),
                 build_id: recalled.build_id.clone(),
                 identity: recalled.identity.clone(),
-                readable: opens && same,
+                readable: recalled.readable,
             };
+            if !(opens && same) {
+                if let Some(key) = module.key() {
+                    self.not_here.insert(key.to_owned());
+                }
+            }
+            return module;
         }
         let module = Module {
             path: path.to_owned(),
@@ -197,6 +215,7 @@ impl Library {
             path: module.path.clone(),
             build_id: module.build_id.clone(),
             identity: module.identity.clone(),
+            readable: module.readable,
         });
         module
     }
@@ -253,7 +272,7 @@ impl Library {
             .copied()
             .filter(|&offset| !named(self, offset))
             .collect();
-        if !missing.is_empty() && module.readable {
+        if !missing.is_empty() && module.readable && !self.not_here.contains(&*key) {
             let path = self.keep(&key, readable);
             let resolved = self.resolve(&path, module.build_id.as_deref(), &missing);
             if self.names.len() + missing.len() > MAX_NAMES {
@@ -504,13 +523,13 @@ mod tests {
             reporting.recall(learned);
         }
         let there = reporting.identify(7, "/srv/program", Path::new("/nonexistent/program"));
-        assert_eq!((there.key(), there.readable), (here.key(), false));
+        // As the recording could read it: a stack through it ends as it did.
+        assert_eq!((there.key(), there.readable), (here.key(), here.readable));
         let recalled = reporting.functions(&there, Path::new("/nonexistent/program"), &[offset]);
         assert_eq!(recalled, named);
         // A different file at that path here is not read for the offsets
         // the recording did not name: it would name them wrong.
         let other = reporting.identify(7, "/srv/program", Path::new("/bin/sh"));
-        assert!(!other.readable);
         let unnamed = reporting.functions(&other, Path::new("/bin/sh"), &[offset + 64]);
         assert_eq!(unnamed, vec![Vec::new()]);
     }
