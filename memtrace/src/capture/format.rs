@@ -130,6 +130,13 @@ impl Out {
         self.u32(len32(value.len()));
         self.bytes(value.as_bytes());
     }
+
+    /// An optional string: a byte (1 when present), then a string (empty
+    /// when absent).
+    pub fn optional_text(&mut self, value: Option<&str>) {
+        self.bytes(&[u8::from(value.is_some())]);
+        self.text(value.unwrap_or_default());
+    }
 }
 
 /// Lengths in a capture are 32 bits; callers bound them well below.
@@ -202,6 +209,13 @@ impl<'a> In<'a> {
         let bytes = self.take(len, what)?;
         String::from_utf8(bytes.to_vec())
             .map_err(|_| CaptureError::corrupt(at, format!("{what} is not UTF-8")))
+    }
+
+    /// What [`Out::optional_text`] wrote.
+    pub fn optional_text(&mut self, what: &str) -> Result<Option<String>, CaptureError> {
+        let present = self.u8(what)? != 0;
+        let text = self.text(what)?;
+        Ok(present.then_some(text))
     }
 }
 

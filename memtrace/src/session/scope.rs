@@ -81,10 +81,6 @@ impl CgroupScope {
     /// [`CgroupScope::described`]).
     pub fn describe(&self) -> Vec<u8> {
         let mut out = Out::default();
-        let optional = |out: &mut Out, text: Option<&str>| {
-            out.bytes(&[u8::from(text.is_some())]);
-            out.text(text.unwrap_or_default());
-        };
         let cgroup = &self.cgroup;
         out.text(&cgroup.path);
         out.bytes(&[match cgroup.version {
@@ -92,8 +88,7 @@ impl CgroupScope {
             CgroupVersion::V2 => 2,
         }]);
         out.text(&cgroup.memory_dir.to_string_lossy());
-        optional(
-            &mut out,
+        out.optional_text(
             cgroup
                 .unified_dir
                 .as_ref()
@@ -105,8 +100,8 @@ impl CgroupScope {
         out.bytes(&[u8::from(container.is_some())]);
         if let Some(container) = container {
             out.text(&container.id);
-            optional(&mut out, container.name.as_deref());
-            optional(&mut out, container.runtime.as_deref());
+            out.optional_text(container.name.as_deref());
+            out.optional_text(container.runtime.as_deref());
         }
         out.0
     }
@@ -114,24 +109,19 @@ impl CgroupScope {
     /// The cgroup a capture describes (see [`CgroupScope::describe`]).
     pub fn described(bytes: &[u8]) -> Result<Self, CaptureError> {
         let mut input = In::new(bytes, 0);
-        let optional = |input: &mut In<'_>, what: &str| -> Result<Option<String>, CaptureError> {
-            let present = input.u8(what)? != 0;
-            let text = input.text(what)?;
-            Ok(present.then_some(text))
-        };
         let path = input.text("cgroup path")?;
         let version = match input.u8("cgroup version")? {
             1 => CgroupVersion::V1,
             _ => CgroupVersion::V2,
         };
         let memory_dir = PathBuf::from(input.text("memory directory")?);
-        let unified_dir = optional(&mut input, "unified directory")?.map(PathBuf::from);
+        let unified_dir = input.optional_text("unified directory")?.map(PathBuf::from);
         let label = input.text("label")?;
         let container = if input.u8("container")? != 0 {
             Some(ContainerMeta {
                 id: input.text("container id")?,
-                name: optional(&mut input, "container name")?,
-                runtime: optional(&mut input, "container runtime")?,
+                name: input.optional_text("container name")?,
+                runtime: input.optional_text("container runtime")?,
             })
         } else {
             None

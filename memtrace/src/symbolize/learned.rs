@@ -57,8 +57,8 @@ impl Learned {
                 out.bytes(&[FILE]);
                 out.u32(*pid);
                 out.text(path);
-                optional_text(&mut out, build_id.as_deref());
-                optional_text(&mut out, identity.as_deref());
+                out.optional_text(build_id.as_deref());
+                out.optional_text(identity.as_deref());
                 out.bytes(&[u8::from(*readable)]);
             }
             Self::Names {
@@ -72,7 +72,7 @@ impl Learned {
                 out.u32(u32::try_from(functions.len()).unwrap_or(u32::MAX));
                 for function in functions {
                     out.text(&function.name);
-                    optional_text(&mut out, function.file.as_deref());
+                    out.optional_text(function.file.as_deref());
                     out.bytes(&[u8::from(function.line.is_some())]);
                     out.u32(function.line.unwrap_or(0));
                 }
@@ -89,8 +89,8 @@ impl Learned {
             FILE => Self::File {
                 pid: input.u32("pid")?,
                 path: input.text("path")?,
-                build_id: read_optional_text(&mut input, "build id")?,
-                identity: read_optional_text(&mut input, "file identity")?,
+                build_id: input.optional_text("build id")?,
+                identity: input.optional_text("file identity")?,
                 readable: input.u8("readable")? != 0,
             },
             NAMES => {
@@ -106,7 +106,7 @@ impl Learned {
                 let functions = (0..count)
                     .map(|_| {
                         let name = input.text("function name")?;
-                        let file = read_optional_text(&mut input, "source file")?;
+                        let file = input.optional_text("source file")?;
                         let has_line = input.u8("line flag")? != 0;
                         let line = input.u32("line")?;
                         Ok(Function {
@@ -131,17 +131,6 @@ impl Learned {
         };
         Ok(learned)
     }
-}
-
-fn optional_text(out: &mut Out, text: Option<&str>) {
-    out.bytes(&[u8::from(text.is_some())]);
-    out.text(text.unwrap_or_default());
-}
-
-fn read_optional_text(input: &mut In<'_>, what: &str) -> Result<Option<String>, CaptureError> {
-    let present = input.u8(what)? != 0;
-    let text = input.text(what)?;
-    Ok(present.then_some(text))
 }
 
 #[cfg(test)]
