@@ -67,6 +67,12 @@ pub enum Command {
         /// and records nothing more.
         #[arg(long, value_name = "BYTES", value_parser = parse_size)]
         max_size: Option<u64>,
+        /// Also carry what naming reads of every code file (its symbols and
+        /// debug sections, and its separate debug file), as it is mapped: a
+        /// report then names what the recording did not, such as the last
+        /// interval of a capture cut short.
+        #[arg(long)]
+        embed_debug: bool,
         /// Start CMD and record it from its first instruction.
         #[arg(last = true, value_name = "CMD")]
         cmd: Vec<OsString>,
@@ -235,6 +241,8 @@ pub struct TraceOptions {
 pub struct RecordTo {
     pub path: PathBuf,
     pub max_size: Option<u64>,
+    /// `--embed-debug`.
+    pub embed_debug: bool,
     /// The command line, for the capture's header.
     pub command: Vec<String>,
 }
@@ -431,6 +439,7 @@ where
     if let Some(Command::Record {
         output,
         max_size,
+        embed_debug,
         cmd,
     }) = &mut cli.command
     {
@@ -439,6 +448,7 @@ where
         cli.options.record = Some(RecordTo {
             path: output.clone(),
             max_size: *max_size,
+            embed_debug: *embed_debug,
             command: args
                 .iter()
                 .map(|arg| arg.to_string_lossy().into_owned())

@@ -558,6 +558,59 @@ fn top_stack_frames(snapshot: &Value) -> Vec<Value> {
         .collect()
 }
 
+/// `memtrace report --json - -q --pprof PROFILE CAPTURE`, in a mount
+/// namespace of its own where an empty directory covers every workload:
+/// the programs, their libraries, the library's debug file. The script
+/// fails if the programs can still be seen.
+fn report_where_the_workloads_are_gone(capture: &Path, profile: &Path) -> Finished {
+    let workloads = ensure_built().expect("workloads build");
+    let output = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(
+            "mount -t tmpfs memtrace-hides-the-workloads \"$1\" && ! test -e \"$2\" || exit 99; \
+             exec \"$3\" report --json - -q --pprof \"$4\" \"$5\"",
+        )
+        .arg("sh")
+        .arg(build_dir())
+        .arg(&workloads.split_user)
+        .arg(binary())
+        .arg(profile)
+        .arg(capture)
+        .output()
+        .expect("run unshare");
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    let mut lines: Vec<Line> = text(&output.stdout)
+        .lines()
+        .map(|line| Line::Stdout(line.to_owned()))
+        .collect();
+    lines.extend(
+        text(&output.stderr)
+            .lines()
+            .map(|line| Line::Stderr(line.to_owned())),
+    );
+    Finished {
+        status: output.status,
+        lines,
+    }
+}
+
+/// Whether `profile` has split_fill at its fault line, which only the
+/// library's separate debug file knows.
+fn split_fill_at_its_line(profile: &Path) -> Result<(), String> {
+    let traces = gotool::pprof(&[
+        "-traces",
+        "-lines",
+        "-sample_index=resident_space",
+        profile.to_str().unwrap(),
+    ]);
+    let position = format!("splitlib.c:{}", split_fault_line());
+    traces
+        .lines()
+        .any(|line| line.contains("split_fill") && line.trim_end().ends_with(&position))
+        .then_some(())
+        .ok_or_else(|| format!("split_fill is not at {position} in:\n{traces}"))
+}
+
 #[test]
 fn a_capture_names_its_stacks_where_the_binaries_and_debug_files_are_gone() {
     let workloads = ensure_built().expect("workloads build");
@@ -579,38 +632,8 @@ fn a_capture_names_its_stacks_where_the_binaries_and_debug_files_are_gone() {
         "{live_last}"
     );
 
-    // Reported in a mount namespace of its own, where an empty directory
-    // covers every workload: the program, its library, the library's debug
-    // file. The script fails if the program can still be seen.
     let profile = dir.path().join("split.pb.gz");
-    let output = std::process::Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c"])
-        .arg(
-            "mount -t tmpfs memtrace-hides-the-workloads \"$1\" && ! test -e \"$2\" || exit 99; \
-             exec \"$3\" report --json - -q --pprof \"$4\" \"$5\"",
-        )
-        .arg("sh")
-        .arg(build_dir())
-        .arg(&workloads.split_user)
-        .arg(binary())
-        .arg(&profile)
-        .arg(&capture)
-        .output()
-        .expect("run unshare");
-    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-    let mut lines: Vec<Line> = text(&output.stdout)
-        .lines()
-        .map(|line| Line::Stdout(line.to_owned()))
-        .collect();
-    lines.extend(
-        text(&output.stderr)
-            .lines()
-            .map(|line| Line::Stderr(line.to_owned())),
-    );
-    let replayed = Finished {
-        status: output.status,
-        lines,
-    };
+    let replayed = report_where_the_workloads_are_gone(&capture, &profile);
     replayed.assert_code(0);
     // Every stack named as it was live, though nothing it was named from is
     // there.
@@ -622,23 +645,107 @@ fn a_capture_names_its_stacks_where_the_binaries_and_debug_files_are_gone() {
         replayed.transcript()
     );
     // Down to the source line, which only the debug file had.
-    let traces = gotool::pprof(&[
-        "-traces",
-        "-lines",
-        "-sample_index=resident_space",
-        profile.to_str().unwrap(),
-    ]);
-    let position = format!("splitlib.c:{}", split_fault_line());
-    assert!(
-        traces
-            .lines()
-            .any(|line| line.contains("split_fill") && line.trim_end().ends_with(&position)),
-        "split_fill is not at {position} in:\n{traces}"
-    );
+    if let Err(missing) = split_fill_at_its_line(&profile) {
+        panic!("{missing}");
+    }
     let contents = report(&capture);
     contents.assert_code(0);
     let said = contents.stdout().join("\n");
     assert!(count_before(&said, "offsets named") > 0, "{said}");
+}
+
+/// Records split_user faulting 256 MiB with `options`, one interval a
+/// minute, and kills memtrace before its first interval: the capture holds
+/// the chunks its records filled (a chunk closes at 1 MiB), and no name,
+/// since nothing was reported yet.
+fn killed_before_its_first_interval(dir: &Path, name: &str, options: &[&str]) -> PathBuf {
+    let workloads = ensure_built().expect("workloads build");
+    let capture = dir.join(format!("{name}.mtc"));
+    let mut tracing = Tracing::start(
+        &Argv::new()
+            .words("record -o")
+            .arg(capture.to_str().unwrap())
+            .args(options)
+            .words("-q -i 60 --debug-dir")
+            .arg(workloads.split_debug_dir.to_str().unwrap())
+            .arg("--")
+            .arg(workloads.split_user.to_str().unwrap())
+            .words("--pages 65536 --hold 120"),
+    );
+    let done = tracing.wait_for(
+        Duration::from_secs(60),
+        |line| matches!(line, Line::Stdout(text) if text.contains("\"split_fill\"")),
+    );
+    let Line::Stdout(done) = done else {
+        unreachable!("matched above")
+    };
+    let done: Value = serde_json::from_str(&done).expect("split_user's line is JSON");
+    let workload = i32::try_from(number(&done, "/pid")).expect("a pid");
+    // Until most of the faults are in closed chunks.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let said = report(&capture).stdout().join("\n");
+        if said.contains("its ") && count_before(&said, "records in") >= 32_768 {
+            assert!(count_before(&said, "interval ticks") == 0, "{said}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{said}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    tracing.signal(libc::SIGKILL);
+    let killed = tracing.finish(Duration::from_secs(30));
+    assert_eq!(killed.status.code(), None, "killed by a signal");
+    // SAFETY: a plain syscall; the workload is this test's.
+    unsafe { libc::kill(workload, libc::SIGKILL) };
+    capture
+}
+
+/// Issue 14's `--embed-debug`: a recording killed before it named
+/// anything is named from what it embedded as the code was mapped, where
+/// the program, its library and the library's debug file are all gone,
+/// down to the line; the same recording without it is not.
+#[test]
+fn a_capture_killed_before_naming_anything_is_named_from_what_it_embedded() {
+    let dir = scratch();
+    let embedded = killed_before_its_first_interval(dir.path(), "embedded", &["--embed-debug"]);
+    let contents = report(&embedded);
+    contents.assert_code(0);
+    let said = contents.stdout().join("\n");
+    assert_eq!(count_before(&said, "offsets named"), 0, "{said}");
+    // split_user, libsplit.so, its debug file, the C library, the loader.
+    assert!(count_before(&said, "files embedded") >= 5, "{said}");
+
+    let profile = dir.path().join("embedded.pb.gz");
+    let replayed = report_where_the_workloads_are_gone(&embedded, &profile);
+    replayed.assert_code(0);
+    let last = replayed.snapshots().pop().expect("a report");
+    let rows = rows_with(&last, "top_stacks", "split_fill");
+    assert!(!rows.is_empty(), "{}", replayed.transcript());
+    for caller in ["load_tiles", "main"] {
+        assert!(
+            rows.iter().any(|row| row["frames"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f == caller)),
+            "{caller} not named: {rows:?}"
+        );
+    }
+    if let Err(missing) = split_fill_at_its_line(&profile) {
+        panic!("{missing}");
+    }
+
+    // Without --embed-debug, nothing names it there.
+    let bare = killed_before_its_first_interval(dir.path(), "bare", &[]);
+    let profile = dir.path().join("bare.pb.gz");
+    let replayed = report_where_the_workloads_are_gone(&bare, &profile);
+    replayed.assert_code(0);
+    let last = replayed.snapshots().pop().expect("a report");
+    assert!(
+        rows_with(&last, "top_stacks", "split_fill").is_empty(),
+        "{last}"
+    );
+    assert!(split_fill_at_its_line(&profile).is_err());
 }
 
 /// The sum of `grown_bytes` over a snapshot's growth rows.

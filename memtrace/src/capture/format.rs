@@ -62,6 +62,10 @@ pub enum Kind {
     Symbol,
     /// A Go heap profile `--go-pprof` took, as it came.
     Heap,
+    /// A piece of a code file's naming parts or of its separate debug
+    /// file, which `record --embed-debug` carries (see
+    /// `symbolize::embedded`).
+    Debug,
     /// A kind this memtrace does not know (from a newer one).
     Unknown(u8),
 }
@@ -81,6 +85,7 @@ impl Kind {
             Self::Target => 10,
             Self::Symbol => 11,
             Self::Heap => 12,
+            Self::Debug => 13,
             Self::Unknown(code) => code,
         }
     }
@@ -99,6 +104,7 @@ impl Kind {
             10 => Self::Target,
             11 => Self::Symbol,
             12 => Self::Heap,
+            13 => Self::Debug,
             other => Self::Unknown(other),
         }
     }

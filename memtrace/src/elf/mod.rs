@@ -45,7 +45,7 @@ impl UnwindSections {
 
 #[derive(Debug, thiserror::Error)]
 #[error("not an ELF file memtrace can read: {0}")]
-pub struct NotElf(String);
+pub struct NotElf(pub(crate) String);
 
 /// What kind of program an executable is, as far as taking its stacks goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

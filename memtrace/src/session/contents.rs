@@ -37,6 +37,9 @@ struct Contents {
     /// Code files identified and offsets named while recording.
     files_identified: u64,
     offsets_named: u64,
+    /// Files embedded for naming (`--embed-debug`), and their bytes.
+    files_embedded: u64,
+    embedded_bytes: u64,
     /// Go heap profiles (`--go-pprof`).
     heap_profiles: u64,
     exits: BTreeSet<u32>,
@@ -100,10 +103,14 @@ pub fn report(path: &Path) -> Result<String, SessionError> {
                 Kind::Proc => contents.proc_answers += 1,
                 Kind::Counter => contents.counter_readings += 1,
                 Kind::Heap => contents.heap_profiles += 1,
-                Kind::Symbol => match Learned::decode(&entry.payload, 0) {
-                    Ok(Learned::File { .. }) => contents.files_identified += 1,
-                    Ok(Learned::Names { .. }) => contents.offsets_named += 1,
-                    Err(_) => contents.unknown += 1,
+                Kind::Symbol | Kind::Debug => match Learned::read(entry.kind, &entry.payload, 0) {
+                    Some(Ok(Learned::File { .. })) => contents.files_identified += 1,
+                    Some(Ok(Learned::Names { .. })) => contents.offsets_named += 1,
+                    Some(Ok(Learned::Embedded(piece))) => {
+                        contents.files_embedded += u64::from(piece.offset == 0);
+                        contents.embedded_bytes += piece.bytes.len() as u64;
+                    }
+                    Some(Err(_)) | None => contents.unknown += 1,
                 },
                 // For the replay: nothing to count.
                 Kind::Rules | Kind::Target => {}
@@ -156,11 +163,13 @@ fn describe(path: &Path, header: &Header, contents: &Contents, ending: &Ending) 
     let _ = writeln!(
         out,
         "stacks: {} walked by the kernel, {} unwound from samples; names: {} code files \
-         identified, {} offsets named",
+         identified, {} offsets named, {} files embedded ({} bytes before compression)",
         contents.stacks_walked,
         contents.stacks_unwound,
         contents.files_identified,
-        contents.offsets_named
+        contents.offsets_named,
+        contents.files_embedded,
+        contents.embedded_bytes
     );
     for (pid, (events, samples)) in &contents.by_process {
         let _ = writeln!(

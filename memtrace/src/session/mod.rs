@@ -413,6 +413,9 @@ impl Session {
                         return Ok(stop);
                     }
                     self.interval_report(source, outputs)?;
+                    if let Some(recording) = self.traced.recording() {
+                        recording.borrow_mut().interval_done();
+                    }
                     reconcile_soon = false;
                 }
                 steer = signals.next() => match steer {

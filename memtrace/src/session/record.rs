@@ -60,6 +60,11 @@ impl Recorder {
         Ok(recording)
     }
 
+    /// Whether the code files' naming parts go in too (`--embed-debug`).
+    pub fn embeds_debug(&self) -> bool {
+        self.to.embed_debug
+    }
+
     fn push(&mut self, kind: Kind, payload: &[u8]) {
         if self.aside {
             return;
@@ -104,10 +109,15 @@ impl Recorder {
         self.push(Kind::Target, &encode_pid(pid, described));
     }
 
-    /// An interval's tick; what came before it is written out now, so a
-    /// kill loses at most an interval.
+    /// An interval's tick.
     pub fn tick(&mut self) {
         self.push(Kind::Tick, &[]);
+    }
+
+    /// The interval has been reported: what came before is written out
+    /// now, with what /proc answered for it and the names its report
+    /// resolved, so a kill loses at most an interval.
+    pub fn interval_done(&mut self) {
         if let Some(Err(err)) = self.writer.as_mut().map(CaptureWriter::flush_chunk) {
             self.failed(&err);
         }
@@ -130,11 +140,12 @@ impl Recorder {
         self.push(Kind::Heap, bytes);
     }
 
-    /// What naming learnt of a code file or an offset's functions: kept
-    /// even aside (the library learns it once, whoever asked).
+    /// What naming learnt of a code file or an offset's functions, or a
+    /// piece of a file embedded: kept even aside (the library learns it
+    /// once, whoever asked).
     pub fn learned(&mut self, learned: &Learned) {
         let aside = std::mem::replace(&mut self.aside, false);
-        self.push(Kind::Symbol, &learned.encode());
+        self.push(learned.kind(), &learned.encode());
         self.aside = aside;
     }
 

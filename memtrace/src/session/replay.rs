@@ -208,7 +208,7 @@ impl Player {
                 }
             }
             // Read before playing (see `learned`).
-            Kind::Note | Kind::Symbol | Kind::Unknown(_) => {}
+            Kind::Note | Kind::Symbol | Kind::Debug | Kind::Unknown(_) => {}
         }
         true
     }
@@ -592,25 +592,19 @@ impl Session {
     }
 }
 
-/// What the recording learnt of the code's files and names. Most of it is
-/// written as recording ends, and all of it is needed from the first
-/// snapshot: read in a pass of its own, up to any bad bytes (the playback
+/// What the recording learnt of the code's files and names, and the files
+/// it embedded. Most of it is written as recording ends, and all of it is
+/// needed from the first snapshot: read in a pass of its own, chunk by
+/// chunk (embedded files are large), up to any bad bytes (the playback
 /// says where those are).
-fn learned(path: &Path) -> Vec<Learned> {
-    let Ok(mut reader) = open_capture(path) else {
-        return Vec::new();
-    };
-    let mut learned = Vec::new();
-    while let Ok(Some(chunk)) = reader.next_chunk() {
-        learned.extend(
-            chunk
-                .entries
-                .iter()
-                .filter(|entry| entry.kind == Kind::Symbol)
-                .filter_map(|entry| Learned::decode(&entry.payload, 0).ok()),
-        );
-    }
-    learned
+fn learned(path: &Path) -> impl Iterator<Item = Learned> {
+    let mut reader = open_capture(path).ok();
+    std::iter::from_fn(move || reader.as_mut()?.next_chunk().ok().flatten()).flat_map(|chunk| {
+        chunk
+            .entries
+            .into_iter()
+            .filter_map(|entry| Learned::read(entry.kind, &entry.payload, 0)?.ok())
+    })
 }
 
 impl Session {

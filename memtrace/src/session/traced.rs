@@ -123,9 +123,12 @@ impl Traced {
             .rules(self.rules.zero_pfn, self.rules.lazyfree_slack);
         self.stacks.record_to(Rc::clone(&recording));
         let told = Rc::clone(&recording);
-        self.library
-            .borrow_mut()
-            .tell(Box::new(move |learned| told.borrow_mut().learned(learned)));
+        let mut library = self.library.borrow_mut();
+        library.tell(Box::new(move |learned| told.borrow_mut().learned(learned)));
+        if recording.borrow().embeds_debug() {
+            library.embed_debug();
+        }
+        drop(library);
         self.recording = Some(recording);
     }
 

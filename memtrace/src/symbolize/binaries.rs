@@ -28,14 +28,21 @@ impl Binaries {
     }
 
     /// Opens the file the process knows as `path`, if it is not open yet;
-    /// called while the process lives.
-    pub fn keep(&mut self, path: &str) {
+    /// called while the process lives. Says whether it opened it now.
+    pub fn keep(&mut self, path: &str) -> bool {
         if self.open.len() >= MAX_OPEN || self.open.contains_key(path) {
-            return;
+            return false;
         }
-        if let Ok(file) = File::open(self.view.file(path)) {
-            self.open.insert(path.to_owned(), file);
-        }
+        let Ok(file) = File::open(self.view.file(path)) else {
+            return false;
+        };
+        self.open.insert(path.to_owned(), file);
+        true
+    }
+
+    /// Where the file the process knows as `path` is, as it sees it.
+    pub fn as_seen(&self, path: &str) -> PathBuf {
+        self.view.file(path)
     }
 
     /// A path that reads the file the process knows as `path`: its open
@@ -64,7 +71,8 @@ mod tests {
         std::fs::write(&path, b"code").unwrap();
         let path = path.to_str().unwrap().to_owned();
         let mut binaries = Binaries::new(ProcessView::new(std::process::id()));
-        binaries.keep(&path);
+        assert!(binaries.keep(&path));
+        assert!(!binaries.keep(&path), "opened once");
         std::fs::remove_file(&path).unwrap();
         assert_eq!(std::fs::read(binaries.readable(&path)).unwrap(), b"code");
         binaries.clear();

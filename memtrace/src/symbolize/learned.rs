@@ -9,9 +9,9 @@
 //! and a file at the same path on the reporting machine is read only when
 //! it is the same file.
 
-use crate::capture::{CaptureError, In, Out};
+use crate::capture::{CaptureError, In, Kind, Out};
 
-use super::Function;
+use super::{embedded::Piece, Function};
 
 /// One thing the library learnt while recording.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,6 +34,9 @@ pub enum Learned {
         offset: u64,
         functions: Vec<Function>,
     },
+    /// A piece of what naming reads of a code file, embedded
+    /// (`record --embed-debug`).
+    Embedded(Piece),
 }
 
 const FILE: u8 = 0;
@@ -44,9 +47,28 @@ const NAMES: u8 = 1;
 const MAX_FUNCTIONS: u32 = 1024;
 
 impl Learned {
+    /// The kind of capture entry it is written as.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Self::Embedded(_) => Kind::Debug,
+            Self::File { .. } | Self::Names { .. } => Kind::Symbol,
+        }
+    }
+
+    /// What a capture entry of `kind` says was learnt: `None` for the
+    /// kinds that do not say.
+    pub fn read(kind: Kind, payload: &[u8], base: u64) -> Option<Result<Self, CaptureError>> {
+        match kind {
+            Kind::Symbol => Some(Self::decode(payload, base)),
+            Kind::Debug => Some(Piece::decode(payload, base).map(Self::Embedded)),
+            _ => None,
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Out::default();
         match self {
+            Self::Embedded(piece) => return piece.encode(),
             Self::File {
                 pid,
                 path,
@@ -81,9 +103,9 @@ impl Learned {
         out.0
     }
 
-    /// Reads back what [`Learned::encode`] wrote; `base` is the payload's
-    /// offset, for errors.
-    pub fn decode(payload: &[u8], base: u64) -> Result<Self, CaptureError> {
+    /// Reads back a symbol entry [`Learned::encode`] wrote; `base` is the
+    /// payload's offset, for errors.
+    fn decode(payload: &[u8], base: u64) -> Result<Self, CaptureError> {
         let mut input = In::new(payload, base);
         let learned = match input.u8("what was learnt")? {
             FILE => Self::File {
@@ -138,6 +160,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::symbolize::embedded::Part;
 
     #[test]
     fn what_is_learnt_reads_back_as_written() {
@@ -172,9 +195,17 @@ mod tests {
                     },
                 ],
             },
+            Learned::Embedded(Piece {
+                key: "0a1b2c".into(),
+                part: Part::DebugFile,
+                size: 3,
+                offset: 0,
+                bytes: vec![1, 2, 3],
+            }),
         ];
         for learned in learned {
-            assert_eq!(Learned::decode(&learned.encode(), 0).unwrap(), learned);
+            let read = Learned::read(learned.kind(), &learned.encode(), 0);
+            assert_eq!(read.unwrap().unwrap(), learned);
         }
     }
 
@@ -182,7 +213,7 @@ mod tests {
         /// Symbol entries come from a file anyone may hand over.
         #[test]
         fn any_bytes_decode_or_fail_without_panicking(payload in proptest::collection::vec(any::<u8>(), 0..256)) {
-            let _ = Learned::decode(&payload, 0);
+            let _ = Learned::read(Kind::Symbol, &payload, 0);
         }
     }
 }

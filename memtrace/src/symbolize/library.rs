@@ -31,7 +31,10 @@ use blazesym::symbolize::{
     Input, Symbolized,
 };
 
-use super::{frames, DebugSources, Debuginfod, Function, Learned, Module, SYSTEM_DEBUG_DIRS};
+use super::{
+    embedded::{self, Embedded, Part},
+    frames, DebugSources, Debuginfod, Function, Learned, Module, SYSTEM_DEBUG_DIRS,
+};
 use crate::elf::UnwindSections;
 
 /// The GNU build id of the file at `path`, in hex.
@@ -101,6 +104,12 @@ pub struct Library {
     /// Files a recording identified that are not here (gone, or another
     /// file at their path): never read for names.
     not_here: HashSet<String>,
+    /// Where separate debug files are looked for (`--debug-dir` first).
+    debug_dirs: Vec<PathBuf>,
+    /// Recording with `--embed-debug`: the files embedded so far, by key.
+    embedding: Option<HashSet<Arc<str>>>,
+    /// The files a recording embedded, as the report reassembles them.
+    embedded: Embedded,
 }
 
 /// What is told each thing the library learns.
@@ -119,7 +128,7 @@ impl Library {
         dirs.extend(SYSTEM_DEBUG_DIRS.map(PathBuf::from));
         Self {
             inner: blazesym::symbolize::Symbolizer::builder()
-                .set_debug_dirs(Some(dirs))
+                .set_debug_dirs(Some(dirs.clone()))
                 .build(),
             debuginfod: debug.debuginfod,
             kept: HashMap::new(),
@@ -130,6 +139,61 @@ impl Library {
             recalled_files: HashMap::new(),
             recalled_names: HashMap::new(),
             not_here: HashSet::new(),
+            debug_dirs: dirs,
+            embedding: None,
+            embedded: Embedded::default(),
+        }
+    }
+
+    /// Embeds what naming reads of every code file identified from now on
+    /// (`record --embed-debug`; see [`embedded`]).
+    pub fn embed_debug(&mut self) {
+        self.embedding.get_or_insert_with(HashSet::new);
+    }
+
+    pub fn embeds_debug(&self) -> bool {
+        self.embedding.is_some()
+    }
+
+    /// Tells the recording what naming reads of `module` (read through
+    /// `readable`) and of its separate debug file, once per file; `beside`
+    /// says where a name beside the file is, as its process sees it.
+    pub fn embed(&mut self, module: &Module, readable: &Path, beside: &dyn Fn(&str) -> PathBuf) {
+        let Some(key) = module.key() else {
+            return;
+        };
+        let Some(embedded) = self.embedding.as_mut() else {
+            return;
+        };
+        if !embedded.insert(Arc::from(key)) {
+            return;
+        }
+        let too_large = |path: &Path| {
+            std::fs::metadata(path).map_or(true, |meta| meta.len() > embedded::MAX_FILE)
+        };
+        if too_large(readable) {
+            return;
+        }
+        let Ok(data) = std::fs::read(readable) else {
+            return;
+        };
+        let debug_file = embedded::separate_debug_file(
+            &data,
+            module.build_id.as_deref(),
+            &self.debug_dirs,
+            beside,
+        );
+        let Ok(naming) = embedded::naming_parts(data) else {
+            return;
+        };
+        let files = [(Part::Naming, Some(naming)), (Part::DebugFile, debug_file)];
+        for (part, data) in files {
+            let Some(data) = data.filter(|data| data.len() as u64 <= embedded::MAX_FILE) else {
+                continue;
+            };
+            for piece in embedded::pieces(key, part, &data) {
+                self.learnt(Learned::Embedded(piece));
+            }
         }
     }
 
@@ -165,6 +229,7 @@ impl Library {
                 self.recalled_names
                     .insert((Arc::from(key), offset), functions);
             }
+            Learned::Embedded(piece) => self.embedded.take(piece),
         }
     }
 
@@ -272,9 +337,17 @@ impl Library {
             .copied()
             .filter(|&offset| !named(self, offset))
             .collect();
-        if !missing.is_empty() && module.readable && !self.not_here.contains(&*key) {
-            let path = self.keep(&key, readable);
-            let resolved = self.resolve(&path, module.build_id.as_deref(), &missing);
+        // The file here when it is the recorded one, else what the
+        // recording embedded of it.
+        let source = if missing.is_empty() || !module.readable {
+            None
+        } else if self.not_here.contains(&*key) {
+            self.embedded.path(&key, Part::Naming)
+        } else {
+            Some(self.keep(&key, readable))
+        };
+        if let Some(path) = source {
+            let resolved = self.resolve(&path, &key, module.build_id.as_deref(), &missing);
             if self.names.len() + missing.len() > MAX_NAMES {
                 self.names.clear();
             }
@@ -351,13 +424,14 @@ impl Library {
         let _ = self.inner.evict(&evict::Evict::from(evict::Elf::new(path)));
     }
 
-    /// The functions at `offsets` of the file at `path`: from the file
-    /// itself and its separate debug file, or from the debug file
-    /// debuginfod has delivered for `build_id` when the file has no line
-    /// information.
+    /// The functions at `offsets` of the file at `path` (known as `key`):
+    /// from the file itself and its separate debug file, or, when the file
+    /// has no line information, from the debug file the recording embedded
+    /// or debuginfod has delivered for `build_id`.
     fn resolve(
         &mut self,
         path: &Path,
+        key: &str,
         build_id: Option<&str>,
         offsets: &[u64],
     ) -> Vec<Vec<Function>> {
@@ -387,8 +461,12 @@ impl Library {
             .flatten()
             .any(|function| function.line.is_some());
         if !has_lines {
-            if let Some(improved) =
-                build_id.and_then(|id| self.debuginfod_functions(id, path, offsets))
+            let debug_file = self
+                .embedded
+                .path(key, Part::DebugFile)
+                .or_else(|| build_id.and_then(|id| self.debuginfod_file(id)));
+            if let Some(improved) = debug_file
+                .and_then(|debug_file| self.debug_file_functions(&debug_file, path, offsets))
             {
                 for (slot, better) in functions.iter_mut().zip(improved) {
                     if !better.is_empty() {
@@ -400,18 +478,24 @@ impl Library {
         functions
     }
 
-    /// Names from the debug file debuginfod serves for `build_id`, once it
-    /// has been fetched (in the background: tracing never waits).
-    fn debuginfod_functions(
-        &mut self,
-        build_id: &str,
-        path: &Path,
-        offsets: &[u64],
-    ) -> Option<Vec<Vec<Function>>> {
+    /// The debug file debuginfod serves for `build_id`, once it has been
+    /// fetched (in the background: tracing never waits).
+    fn debuginfod_file(&mut self, build_id: &str) -> Option<PathBuf> {
         let debug_file = self.debuginfod.as_mut()?.debug_file(build_id)?;
         if let Some(kept) = self.kept.get_mut(build_id) {
             kept.debuginfod_file = Some(debug_file.clone());
         }
+        Some(debug_file)
+    }
+
+    /// Names from `debug_file`, the separate debug file of the file at
+    /// `path`.
+    fn debug_file_functions(
+        &mut self,
+        debug_file: &Path,
+        path: &Path,
+        offsets: &[u64],
+    ) -> Option<Vec<Vec<Function>>> {
         // The debug file has the program's addresses but none of its code:
         // look the offsets up by address, placed by the program's segments.
         let data = std::fs::read(path).ok()?;
@@ -423,7 +507,7 @@ impl Library {
         let results = self
             .inner
             .symbolize(
-                &Source::Elf(Elf::new(debug_file)),
+                &Source::Elf(Elf::new(debug_file.to_owned())),
                 Input::VirtOffset(&addresses),
             )
             .ok()?;
@@ -501,8 +585,9 @@ mod tests {
         assert_eq!(library.size(), (2, 2));
     }
 
-    #[test]
-    fn names_learnt_while_recording_are_recalled_where_the_file_is_not() {
+    /// The offset of [`a_function_to_name`] in this program, and a library
+    /// recording (telling what it learns to the list returned).
+    fn recording_library() -> (u64, Library, Rc<RefCell<Vec<Learned>>>) {
         assert_eq!(a_function_to_name(), 7);
         let offset = own_file_offset(a_function_to_name as *const () as u64);
         let learnt = Rc::new(RefCell::new(Vec::new()));
@@ -511,6 +596,12 @@ mod tests {
         recording.tell(Box::new(move |learned| {
             told.borrow_mut().push(learned.clone())
         }));
+        (offset, recording, learnt)
+    }
+
+    #[test]
+    fn names_learnt_while_recording_are_recalled_where_the_file_is_not() {
+        let (offset, mut recording, learnt) = recording_library();
         let here = recording.identify(7, "/srv/program", Path::new("/proc/self/exe"));
         let named = recording.functions(&here, Path::new("/proc/self/exe"), &[offset]);
         assert!(named[0][0].name.contains("a_function_to_name"), "{named:?}");
@@ -532,5 +623,41 @@ mod tests {
         let other = reporting.identify(7, "/srv/program", Path::new("/bin/sh"));
         let unnamed = reporting.functions(&other, Path::new("/bin/sh"), &[offset + 64]);
         assert_eq!(unnamed, vec![Vec::new()]);
+    }
+
+    #[test]
+    fn a_file_embedded_while_recording_names_what_the_recording_did_not() {
+        let (offset, mut recording, learnt) = recording_library();
+        recording.embed_debug();
+        let exe = Path::new("/proc/self/exe");
+        let here = recording.identify(7, "/srv/program", exe);
+        recording.embed(&here, exe, &|name| PathBuf::from(name));
+        recording.embed(&here, exe, &|name| PathBuf::from(name));
+        let learnt = learnt.take();
+        let pieces = learnt
+            .iter()
+            .filter(|learned| matches!(learned, Learned::Embedded(_)))
+            .count();
+        let size = std::fs::metadata(exe).unwrap().len();
+        assert_eq!(
+            pieces,
+            size.div_ceil(embedded::PIECE_BYTES as u64) as usize,
+            "embedded once, whole"
+        );
+
+        // Elsewhere, where the program is nowhere and the recording named
+        // nothing: named from what it embedded.
+        let mut reporting = Library::new(DebugSources::default());
+        for learned in learnt {
+            reporting.recall(learned);
+        }
+        let there = reporting.identify(7, "/srv/program", Path::new("/nonexistent/program"));
+        let named = reporting.functions(&there, Path::new("/nonexistent/program"), &[offset]);
+        assert!(
+            named[0]
+                .first()
+                .is_some_and(|function| function.name.contains("a_function_to_name")),
+            "{named:?}"
+        );
     }
 }

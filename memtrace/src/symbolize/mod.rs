@@ -17,6 +17,7 @@
 
 mod binaries;
 mod debuginfod;
+mod embedded;
 mod ends;
 mod frames;
 mod learned;
@@ -24,7 +25,11 @@ mod library;
 mod namer;
 mod perfmap;
 
-use std::{collections::HashMap, path::PathBuf, sync::Arc};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 pub use debuginfod::Debuginfod;
 pub use ends::{Completeness, STACK_ROOTS};
@@ -105,8 +110,22 @@ impl Symbolizer {
 
     /// Keeps the code file the process knows as `path` readable after the
     /// process is gone; called while it lives, as code is mapped.
+    /// When recording with `--embed-debug`, this is also when the file is
+    /// embedded: while the process lives to read it through, and before
+    /// anything could cut the capture short.
     pub fn keep_file(&mut self, path: &str) {
-        self.binaries.keep(path);
+        if !self.binaries.keep(path) || !self.library.borrow().embeds_debug() {
+            return;
+        }
+        let module = self.module(path);
+        let readable = self.binaries.readable(path);
+        let directory = Path::new(path)
+            .parent()
+            .unwrap_or(Path::new("/"))
+            .to_owned();
+        let binaries = &self.binaries;
+        let beside = |name: &str| binaries.as_seen(&directory.join(name).to_string_lossy());
+        self.library.borrow_mut().embed(&module, &readable, &beside);
     }
 
     /// Names learnt since the last look (a debug file debuginfod delivered,
