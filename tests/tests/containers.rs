@@ -498,7 +498,11 @@ fn a_container_is_traced_whole_by_its_name() {
         );
         explained += 1;
     }
-    assert!(explained >= 10, "only {explained} steady readings of {}", wholes.len());
+    assert!(
+        explained >= 10,
+        "only {explained} steady readings of {}",
+        wholes.len()
+    );
     let cache = wholes
         .iter()
         .map(|whole| field(whole, "/whole/charge/unmapped_cache_bytes"))

@@ -5,7 +5,7 @@ use std::{fmt, sync::Arc};
 use blazesym::symbolize::Sym;
 
 /// A file code is mapped from.
-#[derive(Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Module {
     /// As the process sees it.
     pub path: String,

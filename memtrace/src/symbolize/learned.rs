@@ -11,22 +11,16 @@
 
 use crate::capture::{CaptureError, In, Kind, Out};
 
-use super::{embedded::Piece, Function};
+use super::{embedded::Piece, Function, Module};
 
 /// One thing the library learnt while recording.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Learned {
-    /// The file process `pid` knows as `path`, identified by its build id
-    /// or, without one, by its identity on the recording machine.
-    File {
-        pid: u32,
-        path: String,
-        build_id: Option<String>,
-        identity: Option<String>,
-        /// The recording could read it (stacks through code it could not
-        /// read end for that reason, wherever they are reported).
-        readable: bool,
-    },
+    /// The file process `pid` knows as `module.path`, identified by its
+    /// build id or, without one, by its identity on the recording machine;
+    /// with whether the recording could read it (stacks through code it
+    /// could not read end for that reason, wherever they are reported).
+    File { pid: u32, module: Module },
     /// The functions at `offset` of the file known as `key` (its build id
     /// or identity), innermost first.
     Names {
@@ -69,19 +63,13 @@ impl Learned {
         let mut out = Out::default();
         match self {
             Self::Embedded(piece) => return piece.encode(),
-            Self::File {
-                pid,
-                path,
-                build_id,
-                identity,
-                readable,
-            } => {
+            Self::File { pid, module } => {
                 out.bytes(&[FILE]);
                 out.u32(*pid);
-                out.text(path);
-                out.optional_text(build_id.as_deref());
-                out.optional_text(identity.as_deref());
-                out.bytes(&[u8::from(*readable)]);
+                out.text(&module.path);
+                out.optional_text(module.build_id.as_deref());
+                out.optional_text(module.identity.as_deref());
+                out.bytes(&[u8::from(module.readable)]);
             }
             Self::Names {
                 key,
@@ -110,10 +98,12 @@ impl Learned {
         let learned = match input.u8("what was learnt")? {
             FILE => Self::File {
                 pid: input.u32("pid")?,
-                path: input.text("path")?,
-                build_id: input.optional_text("build id")?,
-                identity: input.optional_text("file identity")?,
-                readable: input.u8("readable")? != 0,
+                module: Module {
+                    path: input.text("path")?,
+                    build_id: input.optional_text("build id")?,
+                    identity: input.optional_text("file identity")?,
+                    readable: input.u8("readable")? != 0,
+                },
             },
             NAMES => {
                 let key = input.text("file key")?;
@@ -167,17 +157,21 @@ mod tests {
         let learned = [
             Learned::File {
                 pid: 42,
-                path: "/usr/lib/libc.so.6".into(),
-                build_id: Some("0a1b2c".into()),
-                identity: None,
-                readable: true,
+                module: Module {
+                    path: "/usr/lib/libc.so.6".into(),
+                    build_id: Some("0a1b2c".into()),
+                    identity: None,
+                    readable: true,
+                },
             },
             Learned::File {
                 pid: 43,
-                path: "/srv/goserver".into(),
-                build_id: None,
-                identity: Some("file 803:1a2b 4096 1700000000.5".into()),
-                readable: false,
+                module: Module {
+                    path: "/srv/goserver".into(),
+                    build_id: None,
+                    identity: Some("file 803:1a2b 4096 1700000000.5".into()),
+                    readable: false,
+                },
             },
             Learned::Names {
                 key: "0a1b2c".into(),

@@ -97,7 +97,7 @@ pub struct Library {
     /// Told each file identified and each offset named (a recording).
     listener: Option<Listener>,
     /// Files as a recording identified them, by process and path.
-    recalled_files: HashMap<(u32, String), Recalled>,
+    recalled_files: HashMap<(u32, String), Module>,
     /// Names a recording resolved: never evicted, since the files they came
     /// from may be nowhere here.
     recalled_names: HashMap<(Arc<str>, u64), Vec<Function>>,
@@ -114,13 +114,6 @@ pub struct Library {
 
 /// What is told each thing the library learns.
 pub type Listener = Box<dyn FnMut(&Learned)>;
-
-/// A file as the recording machine knew it.
-struct Recalled {
-    build_id: Option<String>,
-    identity: Option<String>,
-    readable: bool,
-}
 
 impl Library {
     pub fn new(debug: DebugSources) -> Self {
@@ -205,21 +198,9 @@ impl Library {
     /// Takes in what a recording learnt, before anything is named.
     pub fn recall(&mut self, learned: Learned) {
         match learned {
-            Learned::File {
-                pid,
-                path,
-                build_id,
-                identity,
-                readable,
-            } => {
-                self.recalled_files.insert(
-                    (pid, path),
-                    Recalled {
-                        build_id,
-                        identity,
-                        readable,
-                    },
-                );
+            Learned::File { pid, module } => {
+                self.recalled_files
+                    .insert((pid, module.path.clone()), module);
             }
             Learned::Names {
                 key,
@@ -256,12 +237,7 @@ impl Library {
                 (None, None) => recalled.identity.is_some() && recalled.identity == here_identity,
                 _ => false,
             };
-            let module = Module {
-                path: path.to_owned(),
-                build_id: recalled.build_id.clone(),
-                identity: recalled.identity.clone(),
-                readable: recalled.readable,
-            };
+            let module = recalled.clone();
             if !(opens && same) {
                 if let Some(key) = module.key() {
                     self.not_here.insert(key.to_owned());
@@ -277,10 +253,7 @@ impl Library {
         };
         self.learnt(Learned::File {
             pid,
-            path: module.path.clone(),
-            build_id: module.build_id.clone(),
-            identity: module.identity.clone(),
-            readable: module.readable,
+            module: module.clone(),
         });
         module
     }
