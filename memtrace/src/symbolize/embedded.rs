@@ -18,12 +18,15 @@ use std::{
     collections::HashMap,
     ffi::CStr,
     fs::File,
-    io::{Seek, SeekFrom, Write},
-    os::fd::{AsRawFd, FromRawFd},
-    path::PathBuf,
+    io::{self, Read, Seek, SeekFrom, Write},
+    os::{
+        fd::{AsRawFd, FromRawFd},
+        unix::fs::FileExt,
+    },
+    path::{Path, PathBuf},
 };
 
-use object::{Object, ObjectSection, SectionKind};
+use object::{read::ReadCache, Object, ObjectSection, SectionKind};
 
 use crate::{
     capture::{CaptureError, In, Out},
@@ -61,12 +64,33 @@ pub const MAX_FILE: u64 = 1 << 30;
 /// table and symbol table.
 const KEPT_LOADED: [&str; 2] = [".gopclntab", ".gosymtab"];
 
-/// `data` (an ELF file) with the contents of every loaded section of code
-/// or data zeroed, but for those naming reads.
-pub fn naming_parts(mut data: Vec<u8>) -> Result<Vec<u8>, NotElf> {
-    let ranges: Vec<(u64, u64)> = {
-        let file = object::File::parse(&*data).map_err(|err| NotElf(err.to_string()))?;
-        file.sections()
+/// A file to embed, read a piece at a time (the files are as large as the
+/// programs, and memtrace stays small): open, with its size and the byte
+/// ranges it is embedded without.
+pub struct ToEmbed {
+    file: File,
+    size: u64,
+    zeroed: Vec<(u64, u64)>,
+}
+
+/// A code file's `.gnu_debuglink`: its debug file's name and CRC-32.
+pub struct DebugLink {
+    name: String,
+    crc: u32,
+}
+
+impl ToEmbed {
+    /// The code file at `path`, with the contents of every loaded section
+    /// of code or data zeroed, but for those naming reads; and its debug
+    /// link, if it has one.
+    pub fn naming_parts(path: &Path) -> Result<(Self, Option<DebugLink>), NotElf> {
+        let not_elf = |err: &dyn std::fmt::Display| NotElf(err.to_string());
+        let file = File::open(path).map_err(|err| not_elf(&err))?;
+        let size = file.metadata().map_err(|err| not_elf(&err))?.len();
+        let cache = ReadCache::new(&file);
+        let elf = object::File::parse(&cache).map_err(|err| not_elf(&err))?;
+        let zeroed = elf
+            .sections()
             .filter(|section| {
                 matches!(
                     section.kind(),
@@ -79,79 +103,118 @@ pub fn naming_parts(mut data: Vec<u8>) -> Result<Vec<u8>, NotElf> {
                 ) && !section.name().is_ok_and(|name| KEPT_LOADED.contains(&name))
             })
             .filter_map(|section| section.file_range())
-            .collect()
-    };
-    for (offset, size) in ranges {
-        let start = usize::try_from(offset)
-            .unwrap_or(usize::MAX)
-            .min(data.len());
-        let end = usize::try_from(offset.saturating_add(size))
-            .unwrap_or(usize::MAX)
-            .min(data.len());
-        data[start..end].fill(0);
+            .collect();
+        let link = elf.gnu_debuglink().ok().flatten().and_then(|(name, crc)| {
+            Some(DebugLink {
+                name: std::str::from_utf8(name).ok()?.to_owned(),
+                crc,
+            })
+        });
+        drop(elf);
+        drop(cache);
+        Ok((Self { file, size, zeroed }, link))
     }
-    Ok(data)
-}
 
-/// `data` cut into pieces of `part` of the file known as `key`.
-pub fn pieces<'a>(key: &'a str, part: Part, data: &'a [u8]) -> impl Iterator<Item = Piece> + 'a {
-    let size = data.len() as u64;
-    data.chunks(PIECE_BYTES)
-        .enumerate()
-        .map(move |(index, bytes)| Piece {
-            key: key.to_owned(),
-            part,
+    /// A file embedded as it is.
+    fn whole(file: File) -> Option<Self> {
+        let size = file.metadata().ok()?.len();
+        Some(Self {
+            file,
             size,
-            offset: (index * PIECE_BYTES) as u64,
-            bytes: bytes.to_vec(),
+            zeroed: Vec::new(),
         })
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The file in pieces, as `part` of the file known as `key`, each read
+    /// when asked for.
+    pub fn pieces<'a>(
+        &'a self,
+        key: &'a str,
+        part: Part,
+    ) -> impl Iterator<Item = io::Result<Piece>> + 'a {
+        let step = PIECE_BYTES as u64;
+        (0..self.size.div_ceil(step)).map(move |index| {
+            let offset = index * step;
+            let len = step.min(self.size - offset);
+            let mut bytes = vec![0; len as usize];
+            self.file.read_exact_at(&mut bytes, offset)?;
+            for &(start, length) in &self.zeroed {
+                let from = start.max(offset);
+                let to = start.saturating_add(length).min(offset + len);
+                if from < to {
+                    bytes[(from - offset) as usize..(to - offset) as usize].fill(0);
+                }
+            }
+            Ok(Piece {
+                key: key.to_owned(),
+                part,
+                size: self.size,
+                offset,
+                bytes,
+            })
+        })
+    }
 }
 
-/// The separate debug file of the code file `data`, whose build id is
-/// `build_id`: under a debug directory's `.build-id/xx/rest.debug` with
-/// the same build id, or by its `.gnu_debuglink` name, with the checksum
-/// the link records, in a debug directory or beside the file
-/// (`beside(name)` says where a name beside it is, as the process sees
-/// it).
+/// The separate debug file of a code file whose build id is `build_id`:
+/// under a debug directory's `.build-id/xx/rest.debug` with the same build
+/// id, or by its debug `link`'s name, with the checksum the link records,
+/// in a debug directory or beside the file (`beside(name)` says where a
+/// name beside it is, as the process sees it).
 pub fn separate_debug_file(
-    data: &[u8],
     build_id: Option<&str>,
+    link: Option<&DebugLink>,
     dirs: &[PathBuf],
     beside: &dyn Fn(&str) -> PathBuf,
-) -> Option<Vec<u8>> {
+) -> Option<ToEmbed> {
     if let Some(id) = build_id.filter(|id| id.len() > 2) {
         for dir in dirs {
             let path = dir
                 .join(".build-id")
                 .join(&id[..2])
                 .join(format!("{}.debug", &id[2..]));
-            if let Ok(debug) = std::fs::read(&path) {
+            if let Ok(debug) = File::open(&path) {
                 if build_id_of(&debug).as_deref() == Some(id) {
-                    return Some(debug);
+                    return ToEmbed::whole(debug);
                 }
             }
         }
     }
-    let file = object::File::parse(data).ok()?;
-    let (name, crc) = file.gnu_debuglink().ok().flatten()?;
-    let name = std::str::from_utf8(name).ok()?;
+    let link = link?;
     // A name only: never a path that leaves the directories searched.
-    if name.contains('/') {
+    if link.name.contains('/') {
         return None;
     }
-    let candidates = dirs
-        .iter()
+    let name = &link.name;
+    dirs.iter()
         .map(|dir| dir.join(name))
-        .chain([beside(name), beside(&format!(".debug/{name}"))]);
-    candidates
-        .filter_map(|path| std::fs::read(path).ok())
-        .find(|debug| crc32fast::hash(debug) == crc)
+        .chain([beside(name), beside(&format!(".debug/{name}"))])
+        .filter_map(|path| File::open(path).ok())
+        .find(|debug| crc32(debug).is_some_and(|crc| crc == link.crc))
+        .and_then(ToEmbed::whole)
 }
 
-fn build_id_of(data: &[u8]) -> Option<String> {
-    let file = object::File::parse(data).ok()?;
-    let id = file.build_id().ok().flatten()?;
+fn build_id_of(file: &File) -> Option<String> {
+    let cache = ReadCache::new(file);
+    let elf = object::File::parse(&cache).ok()?;
+    let id = elf.build_id().ok().flatten()?;
     Some(id.iter().map(|byte| format!("{byte:02x}")).collect())
+}
+
+/// The CRC-32 of the whole of `file`, as `.gnu_debuglink` records it.
+fn crc32(mut file: &File) -> Option<u32> {
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buffer = vec![0; 1 << 20];
+    loop {
+        match file.read(&mut buffer).ok()? {
+            0 => return Some(hasher.finalize()),
+            read => hasher.update(&buffer[..read]),
+        }
+    }
 }
 
 impl Piece {
@@ -280,10 +343,20 @@ mod tests {
         section.file_range()
     }
 
+    /// What `to_embed` embeds, put together again.
+    fn embedded(to_embed: &ToEmbed) -> Vec<u8> {
+        to_embed
+            .pieces("key", Part::Naming)
+            .flat_map(|piece| piece.unwrap().bytes)
+            .collect()
+    }
+
     #[test]
     fn naming_parts_zero_the_code_and_keep_the_symbols() {
-        let data = std::fs::read("/proc/self/exe").unwrap();
-        let parts = naming_parts(data.clone()).unwrap();
+        let exe = Path::new("/proc/self/exe");
+        let data = std::fs::read(exe).unwrap();
+        let (to_embed, _) = ToEmbed::naming_parts(exe).unwrap();
+        let parts = embedded(&to_embed);
         assert_eq!(parts.len(), data.len(), "offsets must still place");
         let bytes = |data: &[u8], (offset, size): (u64, u64)| {
             data[offset as usize..(offset + size) as usize].to_vec()
@@ -314,7 +387,13 @@ mod tests {
     #[test]
     fn a_file_reassembles_from_its_pieces_in_order_only() {
         let data: Vec<u8> = (0..(PIECE_BYTES * 2 + 100)).map(|i| i as u8).collect();
-        let pieces: Vec<Piece> = pieces("0a1b", Part::Naming, &data).collect();
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&data).unwrap();
+        let to_embed = ToEmbed::whole(file).unwrap();
+        let pieces: Vec<Piece> = to_embed
+            .pieces("0a1b", Part::Naming)
+            .map(Result::unwrap)
+            .collect();
         assert_eq!(pieces.len(), 3);
         for piece in &pieces {
             assert_eq!(&Piece::decode(&piece.encode(), 0).unwrap(), piece);
@@ -324,10 +403,8 @@ mod tests {
             assert_eq!(whole.path("0a1b", Part::Naming), None, "not yet whole");
             whole.take(piece);
         }
-        assert_eq!(
-            std::fs::read(whole.path("0a1b", Part::Naming).unwrap()).unwrap(),
-            data
-        );
+        let path = whole.path("0a1b", Part::Naming).unwrap();
+        assert_eq!(std::fs::read(path).unwrap(), data);
         assert_eq!(whole.path("0a1b", Part::DebugFile), None);
         // A capture cut inside the file: never read.
         let mut cut = Embedded::default();

@@ -32,7 +32,7 @@ use blazesym::symbolize::{
 };
 
 use super::{
-    embedded::{self, Embedded, Part},
+    embedded::{self, Embedded, Part, ToEmbed},
     frames, DebugSources, Debuginfod, Function, Learned, Module, SYSTEM_DEBUG_DIRS,
 };
 use crate::elf::UnwindSections;
@@ -161,30 +161,23 @@ impl Library {
         if !embedded.insert(Arc::from(key)) {
             return;
         }
-        let too_large = |path: &Path| {
-            std::fs::metadata(path).map_or(true, |meta| meta.len() > embedded::MAX_FILE)
-        };
-        if too_large(readable) {
-            return;
-        }
-        let Ok(data) = std::fs::read(readable) else {
+        let Ok((naming, link)) = ToEmbed::naming_parts(readable) else {
             return;
         };
         let debug_file = embedded::separate_debug_file(
-            &data,
             module.build_id.as_deref(),
+            link.as_ref(),
             &self.debug_dirs,
             beside,
         );
-        let Ok(naming) = embedded::naming_parts(data) else {
-            return;
-        };
         let files = [(Part::Naming, Some(naming)), (Part::DebugFile, debug_file)];
-        for (part, data) in files {
-            let Some(data) = data.filter(|data| data.len() as u64 <= embedded::MAX_FILE) else {
+        for (part, file) in files {
+            let Some(file) = file.filter(|file| file.size() <= embedded::MAX_FILE) else {
                 continue;
             };
-            for piece in embedded::pieces(key, part, &data) {
+            // A piece that cannot be read leaves the file incomplete, and a
+            // report never reads it.
+            for piece in file.pieces(key, part).map_while(Result::ok) {
                 self.learnt(Learned::Embedded(piece));
             }
         }
