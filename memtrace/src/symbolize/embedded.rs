@@ -309,7 +309,7 @@ impl Embedded {
         let wrote = fits
             && assembling.file.seek(SeekFrom::Start(piece.offset)).is_ok()
             && assembling.file.write_all(&piece.bytes).is_ok();
-        assembling.written = wrote.then_some(piece.offset + piece.bytes.len() as u64);
+        assembling.written = wrote.then_some(piece.offset.saturating_add(piece.bytes.len() as u64));
     }
 
     /// Where the whole file of `part` of the code file `key` reads, once
@@ -412,6 +412,14 @@ mod tests {
         cut.take(pieces[2].clone());
         cut.take(pieces[1].clone());
         assert_eq!(cut.path("0a1b", Part::Naming), None);
+        // A hostile piece anywhere: refused, no overflow.
+        let mut hostile = Embedded::default();
+        hostile.take(pieces[0].clone());
+        hostile.take(Piece {
+            offset: u64::MAX,
+            ..pieces[1].clone()
+        });
+        assert_eq!(hostile.path("0a1b", Part::Naming), None);
     }
 
     proptest! {
