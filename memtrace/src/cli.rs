@@ -69,8 +69,8 @@ pub enum Command {
         max_size: Option<u64>,
         /// Also carry what naming reads of every code file (its symbols and
         /// debug sections, and its separate debug file), as it is mapped: a
-        /// report then names what the recording did not, such as the last
-        /// interval of a capture cut short.
+        /// report then names what the recording did not, such as a capture
+        /// cut short before its first interval.
         #[arg(long)]
         embed_debug: bool,
         /// Start CMD and record it from its first instruction.
