@@ -20,6 +20,24 @@ pub fn smaps_rollup(pid: u32) -> HashMap<String, u64> {
         .collect()
 }
 
+/// The CPUs online: the kernel's per-CPU batches bound how far its
+/// figures lag.
+pub fn cpus() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) as u64 }
+}
+
+/// What the per-CPU folio batches (FOLIO_BATCH_SIZE, 31 pages each) may
+/// hold at once over all CPUs, in bytes. Pages given back with MADV_FREE
+/// wait there, still resident but not yet on the lazy-free list, until the
+/// batch drains, and only then count as LazyFree. Reclaim drains only the
+/// reclaiming CPU's batch, so after the kernel took back every other lazily
+/// freed page, smaps may say 0 while up to this many bytes are still on
+/// their way.
+pub fn folio_batches_bytes() -> u64 {
+    31 * 4096 * cpus()
+}
+
 /// Whether `actual` is within `percent` % of `expected` (or both are 0).
 pub fn within(actual: u64, expected: u64, percent: f64) -> bool {
     let tolerance = expected as f64 * percent / 100.0;

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use memtrace_tests::{
-    kernel::{within, MemoryCgroup},
+    kernel::{folio_batches_bytes, within, MemoryCgroup},
     memtrace::{
         assert_absent, last_running, number, size_before, verdict, Argv, Finished, Tracing,
     },
@@ -16,14 +16,6 @@ use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
 const LAZILY_FREED: &str = " is memory the program already gave back with MADV_FREE";
-
-/// Pages the kernel may hold in one CPU's folio batch (FOLIO_BATCH_SIZE)
-/// before it counts them as LazyFree: pages given back with MADV_FREE wait
-/// there, still resident but not yet on the lazy-free list, until the batch
-/// drains. Reclaim drains only the reclaiming CPU's batch, so after the
-/// kernel took back every other lazily freed page, smaps may say 0 while up
-/// to this many pages per CPU are still on their way.
-const FOLIO_BATCH_BYTES: u64 = 31 * 4096;
 
 /// The reconciliation goal: unexplained within 1% of RSS, LazyFree within
 /// 1% of the kernel's, or above it by no more than the kernel's per-CPU
@@ -37,9 +29,8 @@ fn assert_reconciled(snapshot: &Value) {
         "unexplained {unexplained} of {rss}"
     );
     let model_lazyfree = number(snapshot, "/model/lazyfree_bytes");
-    let cpus = std::thread::available_parallelism().map_or(1, |cpus| cpus.get() as u64);
     let in_batches =
-        model_lazyfree >= lazyfree && model_lazyfree - lazyfree <= FOLIO_BATCH_BYTES * cpus;
+        model_lazyfree >= lazyfree && model_lazyfree - lazyfree <= folio_batches_bytes();
     assert!(
         within(model_lazyfree, lazyfree, 1.0) || in_batches,
         "model LazyFree {model_lazyfree} vs kernel {lazyfree}"

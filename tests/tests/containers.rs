@@ -17,7 +17,7 @@ use std::{
 
 use memtrace_tests::{
     container::{Container, Image, LEAKER, MEMOPS, MIX, PRESSURE},
-    kernel::smaps_rollup,
+    kernel::{cpus, folio_batches_bytes, smaps_rollup},
     memtrace::{Argv, Tracing},
     stacks::frames,
 };
@@ -175,7 +175,7 @@ fn change(before: u64, after: u64) -> i64 {
 #[test]
 fn madv_free_pages_move_to_the_inactive_file_list_and_out_of_the_working_set() {
     const MOVED: u64 = 64 * MIB;
-    let slack = cpus() * (31 + 64) * PAGE;
+    let slack = folio_batches_bytes() + cpus() * 64 * PAGE;
     let container = Container::run(
         Image::get(),
         "memtrace-madvfree",
@@ -316,7 +316,7 @@ fn pressure_has_its_lazily_freed_pages_reclaimed_then_is_oom_killed() {
         panic!("no step before the kill:\n{logs}");
     };
     // Pages become lazily free through a per-CPU batch of 31.
-    let slack = cpus() * 31 * PAGE;
+    let slack = folio_batches_bytes();
     assert!(number(first, "lazyfree") + slack >= LAZY, "{first}");
     assert!(
         number(last, "grown") > LIMIT - FILLED,
@@ -326,13 +326,6 @@ fn pressure_has_its_lazily_freed_pages_reclaimed_then_is_oom_killed() {
         number(last, "lazyfree") < STEP + slack,
         "killed with a step's worth of lazily freed pages left:\n{logs}"
     );
-}
-
-/// The CPUs online: the kernel's per-CPU batches bound how far its
-/// figures lag.
-fn cpus() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) as u64 }
 }
 
 /// The JSON lines of a whole-container trace: one per process per

@@ -13,6 +13,7 @@ use std::{
 };
 
 use memtrace_tests::{
+    kernel::folio_batches_bytes,
     memtrace::{binary, require_root, run, snapshots_in, verdict, words, Finished, Tracing},
     workloads::ensure_built,
 };
@@ -393,11 +394,10 @@ fn the_parts_of_rss_add_up_for_a_c_program() {
     // The part is the kernel's LazyFree, which counts a page only once the
     // per-CPU folio batch (31 pages) it waits in drains: up to that many
     // pages a CPU may still be on their way.
-    let cpus = std::thread::available_parallelism().map_or(1, |cpus| cpus.get() as u64);
     let (name, lazily_freed) = &parts[1];
     assert_eq!(name, "lazily freed");
     assert!(
-        (16 * MIB - 31 * PAGE * cpus..=16 * MIB).contains(lazily_freed),
+        (16 * MIB - folio_batches_bytes()..=16 * MIB).contains(lazily_freed),
         "{parts:?}"
     );
 }
