@@ -28,6 +28,7 @@ use std::{
 
 use object::{read::ReadCache, Object, ObjectSection, SectionKind};
 
+use super::read_build_id;
 use crate::{
     capture::{CaptureError, In, Out},
     elf::NotElf,
@@ -177,10 +178,8 @@ pub fn separate_debug_file(
                 .join(".build-id")
                 .join(&id[..2])
                 .join(format!("{}.debug", &id[2..]));
-            if let Ok(debug) = File::open(&path) {
-                if build_id_of(&debug).as_deref() == Some(id) {
-                    return ToEmbed::whole(debug);
-                }
+            if read_build_id(&path).as_deref() == Some(id) {
+                return File::open(&path).ok().and_then(ToEmbed::whole);
             }
         }
     }
@@ -196,13 +195,6 @@ pub fn separate_debug_file(
         .filter_map(|path| File::open(path).ok())
         .find(|debug| crc32(debug).is_some_and(|crc| crc == link.crc))
         .and_then(ToEmbed::whole)
-}
-
-fn build_id_of(file: &File) -> Option<String> {
-    let cache = ReadCache::new(file);
-    let elf = object::File::parse(&cache).ok()?;
-    let id = elf.build_id().ok().flatten()?;
-    Some(id.iter().map(|byte| format!("{byte:02x}")).collect())
 }
 
 /// The CRC-32 of the whole of `file`, as `.gnu_debuglink` records it.

@@ -33,17 +33,9 @@ use blazesym::symbolize::{
 
 use super::{
     embedded::{self, Embedded, Part, ToEmbed},
-    frames, DebugSources, Debuginfod, Function, Learned, Module, SYSTEM_DEBUG_DIRS,
+    frames, read_build_id, DebugSources, Debuginfod, Function, Learned, Module, SYSTEM_DEBUG_DIRS,
 };
 use crate::elf::UnwindSections;
-
-/// The GNU build id of the file at `path`, in hex.
-fn build_id(path: &Path) -> Option<String> {
-    blazesym::helper::read_elf_build_id(path)
-        .ok()
-        .flatten()
-        .map(|id| id.iter().map(|byte| format!("{byte:02x}")).collect())
-}
 
 /// A file's identity where it has no build id: its device, inode, size and
 /// modification time, which change when it is replaced or rewritten.
@@ -218,7 +210,7 @@ impl Library {
     /// here is read only if it has the same build id (or is the very same
     /// file), never taken for it otherwise.
     pub fn identify(&mut self, pid: u32, path: &str, readable: &Path) -> Module {
-        let here_build_id = build_id(readable);
+        let here_build_id = read_build_id(readable);
         let here_identity = here_build_id
             .is_none()
             .then(|| file_identity(readable))

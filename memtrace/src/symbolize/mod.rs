@@ -55,6 +55,14 @@ pub struct DebugSources {
     pub debuginfod: Option<Debuginfod>,
 }
 
+/// The GNU build id of the file at `path`, in hex.
+fn read_build_id(path: &Path) -> Option<String> {
+    blazesym::helper::read_elf_build_id(path)
+        .ok()
+        .flatten()
+        .map(|id| id.iter().map(|byte| format!("{byte:02x}")).collect())
+}
+
 /// The system's own debug directories, searched after `--debug-dir`.
 const SYSTEM_DEBUG_DIRS: [&str; 2] = ["/usr/lib/debug", "/lib/debug"];
 
